@@ -1,0 +1,429 @@
+//! `config.json` → a validated model configuration (PLT-SPEC section 1).
+//!
+//! Parsed field by field from a JSON value, so that a wrong type or an impossible value is an
+//! error naming the field. Unknown fields are ignored.
+
+use crate::error::{Error, Result};
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// How loops l >= 1 compute their per-head gate (PLT-SPEC section 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateMode {
+    /// `g_h = sigmoid(dot(q_h, w[h]) + b[h])`, `q_h` after RoPE; `plt_gate.weight` is [H, Dh].
+    Query,
+    /// `g = sigmoid(W · RMSNorm(h_in; gate_norm) + b)`; `plt_gate.weight` is [H, D].
+    Hidden,
+}
+
+/// How the loops are wired (PLT-SPEC sections 3 and 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoopMode {
+    /// PLT: cross-loop shift, shared loop-0 KV, gated sliding-window attention.
+    Parallel,
+    /// The looped baseline: loop l takes loop l-1's output; every loop has its own full KV cache.
+    Vanilla,
+}
+
+/// A validated `config.json`. Symbols in comments follow PLT-SPEC.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub vocab_size: usize,              // V
+    pub hidden_size: usize,             // D
+    pub intermediate_size: usize,       // F
+    pub num_hidden_layers: usize,       // N
+    pub num_attention_heads: usize,     // H
+    pub num_key_value_heads: usize,     // Hkv
+    pub head_dim: usize,                // Dh
+    pub rms_norm_eps: f32,
+    pub rope_theta: f32,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+    pub num_loops: usize,               // L (`plt_num_loops`)
+    /// `left` of `plt_window_size`: the local window of token t is positions t-left ..= t.
+    pub window_left: usize,
+    pub normalize_per_loop: bool,
+    pub emb_scale: f32,                 // a
+    pub hidden_scale: f32,              // b
+    pub gate_mode: GateMode,
+    pub loop_mode: LoopMode,
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Config::from_json_str(&text)
+    }
+
+    pub fn from_json_str(text: &str) -> Result<Config> {
+        let v: Value = serde_json::from_str(text).map_err(|e| Error::Json(format!("not valid JSON: {e}")))?;
+        let obj = v.as_object().ok_or_else(|| Error::Json("the top level is not a JSON object".into()))?;
+        Config::from_json(obj)
+    }
+
+    pub fn from_json(o: &Map<String, Value>) -> Result<Config> {
+        let vocab_size = req_usize(o, "vocab_size")?;
+        let hidden_size = req_usize(o, "hidden_size")?;
+        let intermediate_size = req_usize(o, "intermediate_size")?;
+        let num_hidden_layers = req_usize(o, "num_hidden_layers")?;
+        let num_attention_heads = req_usize(o, "num_attention_heads")?;
+        let num_key_value_heads = opt_usize(o, "num_key_value_heads")?.unwrap_or(num_attention_heads);
+        if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
+            return Err(Error::config(
+                "num_key_value_heads",
+                format!("{num_key_value_heads} must be positive and divide num_attention_heads ({num_attention_heads})"),
+            ));
+        }
+        let head_dim = match opt_usize(o, "head_dim")? {
+            Some(d) => d,
+            None => {
+                if hidden_size % num_attention_heads != 0 {
+                    return Err(Error::config(
+                        "head_dim",
+                        format!("absent, and hidden_size ({hidden_size}) is not divisible by num_attention_heads ({num_attention_heads})"),
+                    ));
+                }
+                hidden_size / num_attention_heads
+            }
+        };
+        if head_dim % 2 != 0 {
+            return Err(Error::config("head_dim", format!("{head_dim} must be even (RoPE rotates half-pairs)")));
+        }
+        let rms_norm_eps = opt_f32(o, "rms_norm_eps")?.unwrap_or(1e-5);
+        if !(rms_norm_eps > 0.0) {
+            return Err(Error::config("rms_norm_eps", format!("{rms_norm_eps} must be positive")));
+        }
+        let rope_theta = opt_f32(o, "rope_theta")?.unwrap_or(10000.0);
+        if !(rope_theta > 0.0) {
+            return Err(Error::config("rope_theta", format!("{rope_theta} must be positive")));
+        }
+        let max_position_embeddings = req_usize(o, "max_position_embeddings")?;
+        let tie_word_embeddings = opt_bool(o, "tie_word_embeddings")?.unwrap_or(false);
+        let bos_token_id = opt_token(o, "bos_token_id", vocab_size)?;
+        let eos_token_ids = match o.get("eos_token_id") {
+            None | Some(Value::Null) => vec![],
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| token_value(x, "eos_token_id", vocab_size))
+                .collect::<Result<Vec<_>>>()?,
+            Some(x) => vec![token_value(x, "eos_token_id", vocab_size)?],
+        };
+        let num_loops = opt_usize(o, "plt_num_loops")?.unwrap_or(1);
+        let window_left = match o.get("plt_window_size") {
+            None | Some(Value::Null) => 64,
+            Some(Value::Array(a)) if a.len() == 2 => {
+                let left = a[0].as_u64().ok_or_else(|| {
+                    Error::config("plt_window_size", format!("left must be a non-negative integer, got {}", a[0]))
+                })?;
+                if a[1].as_u64() != Some(0) {
+                    return Err(Error::config("plt_window_size", format!("right must be 0, got {}", a[1])));
+                }
+                left as usize
+            }
+            Some(x) => {
+                return Err(Error::config("plt_window_size", format!("expected [left, 0], got {x}")));
+            }
+        };
+        let normalize_per_loop = opt_bool(o, "plt_normalize_per_loop")?.unwrap_or(true);
+        let emb_scale = opt_f32(o, "plt_emb_scale")?.unwrap_or(1.0);
+        let hidden_scale = opt_f32(o, "plt_hidden_scale")?.unwrap_or(1.0);
+        let gate_mode = match opt_bool(o, "plt_gate_use_hidden_states")?.unwrap_or(false) {
+            false => GateMode::Query,
+            true => GateMode::Hidden,
+        };
+        let loop_mode = match o.get("plt_loop_mode") {
+            None | Some(Value::Null) => LoopMode::Parallel,
+            Some(Value::String(s)) if s == "parallel" => LoopMode::Parallel,
+            Some(Value::String(s)) if s == "vanilla" => LoopMode::Vanilla,
+            Some(x) => {
+                return Err(Error::config("plt_loop_mode", format!("expected \"parallel\" or \"vanilla\", got {x}")));
+            }
+        };
+        let c = Config {
+            vocab_size,
+            hidden_size,
+            intermediate_size,
+            num_hidden_layers,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            rms_norm_eps,
+            rope_theta,
+            max_position_embeddings,
+            tie_word_embeddings,
+            bos_token_id,
+            eos_token_ids,
+            num_loops,
+            window_left,
+            normalize_per_loop,
+            emb_scale,
+            hidden_scale,
+            gate_mode,
+            loop_mode,
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks the rules that involve no parsing; also used for configs built in code.
+    pub fn validate(&self) -> Result<()> {
+        for (field, v) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("head_dim", self.head_dim),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ] {
+            if v == 0 {
+                return Err(Error::config(field, "must be at least 1"));
+            }
+        }
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return Err(Error::config(
+                "num_key_value_heads",
+                format!("{} does not divide num_attention_heads ({})", self.num_key_value_heads, self.num_attention_heads),
+            ));
+        }
+        if self.head_dim % 2 != 0 {
+            return Err(Error::config("head_dim", format!("{} must be even", self.head_dim)));
+        }
+        if self.num_loops < 1 {
+            return Err(Error::config("plt_num_loops", "must be at least 1"));
+        }
+        if self.vocab_size > u32::MAX as usize / 2 {
+            return Err(Error::config("vocab_size", "too large"));
+        }
+        for (field, v) in [("plt_emb_scale", self.emb_scale), ("plt_hidden_scale", self.hidden_scale)] {
+            if !v.is_finite() {
+                return Err(Error::config(field, format!("{v} is not finite")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Symbols used throughout: query/kv widths.
+    pub fn q_dim(&self) -> usize {
+        self.num_attention_heads * self.head_dim
+    }
+    pub fn kv_dim(&self) -> usize {
+        self.num_key_value_heads * self.head_dim
+    }
+    /// Slots of one local ring buffer: the window covers left+1 positions.
+    pub fn window_slots(&self) -> usize {
+        self.window_left + 1
+    }
+    /// True when loops l >= 1 have gates, rings and the cross-loop shift.
+    pub fn is_plt(&self) -> bool {
+        self.num_loops > 1 && self.loop_mode == LoopMode::Parallel
+    }
+
+    /// KV-cache bytes for one sequence of `t` tokens with element size `elem` (PLT-SPEC section 4).
+    pub fn kv_bytes(&self, t: usize, elem: usize) -> usize {
+        let per_pos = 2 * self.num_hidden_layers * self.kv_dim() * elem;
+        let l = self.num_loops;
+        if l == 1 {
+            per_pos * t
+        } else {
+            match self.loop_mode {
+                LoopMode::Parallel => per_pos * (t + (l - 1) * self.window_slots()),
+                LoopMode::Vanilla => per_pos * l * t,
+            }
+        }
+    }
+
+    /// Parameter count of the weights this config implies.
+    pub fn num_params(&self) -> usize {
+        let (d, f, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
+        let (qd, kvd, h) = (self.q_dim(), self.kv_dim(), self.num_attention_heads);
+        let gate = if self.num_loops > 1 && self.loop_mode == LoopMode::Parallel {
+            match self.gate_mode {
+                GateMode::Query => h * self.head_dim + h,
+                GateMode::Hidden => h * d + h + d,
+            }
+        } else {
+            0
+        };
+        let layer = 2 * d + qd * d + 2 * kvd * d + d * qd + 3 * f * d + gate;
+        v * d + self.num_hidden_layers * layer + d + if self.tie_word_embeddings { 0 } else { v * d }
+    }
+
+    /// The config as Hugging Face style JSON (what `plt init` writes).
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("model_type".into(), "iquestpltcoder".into());
+        m.insert("vocab_size".into(), self.vocab_size.into());
+        m.insert("hidden_size".into(), self.hidden_size.into());
+        m.insert("intermediate_size".into(), self.intermediate_size.into());
+        m.insert("num_hidden_layers".into(), self.num_hidden_layers.into());
+        m.insert("num_attention_heads".into(), self.num_attention_heads.into());
+        m.insert("num_key_value_heads".into(), self.num_key_value_heads.into());
+        m.insert("head_dim".into(), self.head_dim.into());
+        m.insert("rms_norm_eps".into(), (self.rms_norm_eps as f64).into());
+        m.insert("rope_theta".into(), (self.rope_theta as f64).into());
+        m.insert("max_position_embeddings".into(), self.max_position_embeddings.into());
+        m.insert("tie_word_embeddings".into(), self.tie_word_embeddings.into());
+        if let Some(b) = self.bos_token_id {
+            m.insert("bos_token_id".into(), b.into());
+        }
+        match self.eos_token_ids.as_slice() {
+            [] => {}
+            [e] => {
+                m.insert("eos_token_id".into(), (*e).into());
+            }
+            es => {
+                m.insert("eos_token_id".into(), es.to_vec().into());
+            }
+        }
+        m.insert("plt_num_loops".into(), self.num_loops.into());
+        m.insert("plt_window_size".into(), vec![self.window_left, 0].into());
+        m.insert("plt_normalize_per_loop".into(), self.normalize_per_loop.into());
+        m.insert("plt_emb_scale".into(), (self.emb_scale as f64).into());
+        m.insert("plt_hidden_scale".into(), (self.hidden_scale as f64).into());
+        m.insert("plt_gate_use_hidden_states".into(), (self.gate_mode == GateMode::Hidden).into());
+        m.insert(
+            "plt_loop_mode".into(),
+            match self.loop_mode {
+                LoopMode::Parallel => "parallel",
+                LoopMode::Vanilla => "vanilla",
+            }
+            .into(),
+        );
+        Value::Object(m)
+    }
+}
+
+fn field<'a>(o: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    match o.get(name) {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v),
+    }
+}
+
+fn req_usize(o: &Map<String, Value>, name: &str) -> Result<usize> {
+    opt_usize(o, name)?.ok_or_else(|| Error::config(name, "is required"))
+}
+
+fn opt_usize(o: &Map<String, Value>, name: &str) -> Result<Option<usize>> {
+    match field(o, name) {
+        None => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(n) if n <= u32::MAX as u64 => Ok(Some(n as usize)),
+            _ => Err(Error::config(name, format!("expected a non-negative integer, got {v}"))),
+        },
+    }
+}
+
+fn opt_f32(o: &Map<String, Value>, name: &str) -> Result<Option<f32>> {
+    match field(o, name) {
+        None => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(x) if x.is_finite() => Ok(Some(x as f32)),
+            _ => Err(Error::config(name, format!("expected a number, got {v}"))),
+        },
+    }
+}
+
+fn opt_bool(o: &Map<String, Value>, name: &str) -> Result<Option<bool>> {
+    match field(o, name) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(v) => Err(Error::config(name, format!("expected true or false, got {v}"))),
+    }
+}
+
+fn token_value(v: &Value, name: &str, vocab: usize) -> Result<u32> {
+    match v.as_u64() {
+        Some(n) if (n as usize) < vocab => Ok(n as u32),
+        Some(n) => Err(Error::config(name, format!("token id {n} is outside the vocabulary (vocab_size {vocab})"))),
+        None => Err(Error::config(name, format!("expected a token id, got {v}"))),
+    }
+}
+
+fn opt_token(o: &Map<String, Value>, name: &str, vocab: usize) -> Result<Option<u32>> {
+    field(o, name).map(|v| token_value(v, name, vocab)).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"{"vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 32}"#;
+
+    fn with(extra: &str) -> Result<Config> {
+        let mut v: Value = serde_json::from_str(MIN).unwrap();
+        let e: Value = serde_json::from_str(extra).unwrap();
+        for (k, x) in e.as_object().unwrap() {
+            v.as_object_mut().unwrap().insert(k.clone(), x.clone());
+        }
+        Config::from_json(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = Config::from_json_str(MIN).unwrap();
+        assert_eq!(c.num_key_value_heads, 2);
+        assert_eq!(c.head_dim, 4);
+        assert_eq!(c.rms_norm_eps, 1e-5);
+        assert_eq!(c.rope_theta, 10000.0);
+        assert_eq!(c.num_loops, 1);
+        assert_eq!(c.window_left, 64);
+        assert!(c.normalize_per_loop);
+        assert_eq!((c.emb_scale, c.hidden_scale), (1.0, 1.0));
+        assert_eq!(c.gate_mode, GateMode::Query);
+        assert_eq!(c.loop_mode, LoopMode::Parallel);
+        assert!(!c.tie_word_embeddings);
+        // null scales mean 1.0
+        let c = with(r#"{"plt_emb_scale": null, "plt_hidden_scale": null, "eos_token_id": [1, 2]}"#).unwrap();
+        assert_eq!((c.emb_scale, c.hidden_scale), (1.0, 1.0));
+        assert_eq!(c.eos_token_ids, vec![1, 2]);
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let c = with(r#"{"plt_num_loops": 3, "plt_window_size": [5, 0], "plt_gate_use_hidden_states": true,
+            "plt_loop_mode": "vanilla", "num_key_value_heads": 1, "head_dim": 6, "tie_word_embeddings": true,
+            "plt_emb_scale": 0.5, "plt_hidden_scale": 2.0, "plt_normalize_per_loop": false, "bos_token_id": 1}"#)
+        .unwrap();
+        let back = Config::from_json(c.to_json().as_object().unwrap()).unwrap();
+        assert_eq!(c, back);
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let cases = [
+            (r#"{"num_key_value_heads": 3}"#, "num_key_value_heads"),
+            (r#"{"plt_window_size": [4, 1]}"#, "plt_window_size"),
+            (r#"{"plt_window_size": 4}"#, "plt_window_size"),
+            (r#"{"plt_num_loops": 0}"#, "plt_num_loops"),
+            (r#"{"hidden_size": "8"}"#, "hidden_size"),
+            (r#"{"hidden_size": 0}"#, "hidden_size"),
+            (r#"{"hidden_size": -8}"#, "hidden_size"),
+            (r#"{"plt_loop_mode": "serial"}"#, "plt_loop_mode"),
+            (r#"{"tie_word_embeddings": 1}"#, "tie_word_embeddings"),
+            (r#"{"head_dim": 5}"#, "head_dim"),
+            (r#"{"rms_norm_eps": 0}"#, "rms_norm_eps"),
+            (r#"{"eos_token_id": 99}"#, "eos_token_id"),
+            (r#"{"plt_gate_use_hidden_states": "yes"}"#, "plt_gate_use_hidden_states"),
+        ];
+        for (extra, field) in cases {
+            let e = with(extra).unwrap_err();
+            assert!(e.to_string().contains(&format!("`{field}`")), "{extra}: {e}");
+        }
+        let e = Config::from_json_str(r#"{"hidden_size": 8}"#).unwrap_err();
+        assert!(e.to_string().contains("vocab_size"), "{e}");
+        assert!(Config::from_json_str("not json").unwrap_err().to_string().contains("not valid JSON"));
+    }
+
+    #[test]
+    fn kv_bytes_follow_section_4() {
+        let c = with(r#"{"plt_num_loops": 2, "plt_window_size": [3, 0], "num_hidden_layers": 2}"#).unwrap();
+        // 2 * N * Hkv * Dh * s * (T + (L-1)(left+1)) = 2*2*2*4*4 * (10 + 4)
+        assert_eq!(c.kv_bytes(10, 4), 2 * 2 * 2 * 4 * 4 * 14);
+    }
+}

@@ -1,0 +1,63 @@
+//! The crate's one error type. Every variant names what failed: the field, tensor, shader or limit.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+
+    #[error("config.json: {0}")]
+    Json(String),
+
+    /// A config field with a wrong type or an impossible value.
+    #[error("config.json: field `{field}`: {msg}")]
+    Config { field: String, msg: String },
+
+    #[error("{file}: {msg}")]
+    Safetensors { file: String, msg: String },
+
+    #[error("tensor `{name}` is missing from the checkpoint")]
+    MissingTensor { name: String },
+
+    #[error("tensor `{name}` has shape {got:?}, expected {expected:?}")]
+    TensorShape { name: String, expected: Vec<usize>, got: Vec<usize> },
+
+    #[error("tensor `{name}` has dtype {dtype}, expected one of F32, F16, BF16")]
+    TensorDtype { name: String, dtype: String },
+
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    #[error("no GPU adapter found ({0}). On Linux without a GPU, install Mesa's software Vulkan driver: `apt-get install -y mesa-vulkan-drivers`; or pass --cpu to use the (slow) CPU reference")]
+    NoAdapter(String),
+
+    #[error("GPU device request failed: {0}")]
+    Device(String),
+
+    /// A shader failed to parse or validate (names the shader and entry point).
+    #[error("shader `{shader}` ({entry}): {msg}")]
+    Shader { shader: String, entry: String, msg: String },
+
+    /// A buffer or dispatch would exceed an adapter limit.
+    #[error("{what} needs {needed} but the adapter's limit `{limit}` is {max}")]
+    Limit { what: String, limit: &'static str, needed: u64, max: u64 },
+
+    #[error("GPU error: {0}")]
+    Gpu(String),
+
+    /// Bad arguments from a caller (token ids out of range, prompt too long, ...).
+    #[error("{0}")]
+    Input(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+    pub(crate) fn config(field: &str, msg: impl Into<String>) -> Self {
+        Error::Config { field: field.to_string(), msg: msg.into() }
+    }
+}

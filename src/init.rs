@@ -1,0 +1,1 @@
+//! Random model directories (`plt init`).

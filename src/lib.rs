@@ -1,0 +1,12 @@
+//! PLT: a wgpu runtime for the Parallel Loop Transformer (PLT-SPEC is the model it computes).
+
+pub mod config;
+pub mod error;
+pub mod init;
+pub mod reference;
+pub mod rng;
+pub mod weights;
+
+pub use config::{Config, GateMode, LoopMode};
+pub use error::{Error, Result};
+pub use weights::{DType, Weights};
