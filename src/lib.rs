@@ -2,7 +2,9 @@
 
 pub mod config;
 pub mod error;
+pub mod gpu;
 pub mod init;
+pub mod model;
 pub mod reference;
 pub mod rng;
 pub mod weights;

@@ -1,0 +1,32 @@
+// Embedding gather and the cross-loop input (PLT-SPEC s3, s5):
+//   loop 0:   X_r = E[x_t]
+//   loop l>0: X_r = a * E[x_t] + b * C   (C = a carried state row of cbuf)
+// Defines: D, W_F16 (embedding storage). Grid: (ceil(D/64), R).
+
+@group(0) @binding(0) var<storage, read> rows: array<Row>;
+@group(0) @binding(1) var<storage, read> emb: array<u32>;       // [V, D] (f32 bits or packed f16)
+@group(0) @binding(2) var<storage, read> cbuf: array<f32>;      // [*, D] carried states
+@group(0) @binding(3) var<storage, read_write> x: array<f32>;   // [R, D]
+
+fn emb_at(i: u32) -> f32 {
+    if (W_F16) {
+        return f16_at(emb[i >> 1u], i & 1u);
+    }
+    return bitcast<f32>(emb[i]);
+}
+
+@compute @workgroup_size(64)
+fn embed_input(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let d = gid.x;
+    let r = gid.y;
+    if (d >= D) {
+        return;
+    }
+    let row = rows[r];
+    var v = row.e_scale * emb_at(row.token * D + d);
+    // Loop 0 rows have no carried input; never read it (it may hold anything).
+    if (row.csrc != NONE) {
+        v += row.c_scale * cbuf[row.csrc * D + d];
+    }
+    x[r * D + d] = v;
+}

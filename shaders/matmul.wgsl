@@ -1,0 +1,158 @@
+// Linear layers: y[r][o] (+)= sum_k x[r][k] * W[o][k] (+ bias[o]), W row-major [O, K].
+// `accumulate` fuses the residual add (h = h + W x) into the product.
+// Defines: K, O, W_F16, ROWS_FROM_LOGITS (rows = pass.logit_rows instead of pass.rows).
+// Two entry points, one per regime:
+//   matmul_tiled: many rows (prefill): 64x64 output tiles in workgroup memory, 4x4 per thread.
+//   matmul_rows:  few rows (decode, B*L rows): each weight element is read once and used for
+//                 every row of the pass (cross-loop parallelism is this sharing).
+
+struct Params {
+    accumulate: u32,
+    has_bias: u32,
+    _p0: u32,
+    _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<uniform> pass_: Pass;
+@group(0) @binding(2) var<storage, read> x: array<f32>;       // [R, K]
+@group(0) @binding(3) var<storage, read> w: array<u32>;       // [O, K], f32 bits or packed f16
+@group(0) @binding(4) var<storage, read> bias: array<f32>;    // [O] (a dummy when absent)
+@group(0) @binding(5) var<storage, read_write> y: array<f32>; // [R, O]
+
+fn w_at(i: u32) -> f32 {
+    if (W_F16) {
+        return f16_at(w[i >> 1u], i & 1u);
+    }
+    return bitcast<f32>(w[i]);
+}
+
+fn num_rows() -> u32 {
+    if (ROWS_FROM_LOGITS) {
+        return pass_.logit_rows;
+    }
+    return pass_.rows;
+}
+
+fn store(r: u32, o: u32, v: f32) {
+    var acc = v;
+    if (params.has_bias == 1u) {
+        acc += bias[o];
+    }
+    let i = r * O + o;
+    if (params.accumulate == 1u) {
+        acc += y[i];
+    }
+    y[i] = acc;
+}
+
+const TM: u32 = 64u;  // rows per tile
+const TN: u32 = 64u;  // outputs per tile
+const TK: u32 = 16u;
+var<workgroup> xs: array<f32, 1024>;  // [TK][TM]
+var<workgroup> ws: array<f32, 1024>;  // [TK][TN]
+
+@compute @workgroup_size(256)
+fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let rows = num_rows();
+    let o0 = wid.x * TN;
+    let r0 = wid.y * TM;
+    let tx = tid % 16u;  // output columns tx*4 ..
+    let ty = tid / 16u;  // rows ty*4 ..
+    var acc: array<array<f32, 4>, 4>;
+    for (var k0 = 0u; k0 < K; k0 += TK) {
+        // Load a [TM x TK] tile of x and a [TN x TK] tile of W (4 elements per thread each).
+        for (var i = 0u; i < 4u; i++) {
+            let e = tid + i * 256u;
+            let kk = e % TK;
+            let mm = e / TK;
+            let k = k0 + kk;
+            var xv = 0.0;
+            if (r0 + mm < rows && k < K) {
+                xv = x[(r0 + mm) * K + k];
+            }
+            xs[kk * TM + mm] = xv;
+            var wv = 0.0;
+            if (o0 + mm < O && k < K) {
+                wv = w_at((o0 + mm) * K + k);
+            }
+            ws[kk * TN + mm] = wv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            var a: array<f32, 4>;
+            var b: array<f32, 4>;
+            for (var i = 0u; i < 4u; i++) {
+                a[i] = xs[kk * TM + ty * 4u + i];
+                b[i] = ws[kk * TN + tx * 4u + i];
+            }
+            for (var i = 0u; i < 4u; i++) {
+                for (var j = 0u; j < 4u; j++) {
+                    acc[i][j] += a[i] * b[j];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let r = r0 + ty * 4u + i;
+        for (var j = 0u; j < 4u; j++) {
+            let o = o0 + tx * 4u + j;
+            if (r < rows && o < O) {
+                store(r, o, acc[i][j]);
+            }
+        }
+    }
+}
+
+const RB: u32 = 8u;   // rows per register block
+const NO: u32 = 4u;   // outputs per workgroup
+const WGR: u32 = 64u;
+var<workgroup> red: array<f32, 2048>;  // [RB*NO][WGR]
+
+@compute @workgroup_size(64)
+fn matmul_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) tid: u32) {
+    let rows = num_rows();
+    let o0 = group_index(wid, nwg) * NO;
+    if (o0 >= O) {
+        return;
+    }
+    for (var rb = 0u; rb < rows; rb += RB) {
+        var acc: array<f32, 32>;  // [RB][NO]
+        for (var k = tid; k < K; k += WGR) {
+            var wv: array<f32, 4>;
+            for (var j = 0u; j < NO; j++) {
+                wv[j] = select(0.0, w_at(min(o0 + j, O - 1u) * K + k), o0 + j < O);
+            }
+            for (var i = 0u; i < RB; i++) {
+                if (rb + i < rows) {
+                    let xv = x[(rb + i) * K + k];
+                    for (var j = 0u; j < NO; j++) {
+                        acc[i * NO + j] += xv * wv[j];
+                    }
+                }
+            }
+        }
+        for (var e = 0u; e < RB * NO; e++) {
+            red[e * WGR + tid] = acc[e];
+        }
+        workgroupBarrier();
+        for (var s = WGR / 2u; s > 0u; s >>= 1u) {
+            if (tid < s) {
+                for (var e = 0u; e < RB * NO; e++) {
+                    red[e * WGR + tid] += red[e * WGR + tid + s];
+                }
+            }
+            workgroupBarrier();
+        }
+        if (tid < RB * NO) {
+            let i = tid / NO;
+            let j = tid % NO;
+            if (rb + i < rows && o0 + j < O) {
+                store(rb + i, o0 + j, red[tid * WGR]);
+            }
+        }
+        workgroupBarrier();
+    }
+}

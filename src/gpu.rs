@@ -1,0 +1,426 @@
+//! The GPU context: adapter and device choice, the pipeline cache (WGSL from `shaders/`,
+//! specialised by `const` defines, validated with naga), bind groups by binding number,
+//! dispatch descriptions, and buffer readback that works natively and in the browser.
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+/// The WGSL sources, by file name. Every pipeline is `prelude + defines + file`.
+pub const SHADERS: &[(&str, &str)] = &[
+    ("prelude", include_str!("../shaders/prelude.wgsl")),
+    ("embed", include_str!("../shaders/embed.wgsl")),
+    ("norm", include_str!("../shaders/norm.wgsl")),
+    ("matmul", include_str!("../shaders/matmul.wgsl")),
+    ("rope", include_str!("../shaders/rope.wgsl")),
+    ("attention", include_str!("../shaders/attention.wgsl")),
+    ("elementwise", include_str!("../shaders/elementwise.wgsl")),
+];
+
+/// A compile-time constant prepended to a shader.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Define {
+    U32(u32),
+    F32(f32),
+    Bool(bool),
+}
+
+/// Defines of one pipeline, in a fixed order (part of the cache key).
+#[derive(Clone, Debug, Default)]
+pub struct Defines(Vec<(&'static str, Define)>);
+
+impl Defines {
+    pub fn new() -> Self {
+        Defines(Vec::new())
+    }
+    pub fn u32(mut self, name: &'static str, v: usize) -> Self {
+        self.0.push((name, Define::U32(v as u32)));
+        self
+    }
+    pub fn f32(mut self, name: &'static str, v: f32) -> Self {
+        self.0.push((name, Define::F32(v)));
+        self
+    }
+    pub fn bool(mut self, name: &'static str, v: bool) -> Self {
+        self.0.push((name, Define::Bool(v)));
+        self
+    }
+    fn render(&self) -> String {
+        let mut s = String::new();
+        for (name, v) in &self.0 {
+            match v {
+                Define::U32(x) => s += &format!("const {name}: u32 = {x}u;\n"),
+                // `{:?}` prints enough digits to round-trip, and always a decimal point or exponent.
+                Define::F32(x) => s += &format!("const {name}: f32 = {x:?};\n"),
+                Define::Bool(x) => s += &format!("const {name}: bool = {x};\n"),
+            }
+        }
+        s
+    }
+}
+
+/// Full WGSL source of a shader with its defines (also what the naga tests validate).
+pub fn shader_source(shader: &str, defines: &Defines) -> Result<String> {
+    let find = |name: &str| SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s);
+    let body = find(shader).ok_or_else(|| Error::Shader {
+        shader: shader.into(),
+        entry: String::new(),
+        msg: "no such shader".into(),
+    })?;
+    Ok(format!("{}{}\n{}", defines.render(), find("prelude").unwrap_or_default(), body))
+}
+
+/// Parses and validates a shader with naga; returns the module, its info, and for `entry` the
+/// binding numbers (group 0) that the entry point uses.
+pub fn validate_shader(shader: &str, entry: &str, source: &str) -> Result<(naga::Module, Vec<u32>)> {
+    let err = |msg: String| Error::Shader { shader: shader.into(), entry: entry.into(), msg };
+    let module = naga::front::wgsl::parse_str(source).map_err(|e| err(e.emit_to_string(source)))?;
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default() | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32)
+        .validate(&module)
+        .map_err(|e| err(format!("{:?}", e.into_inner())))?;
+    let index = module
+        .entry_points
+        .iter()
+        .position(|e| e.name == entry)
+        .ok_or_else(|| err("no such entry point".into()))?;
+    let fi = info.get_entry_point(index);
+    let mut used = Vec::new();
+    for (h, gv) in module.global_variables.iter() {
+        if let Some(b) = &gv.binding {
+            if !fi[h].is_empty() {
+                used.push(b.binding);
+            }
+        }
+    }
+    used.sort();
+    Ok((module, used))
+}
+
+/// A compute pipeline and the bindings its entry point uses.
+pub struct Pipeline {
+    pub label: String,
+    pub pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    used: Vec<u32>,
+}
+
+/// How many workgroups along one axis: fixed, or from the pass's row counts at encode time.
+#[derive(Clone, Copy, Debug)]
+pub enum Dim {
+    Fixed(u32),
+    /// ceil(rows / div)
+    Rows(u32),
+    /// ceil(logit_rows / div)
+    LogitRows(u32),
+}
+
+/// One kernel launch: pipeline, bind group, grid.
+pub struct Dispatch {
+    pub pipeline: Arc<Pipeline>,
+    pub bind_group: wgpu::BindGroup,
+    pub grid: [Dim; 3],
+}
+
+impl Dispatch {
+    /// Workgroup counts for a pass of `rows` rows, `logit_rows` of which give logits; an x count
+    /// past the 65535 limit is split over y (kernels that can see it use `group_index`).
+    pub fn workgroups(&self, rows: u32, logit_rows: u32) -> [u32; 3] {
+        let mut n = [0u32; 3];
+        for (i, d) in self.grid.iter().enumerate() {
+            n[i] = match *d {
+                Dim::Fixed(x) => x,
+                Dim::Rows(div) => rows.div_ceil(div),
+                Dim::LogitRows(div) => logit_rows.div_ceil(div),
+            };
+        }
+        if n[0] > 65535 && n[1] == 1 {
+            n[1] = n[0].div_ceil(65535);
+            n[0] = 65535;
+        }
+        n
+    }
+
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, rows: u32, logit_rows: u32) {
+        let [x, y, z] = self.workgroups(rows, logit_rows);
+        if x == 0 || y == 0 || z == 0 {
+            return;
+        }
+        pass.set_pipeline(&self.pipeline.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+/// Options for choosing an adapter.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Pick the first adapter whose name contains this (case-insensitive).
+    pub adapter: Option<String>,
+}
+
+/// The device, queue and caches shared by every model and session on one adapter.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    pipelines: Mutex<HashMap<String, Arc<Pipeline>>>,
+    /// The first uncaptured device error (validation, out of memory), reported by `check`.
+    error: Arc<Mutex<Option<String>>>,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+impl Gpu {
+    /// Chooses an adapter (honouring `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and `opts`) and opens
+    /// a device with the adapter's own limits.
+    pub async fn new(opts: &GpuOptions) -> Result<Gpu> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = match &opts.adapter {
+            Some(want) => {
+                let want = want.to_lowercase();
+                let all = instance.enumerate_adapters(wgpu::Backends::all()).await;
+                let names: Vec<String> = all.iter().map(|a| a.get_info().name).collect();
+                all.into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&want))
+                    .ok_or_else(|| Error::NoAdapter(format!("no adapter matches `{want}`; found {names:?}")))?
+            }
+            None => instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::HighPerformance,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| Error::NoAdapter(e.to_string()))?,
+        };
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let features = wgpu::Features::empty();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("plt"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::Device(e.to_string()))?;
+        let error = Arc::new(Mutex::new(None::<String>));
+        let e2 = error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = e2.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(e.to_string());
+            }
+        }));
+        let lost = Arc::new(Mutex::new(None::<String>));
+        let l2 = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            *l2.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {msg}"));
+        });
+        log::info!("adapter: {} ({:?}, {:?}, {})", info.name, info.backend, info.device_type, info.driver);
+        Ok(Gpu { device, queue, info, limits, features, pipelines: Mutex::new(HashMap::new()), error, lost })
+    }
+
+    pub fn new_blocking(opts: &GpuOptions) -> Result<Gpu> {
+        pollster::block_on(Gpu::new(opts))
+    }
+
+    /// "name (backend, type, driver)".
+    pub fn describe(&self) -> String {
+        let i = &self.info;
+        let driver = if i.driver.is_empty() { String::new() } else { format!(", {} {}", i.driver, i.driver_info) };
+        format!("{} ({:?}, {:?}{})", i.name, i.backend, i.device_type, driver.trim_end())
+    }
+
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Returns (and clears) the first device error since the last check, or the device loss.
+    pub fn check(&self) -> Result<()> {
+        if let Some(l) = self.lost.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Err(Error::Gpu(format!("device lost ({l})")));
+        }
+        if let Some(e) = self.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(Error::Gpu(e));
+        }
+        Ok(())
+    }
+
+    /// The pipeline for `shader`'s `entry` with `defines`, built once and cached.
+    pub fn pipeline(&self, shader: &str, entry: &str, defines: &Defines) -> Result<Arc<Pipeline>> {
+        let source = shader_source(shader, defines)?;
+        let key = format!("{shader}:{entry}\n{}", defines.render());
+        if let Some(p) = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(p.clone());
+        }
+        let (_, used) = validate_shader(shader, entry, &source)?;
+        let label = format!("{shader}:{entry}");
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&label),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let layout = pipeline.get_bind_group_layout(0);
+        let p = Arc::new(Pipeline { label, pipeline, layout, used });
+        self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// A dispatch of `pipeline` with buffers given by binding number; bindings the entry point
+    /// does not use are left out (its layout has none), a used one that is missing is an error.
+    pub fn dispatch(&self, pipeline: &Arc<Pipeline>, buffers: &[(u32, &wgpu::Buffer)], grid: [Dim; 3]) -> Result<Dispatch> {
+        let mut entries = Vec::new();
+        for &b in &pipeline.used {
+            let buf = buffers.iter().find(|(n, _)| *n == b).map(|(_, buf)| *buf).ok_or_else(|| Error::Shader {
+                shader: pipeline.label.clone(),
+                entry: String::new(),
+                msg: format!("binding {b} was not given a buffer"),
+            })?;
+            entries.push(wgpu::BindGroupEntry { binding: b, resource: buf.as_entire_binding() });
+        }
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&pipeline.label),
+            layout: &pipeline.layout,
+            entries: &entries,
+        });
+        Ok(Dispatch { pipeline: pipeline.clone(), bind_group, grid })
+    }
+
+    /// A storage buffer of `bytes` (rounded up to 16), zero-initialised, checked against limits.
+    pub fn storage(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
+        let size = bytes.max(16).next_multiple_of(16);
+        self.check_binding(label, size)?;
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// A storage buffer holding `data`.
+    pub fn storage_init(&self, label: &str, data: &[u8]) -> Result<wgpu::Buffer> {
+        let buf = self.storage(label, data.len() as u64)?;
+        if !data.is_empty() {
+            self.queue.write_buffer(&buf, 0, data);
+        }
+        Ok(buf)
+    }
+
+    pub fn uniform(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (data.len() as u64).max(16).next_multiple_of(16),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&buf, 0, data);
+        buf
+    }
+
+    /// A buffer the CPU reads results from.
+    pub fn readback(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
+        let size = bytes.max(16).next_multiple_of(16);
+        if size > self.limits.max_buffer_size {
+            return Err(Error::Limit {
+                what: format!("buffer `{label}`"),
+                limit: "max_buffer_size",
+                needed: size,
+                max: self.limits.max_buffer_size,
+            });
+        }
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    fn check_binding(&self, label: &str, size: u64) -> Result<()> {
+        let max = (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
+        if size > max {
+            return Err(Error::Limit {
+                what: format!("buffer `{label}`"),
+                limit: "max_storage_buffer_binding_size",
+                needed: size,
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Maps `buf` (a readback buffer) and copies out its first `bytes` bytes.
+    pub async fn read(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        let slice = buf.slice(0..bytes.max(4).next_multiple_of(4));
+        let (tx, rx) = oneshot();
+        slice.map_async(wgpu::MapMode::Read, move |r| tx.send(r));
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            self.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        }
+        let mapped = rx.await;
+        self.check()?;
+        mapped.map_err(|e| Error::Gpu(format!("reading back `{buf:?}`: {e}")))?;
+        let out = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu(format!("reading back `{buf:?}`: {e}")))?
+            .to_vec();
+        buf.unmap();
+        Ok(out[..bytes as usize].to_vec())
+    }
+
+    pub async fn read_f32(&self, buf: &wgpu::Buffer, count: usize) -> Result<Vec<f32>> {
+        let bytes = self.read(buf, (count * 4) as u64).await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+}
+
+/// A one-value channel whose receiver is a future (buffer mapping completes by callback).
+fn oneshot<T>() -> (Sender<T>, Receiver<T>) {
+    let shared = Arc::new(Mutex::new((None, None::<Waker>)));
+    (Sender(shared.clone()), Receiver(shared))
+}
+
+struct Sender<T>(Arc<Mutex<(Option<T>, Option<Waker>)>>);
+struct Receiver<T>(Arc<Mutex<(Option<T>, Option<Waker>)>>);
+
+impl<T> Sender<T> {
+    fn send(self, v: T) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 = Some(v);
+        if let Some(w) = g.1.take() {
+            w.wake();
+        }
+    }
+}
+
+impl<T> Future for Receiver<T> {
+    type Output = T;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match g.0.take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                g.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}

@@ -1,0 +1,745 @@
+//! The PLT forward graph on the GPU (PLT-SPEC sections 3, 5 and 6).
+//!
+//! `GpuModel` holds the weights on one device; a `Session` holds everything that one batch of
+//! sequences needs (caches of section 4, scratch buffers, dispatch lists), created once and
+//! reused: nothing is allocated per token, and each call is one command buffer, one submit.
+//!
+//! Every pass runs the same dispatch list over R rows; a row is one (sequence, loop, position)
+//! and carries its own metadata (`Row`), so one graph serves
+//! - prefill: L passes over a chunk of prompt tokens (one per loop, section 3),
+//! - the fused decode step: ONE pass of B*L rows, loop-major (row l*B + b), section 5,
+//! - sequential decode: L passes of B rows (the reference for the fused step),
+//! - vanilla looped mode: L passes of B rows, each loop on its own full cache (section 6).
+
+use crate::config::{Config, GateMode, LoopMode};
+use crate::error::{Error, Result};
+use crate::gpu::{Defines, Dim, Dispatch, Gpu};
+use crate::weights::{DType, Weights};
+use std::sync::Arc;
+
+const NONE: u32 = u32::MAX;
+/// Above this many rows a pass uses the tiled matmul; at or below it, the row-sharing one.
+const ROWS_KERNEL_MAX: u32 = 16;
+
+/// Per-row metadata, mirrored by `struct Row` in shaders/prelude.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct Row {
+    pos: u32,
+    lp: u32,
+    seq: u32,
+    token: u32,
+    kv_slot: u32,
+    attn_slot: u32,
+    ring: u32,
+    fresh: u32,
+    ring_write: u32,
+    csrc: u32,
+    cdst: u32,
+    e_scale: f32,
+    c_scale: f32,
+    _pad: [u32; 3],
+}
+
+/// Per-pass values, mirrored by `struct Pass` in shaders/prelude.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct PassInfo {
+    rows: u32,
+    logit_row0: u32,
+    logit_rows: u32,
+    _pad: u32,
+}
+
+/// How a PLT decode step runs its L loops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exec {
+    /// One pass of B*L rows sharing every weight read (PLT-SPEC section 5).
+    Fused,
+    /// L passes of B rows: the same numbers, L times the weight reads.
+    Sequential,
+}
+
+impl Exec {
+    pub fn parse(s: &str) -> Option<Exec> {
+        match s {
+            "parallel" | "fused" => Some(Exec::Fused),
+            "sequential" => Some(Exec::Sequential),
+            _ => None,
+        }
+    }
+}
+
+/// Which logits a prefill returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    None,
+    Last,
+    All,
+}
+
+/// Weights on the device. Matrices are stored as f32 or packed f16; vectors as f32.
+pub struct GpuModel {
+    pub cfg: Config,
+    pub gpu: Arc<Gpu>,
+    /// Storage dtype of the matrices on the device (F32 or F16).
+    pub dtype: DType,
+    embed: wgpu::Buffer,           // [V, D]
+    lm_head: Option<wgpu::Buffer>, // [V, D]; None: tied to `embed`
+    norm: wgpu::Buffer,            // [D]
+    layers: Vec<GpuLayer>,
+    dummy: wgpu::Buffer,
+}
+
+struct GpuLayer {
+    input_layernorm: wgpu::Buffer,          // [D]
+    qkv_proj: wgpu::Buffer,                 // [H*Dh + 2*Hkv*Dh, D]: q_proj | k_proj | v_proj rows
+    qkv_bias: Option<wgpu::Buffer>,         // [H*Dh + 2*Hkv*Dh]
+    o_proj: wgpu::Buffer,                   // [D, H*Dh]
+    post_attention_layernorm: wgpu::Buffer, // [D]
+    gate_up_proj: wgpu::Buffer,             // [2F, D]: gate_proj | up_proj rows
+    down_proj: wgpu::Buffer,                // [D, F]
+    plt_gate: Option<wgpu::Buffer>,         // [H*GW] weight | [H] bias | [D] gate_norm
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    bytemuck::cast_slice(v).to_vec()
+}
+
+impl GpuModel {
+    /// Uploads `w`. `dtype` is the matrices' device storage: F32 or F16 (BF16 is stored as F32);
+    /// `None` keeps F16 for F16 checkpoints and F32 otherwise.
+    pub fn new(gpu: Arc<Gpu>, cfg: &Config, w: &Weights, dtype: Option<DType>) -> Result<GpuModel> {
+        cfg.validate()?;
+        let dtype = match dtype.unwrap_or(w.dtype) {
+            DType::F16 => DType::F16,
+            _ => DType::F32,
+        };
+        let mat = |label: &str, parts: &[&[f32]]| -> Result<wgpu::Buffer> {
+            let bytes: Vec<u8> = match dtype {
+                DType::F16 => {
+                    let mut h: Vec<half::f16> =
+                        parts.iter().flat_map(|p| p.iter().map(|&x| half::f16::from_f32(x))).collect();
+                    if h.len() % 2 == 1 {
+                        h.push(half::f16::ZERO);
+                    }
+                    bytemuck::cast_slice(&h).to_vec()
+                }
+                _ => parts.iter().flat_map(|p| f32_bytes(p)).collect(),
+            };
+            gpu.storage_init(label, &bytes)
+        };
+        let vec = |label: &str, v: &[f32]| gpu.storage_init(label, &f32_bytes(v));
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for (i, l) in w.layers.iter().enumerate() {
+            let a = &l.self_attn;
+            let (q, k, v) = (&a.q_proj, &a.k_proj, &a.v_proj);
+            let qkv_bias = if q.bias.is_some() || k.bias.is_some() || v.bias.is_some() {
+                let b = |lin: &crate::weights::Linear, n: usize| {
+                    lin.bias.as_ref().map(|t| t.data.clone()).unwrap_or_else(|| vec![0.0; n])
+                };
+                let all = [b(q, cfg.q_dim()), b(k, cfg.kv_dim()), b(v, cfg.kv_dim())].concat();
+                Some(vec(&format!("layers.{i}.qkv_bias"), &all)?)
+            } else {
+                None
+            };
+            let plt_gate = match &a.plt_gate {
+                Some(g) if cfg.is_plt() => {
+                    let gn = g.gate_norm.as_ref().map(|t| t.data.clone()).unwrap_or_default();
+                    Some(vec(&format!("layers.{i}.plt_gate"), &[g.weight.data.clone(), g.bias.data.clone(), gn].concat())?)
+                }
+                _ => None,
+            };
+            layers.push(GpuLayer {
+                input_layernorm: vec(&format!("layers.{i}.input_layernorm"), &l.input_layernorm.data)?,
+                qkv_proj: mat(&format!("layers.{i}.qkv_proj"), &[&q.weight.data, &k.weight.data, &v.weight.data])?,
+                qkv_bias,
+                o_proj: mat(&format!("layers.{i}.o_proj"), &[&a.o_proj.weight.data])?,
+                post_attention_layernorm: vec(
+                    &format!("layers.{i}.post_attention_layernorm"),
+                    &l.post_attention_layernorm.data,
+                )?,
+                gate_up_proj: mat(
+                    &format!("layers.{i}.gate_up_proj"),
+                    &[&l.mlp.gate_proj.weight.data, &l.mlp.up_proj.weight.data],
+                )?,
+                down_proj: mat(&format!("layers.{i}.down_proj"), &[&l.mlp.down_proj.weight.data])?,
+                plt_gate,
+            });
+        }
+        let embed = mat("embed_tokens", &[&w.embed_tokens.data])?;
+        let lm_head = match &w.lm_head {
+            Some(t) => Some(mat("lm_head", &[&t.data])?),
+            None => None,
+        };
+        let norm = vec("norm", &w.norm.data)?;
+        let dummy = gpu.storage("dummy", 16)?;
+        gpu.check()?;
+        Ok(GpuModel { cfg: cfg.clone(), gpu, dtype, embed, lm_head, norm, layers, dummy })
+    }
+
+    /// Bytes of weights one pass reads (every matrix once, plus the lm_head rows it needs).
+    pub fn weight_bytes(&self) -> u64 {
+        let c = &self.cfg;
+        let per = (c.q_dim() + 2 * c.kv_dim()) * c.hidden_size + c.hidden_size * c.q_dim() + 3 * c.intermediate_size * c.hidden_size;
+        ((c.num_hidden_layers * per + c.vocab_size * c.hidden_size) * self.dtype.size()) as u64
+    }
+}
+
+/// Session sizes.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// B: sequences decoded together.
+    pub batch: usize,
+    /// Positions each sequence can hold (the global cache length).
+    pub context: usize,
+    /// Prompt tokens per prefill pass.
+    pub prefill_chunk: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions { batch: 1, context: 512, prefill_chunk: 128 }
+    }
+}
+
+/// A matmul with both kernels bound; the pass's row count picks one.
+struct Mm {
+    tiled: Dispatch,
+    rows: Dispatch,
+}
+
+impl Mm {
+    fn record(&self, cp: &mut wgpu::ComputePass<'_>, rows: u32, logit_rows: u32, logits: bool) {
+        let n = if logits { logit_rows } else { rows };
+        let d = if n <= ROWS_KERNEL_MAX { &self.rows } else { &self.tiled };
+        d.record(cp, rows, logit_rows);
+    }
+}
+
+struct LayerOps {
+    input_norm: Dispatch,
+    qkv: Mm,
+    rope_store: Dispatch,
+    attention: Dispatch,
+    ring_store: Option<Dispatch>,
+    o_proj: Mm,
+    post_norm: Dispatch,
+    gate_up: Mm,
+    swiglu: Dispatch,
+    down: Mm,
+}
+
+struct Graph {
+    embed: Dispatch,
+    layers: Vec<LayerOps>,
+    norm_carry: Dispatch,
+    final_norm: Dispatch,
+    lm_head: Mm,
+}
+
+/// What one pass of a call does.
+#[derive(Clone, Copy, Debug)]
+struct PassPlan {
+    rows: u32,
+    logit_row0: u32,
+    logit_rows: u32,
+    embed: bool,
+    carry_out: bool,
+    logits: bool,
+}
+
+/// Timings of the last call (wall time on the host, submit to readback).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timing {
+    pub passes: usize,
+    pub rows: usize,
+}
+
+/// Everything a batch of B sequences needs, allocated once.
+pub struct Session {
+    pub model: Arc<GpuModel>,
+    pub opts: SessionOptions,
+    /// Next position of each sequence.
+    pos: Vec<usize>,
+    rmax: usize,
+    rows_live: wgpu::Buffer,  // [Rmax] Row
+    rows_table: wgpu::Buffer, // [L][Rmax] Row: one record set per pass of a call
+    pass_live: wgpu::Buffer,  // Pass (uniform)
+    pass_table: wgpu::Buffer, // [L] Pass
+    logits: wgpu::Buffer,     // [Lmax, V]
+    readback: wgpu::Buffer,   // [Lmax, V]
+    carry: wgpu::Buffer,      // [L*B, D]: C^l of sequence b at row l*B + b (section 4)
+    cbuf: wgpu::Buffer,       // [L*B + max(P, L*B), D]: IN rows 0.., OUT rows L*B..
+    graph: Graph,
+    _kv: Vec<wgpu::Buffer>,   // per layer [2][slots][T_max][Hkv*Dh]
+    _ring: Vec<wgpu::Buffer>, // per layer [2][B*(L-1)][left+1][Hkv*Dh]
+    _scratch: Vec<wgpu::Buffer>,
+    pub last: Timing,
+}
+
+impl Session {
+    pub fn new(model: Arc<GpuModel>, opts: SessionOptions) -> Result<Session> {
+        let c = model.cfg.clone();
+        let gpu = model.gpu.clone();
+        if opts.batch == 0 {
+            return Err(Error::Input("batch must be at least 1".into()));
+        }
+        if opts.context == 0 || opts.context > c.max_position_embeddings {
+            return Err(Error::Input(format!(
+                "context {} must be between 1 and max_position_embeddings ({})",
+                opts.context, c.max_position_embeddings
+            )));
+        }
+        if opts.prefill_chunk == 0 {
+            return Err(Error::Input("prefill chunk must be at least 1".into()));
+        }
+        let (b, l, d, f, v) = (opts.batch, c.num_loops, c.hidden_size, c.intermediate_size, c.vocab_size);
+        let (h, hkv, dh) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        let (qd, kvd) = (c.q_dim(), c.kv_dim());
+        let qkvd = qd + 2 * kvd;
+        let p = opts.prefill_chunk.min(opts.context);
+        let rmax = p.max(b * l);
+        let lmax = p.max(b);
+        let plt = c.is_plt();
+        let vanilla = c.num_loops > 1 && c.loop_mode == LoopMode::Vanilla;
+        let slots = if vanilla { l * b } else { b };
+        let rings = if plt { b * (l - 1) } else { 0 };
+        let w = c.window_slots();
+        let f4 = |n: usize| (n * 4) as u64;
+
+        let rows_live = gpu.storage("rows", f4(rmax * 16))?;
+        let rows_table = gpu.storage("rows_table", f4(l * rmax * 16))?;
+        let pass_live = gpu.uniform("pass", bytemuck::bytes_of(&PassInfo::default()));
+        let pass_table = gpu.storage("pass_table", f4(l * 4))?;
+        let hidden = gpu.storage("hidden", f4(rmax * d))?; // h: the residual stream
+        let normed = gpu.storage("normed", f4(rmax * d))?; // u: RMSNorm(h)
+        let qkv = gpu.storage("qkv", f4(rmax * qkvd))?;
+        let att = gpu.storage("att", f4(rmax * qd))?;
+        let gu = gpu.storage("gate_up", f4(rmax * 2 * f))?;
+        let act = gpu.storage("act", f4(rmax * f))?;
+        let logits = gpu.storage("logits", f4(lmax * v))?;
+        let readback = gpu.readback("readback", f4(lmax * v))?;
+        let carry = gpu.storage("carry", f4(l * b * d))?;
+        let cbuf = gpu.storage("cbuf", f4((l * b + p.max(l * b)) * d))?;
+        let mut kv = Vec::new();
+        let mut ring = Vec::new();
+        for i in 0..c.num_hidden_layers {
+            kv.push(gpu.storage(&format!("layers.{i}.kv_cache"), f4(2 * slots * opts.context * kvd))?);
+            if plt {
+                ring.push(gpu.storage(&format!("layers.{i}.ring"), f4(2 * rings * w * kvd))?);
+            }
+        }
+
+        // Pipelines, specialised to this model's shapes.
+        let wf16 = model.dtype == DType::F16;
+        let gate_mode = match (plt, c.gate_mode) {
+            (false, _) => 0,
+            (true, GateMode::Query) => 1,
+            (true, GateMode::Hidden) => 2,
+        };
+        let norm_defs = Defines::new().u32("D", d).f32("EPS", c.rms_norm_eps).u32("WG", 64);
+        let shape_defs = || {
+            Defines::new()
+                .u32("H", h)
+                .u32("HKV", hkv)
+                .u32("DH", dh)
+                .u32("D", d)
+                .f32("THETA", c.rope_theta)
+                .u32("TMAX", opts.context)
+                .u32("SLOTS", slots)
+                .u32("W", w)
+                .u32("RINGS", rings.max(1))
+                .u32("GATE_MODE", gate_mode)
+                .f32("EPS", c.rms_norm_eps)
+        };
+        let mm_defs = |k: usize, o: usize, logits: bool| {
+            Defines::new().u32("K", k).u32("O", o).bool("W_F16", wf16).bool("ROWS_FROM_LOGITS", logits)
+        };
+        let p_rmsnorm = gpu.pipeline("norm", "rmsnorm", &norm_defs)?;
+        let p_embed = gpu.pipeline("embed", "embed_input", &Defines::new().u32("D", d).bool("W_F16", wf16))?;
+        let p_rope = gpu.pipeline("rope", "rope_store", &shape_defs())?;
+        let p_ring = gpu.pipeline("rope", "ring_store", &shape_defs())?;
+        let p_attn = gpu.pipeline("attention", "attention", &shape_defs())?;
+        let p_swiglu = gpu.pipeline("elementwise", "swiglu", &Defines::new().u32("F", f))?;
+        let uni = |acc: bool, bias: bool| gpu.uniform("mm_params", bytemuck::cast_slice(&[acc as u32, bias as u32, 0, 0]));
+        let mm = |k: usize, o: usize, x: &wgpu::Buffer, wt: &wgpu::Buffer, bias: Option<&wgpu::Buffer>, y: &wgpu::Buffer, acc: bool, logits: bool| -> Result<Mm> {
+            let defs = mm_defs(k, o, logits);
+            let params = uni(acc, bias.is_some());
+            let bufs = [(0, &params), (1, &pass_live), (2, x), (3, wt), (4, bias.unwrap_or(&model.dummy)), (5, y)];
+            let rows_dim = if logits { Dim::LogitRows(64) } else { Dim::Rows(64) };
+            let tiled = gpu.pipeline("matmul", "matmul_tiled", &defs)?;
+            let rowsk = gpu.pipeline("matmul", "matmul_rows", &defs)?;
+            Ok(Mm {
+                tiled: gpu.dispatch(&tiled, &bufs, [Dim::Fixed(o.div_ceil(64) as u32), rows_dim, Dim::Fixed(1)])?,
+                rows: gpu.dispatch(&rowsk, &bufs, [Dim::Fixed(o.div_ceil(4) as u32), Dim::Fixed(1), Dim::Fixed(1)])?,
+            })
+        };
+        let norm_apply = gpu.uniform("norm_params", bytemuck::cast_slice(&[c.normalize_per_loop as u32, 0, 0, 0]));
+        let norm = |pipe: &Arc<crate::gpu::Pipeline>, x: &wgpu::Buffer, wt: &wgpu::Buffer, out: &wgpu::Buffer, dim: Dim| {
+            gpu.dispatch(
+                pipe,
+                &[(0, &norm_apply), (1, &pass_live), (2, &rows_live), (3, x), (4, wt), (5, out)],
+                [dim, Dim::Fixed(1), Dim::Fixed(1)],
+            )
+        };
+
+        let mut layers = Vec::new();
+        for (i, lw) in model.layers.iter().enumerate() {
+            let ring_i = ring.get(i).unwrap_or(&model.dummy);
+            let gate = lw.plt_gate.as_ref().unwrap_or(&model.dummy);
+            layers.push(LayerOps {
+                input_norm: norm(&p_rmsnorm, &hidden, &lw.input_layernorm, &normed, Dim::Rows(1))?,
+                qkv: mm(d, qkvd, &normed, &lw.qkv_proj, lw.qkv_bias.as_ref(), &qkv, false, false)?,
+                rope_store: gpu.dispatch(
+                    &p_rope,
+                    &[(0, &rows_live), (1, &qkv), (2, &kv[i])],
+                    [Dim::Rows(1), Dim::Fixed(1), Dim::Fixed(1)],
+                )?,
+                attention: gpu.dispatch(
+                    &p_attn,
+                    &[(0, &rows_live), (1, &qkv), (2, &kv[i]), (3, ring_i), (4, gate), (5, &hidden), (6, &att)],
+                    [Dim::Rows(1), Dim::Fixed(h as u32), Dim::Fixed(1)],
+                )?,
+                ring_store: if plt {
+                    Some(gpu.dispatch(
+                        &p_ring,
+                        &[(0, &rows_live), (1, &qkv), (3, ring_i)],
+                        [Dim::Rows(1), Dim::Fixed(1), Dim::Fixed(1)],
+                    )?)
+                } else {
+                    None
+                },
+                o_proj: mm(qd, d, &att, &lw.o_proj, None, &hidden, true, false)?,
+                post_norm: norm(&p_rmsnorm, &hidden, &lw.post_attention_layernorm, &normed, Dim::Rows(1))?,
+                gate_up: mm(d, 2 * f, &normed, &lw.gate_up_proj, None, &gu, false, false)?,
+                swiglu: gpu.dispatch(
+                    &p_swiglu,
+                    &[(0, &gu), (1, &act)],
+                    [Dim::Fixed(f.div_ceil(64) as u32), Dim::Rows(1), Dim::Fixed(1)],
+                )?,
+                down: mm(f, d, &act, &lw.down_proj, None, &hidden, true, false)?,
+            });
+        }
+        let graph = Graph {
+            embed: gpu.dispatch(
+                &p_embed,
+                &[(0, &rows_live), (1, &model.embed), (2, &cbuf), (3, &hidden)],
+                [Dim::Fixed(d.div_ceil(64) as u32), Dim::Rows(1), Dim::Fixed(1)],
+            )?,
+            layers,
+            norm_carry: norm(&gpu.pipeline("norm", "norm_carry", &norm_defs)?, &hidden, &model.norm, &cbuf, Dim::Rows(1))?,
+            final_norm: norm(
+                &gpu.pipeline("norm", "rmsnorm_logits", &norm_defs)?,
+                &hidden,
+                &model.norm,
+                &normed,
+                Dim::LogitRows(1),
+            )?,
+            lm_head: mm(d, v, &normed, model.lm_head.as_ref().unwrap_or(&model.embed), None, &logits, false, true)?,
+        };
+        gpu.check()?;
+        Ok(Session {
+            model,
+            pos: vec![0; b],
+            rmax,
+            rows_live,
+            rows_table,
+            pass_live,
+            pass_table,
+            logits,
+            readback,
+            carry,
+            cbuf,
+            graph,
+            _kv: kv,
+            _ring: ring,
+            _scratch: vec![hidden, normed, qkv, att, gu, act],
+            last: Timing::default(),
+            opts: SessionOptions { prefill_chunk: p, ..opts },
+        })
+    }
+
+    pub fn cfg(&self) -> &Config {
+        &self.model.cfg
+    }
+
+    /// Next position of sequence `seq` (tokens it has consumed).
+    pub fn position(&self, seq: usize) -> usize {
+        self.pos[seq]
+    }
+
+    /// Forgets sequence `seq`: position 0, carried states zero.
+    pub fn reset(&mut self, seq: usize) -> Result<()> {
+        self.check_seq(seq)?;
+        self.pos[seq] = 0;
+        let (b, d) = (self.opts.batch, self.cfg().hidden_size);
+        let zeros = vec![0u8; d * 4];
+        for l in 0..self.cfg().num_loops {
+            self.model.gpu.queue.write_buffer(&self.carry, ((l * b + seq) * d * 4) as u64, &zeros);
+        }
+        Ok(())
+    }
+
+    fn check_seq(&self, seq: usize) -> Result<()> {
+        if seq >= self.opts.batch {
+            return Err(Error::Input(format!("sequence {seq} is outside the batch of {}", self.opts.batch)));
+        }
+        Ok(())
+    }
+
+    fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        let v = self.cfg().vocab_size;
+        if let Some(t) = tokens.iter().find(|&&t| t as usize >= v) {
+            return Err(Error::Input(format!("token id {t} is out of range (vocab_size {v})")));
+        }
+        Ok(())
+    }
+
+    /// The row of sequence `b`, loop `l`, position `pos`; `csrc`/`cdst` are cbuf rows.
+    fn row(&self, b: usize, l: usize, pos: usize, token: u32, fresh: usize, ring_write: bool, csrc: u32, cdst: u32) -> Row {
+        let c = self.cfg();
+        let bsz = self.opts.batch;
+        let plt = c.is_plt();
+        let vanilla = c.num_loops > 1 && c.loop_mode == LoopMode::Vanilla;
+        let (kv_slot, attn_slot) = if vanilla {
+            ((l * bsz + b) as u32, (l * bsz + b) as u32)
+        } else if l == 0 {
+            (b as u32, b as u32)
+        } else {
+            (NONE, b as u32)
+        };
+        let local = plt && l > 0;
+        Row {
+            pos: pos as u32,
+            lp: l as u32,
+            seq: b as u32,
+            token,
+            kv_slot,
+            attn_slot,
+            ring: if local { (b * (c.num_loops - 1) + l - 1) as u32 } else { NONE },
+            fresh: fresh as u32,
+            ring_write: (local && ring_write) as u32,
+            csrc: if local { csrc } else { NONE },
+            cdst: if plt && l + 1 < c.num_loops { cdst } else { NONE },
+            e_scale: if local { c.emb_scale } else { 1.0 },
+            c_scale: if local { c.hidden_scale } else { 0.0 },
+            _pad: [0; 3],
+        }
+    }
+
+    /// Records pass `p` (its rows are record set `p` of `rows_table`).
+    fn encode_pass(&self, enc: &mut wgpu::CommandEncoder, p: usize, plan: &PassPlan) {
+        let row_bytes = std::mem::size_of::<Row>() as u64;
+        enc.copy_buffer_to_buffer(
+            &self.rows_table,
+            p as u64 * self.rmax as u64 * row_bytes,
+            &self.rows_live,
+            0,
+            plan.rows as u64 * row_bytes,
+        );
+        enc.copy_buffer_to_buffer(&self.pass_table, p as u64 * 16, &self.pass_live, 0, 16);
+        let mut cp = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("plt pass"), timestamp_writes: None });
+        let (r, lr) = (plan.rows, plan.logit_rows);
+        let g = &self.graph;
+        if plan.embed {
+            g.embed.record(&mut cp, r, lr);
+        }
+        for layer in &g.layers {
+            layer.input_norm.record(&mut cp, r, lr);
+            layer.qkv.record(&mut cp, r, lr, false);
+            layer.rope_store.record(&mut cp, r, lr); // row 0's K/V reaches the global cache first
+            layer.attention.record(&mut cp, r, lr);
+            if let Some(rs) = &layer.ring_store {
+                rs.record(&mut cp, r, lr); // after attention has read the ring's older slots
+            }
+            layer.o_proj.record(&mut cp, r, lr, false);
+            layer.post_norm.record(&mut cp, r, lr);
+            layer.gate_up.record(&mut cp, r, lr, false);
+            layer.swiglu.record(&mut cp, r, lr);
+            layer.down.record(&mut cp, r, lr, false);
+        }
+        if plan.carry_out {
+            g.norm_carry.record(&mut cp, r, lr);
+        }
+        if plan.logits {
+            g.final_norm.record(&mut cp, r, lr);
+            g.lm_head.record(&mut cp, r, lr, true);
+        }
+    }
+
+    /// Uploads the rows and pass records of one call.
+    fn write_tables(&self, passes: &[(Vec<Row>, PassPlan)]) {
+        let q = &self.model.gpu.queue;
+        let row_bytes = std::mem::size_of::<Row>();
+        for (p, (rows, plan)) in passes.iter().enumerate() {
+            debug_assert!(rows.len() <= self.rmax);
+            q.write_buffer(&self.rows_table, (p * self.rmax * row_bytes) as u64, bytemuck::cast_slice(rows));
+            let info = PassInfo { rows: plan.rows, logit_row0: plan.logit_row0, logit_rows: plan.logit_rows, _pad: 0 };
+            q.write_buffer(&self.pass_table, (p * 16) as u64, bytemuck::bytes_of(&info));
+        }
+    }
+
+    fn copy_rows(enc: &mut wgpu::CommandEncoder, src: &wgpu::Buffer, src_row: usize, dst: &wgpu::Buffer, dst_row: usize, n: usize, d: usize) {
+        if n > 0 {
+            let rb = (d * 4) as u64;
+            enc.copy_buffer_to_buffer(src, src_row as u64 * rb, dst, dst_row as u64 * rb, n as u64 * rb);
+        }
+    }
+
+    /// Submits `enc`, and if `logit_rows > 0` reads back that many rows of logits.
+    async fn finish(&mut self, mut enc: wgpu::CommandEncoder, logit_rows: usize) -> Result<Vec<f32>> {
+        let gpu = self.model.gpu.clone();
+        let v = self.cfg().vocab_size;
+        if logit_rows > 0 {
+            enc.copy_buffer_to_buffer(&self.logits, 0, &self.readback, 0, (logit_rows * v * 4) as u64);
+        }
+        gpu.queue.submit([enc.finish()]);
+        if logit_rows == 0 {
+            gpu.check()?;
+            return Ok(Vec::new());
+        }
+        gpu.read_f32(&self.readback, logit_rows * v).await
+    }
+
+    /// Prefills `tokens` for sequence `seq` at its next positions (PLT-SPEC section 3: L passes
+    /// per chunk, each batched over the chunk's tokens). Returns the requested logits, [n, V].
+    pub async fn prefill(&mut self, seq: usize, tokens: &[u32], want: Logits) -> Result<Vec<f32>> {
+        self.check_seq(seq)?;
+        self.check_tokens(tokens)?;
+        if tokens.is_empty() {
+            return Err(Error::Input("prefill needs at least one token".into()));
+        }
+        let start = self.pos[seq];
+        if start + tokens.len() > self.opts.context {
+            return Err(Error::Input(format!(
+                "{} tokens after position {start} exceed the session's context of {}",
+                tokens.len(),
+                self.opts.context
+            )));
+        }
+        let c = self.cfg().clone();
+        let (l_n, bsz, d) = (c.num_loops, self.opts.batch, c.hidden_size);
+        let plt = c.is_plt();
+        let w = c.window_slots();
+        let out_base = l_n * bsz; // first OUT row of cbuf
+        let mut out = Vec::new();
+        let chunks: Vec<&[u32]> = tokens.chunks(self.opts.prefill_chunk).collect();
+        for (ci, chunk) in chunks.iter().enumerate() {
+            let p0 = self.pos[seq];
+            let t_n = chunk.len();
+            let last_chunk = ci + 1 == chunks.len();
+            let (lr0, lrn) = match want {
+                Logits::All => (0, t_n),
+                Logits::Last if last_chunk => (t_n - 1, 1),
+                _ => (0, 0),
+            };
+            let mut passes = Vec::with_capacity(l_n);
+            for l in 0..l_n {
+                let rows: Vec<Row> = (0..t_n)
+                    .map(|t| {
+                        // Loop l's input at row t is C_t = Norm(H^{l-1}_{t-1}): row t-1 of the
+                        // previous pass's norm output, or for t = 0 the carried state (IN row 0).
+                        let csrc = if t == 0 { 0 } else { (out_base + t - 1) as u32 };
+                        self.row(seq, l, p0 + t, chunk[t], t + 1, t + w >= t_n, csrc, (out_base + t) as u32)
+                    })
+                    .collect();
+                let plan = PassPlan {
+                    rows: t_n as u32,
+                    logit_row0: lr0 as u32,
+                    logit_rows: lrn as u32,
+                    embed: l == 0 || plt,
+                    carry_out: plt && l + 1 < l_n,
+                    logits: l + 1 == l_n && lrn > 0,
+                };
+                passes.push((rows, plan));
+            }
+            self.write_tables(&passes);
+            let gpu = self.model.gpu.clone();
+            let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("prefill") });
+            for (l, (_, plan)) in passes.iter().enumerate() {
+                if plt && l > 0 {
+                    // C_{p0} for loop l is the carried state; the new one is Norm(H^{l-1}) of
+                    // the chunk's last token. Read the old one before writing the new one.
+                    Self::copy_rows(&mut enc, &self.carry, l * bsz + seq, &self.cbuf, 0, 1, d);
+                    Self::copy_rows(&mut enc, &self.cbuf, out_base + t_n - 1, &self.carry, l * bsz + seq, 1, d);
+                }
+                self.encode_pass(&mut enc, l, plan);
+            }
+            let logits = self.finish(enc, lrn).await?;
+            out.extend_from_slice(&logits);
+            self.pos[seq] += t_n;
+            self.last = Timing { passes: passes.len(), rows: t_n };
+        }
+        Ok(out)
+    }
+
+    /// One decode step for every sequence of the batch: `tokens[b]` at its next position.
+    /// PLT models run `exec`; vanilla models always run L passes. One submit; returns the logits
+    /// [B, V] of the last loop when `want_logits`.
+    pub async fn decode(&mut self, tokens: &[u32], exec: Exec, want_logits: bool) -> Result<Vec<f32>> {
+        let bsz = self.opts.batch;
+        if tokens.len() != bsz {
+            return Err(Error::Input(format!("decode needs {bsz} tokens (one per sequence), got {}", tokens.len())));
+        }
+        self.check_tokens(tokens)?;
+        if let Some(b) = (0..bsz).find(|&b| self.pos[b] >= self.opts.context) {
+            return Err(Error::Input(format!("sequence {b} is full (context {})", self.opts.context)));
+        }
+        let c = self.cfg().clone();
+        let (l_n, d) = (c.num_loops, c.hidden_size);
+        let plt = c.is_plt();
+        let out_base = l_n * bsz;
+        let logit_rows = if want_logits { bsz as u32 } else { 0 };
+        // Row (l, b): input C^l_b from IN row l*B + b; output Norm(h) to OUT row l*B + b.
+        let row = |l: usize, b: usize| {
+            self.row(b, l, self.pos[b], tokens[b], 1, true, (l * bsz + b) as u32, (out_base + l * bsz + b) as u32)
+        };
+        let passes: Vec<(Vec<Row>, PassPlan)> = if plt && exec == Exec::Fused {
+            let rows: Vec<Row> = (0..l_n).flat_map(|l| (0..bsz).map(move |b| (l, b))).map(|(l, b)| row(l, b)).collect();
+            let plan = PassPlan {
+                rows: (l_n * bsz) as u32,
+                logit_row0: ((l_n - 1) * bsz) as u32,
+                logit_rows,
+                embed: true,
+                carry_out: l_n > 1,
+                logits: want_logits,
+            };
+            vec![(rows, plan)]
+        } else {
+            (0..l_n)
+                .map(|l| {
+                    let rows: Vec<Row> = (0..bsz).map(|b| row(l, b)).collect();
+                    let plan = PassPlan {
+                        rows: bsz as u32,
+                        logit_row0: 0,
+                        logit_rows,
+                        embed: l == 0 || plt,
+                        carry_out: plt && l + 1 < l_n,
+                        logits: want_logits && l + 1 == l_n,
+                    };
+                    (rows, plan)
+                })
+                .collect()
+        };
+        self.write_tables(&passes);
+        let gpu = self.model.gpu.clone();
+        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("decode") });
+        if plt {
+            Self::copy_rows(&mut enc, &self.carry, bsz, &self.cbuf, bsz, (l_n - 1) * bsz, d);
+        }
+        for (p, (_, plan)) in passes.iter().enumerate() {
+            self.encode_pass(&mut enc, p, plan);
+        }
+        if plt {
+            // C^{l+1} <- Norm(H^l) for l < L-1, after every loop has read its old C^l.
+            Self::copy_rows(&mut enc, &self.cbuf, out_base, &self.carry, bsz, (l_n - 1) * bsz, d);
+        }
+        let logits = self.finish(enc, logit_rows as usize).await?;
+        for p in self.pos.iter_mut() {
+            *p += 1;
+        }
+        self.last = Timing { passes: passes.len(), rows: passes.iter().map(|(r, _)| r.len()).sum() };
+        Ok(logits)
+    }
+}

@@ -1,0 +1,510 @@
+//! Model directories (PLT-SPEC section 1) round-trip through `plt::init` and the loader, and
+//! bad inputs give errors that name the file, field or tensor: never a panic. No GPU.
+
+use plt::init::{named_tensors, random_weights, tokenizer_json, write_model, InitOptions};
+use plt::{Config, DType, Weights};
+use safetensors::tensor::{Dtype, TensorView};
+use std::path::{Path, PathBuf};
+
+/// A fresh empty directory under the target's tmp dir, unique per test name.
+fn tmp_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("loading").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A small config: V=37, D=16, F=24, H=4, Hkv=2 (grouped-query), Dh=4.
+fn config(layers: usize, loops: usize, hidden_gate: bool, tied: bool) -> Config {
+    let v = serde_json::json!({
+        "vocab_size": 37, "hidden_size": 16, "intermediate_size": 24,
+        "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "max_position_embeddings": 64, "tie_word_embeddings": tied,
+        "plt_num_loops": loops, "plt_window_size": [3, 0],
+        "plt_gate_use_hidden_states": hidden_gate, "bos_token_id": 1, "eos_token_id": 2,
+    });
+    Config::from_json(v.as_object().unwrap()).unwrap()
+}
+
+/// Asserts that `got` holds exactly the tensors of `want`: same names, shapes and bits.
+fn assert_same(got: &Weights, want: &Weights, what: &str) {
+    let (g, w) = (named_tensors(got), named_tensors(want));
+    let names = |t: &[(String, &plt::weights::Tensor)]| t.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&g), names(&w), "{what}: tensor names differ");
+    for ((name, a), (_, b)) in g.iter().zip(&w) {
+        assert_eq!(a.shape, b.shape, "{what}: {name} shape");
+        let bits = |t: &plt::weights::Tensor| t.data.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(bits(a) == bits(b), "{what}: {name} values differ");
+    }
+    assert_eq!(got.dtype, want.dtype, "{what}: dtype");
+}
+
+fn error_of<T: std::fmt::Debug>(r: plt::Result<T>) -> String {
+    r.expect_err("expected an error").to_string()
+}
+
+fn assert_mentions(msg: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(msg.contains(p), "error `{msg}` should mention `{p}`");
+    }
+}
+
+#[test]
+fn written_models_load_back_exactly() {
+    let mut cases = 0;
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for shards in [1, 3] {
+            for tied in [false, true] {
+                for qkv_bias in [false, true] {
+                    for hidden_gate in [false, true] {
+                        for loops in [1, 2] {
+                            let layers = if loops == 1 { 1 } else { 2 };
+                            let cfg = config(layers, loops, hidden_gate, tied);
+                            let opts = InitOptions { seed: cases, dtype, shards, qkv_bias };
+                            let what = format!("{opts:?} tied={tied} hidden_gate={hidden_gate} L={loops} N={layers}");
+                            let dir = tmp_dir(&format!("roundtrip-{cases}"));
+                            let want = random_weights(&cfg, &opts);
+                            write_model(&dir, &cfg, &want, &opts).unwrap();
+
+                            let back_cfg = Config::from_file(&dir.join("config.json")).unwrap();
+                            assert_eq!(back_cfg, cfg, "{what}: config");
+                            let got = Weights::load_dir(&dir, &back_cfg).unwrap();
+                            assert_same(&got, &want, &what);
+
+                            let expect_gate = loops > 1;
+                            let l0 = &got.layers[0];
+                            assert_eq!(l0.self_attn.plt_gate.is_some(), expect_gate, "{what}");
+                            if let Some(g) = &l0.self_attn.plt_gate {
+                                assert_eq!(g.weight.shape, vec![4, if hidden_gate { 16 } else { 4 }], "{what}");
+                                assert_eq!(g.gate_norm.is_some(), hidden_gate, "{what}");
+                            }
+                            assert_eq!(l0.self_attn.q_proj.bias.is_some(), qkv_bias, "{what}");
+                            assert_eq!(l0.self_attn.v_proj.bias.as_ref().map(|b| b.shape.clone()), qkv_bias.then(|| vec![8]));
+                            assert_eq!(got.lm_head.is_some(), !tied, "{what}");
+
+                            let files: Vec<String> = std::fs::read_dir(&dir)
+                                .unwrap()
+                                .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                                .collect();
+                            if shards == 1 {
+                                assert!(files.contains(&"model.safetensors".to_string()), "{what}: {files:?}");
+                                assert!(!files.iter().any(|f| f.contains("index")), "{what}: {files:?}");
+                            } else {
+                                for k in 1..=3 {
+                                    let f = format!("model-{k:05}-of-00003.safetensors");
+                                    assert!(files.contains(&f), "{what}: {files:?}");
+                                }
+                                assert!(!files.contains(&"model.safetensors".to_string()), "{what}: {files:?}");
+                            }
+                            assert!(files.contains(&"tokenizer.json".to_string()), "{what}");
+                            std::fs::remove_dir_all(&dir).unwrap();
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 96);
+}
+
+#[test]
+fn vanilla_loops_have_no_gates_and_from_bytes_matches() {
+    let v = serde_json::json!({
+        "vocab_size": 37, "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "max_position_embeddings": 64, "plt_num_loops": 3,
+        "plt_loop_mode": "vanilla",
+    });
+    let cfg = Config::from_json(v.as_object().unwrap()).unwrap();
+    let opts = InitOptions { seed: 5, dtype: DType::BF16, ..Default::default() };
+    let want = random_weights(&cfg, &opts);
+    assert!(want.layers.iter().all(|l| l.self_attn.plt_gate.is_none()));
+    let dir = tmp_dir("vanilla");
+    write_model(&dir, &cfg, &want, &opts).unwrap();
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    assert_same(&Weights::from_bytes(&bytes, &cfg).unwrap(), &want, "from_bytes");
+    assert_same(&Weights::load_dir(&dir, &cfg).unwrap(), &want, "load_dir");
+}
+
+#[test]
+fn rewriting_a_directory_switches_layout() {
+    let cfg = config(2, 2, false, false);
+    let dir = tmp_dir("relayout");
+    let single = InitOptions { seed: 1, ..Default::default() };
+    let sharded = InitOptions { seed: 2, shards: 4, ..Default::default() };
+    for opts in [&single, &sharded, &single] {
+        let w = random_weights(&cfg, opts);
+        write_model(&dir, &cfg, &w, opts).unwrap();
+        assert_same(&Weights::load_dir(&dir, &cfg).unwrap(), &w, &format!("{opts:?}"));
+    }
+}
+
+#[test]
+fn index_json_lists_every_tensor_once() {
+    let cfg = config(2, 2, true, false);
+    let opts = InitOptions { seed: 3, shards: 3, dtype: DType::F16, qkv_bias: true };
+    let w = random_weights(&cfg, &opts);
+    let dir = tmp_dir("index");
+    write_model(&dir, &cfg, &w, &opts).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("model.safetensors.index.json")).unwrap()).unwrap();
+    let map = index["weight_map"].as_object().unwrap();
+    let names = named_tensors(&w);
+    assert_eq!(map.len(), names.len());
+    let mut total = 0;
+    for (name, t) in &names {
+        let file = map[name].as_str().unwrap();
+        let bytes = std::fs::read(dir.join(file)).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let view = st.tensor(name).unwrap();
+        assert_eq!(view.dtype(), Dtype::F16);
+        assert_eq!(view.shape(), &t.shape[..]);
+        total += view.data().len();
+    }
+    assert_eq!(index["metadata"]["total_size"].as_u64().unwrap() as usize, total);
+}
+
+#[test]
+fn shard_count_is_checked() {
+    let cfg = config(1, 1, false, true);
+    let w = random_weights(&cfg, &InitOptions::default());
+    let n = named_tensors(&w).len();
+    for shards in [0, n + 1] {
+        let opts = InitOptions { shards, ..Default::default() };
+        let msg = error_of(write_model(&tmp_dir("shard-count"), &cfg, &w, &opts));
+        assert_mentions(&msg, &["shards"]);
+    }
+    // One tensor per shard is the most.
+    let dir = tmp_dir("shard-max");
+    write_model(&dir, &cfg, &w, &InitOptions { shards: n, ..Default::default() }).unwrap();
+    assert_same(&Weights::load_dir(&dir, &cfg).unwrap(), &w, "one tensor per shard");
+}
+
+#[test]
+fn tokenizer_json_maps_every_id() {
+    for v in [1, 3, 37, 300] {
+        let t = tokenizer_json(v);
+        assert_eq!(t["model"]["type"], "WordLevel");
+        let vocab = t["model"]["vocab"].as_object().unwrap();
+        assert_eq!(vocab.len(), v);
+        let mut ids: Vec<u64> = vocab.values().map(|x| x.as_u64().unwrap()).collect();
+        ids.sort();
+        assert_eq!(ids, (0..v as u64).collect::<Vec<_>>(), "V={v}");
+        for key in ["version", "truncation", "padding", "added_tokens", "normalizer", "pre_tokenizer", "post_processor", "decoder"] {
+            assert!(t.get(key).is_some(), "V={v}: `{key}` missing");
+        }
+    }
+    let t = tokenizer_json(37);
+    let specials: Vec<(u64, &str)> = t["added_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["id"].as_u64().unwrap(), a["content"].as_str().unwrap()))
+        .collect();
+    assert_eq!(specials, vec![(0, "<unk>"), (1, "<s>"), (2, "</s>")]);
+    assert_eq!(t["model"]["unk_token"], "<unk>");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad inputs
+
+/// A valid single-file model directory plus its config and weights.
+fn good_model(name: &str) -> (PathBuf, Config, Weights) {
+    let cfg = config(2, 2, true, false);
+    let opts = InitOptions { seed: 11, qkv_bias: true, ..Default::default() };
+    let w = random_weights(&cfg, &opts);
+    let dir = tmp_dir(name);
+    write_model(&dir, &cfg, &w, &opts).unwrap();
+    (dir, cfg, w)
+}
+
+/// The tensors of `w` as (name, dtype, shape, little-endian bytes), in f32.
+fn raw_tensors(w: &Weights) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
+    named_tensors(w)
+        .into_iter()
+        .map(|(n, t)| (n, Dtype::F32, t.shape.clone(), t.data.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect()
+}
+
+fn serialize(tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, dt, shape, bytes)| (n.clone(), TensorView::new(*dt, shape.clone(), bytes).unwrap()))
+        .collect();
+    safetensors::serialize(views, None).unwrap()
+}
+
+/// The JSON header of a safetensors file, and where the data starts.
+fn header(bytes: &[u8]) -> (String, usize) {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    (String::from_utf8(bytes[8..8 + n].to_vec()).unwrap(), 8 + n)
+}
+
+#[test]
+fn config_errors_name_the_problem() {
+    let (dir, cfg, _) = good_model("bad-config");
+    let path = dir.join("config.json");
+    std::fs::remove_file(&path).unwrap();
+    assert_mentions(&error_of(Config::from_file(&path)), &["config.json"]);
+
+    std::fs::write(&path, "{ not json").unwrap();
+    assert_mentions(&error_of(Config::from_file(&path)), &["config.json", "not valid JSON"]);
+    std::fs::write(&path, "[1, 2]").unwrap();
+    assert_mentions(&error_of(Config::from_file(&path)), &["config.json", "object"]);
+    std::fs::write(&path, [0xff, 0xfe, 0x00]).unwrap();
+    assert_mentions(&error_of(Config::from_file(&path)), &["config.json"]);
+
+    let good = cfg.to_json();
+    let cases: [(&str, serde_json::Value); 8] = [
+        ("hidden_size", "16".into()),
+        ("num_hidden_layers", 1.5.into()),
+        ("num_attention_heads", serde_json::Value::Array(vec![])),
+        ("tie_word_embeddings", "false".into()),
+        ("rope_theta", "big".into()),
+        ("plt_window_size", serde_json::json!([3, 1])),
+        ("plt_gate_use_hidden_states", 1.into()),
+        ("eos_token_id", serde_json::json!(["</s>"])),
+    ];
+    for (field, bad) in cases {
+        let mut v = good.clone();
+        v[field] = bad.clone();
+        std::fs::write(&path, v.to_string()).unwrap();
+        let msg = error_of(Config::from_file(&path));
+        assert_mentions(&msg, &["config.json", &format!("`{field}`")]);
+    }
+    let mut v = good.clone();
+    v.as_object_mut().unwrap().remove("vocab_size");
+    std::fs::write(&path, v.to_string()).unwrap();
+    assert_mentions(&error_of(Config::from_file(&path)), &["`vocab_size`", "required"]);
+}
+
+#[test]
+fn missing_checkpoint_is_reported() {
+    let (dir, cfg, _) = good_model("no-weights");
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    assert_mentions(&error_of(Weights::load_dir(&dir, &cfg)), &["model.safetensors"]);
+    let nowhere = dir.join("does-not-exist");
+    assert_mentions(&error_of(Weights::load_dir(&nowhere, &cfg)), &["does-not-exist"]);
+}
+
+#[test]
+fn corrupt_files_are_errors() {
+    let (dir, cfg, _) = good_model("corrupt");
+    let path = dir.join("model.safetensors");
+    let good = std::fs::read(&path).unwrap();
+    let (_, data_start) = header(&good);
+    let load = |bytes: &[u8]| {
+        std::fs::write(&path, bytes).unwrap();
+        error_of(Weights::load_dir(&dir, &cfg))
+    };
+
+    // Garbage, empty, and a header length that cannot even be read.
+    let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    assert_mentions(&load(&garbage), &["model.safetensors"]);
+    assert_mentions(&load(&[]), &["model.safetensors"]);
+    assert_mentions(&load(&good[..5]), &["model.safetensors"]);
+
+    // Header length larger than the file.
+    let mut long = good.clone();
+    long[..8].copy_from_slice(&(good.len() as u64 + 100).to_le_bytes());
+    assert_mentions(&load(&long), &["model.safetensors", "header"]);
+    // ... and an absurd one (would overflow a naive `8 + n`).
+    long[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert_mentions(&load(&long), &["model.safetensors", "header"]);
+
+    // Header that is not JSON (same length, so the length field still fits).
+    let mut bad_json = good.clone();
+    bad_json[8] = b'[';
+    bad_json[9] = b'?';
+    assert_mentions(&load(&bad_json), &["model.safetensors", "JSON"]);
+
+    // Truncated data, and trailing bytes.
+    assert_mentions(&load(&good[..good.len() - 1]), &["model.safetensors"]);
+    assert_mentions(&load(&good[..data_start + 3]), &["model.safetensors"]);
+    assert_mentions(&load(&good[..data_start]), &["model.safetensors"]);
+    let mut extra = good.clone();
+    extra.extend_from_slice(&[0; 16]);
+    assert_mentions(&load(&extra), &["model.safetensors"]);
+
+    // Every truncation point, straight from bytes: an error each time, never a panic.
+    for cut in (0..good.len()).step_by(97).chain([good.len() - 2]) {
+        assert!(Weights::from_bytes(&good[..cut], &cfg).is_err(), "cut at {cut}");
+    }
+    // Scribbles over the header: may even parse, but never panics.
+    for i in 8..data_start {
+        for b in [b'"', b'9', b'}', 0] {
+            let mut m = good.clone();
+            m[i] = b;
+            let _ = Weights::from_bytes(&m, &cfg);
+        }
+    }
+    // The original still loads.
+    std::fs::write(&path, &good).unwrap();
+    Weights::load_dir(&dir, &cfg).unwrap();
+}
+
+#[test]
+fn wrong_shape_names_tensor_and_both_shapes() {
+    let (dir, cfg, w) = good_model("shape");
+    let path = dir.join("model.safetensors");
+
+    // k_proj is [Hkv*Dh, D] = [8, 16]; store it as [16, 8] (same bytes, so the file is valid).
+    let mut bytes = std::fs::read(&path).unwrap();
+    let name = "model.layers.1.self_attn.k_proj.weight";
+    let (h, _) = header(&bytes);
+    let entry = &h[h.find(&format!("\"{name}\"")).unwrap()..];
+    let entry = &entry[..entry.find('}').unwrap()];
+    let shape_at = entry.find("[8,16]").expect("k_proj shape in header");
+    let at = h.find(entry).unwrap() + shape_at;
+    bytes[8 + at..8 + at + 6].copy_from_slice(b"[16,8]");
+    std::fs::write(&path, &bytes).unwrap();
+    let msg = error_of(Weights::load_dir(&dir, &cfg));
+    assert_mentions(&msg, &[name, "[16, 8]", "[8, 16]"]);
+
+    // A norm with one element too many, written as a real file.
+    let mut raw = raw_tensors(&w);
+    let norm = raw.iter_mut().find(|t| t.0 == "model.layers.0.post_attention_layernorm.weight").unwrap();
+    norm.2 = vec![17];
+    norm.3.extend_from_slice(&1f32.to_le_bytes());
+    let msg = error_of(Weights::from_bytes(&serialize(&raw), &cfg));
+    assert_mentions(&msg, &["model.layers.0.post_attention_layernorm.weight", "[17]", "[16]"]);
+
+    // A 1-D gate bias stored as 2-D.
+    let mut raw = raw_tensors(&w);
+    raw.iter_mut().find(|t| t.0 == "model.layers.1.self_attn.plt_gate.bias").unwrap().2 = vec![1, 4];
+    let msg = error_of(Weights::from_bytes(&serialize(&raw), &cfg));
+    assert_mentions(&msg, &["model.layers.1.self_attn.plt_gate.bias", "[1, 4]", "[4]"]);
+}
+
+#[test]
+fn wrong_dtype_names_the_tensor() {
+    let (dir, cfg, w) = good_model("dtype");
+    let path = dir.join("model.safetensors");
+    let good = std::fs::read(&path).unwrap();
+
+    // Rewrite one tensor's dtype in place: F32 -> I32 (same size, still a valid file).
+    let name = "model.norm.weight";
+    let (h, _) = header(&good);
+    let start = h.find(&format!("\"{name}\"")).unwrap();
+    let dt_at = start + h[start..].find("\"F32\"").unwrap();
+    let mut bytes = good.clone();
+    bytes[8 + dt_at + 1] = b'I';
+    std::fs::write(&path, &bytes).unwrap();
+    let msg = error_of(Weights::load_dir(&dir, &cfg));
+    assert_mentions(&msg, &[name, "I32"]);
+
+    // A real file with an F64 matrix and a U8 bias.
+    for (tensor, dt) in [("model.layers.0.mlp.up_proj.weight", Dtype::F64), ("model.layers.1.self_attn.q_proj.bias", Dtype::U8)] {
+        let mut raw = raw_tensors(&w);
+        let t = raw.iter_mut().find(|t| t.0 == tensor).unwrap();
+        let n: usize = t.2.iter().product();
+        t.1 = dt;
+        t.3 = vec![0; n * dt.bitsize() / 8];
+        let msg = error_of(Weights::from_bytes(&serialize(&raw), &cfg));
+        assert_mentions(&msg, &[tensor, &format!("{dt:?}")]);
+    }
+
+    // An unused tensor in an odd dtype is not an error (checkpoints carry extras).
+    let mut raw = raw_tensors(&w);
+    raw.push(("model.layers.0.self_attn.rotary_emb.inv_freq".into(), Dtype::I64, vec![2], vec![0; 16]));
+    Weights::from_bytes(&serialize(&raw), &cfg).unwrap();
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let (_, cfg, w) = good_model("missing");
+    for name in [
+        "model.embed_tokens.weight",
+        "model.layers.1.mlp.down_proj.weight",
+        "model.layers.0.self_attn.plt_gate.gate_norm.weight",
+        "model.layers.1.self_attn.plt_gate.weight",
+        "model.norm.weight",
+        "lm_head.weight",
+    ] {
+        let raw: Vec<_> = raw_tensors(&w).into_iter().filter(|t| t.0 != name).collect();
+        let msg = error_of(Weights::from_bytes(&serialize(&raw), &cfg));
+        assert_mentions(&msg, &[name, "missing"]);
+    }
+    // Optional biases may be absent: a bias-free file loads for the same config.
+    let raw: Vec<_> = raw_tensors(&w).into_iter().filter(|t| !t.0.ends_with("proj.bias")).collect();
+    let got = Weights::from_bytes(&serialize(&raw), &cfg).unwrap();
+    assert!(got.layers.iter().all(|l| l.self_attn.q_proj.bias.is_none()));
+}
+
+#[test]
+fn bad_shards_are_reported() {
+    let cfg = config(2, 2, false, false);
+    let opts = InitOptions { seed: 4, shards: 3, ..Default::default() };
+    let w = random_weights(&cfg, &opts);
+    let fresh = |name: &str| -> PathBuf {
+        let dir = tmp_dir(name);
+        write_model(&dir, &cfg, &w, &opts).unwrap();
+        dir
+    };
+    let index_of = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("model.safetensors.index.json")).unwrap()).unwrap()
+    };
+    let write_index = |dir: &Path, v: &serde_json::Value| {
+        std::fs::write(dir.join("model.safetensors.index.json"), v.to_string()).unwrap();
+    };
+
+    // A shard the index names is gone.
+    let dir = fresh("shard-missing");
+    std::fs::remove_file(dir.join("model-00002-of-00003.safetensors")).unwrap();
+    assert_mentions(&error_of(Weights::load_dir(&dir, &cfg)), &["model-00002-of-00003.safetensors"]);
+
+    // Paths that leave the model directory.
+    for evil in ["../model-00001-of-00003.safetensors", "sub/../model-00001-of-00003.safetensors", "/etc/passwd", "..\\x.safetensors", ".."] {
+        let dir = fresh("shard-escape");
+        let mut v = index_of(&dir);
+        v["weight_map"]["model.norm.weight"] = evil.into();
+        write_index(&dir, &v);
+        assert_mentions(&error_of(Weights::load_dir(&dir, &cfg)), &["model.safetensors.index.json", evil]);
+    }
+
+    // The index is not JSON, has no weight_map, or maps a tensor to a non-string.
+    let dir = fresh("index-bad");
+    std::fs::write(dir.join("model.safetensors.index.json"), "{\"weight_map\": ").unwrap();
+    assert_mentions(&error_of(Weights::load_dir(&dir, &cfg)), &["model.safetensors.index.json", "JSON"]);
+    write_index(&dir, &serde_json::json!({"metadata": {}}));
+    assert_mentions(&error_of(Weights::load_dir(&dir, &cfg)), &["model.safetensors.index.json", "weight_map"]);
+    let mut v = index_of(&fresh("index-bad"));
+    v["weight_map"]["model.norm.weight"] = 3.into();
+    write_index(&dir, &v);
+    assert_mentions(&error_of(Weights::load_dir(&dir, &cfg)), &["model.safetensors.index.json", "model.norm.weight"]);
+
+    // A corrupt shard is named.
+    let dir = fresh("shard-corrupt");
+    let shard = dir.join("model-00003-of-00003.safetensors");
+    let bytes = std::fs::read(&shard).unwrap();
+    std::fs::write(&shard, &bytes[..bytes.len() - 4]).unwrap();
+    assert_mentions(&error_of(Weights::load_dir(&dir, &cfg)), &["model-00003-of-00003.safetensors"]);
+
+    // The index maps a tensor to a shard that does not hold it, and nothing else does.
+    let dir = fresh("shard-wrong-map");
+    let name = "model.layers.1.mlp.up_proj.weight";
+    let v = index_of(&dir);
+    let home = v["weight_map"][name].as_str().unwrap().to_string();
+    let shard = dir.join(&home);
+    let bytes = std::fs::read(&shard).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, TensorView)> = st.tensors().into_iter().filter(|(n, _)| n != name).collect();
+    std::fs::write(&shard, safetensors::serialize(kept, None).unwrap()).unwrap();
+    assert_mentions(&error_of(Weights::load_dir(&dir, &cfg)), &[name, "missing"]);
+
+    // The same tensor in two shards.
+    let dir = fresh("shard-dup");
+    let v = index_of(&dir);
+    let name = "model.norm.weight";
+    let home = v["weight_map"][name].as_str().unwrap().to_string();
+    let other = if home == "model-00001-of-00003.safetensors" { "model-00002-of-00003.safetensors" } else { "model-00001-of-00003.safetensors" };
+    let src = std::fs::read(dir.join(&home)).unwrap();
+    let src = safetensors::SafeTensors::deserialize(&src).unwrap();
+    let dst_bytes = std::fs::read(dir.join(other)).unwrap();
+    let dst = safetensors::SafeTensors::deserialize(&dst_bytes).unwrap();
+    let mut all = dst.tensors();
+    all.push((name.to_string(), src.tensor(name).unwrap()));
+    let merged = safetensors::serialize(all, None).unwrap();
+    std::fs::write(dir.join(other), merged).unwrap();
+    assert_mentions(&error_of(Weights::load_dir(&dir, &cfg)), &[name, "twice"]);
+}
