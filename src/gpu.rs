@@ -364,6 +364,29 @@ impl Gpu {
         Ok(())
     }
 
+    /// Runs `dispatches` in one compute pass and one submit (kernel tests, one-off work).
+    pub fn run(&self, dispatches: &[&Dispatch], rows: u32, logit_rows: u32) -> Result<()> {
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run") });
+        {
+            let mut cp = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("run"), timestamp_writes: None });
+            for d in dispatches {
+                d.record(&mut cp, rows, logit_rows);
+            }
+        }
+        self.queue.submit([enc.finish()]);
+        self.check()
+    }
+
+    /// Copies a storage buffer's first `count` f32 values back (allocates; not for per-token use).
+    pub async fn read_storage_f32(&self, buf: &wgpu::Buffer, count: usize) -> Result<Vec<f32>> {
+        let bytes = (count * 4) as u64;
+        let rb = self.readback("read_storage", bytes)?;
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read") });
+        enc.copy_buffer_to_buffer(buf, 0, &rb, 0, bytes.next_multiple_of(4));
+        self.queue.submit([enc.finish()]);
+        self.read_f32(&rb, count).await
+    }
+
     /// Maps `buf` (a readback buffer) and copies out its first `bytes` bytes.
     pub async fn read(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
         let slice = buf.slice(0..bytes.max(4).next_multiple_of(4));

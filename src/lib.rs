@@ -7,6 +7,7 @@ pub mod init;
 pub mod model;
 pub mod reference;
 pub mod rng;
+pub mod tokenizer;
 pub mod weights;
 
 pub use config::{Config, GateMode, LoopMode};

@@ -17,38 +17,39 @@ use crate::gpu::{Defines, Dim, Dispatch, Gpu};
 use crate::weights::{DType, Weights};
 use std::sync::Arc;
 
-const NONE: u32 = u32::MAX;
+/// "No such row/slot" in `Row` fields.
+pub const NONE: u32 = u32::MAX;
 /// Above this many rows a pass uses the tiled matmul; at or below it, the row-sharing one.
 const ROWS_KERNEL_MAX: u32 = 16;
 
-/// Per-row metadata, mirrored by `struct Row` in shaders/prelude.wgsl.
+/// Per-row metadata, mirrored by `struct Row` in shaders/prelude.wgsl (see there for fields).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct Row {
-    pos: u32,
-    lp: u32,
-    seq: u32,
-    token: u32,
-    kv_slot: u32,
-    attn_slot: u32,
-    ring: u32,
-    fresh: u32,
-    ring_write: u32,
-    csrc: u32,
-    cdst: u32,
-    e_scale: f32,
-    c_scale: f32,
-    _pad: [u32; 3],
+pub struct Row {
+    pub pos: u32,
+    pub lp: u32,
+    pub seq: u32,
+    pub token: u32,
+    pub kv_slot: u32,
+    pub attn_slot: u32,
+    pub ring: u32,
+    pub fresh: u32,
+    pub ring_write: u32,
+    pub csrc: u32,
+    pub cdst: u32,
+    pub e_scale: f32,
+    pub c_scale: f32,
+    pub _pad: [u32; 3],
 }
 
 /// Per-pass values, mirrored by `struct Pass` in shaders/prelude.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct PassInfo {
-    rows: u32,
-    logit_row0: u32,
-    logit_rows: u32,
-    _pad: u32,
+pub struct PassInfo {
+    pub rows: u32,
+    pub logit_row0: u32,
+    pub logit_rows: u32,
+    pub _pad: u32,
 }
 
 /// How a PLT decode step runs its L loops.
