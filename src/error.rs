@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot access {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 
     #[error("config.json: {0}")]

@@ -250,11 +250,15 @@ struct PassPlan {
     logits: bool,
 }
 
-/// Timings of the last call (wall time on the host, submit to readback).
+/// What the last call did.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Timing {
+pub struct Stats {
+    /// Passes over the weights in the last call.
     pub passes: usize,
+    /// Rows those passes computed, all together.
     pub rows: usize,
+    /// Queue submits of this session so far.
+    pub submits: u64,
 }
 
 /// Everything a batch of B sequences needs, allocated once.
@@ -276,7 +280,7 @@ pub struct Session {
     _kv: Vec<wgpu::Buffer>,   // per layer [2][slots][T_max][Hkv*Dh]
     _ring: Vec<wgpu::Buffer>, // per layer [2][B*(L-1)][left+1][Hkv*Dh]
     _scratch: Vec<wgpu::Buffer>,
-    pub last: Timing,
+    pub stats: Stats,
 }
 
 impl Session {
@@ -456,7 +460,7 @@ impl Session {
             _kv: kv,
             _ring: ring,
             _scratch: vec![hidden, normed, qkv, att, gu, act],
-            last: Timing::default(),
+            stats: Stats::default(),
             opts: SessionOptions { prefill_chunk: p, ..opts },
         })
     }
@@ -596,6 +600,7 @@ impl Session {
             enc.copy_buffer_to_buffer(&self.logits, 0, &self.readback, 0, (logit_rows * v * 4) as u64);
         }
         gpu.queue.submit([enc.finish()]);
+        self.stats.submits += 1;
         if logit_rows == 0 {
             gpu.check()?;
             return Ok(Vec::new());
@@ -670,7 +675,7 @@ impl Session {
             let logits = self.finish(enc, lrn).await?;
             out.extend_from_slice(&logits);
             self.pos[seq] += t_n;
-            self.last = Timing { passes: passes.len(), rows: t_n };
+            self.stats = Stats { passes: passes.len(), rows: t_n, submits: self.stats.submits };
         }
         Ok(out)
     }
@@ -740,7 +745,7 @@ impl Session {
         for p in self.pos.iter_mut() {
             *p += 1;
         }
-        self.last = Timing { passes: passes.len(), rows: passes.iter().map(|(r, _)| r.len()).sum() };
+        self.stats = Stats { passes: passes.len(), rows: passes.iter().map(|(r, _)| r.len()).sum(), submits: self.stats.submits };
         Ok(logits)
     }
 }
