@@ -1,0 +1,105 @@
+//! The `plt` binary: `init` writes models of every option, `score` prints stable JSON, the GPU
+//! agrees with `--cpu` (the reference), and bad input is a one-line error, never a panic.
+
+use std::path::Path;
+use std::process::Command;
+
+fn plt(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_plt")).args(args).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn score(dir: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["score", "--model", dir.to_str().unwrap(), "--tokens", "5,9,13,7,40,3,4,8,9,11,2"];
+    args.extend_from_slice(extra);
+    let (ok, out, err) = plt(&args);
+    assert!(ok, "plt {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {out}"))
+}
+
+fn logprobs(v: &serde_json::Value) -> Vec<f64> {
+    v["logprobs"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+#[test]
+fn init_and_score_every_option_gpu_matches_cpu() {
+    let tmp = std::env::temp_dir().join(format!("plt-cli-{}", std::process::id()));
+    let base = ["--vocab", "50", "--hidden", "32", "--intermediate", "48", "--layers", "2", "--heads", "4", "--max-positions", "64"];
+    let variants: &[&[&str]] = &[
+        &["--loops", "1"],
+        &["--loops", "2", "--window", "2"],
+        &["--loops", "3", "--gate", "hidden", "--window", "3", "--kv-heads", "2"],
+        &["--loops", "2", "--loop-mode", "vanilla"],
+        &["--loops", "2", "--tie-embeddings", "--qkv-bias", "--dtype", "f16"],
+        &["--loops", "2", "--dtype", "bf16", "--shards", "3", "--kv-heads", "1", "--head-dim", "12"],
+        &["--loops", "3", "--no-normalize-per-loop", "--emb-scale", "0.5", "--hidden-scale", "2", "--window", "0"],
+    ];
+    for (i, v) in variants.iter().enumerate() {
+        let dir = tmp.join(format!("m{i}"));
+        let seed = format!("{}", 100 + i);
+        let mut args = vec!["init", dir.to_str().unwrap(), "--seed", &seed];
+        args.extend_from_slice(&base);
+        args.extend_from_slice(v);
+        let (ok, _, err) = plt(&args);
+        assert!(ok, "init {v:?}: {err}");
+        let cpu = score(&dir, &["--cpu"]);
+        assert_eq!(cpu["adapter"], "cpu-reference");
+        let want = logprobs(&cpu);
+        assert_eq!(want.len(), 10, "T-1 log-probabilities");
+        assert!(want.iter().all(|x| x.is_finite() && *x < 0.0));
+        for mode in ["parallel", "sequential"] {
+            let gpu = score(&dir, &["--mode", mode]);
+            let got = logprobs(&gpu);
+            assert_eq!(got.len(), want.len());
+            for (t, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((g - w).abs() < 1e-4, "{v:?} {mode}: token {t}: gpu {g} vs cpu {w}");
+            }
+            let expect_mode = if v.contains(&"vanilla") { "vanilla" } else { mode };
+            assert_eq!(gpu["mode"], expect_mode);
+            assert!(gpu["adapter"].as_str().unwrap().len() > 3);
+        }
+    }
+    // --text uses the model's tokenizer.json; same numbers as the ids it encodes to.
+    let dir = tmp.join("m1");
+    let (ok, out, err) = plt(&["score", "--model", dir.to_str().unwrap(), "--text", "a b c zz q", "--cpu"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ids: Vec<String> = v["tokens"].as_array().unwrap().iter().map(|x| x.to_string()).collect();
+    assert_eq!(ids.len(), 5);
+    let (_, out2, _) = plt(&["score", "--model", dir.to_str().unwrap(), "--tokens", &ids.join(","), "--cpu"]);
+    let v2: serde_json::Value = serde_json::from_str(&out2).unwrap();
+    assert_eq!(v["logprobs"], v2["logprobs"]);
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+#[test]
+fn bad_input_is_a_one_line_error() {
+    let tmp = std::env::temp_dir().join(format!("plt-cli-bad-{}", std::process::id()));
+    let dir = tmp.join("m");
+    let (ok, _, err) = plt(&["init", dir.to_str().unwrap(), "--vocab", "20", "--hidden", "16", "--intermediate", "16", "--heads", "2"]);
+    assert!(ok, "{err}");
+    let d = dir.to_str().unwrap();
+    let (x, y) = (tmp.join("x"), tmp.join("y"));
+    let cases: &[(&[&str], &str)] = &[
+        (&["score", "--model", "/nonexistent/model", "--tokens", "1,2"], "config.json"),
+        (&["score", "--model", d, "--tokens", "1,2000"], "2000"),
+        (&["score", "--model", d, "--tokens", "1,x"], "`x`"),
+        (&["score", "--model", d, "--tokens", "1"], "at least 2"),
+        (&["score", "--model", d, "--tokens", "1,2", "--mode", "diagonal"], "--mode"),
+        (&["score", "--model", d, "--tokens", "1,2", "--dtype", "f8"], "dtype"),
+        (&["init", x.to_str().unwrap(), "--heads", "3", "--kv-heads", "2"], "num_key_value_heads"),
+        (&["init", y.to_str().unwrap(), "--gate", "sideways"], "--gate"),
+    ];
+    for (args, needle) in cases {
+        let (ok, out, err) = plt(args);
+        assert!(!ok, "{args:?} should fail");
+        assert!(out.is_empty(), "{args:?} printed to stdout: {out}");
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+        let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("{args:?}: {err}"));
+        assert!(line.contains(needle), "{args:?}: `{line}` does not mention {needle}");
+    }
+    std::fs::write(dir.join("config.json"), "{ not json").unwrap();
+    let (ok, _, err) = plt(&["score", "--model", d, "--tokens", "1,2"]);
+    assert!(!ok && err.contains("not valid JSON"), "{err}");
+    std::fs::remove_dir_all(&tmp).ok();
+}

@@ -1,0 +1,94 @@
+//! Every WGSL entry point parses and validates with naga, at several specialisations
+//! (defines), without a GPU; and the prelude's structs match the host's.
+
+use plt::gpu::{shader_source, validate_shader, Defines, SHADERS};
+
+fn shape(gate_mode: usize, dh: usize) -> Defines {
+    Defines::new()
+        .u32("H", 4)
+        .u32("HKV", 2)
+        .u32("DH", dh)
+        .u32("D", 40)
+        .f32("THETA", 10000.0)
+        .u32("TMAX", 64)
+        .u32("SLOTS", 2)
+        .u32("W", 3)
+        .u32("RINGS", 2)
+        .u32("GATE_MODE", gate_mode)
+        .f32("EPS", 1e-5)
+}
+
+/// (shader, entry, defines) for every entry point, in each variant the runtime builds.
+fn all() -> Vec<(&'static str, &'static str, Defines)> {
+    let mut v = Vec::new();
+    for f16 in [false, true] {
+        for logits in [false, true] {
+            for entry in ["matmul_tiled", "matmul_rows"] {
+                let d = Defines::new().u32("K", 33).u32("O", 70).bool("W_F16", f16).bool("ROWS_FROM_LOGITS", logits);
+                v.push(("matmul", entry, d));
+            }
+        }
+        v.push(("embed", "embed_input", Defines::new().u32("D", 40).bool("W_F16", f16)));
+    }
+    for entry in ["rmsnorm", "rmsnorm_logits", "norm_carry"] {
+        v.push(("norm", entry, Defines::new().u32("D", 40).f32("EPS", 1e-5).u32("WG", 64)));
+    }
+    v.push(("elementwise", "swiglu", Defines::new().u32("F", 72)));
+    for entry in ["rope_store", "ring_store"] {
+        v.push(("rope", entry, shape(1, 10)));
+    }
+    for gate in [0, 1, 2] {
+        for dh in [10, 64, 130] {
+            v.push(("attention", "attention", shape(gate, dh)));
+        }
+    }
+    v
+}
+
+#[test]
+fn every_entry_point_validates() {
+    let list = all();
+    for (shader, entry, defs) in &list {
+        let src = shader_source(shader, defs).unwrap();
+        if let Err(e) = validate_shader(shader, entry, &src) {
+            panic!("{e}");
+        }
+    }
+    // Every entry point of every shader file is in the list above.
+    for (name, _) in SHADERS.iter().filter(|(n, _)| *n != "prelude") {
+        let src = shader_source(name, &list.iter().find(|(s, _, _)| s == name).unwrap().2).unwrap();
+        let module = naga::front::wgsl::parse_str(&src).unwrap();
+        for ep in &module.entry_points {
+            assert!(list.iter().any(|(s, e, _)| s == name && *e == ep.name), "{name}:{} is not validated", ep.name);
+        }
+    }
+}
+
+#[test]
+fn errors_name_the_shader_and_entry() {
+    let src = shader_source("norm", &Defines::new().u32("D", 4)).unwrap(); // EPS, WG missing
+    let e = validate_shader("norm", "rmsnorm", &src).unwrap_err().to_string();
+    assert!(e.contains("norm") && e.contains("rmsnorm") && e.contains("no definition"), "{e}");
+    let src = shader_source("elementwise", &Defines::new().u32("F", 4)).unwrap();
+    let e = validate_shader("elementwise", "nope", &src).unwrap_err().to_string();
+    assert!(e.contains("no such entry point"), "{e}");
+}
+
+/// The WGSL `Row` and `Pass` structs have the host structs' sizes (the layouts must agree).
+#[test]
+fn prelude_structs_match_the_host() {
+    let src = shader_source("elementwise", &Defines::new().u32("F", 4)).unwrap();
+    let module = naga::front::wgsl::parse_str(&src).unwrap();
+    let mut layouter = naga::proc::Layouter::default();
+    layouter.update(module.to_ctx()).unwrap();
+    let mut found = 0;
+    for (h, ty) in module.types.iter() {
+        match ty.name.as_deref() {
+            Some("Row") => assert_eq!(layouter[h].size as usize, std::mem::size_of::<plt::model::Row>()),
+            Some("Pass") => assert_eq!(layouter[h].size as usize, std::mem::size_of::<plt::model::PassInfo>()),
+            _ => continue,
+        }
+        found += 1;
+    }
+    assert_eq!(found, 2, "Row and Pass are declared in the prelude");
+}
