@@ -179,6 +179,13 @@ impl GpuModel {
         Ok(GpuModel { cfg: cfg.clone(), gpu, dtype, embed, lm_head, norm, layers, dummy })
     }
 
+    /// Loads `config.json` and the safetensors of `dir` onto `gpu` (see `new` for `dtype`).
+    pub fn load_dir(gpu: Arc<Gpu>, dir: &std::path::Path, dtype: Option<DType>) -> Result<GpuModel> {
+        let cfg = Config::from_file(&dir.join("config.json"))?;
+        let w = Weights::load_dir(dir, &cfg)?;
+        GpuModel::new(gpu, &cfg, &w, dtype)
+    }
+
     /// Bytes of weights one pass reads (every matrix once, plus the lm_head rows it needs).
     pub fn weight_bytes(&self) -> u64 {
         let c = &self.cfg;
@@ -678,6 +685,18 @@ impl Session {
             self.stats = Stats { passes: passes.len(), rows: t_n, submits: self.stats.submits };
         }
         Ok(out)
+    }
+
+    /// `prefill`, blocking (native callers).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn prefill_blocking(&mut self, seq: usize, tokens: &[u32], want: Logits) -> Result<Vec<f32>> {
+        pollster::block_on(self.prefill(seq, tokens, want))
+    }
+
+    /// `decode`, blocking (native callers).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn decode_blocking(&mut self, tokens: &[u32], exec: Exec, want_logits: bool) -> Result<Vec<f32>> {
+        pollster::block_on(self.decode(tokens, exec, want_logits))
     }
 
     /// One decode step for every sequence of the batch: `tokens[b]` at its next position.

@@ -1,0 +1,747 @@
+//! Every WGSL kernel in shaders/ against a CPU computation (DESIGN.md "Testing").
+//!
+//! Inputs are fresh random values; shapes include sizes that do not divide the workgroup sizes
+//! (1, 3, 17, 65, 70, 130 rows/columns, odd K). Every output buffer is poisoned before the run
+//! with a NaN of a fixed bit pattern: an element the kernel should write and did not fails the
+//! comparison (normalised MSE), and an element it must NOT write (rows past the pass, cache slots
+//! of rows without a slot, rows with no carry destination, ...) must still hold that exact bit
+//! pattern afterwards. Inputs that a kernel must not read (cache positions after the newest one
+//! it attends to, ring slots it should take from the scratch rows) hold NaN, so reading one
+//! poisons the result.
+
+mod common;
+
+use common::{gpu, nmse};
+use half::f16;
+use plt::gpu::{Defines, Dim, Gpu};
+use plt::model::{PassInfo, Row, NONE};
+use plt::reference;
+use plt::rng::Rng;
+
+/// f32 kernels (and f16-stored weights, compared against the same rounded values).
+const TOL: f64 = 1e-10;
+/// RoPE: the GPU's angle is f32(pos) * inv_freq in f32 (about pos * 2^-24 radians off at the
+/// positions used here, up to 159), the reference's is f64.
+const TOL_ROPE: f64 = 1e-9;
+const EPS: f32 = 1e-5;
+const THETA: f32 = 10000.0;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+const POISON_BITS: u32 = 0x7fc0_dead;
+
+fn poison() -> f32 {
+    f32::from_bits(POISON_BITS)
+}
+
+fn is_poison(v: f32) -> bool {
+    v.to_bits() == POISON_BITS
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
+}
+
+/// Compares a whole output buffer, `width` elements at a time (a row, a head): elements where
+/// `want` is poison must still be poison bit for bit; the others are compared per chunk by
+/// normalised MSE.
+fn compare(what: &str, got: &[f32], want: &[f32], width: usize, tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (c, (gc, wc)) in got.chunks(width).zip(want.chunks(width)).enumerate() {
+        let (mut g, mut w) = (Vec::new(), Vec::new());
+        for (i, (&a, &b)) in gc.iter().zip(wc).enumerate() {
+            if is_poison(b) {
+                assert!(is_poison(a), "{what}: element {} (chunk {c}) must not be written, holds {a}", c * width + i);
+            } else {
+                g.push(a);
+                w.push(b);
+            }
+        }
+        let e = nmse(&g, &w);
+        if e.is_nan() || e > tol {
+            let worst = (0..g.len())
+                .max_by(|&i, &j| {
+                    let d = |k: usize| if g[k].is_finite() { (g[k] - w[k]).abs() } else { f32::INFINITY };
+                    d(i).total_cmp(&d(j))
+                })
+                .unwrap_or(0);
+            panic!(
+                "{what}: chunk {c} (width {width}): nmse {e:e} > {tol:e}; worst element {worst} of the chunk's written ones: got {} want {}",
+                g[worst], w[worst]
+            );
+        }
+    }
+}
+
+fn upload(g: &Gpu, label: &str, v: &[f32]) -> wgpu::Buffer {
+    g.storage_init(label, bytemuck::cast_slice(v)).unwrap()
+}
+
+fn upload_rows(g: &Gpu, rows: &[Row]) -> wgpu::Buffer {
+    g.storage_init("rows", bytemuck::cast_slice(rows)).unwrap()
+}
+
+fn pass(g: &Gpu, rows: usize, logit_row0: usize, logit_rows: usize) -> wgpu::Buffer {
+    let p = PassInfo { rows: rows as u32, logit_row0: logit_row0 as u32, logit_rows: logit_rows as u32, _pad: 0 };
+    g.uniform("pass", bytemuck::bytes_of(&p))
+}
+
+fn params(g: &Gpu, p: [u32; 4]) -> wgpu::Buffer {
+    g.uniform("params", bytemuck::cast_slice(&p))
+}
+
+fn read(g: &Gpu, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
+    pollster::block_on(g.read_storage_f32(b, n)).unwrap()
+}
+
+/// Builds `shader`'s `entry` with `defs`, binds `bufs` and runs one pass of `rows` rows.
+#[allow(clippy::too_many_arguments)]
+fn launch(g: &Gpu, shader: &str, entry: &str, defs: &Defines, bufs: &[(u32, &wgpu::Buffer)], grid: [Dim; 3], rows: usize, logit_rows: usize) {
+    let p = g.pipeline(shader, entry, defs).unwrap_or_else(|e| panic!("{shader}:{entry}: {e}"));
+    let d = g.dispatch(&p, bufs, grid).unwrap();
+    g.run(&[&d], rows as u32, logit_rows as u32).unwrap_or_else(|e| panic!("{shader}:{entry}: {e}"));
+}
+
+/// A weight matrix as the kernels bind it (array<u32>: f32 bits, or f16 packed two per word,
+/// element 2i in the low half, odd counts padded), and the values the GPU sees.
+fn weight_words(v: &[f32], wf16: bool) -> (Vec<u8>, Vec<f32>) {
+    if !wf16 {
+        return (bytemuck::cast_slice(v).to_vec(), v.to_vec());
+    }
+    let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+    let seen = h.iter().map(|x| x.to_f32()).collect();
+    let mut words = Vec::with_capacity(h.len().div_ceil(2));
+    for pair in h.chunks(2) {
+        let lo = pair[0].to_bits() as u32;
+        let hi = pair.get(1).map_or(0, |x| x.to_bits() as u32);
+        words.push(lo | (hi << 16));
+    }
+    (bytemuck::cast_slice(&words).to_vec(), seen)
+}
+
+/// A row with no cache write, no ring, no carried input or output.
+fn row(pos: usize) -> Row {
+    Row {
+        pos: pos as u32,
+        lp: 0,
+        seq: 0,
+        token: 0,
+        kv_slot: NONE,
+        attn_slot: 0,
+        ring: NONE,
+        fresh: 1,
+        ring_write: 0,
+        csrc: NONE,
+        cdst: NONE,
+        e_scale: 1.0,
+        c_scale: 0.0,
+        _pad: [0; 3],
+    }
+}
+
+fn shuffled(rng: &mut Rng, n: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        v.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    v
+}
+
+// ---------------------------------------------------------------------------------------------
+// matmul.wgsl
+// ---------------------------------------------------------------------------------------------
+
+/// y[r] (+)= W x[r] (+ b) for r < the pass's row count (pass.rows, or pass.logit_rows with
+/// ROWS_FROM_LOGITS), every accumulate/bias combination. The other row count is set larger, so
+/// a kernel that used it would write rows that must keep their poison.
+#[allow(clippy::too_many_arguments)]
+fn matmul_case(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf16: bool, logits: bool) {
+    let g = gpu();
+    let extra = 3;
+    let (wbytes, wv) = weight_words(&rng.normals(o * k, 1.0 / (k as f32).sqrt()), wf16);
+    let wbuf = g.storage_init("w", &wbytes).unwrap();
+    let x = rng.normals((r + extra) * k, 1.0);
+    let xbuf = upload(&g, "x", &x);
+    let bias = rng.normals(o, 0.5);
+    let bbuf = upload(&g, "bias", &bias);
+    let (rows, logit_rows) = if logits { (r + extra, r) } else { (r, r + extra) };
+    let pbuf = pass(&g, rows, 1, logit_rows);
+    let defs = Defines::new().u32("K", k).u32("O", o).bool("W_F16", wf16).bool("ROWS_FROM_LOGITS", logits);
+    let grid = match entry {
+        "matmul_tiled" => {
+            let rd = if logits { Dim::LogitRows(64) } else { Dim::Rows(64) };
+            [Dim::Fixed(o.div_ceil(64) as u32), rd, Dim::Fixed(1)]
+        }
+        _ => [Dim::Fixed(o.div_ceil(4) as u32), Dim::Fixed(1), Dim::Fixed(1)],
+    };
+    let prod: Vec<f64> = (0..r * o).map(|i| dot(&x[i / o * k..(i / o + 1) * k], &wv[i % o * k..(i % o + 1) * k])).collect();
+    for (acc, has_bias) in [(false, false), (true, false), (false, true), (true, true)] {
+        let mut y0 = vec![poison(); (r + extra) * o];
+        if acc {
+            for v in &mut y0[..r * o] {
+                *v = rng.normal();
+            }
+        }
+        let want: Vec<f32> = (0..(r + extra) * o)
+            .map(|i| {
+                if i >= r * o {
+                    return poison();
+                }
+                let mut v = prod[i];
+                if has_bias {
+                    v += bias[i % o] as f64;
+                }
+                if acc {
+                    v += y0[i] as f64;
+                }
+                v as f32
+            })
+            .collect();
+        let ybuf = upload(&g, "y", &y0);
+        let prm = params(&g, [acc as u32, has_bias as u32, 0, 0]);
+        let bufs = [(0, &prm), (1, &pbuf), (2, &xbuf), (3, &wbuf), (4, &bbuf), (5, &ybuf)];
+        launch(&g, "matmul", entry, &defs, &bufs, grid, rows, logit_rows);
+        let what = format!("{entry} R={r} K={k} O={o} f16={wf16} rows_from_logits={logits} accumulate={acc} bias={has_bias}");
+        compare(&what, &read(&g, &ybuf, (r + extra) * o), &want, o, TOL);
+    }
+}
+
+const MATMUL_SHAPES: &[(usize, usize, usize)] = &[(1, 1, 1), (1, 3, 5), (3, 17, 65), (17, 33, 70), (70, 65, 3), (65, 130, 67)];
+
+fn matmul_all(entry: &str, seed: u64) {
+    let mut rng = Rng::new(seed);
+    for &(r, k, o) in MATMUL_SHAPES {
+        for wf16 in [false, true] {
+            for logits in [false, true] {
+                matmul_case(&mut rng, entry, r, k, o, wf16, logits);
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_tiled_matches_cpu() {
+    matmul_all("matmul_tiled", 101);
+}
+
+#[test]
+fn matmul_rows_matches_cpu() {
+    matmul_all("matmul_rows", 102);
+}
+
+// ---------------------------------------------------------------------------------------------
+// norm.wgsl
+// ---------------------------------------------------------------------------------------------
+
+fn norm_defs(d: usize, wg: usize) -> Defines {
+    Defines::new().u32("D", d).f32("EPS", EPS).u32("WG", wg)
+}
+
+/// Random rows; row 1 (when there is one) is tiny, so that EPS matters in its statistics.
+fn norm_input(rng: &mut Rng, rows: usize, d: usize) -> Vec<f32> {
+    let mut x = rng.normals(rows * d, 1.5);
+    if rows > 1 {
+        for v in &mut x[d..2 * d] {
+            *v *= 1e-3;
+        }
+    }
+    x
+}
+
+fn norm_weight(rng: &mut Rng, d: usize) -> Vec<f32> {
+    (0..d).map(|_| 1.0 + 0.3 * rng.normal()).collect()
+}
+
+#[test]
+fn rmsnorm_matches_cpu() {
+    let g = gpu();
+    let mut rng = Rng::new(201);
+    for (r, d, wg) in [(1, 1, 64), (3, 17, 64), (17, 65, 64), (5, 130, 32), (70, 3, 64), (4, 200, 128), (2, 70, 64)] {
+        let extra = 2;
+        let x = norm_input(&mut rng, r + extra, d);
+        let w = norm_weight(&mut rng, d);
+        let mut want = reference::rmsnorm(&x[..r * d], &w, EPS);
+        want.resize((r + extra) * d, poison());
+        let out = upload(&g, "out", &vec![poison(); (r + extra) * d]);
+        let (xb, wb, pb) = (upload(&g, "x", &x), upload(&g, "w", &w), pass(&g, r, 0, r + extra));
+        let bufs = [(1, &pb), (3, &xb), (4, &wb), (5, &out)];
+        launch(&g, "norm", "rmsnorm", &norm_defs(d, wg), &bufs, [Dim::Rows(1), Dim::Fixed(1), Dim::Fixed(1)], r, r + extra);
+        compare(&format!("rmsnorm R={r} D={d} WG={wg}"), &read(&g, &out, (r + extra) * d), &want, d, TOL);
+    }
+}
+
+#[test]
+fn rmsnorm_logits_matches_cpu() {
+    let g = gpu();
+    let mut rng = Rng::new(202);
+    // (rows, logit_row0, logit_rows, D)
+    for (r, lr0, lrn, d) in [(9, 4, 5, 17), (9, 0, 1, 65), (70, 0, 70, 70), (3, 2, 1, 130), (17, 3, 3, 1)] {
+        let x = norm_input(&mut rng, r, d);
+        let w = norm_weight(&mut rng, d);
+        let mut want = reference::rmsnorm(&x[lr0 * d..(lr0 + lrn) * d], &w, EPS);
+        want.resize(r * d, poison());
+        let out = upload(&g, "out", &vec![poison(); r * d]);
+        let (xb, wb, pb) = (upload(&g, "x", &x), upload(&g, "w", &w), pass(&g, r, lr0, lrn));
+        let bufs = [(1, &pb), (3, &xb), (4, &wb), (5, &out)];
+        launch(&g, "norm", "rmsnorm_logits", &norm_defs(d, 64), &bufs, [Dim::LogitRows(1), Dim::Fixed(1), Dim::Fixed(1)], r, lrn);
+        compare(&format!("rmsnorm_logits R={r} logit_row0={lr0} logit_rows={lrn} D={d}"), &read(&g, &out, r * d), &want, d, TOL);
+    }
+}
+
+#[test]
+fn norm_carry_matches_cpu() {
+    let g = gpu();
+    let mut rng = Rng::new(203);
+    for (r, d) in [(1, 3), (2, 1), (5, 17), (17, 65), (70, 130)] {
+        for apply in [1u32, 0] {
+            // cbuf has more rows than the pass; rows get distinct destinations, some none.
+            let m = r + 3;
+            let dst = shuffled(&mut rng, m);
+            let rows: Vec<Row> = (0..r)
+                .map(|i| Row { cdst: if (i % 4 == 1) || (r == 1 && apply == 0) { NONE } else { dst[i] as u32 }, ..row(i) })
+                .collect();
+            let x = norm_input(&mut rng, r, d);
+            let w = norm_weight(&mut rng, d);
+            let normed = reference::rmsnorm(&x, &w, EPS);
+            let mut want = vec![poison(); m * d];
+            for (i, rw) in rows.iter().enumerate() {
+                if rw.cdst != NONE {
+                    let src = if apply == 1 { &normed } else { &x };
+                    let c = rw.cdst as usize;
+                    want[c * d..(c + 1) * d].copy_from_slice(&src[i * d..(i + 1) * d]);
+                }
+            }
+            let out = upload(&g, "cbuf", &vec![poison(); m * d]);
+            let (prm, pb, rb) = (params(&g, [apply, 0, 0, 0]), pass(&g, r, 0, 0), upload_rows(&g, &rows));
+            let (xb, wb) = (upload(&g, "x", &x), upload(&g, "w", &w));
+            let bufs = [(0, &prm), (1, &pb), (2, &rb), (3, &xb), (4, &wb), (5, &out)];
+            launch(&g, "norm", "norm_carry", &norm_defs(d, 64), &bufs, [Dim::Rows(1), Dim::Fixed(1), Dim::Fixed(1)], r, 0);
+            // apply = 0 is a copy: exact.
+            let tol = if apply == 1 { TOL } else { 0.0 };
+            compare(&format!("norm_carry R={r} D={d} apply={apply}"), &read(&g, &out, m * d), &want, d, tol);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// embed.wgsl, elementwise.wgsl
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn embed_input_matches_cpu() {
+    let g = gpu();
+    let mut rng = Rng::new(301);
+    // (rows, D, V, f16 storage); V*D odd in some f16 cases (a padded last word).
+    for (r, d, v, wf16) in [(1, 1, 5, false), (3, 3, 11, true), (17, 17, 13, false), (5, 65, 7, true), (70, 70, 13, false), (9, 130, 11, true), (4, 1, 9, true)] {
+        let extra = 2;
+        let cb_rows = 4;
+        let (ebytes, emb) = weight_words(&rng.normals(v * d, 1.0), wf16);
+        let cbuf = rng.normals(cb_rows * d, 1.0);
+        // Every third row is a loop-0 row (no carried input, a = 1, b = 0); the others mix.
+        let rows: Vec<Row> = (0..r)
+            .map(|i| {
+                let token = rng.below(v as u64) as u32;
+                if i % 3 == 0 {
+                    Row { token, ..row(i) }
+                } else {
+                    let csrc = rng.below(cb_rows as u64) as u32;
+                    let e_scale = 0.5 + rng.uniform() as f32;
+                    let c_scale = rng.normal();
+                    Row { token, csrc, e_scale, c_scale, lp: 1, ..row(i) }
+                }
+            })
+            .collect();
+        let mut want = vec![poison(); (r + extra) * d];
+        for (i, rw) in rows.iter().enumerate() {
+            for j in 0..d {
+                let mut val = rw.e_scale as f64 * emb[rw.token as usize * d + j] as f64;
+                if rw.csrc != NONE {
+                    val += rw.c_scale as f64 * cbuf[rw.csrc as usize * d + j] as f64;
+                }
+                want[i * d + j] = val as f32;
+            }
+        }
+        let out = upload(&g, "x", &vec![poison(); (r + extra) * d]);
+        let eb = g.storage_init("emb", &ebytes).unwrap();
+        let (rb, cb) = (upload_rows(&g, &rows), upload(&g, "cbuf", &cbuf));
+        let defs = Defines::new().u32("D", d).bool("W_F16", wf16);
+        let grid = [Dim::Fixed(d.div_ceil(64) as u32), Dim::Rows(1), Dim::Fixed(1)];
+        launch(&g, "embed", "embed_input", &defs, &[(0, &rb), (1, &eb), (2, &cb), (3, &out)], grid, r, 0);
+        compare(&format!("embed_input R={r} D={d} V={v} f16={wf16}"), &read(&g, &out, (r + extra) * d), &want, d, TOL);
+    }
+}
+
+#[test]
+fn swiglu_matches_cpu() {
+    let g = gpu();
+    let mut rng = Rng::new(302);
+    for (r, f) in [(1, 1), (3, 3), (17, 17), (2, 65), (70, 70), (5, 130)] {
+        let extra = 2;
+        let gu = rng.normals((r + extra) * 2 * f, 2.0);
+        let mut want = vec![poison(); (r + extra) * f];
+        for i in 0..r {
+            for j in 0..f {
+                let (gate, up) = (gu[i * 2 * f + j], gu[i * 2 * f + f + j]);
+                want[i * f + j] = (reference::silu(gate) as f64 * up as f64) as f32;
+            }
+        }
+        let out = upload(&g, "act", &vec![poison(); (r + extra) * f]);
+        let gb = upload(&g, "gu", &gu);
+        let grid = [Dim::Fixed(f.div_ceil(64) as u32), Dim::Rows(1), Dim::Fixed(1)];
+        launch(&g, "elementwise", "swiglu", &Defines::new().u32("F", f), &[(0, &gb), (1, &out)], grid, r, 0);
+        compare(&format!("swiglu R={r} F={f}"), &read(&g, &out, (r + extra) * f), &want, f, TOL);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// rope.wgsl, attention.wgsl: shapes
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    h: usize,
+    hkv: usize,
+    dh: usize,
+    d: usize,
+    tmax: usize,
+    slots: usize,
+    w: usize,
+    rings: usize,
+    gate_mode: usize,
+}
+
+impl Shape {
+    fn qd(&self) -> usize {
+        self.h * self.dh
+    }
+    fn kvd(&self) -> usize {
+        self.hkv * self.dh
+    }
+    fn qkvd(&self) -> usize {
+        self.qd() + 2 * self.kvd()
+    }
+    /// The defines the runtime gives rope.wgsl and attention.wgsl.
+    fn defines(&self) -> Defines {
+        Defines::new()
+            .u32("H", self.h)
+            .u32("HKV", self.hkv)
+            .u32("DH", self.dh)
+            .u32("D", self.d)
+            .f32("THETA", THETA)
+            .u32("TMAX", self.tmax)
+            .u32("SLOTS", self.slots)
+            .u32("W", self.w)
+            .u32("RINGS", self.rings)
+            .u32("GATE_MODE", self.gate_mode)
+            .f32("EPS", EPS)
+    }
+}
+
+fn shape(h: usize, hkv: usize, dh: usize) -> Shape {
+    Shape { h, hkv, dh, d: 40, tmax: 160, slots: 3, w: 3, rings: 3, gate_mode: 0 }
+}
+
+// ---------------------------------------------------------------------------------------------
+// rope.wgsl
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn rope_store_matches_cpu() {
+    let g = gpu();
+    let mut rng = Rng::new(401);
+    for (s, r) in [(shape(4, 2, 10), 17), (shape(4, 2, 10), 1), (shape(1, 1, 2), 3), (shape(2, 1, 72), 5), (shape(3, 3, 130), 4), (shape(4, 2, 10), 70)] {
+        let (qd, kvd, qkvd) = (s.qd(), s.kvd(), s.qkvd());
+        let extra = 2;
+        // Positions (0 and TMAX-1 included); about a third of the rows write no K/V, the others
+        // distinct (slot, position) pairs.
+        let mut taken = std::collections::HashSet::new();
+        let rows: Vec<Row> = (0..r)
+            .map(|i| {
+                let pos = match i {
+                    0 => 0,
+                    1 => s.tmax - 1,
+                    _ => rng.below(s.tmax as u64) as usize,
+                };
+                let slot = rng.below(s.slots as u64) as u32;
+                let kv_slot = if i % 3 == 2 || !taken.insert((slot, pos)) { NONE } else { slot };
+                Row { kv_slot, attn_slot: slot, ..row(pos) }
+            })
+            .collect();
+        let mut qkv = rng.normals(r * qkvd, 1.0);
+        qkv.resize((r + extra) * qkvd, poison());
+        let mut want = qkv.clone();
+        let mut want_kv = vec![poison(); 2 * s.slots * s.tmax * kvd];
+        for (i, rw) in rows.iter().enumerate() {
+            let pos = rw.pos as usize;
+            let qk = &mut want[i * qkvd..i * qkvd + qd + kvd];
+            for head in qk.chunks_mut(s.dh) {
+                reference::rope(head, pos, THETA);
+            }
+            if rw.kv_slot != NONE {
+                let (slot, row_base) = (rw.kv_slot as usize, i * qkvd + qd);
+                let ck = (slot * s.tmax + pos) * kvd;
+                let cv = ((s.slots + slot) * s.tmax + pos) * kvd;
+                want_kv[ck..ck + kvd].copy_from_slice(&want[row_base..row_base + kvd]);
+                want_kv[cv..cv + kvd].copy_from_slice(&want[row_base + kvd..row_base + 2 * kvd]);
+            }
+        }
+        let qb = upload(&g, "qkv", &qkv);
+        let kb = upload(&g, "kv", &vec![poison(); want_kv.len()]);
+        let rb = upload_rows(&g, &rows);
+        launch(&g, "rope", "rope_store", &s.defines(), &[(0, &rb), (1, &qb), (2, &kb)], [Dim::Rows(1), Dim::Fixed(1), Dim::Fixed(1)], r, 0);
+        let what = format!("rope_store H={} HKV={} DH={} R={r}", s.h, s.hkv, s.dh);
+        compare(&format!("{what}: qkv"), &read(&g, &qb, qkv.len()), &want, s.dh, TOL_ROPE);
+        compare(&format!("{what}: kv cache"), &read(&g, &kb, want_kv.len()), &want_kv, s.dh, TOL_ROPE);
+    }
+}
+
+#[test]
+fn ring_store_matches_cpu() {
+    let g = gpu();
+    let mut rng = Rng::new(402);
+    for (s, r) in [(Shape { w: 1, ..shape(4, 2, 10) }, 5), (shape(4, 2, 10), 17), (Shape { w: 70, ..shape(2, 1, 72) }, 9), (Shape { w: 5, ..shape(1, 1, 130) }, 1), (Shape { w: 5, ..shape(1, 1, 130) }, 3)] {
+        let (qd, kvd, qkvd) = (s.qd(), s.kvd(), s.qkvd());
+        // Writers get distinct (ring, slot) pairs; the other rows have no ring (loop 0) or a
+        // ring but ring_write = 0 (prefill rows whose K/V a later row of the chunk overwrites).
+        let mut taken = std::collections::HashSet::new();
+        let rows: Vec<Row> = (0..r)
+            .map(|i| {
+                let pos = rng.below(s.tmax as u64) as usize;
+                let ring = rng.below(s.rings as u64) as u32;
+                if i % 4 == 3 {
+                    Row { attn_slot: 0, ..row(pos) }
+                } else if i % 4 == 2 || !taken.insert((ring, pos % s.w)) {
+                    Row { ring, ring_write: 0, lp: 1, ..row(pos) }
+                } else {
+                    Row { ring, ring_write: 1, lp: 1, ..row(pos) }
+                }
+            })
+            .collect();
+        let qkv = rng.normals(r * qkvd, 1.0);
+        let mut want = vec![poison(); 2 * s.rings * s.w * kvd];
+        for (i, rw) in rows.iter().enumerate().filter(|(_, rw)| rw.ring_write == 1) {
+            let slot = rw.pos as usize % s.w;
+            let dk = (rw.ring as usize * s.w + slot) * kvd;
+            let dv = ((s.rings + rw.ring as usize) * s.w + slot) * kvd;
+            want[dk..dk + kvd].copy_from_slice(&qkv[i * qkvd + qd..i * qkvd + qd + kvd]);
+            want[dv..dv + kvd].copy_from_slice(&qkv[i * qkvd + qd + kvd..(i + 1) * qkvd]);
+        }
+        let (rb, qb) = (upload_rows(&g, &rows), upload(&g, "qkv", &qkv));
+        let ring = upload(&g, "ring", &vec![poison(); want.len()]);
+        launch(&g, "rope", "ring_store", &s.defines(), &[(0, &rb), (1, &qb), (3, &ring)], [Dim::Rows(1), Dim::Fixed(1), Dim::Fixed(1)], r, 0);
+        // A copy: exact.
+        compare(&format!("ring_store H={} HKV={} DH={} W={} R={r}", s.h, s.hkv, s.dh, s.w), &read(&g, &ring, want.len()), &want, kvd, 0.0);
+        // ring_store binds qkv read_write but must not change it.
+        compare("ring_store: qkv", &read(&g, &qb, qkv.len()), &qkv, qkvd, 0.0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// attention.wgsl
+// ---------------------------------------------------------------------------------------------
+
+/// A causal row (loop 0 / vanilla): attends to its cache slot's positions 0..=pos.
+fn causal(pos: usize, slot: usize) -> Row {
+    Row { attn_slot: slot as u32, ..row(pos) }
+}
+
+/// A PLT row (loop >= 1) on cache slot `slot` and ring `ring`, whose positions pos-fresh+1..=pos
+/// are this row and the `fresh - 1` rows before it in the pass.
+fn plt_row(pos: usize, slot: usize, ring: usize, fresh: usize) -> Row {
+    Row { attn_slot: slot as u32, ring: ring as u32, fresh: fresh as u32, lp: 1, ..row(pos) }
+}
+
+/// A prefill chunk of one loop: positions p0..p0+n, row t has fresh = t+1.
+fn chunk(p0: usize, n: usize, slot: usize, ring: Option<usize>) -> Vec<Row> {
+    (0..n)
+        .map(|t| match ring {
+            Some(rg) => plt_row(p0 + t, slot, rg, t + 1),
+            None => Row { fresh: t as u32 + 1, ..causal(p0 + t, slot) },
+        })
+        .collect()
+}
+
+/// A fused decode pass: B sequences at positions `pos`, L loops, loop-major rows l*B + b.
+fn decode_rows(pos: &[usize], loops: usize) -> Vec<Row> {
+    let b_n = pos.len();
+    (0..loops)
+        .flat_map(|l| {
+            (0..b_n).map(move |b| if l == 0 { causal(pos[b], b) } else { plt_row(pos[b], b, b * (loops - 1) + l - 1, 1) })
+        })
+        .collect()
+}
+
+/// Runs `attention` over `rows` with random q/k/v, cache, ring, gate and hidden states, and
+/// compares every (row, head) with the CPU: causal rows Attn(q; cache slot, 0..=pos); PLT rows
+/// g * Attn(global) + (1 - g) * Attn(local window, from the scratch rows or the ring).
+fn attention_case(what: &str, s: Shape, rows: &[Row], seed: u64) {
+    let g = gpu();
+    let mut rng = Rng::new(seed);
+    let (qd, kvd, qkvd, dh) = (s.qd(), s.kvd(), s.qkvd(), s.dh);
+    let r_n = rows.len();
+    let extra = 2;
+    let left = s.w - 1;
+    let is_local = |rw: &Row| rw.ring != NONE && s.gate_mode != 0;
+    let window = |rw: &Row| (rw.pos as usize).saturating_sub(left)..=rw.pos as usize;
+    for (i, rw) in rows.iter().enumerate() {
+        assert!((rw.pos as usize) < s.tmax && (rw.attn_slot as usize) < s.slots, "{what}: bad row {i}");
+        assert!(rw.fresh >= 1 && rw.fresh as usize <= i + 1, "{what}: row {i} has fresh rows before the pass");
+        assert!(!is_local(rw) || (rw.ring as usize) < s.rings, "{what}: bad ring in row {i}");
+    }
+
+    let qkv = rng.normals(r_n * qkvd, 1.0);
+    // Global cache: random up to the newest position a row of that slot attends to, NaN after.
+    let mut kv = vec![f32::NAN; 2 * s.slots * s.tmax * kvd];
+    for slot in 0..s.slots {
+        let newest = rows.iter().filter(|rw| rw.attn_slot as usize == slot).map(|rw| rw.pos as usize).max();
+        if let Some(m) = newest {
+            for part in 0..2 {
+                let base = (part * s.slots + slot) * s.tmax * kvd;
+                kv[base..base + (m + 1) * kvd].copy_from_slice(&rng.normals((m + 1) * kvd, 1.0));
+            }
+        }
+    }
+    // Ring: random in the slots some row takes from the ring, NaN in the others (among them
+    // the slots of positions that must come from the scratch rows).
+    let mut ring = vec![f32::NAN; 2 * s.rings * s.w * kvd];
+    for rw in rows.iter().filter(|rw| is_local(rw)) {
+        for t in window(rw) {
+            if rw.pos as usize - t >= rw.fresh as usize {
+                for part in 0..2 {
+                    let base = ((part * s.rings + rw.ring as usize) * s.w + t % s.w) * kvd;
+                    if ring[base].is_nan() {
+                        ring[base..base + kvd].copy_from_slice(&rng.normals(kvd, 1.0));
+                    }
+                }
+            }
+        }
+    }
+    let gw = if s.gate_mode == 2 { s.d } else { dh };
+    let gate_w = rng.normals(s.h * gw, 1.5 / (gw as f32).sqrt());
+    let gate_b = rng.normals(s.h, 0.5);
+    let gate_norm = norm_weight(&mut rng, s.d);
+    let gate = [gate_w.clone(), gate_b.clone(), gate_norm.clone()].concat();
+    let hidden = rng.normals(r_n * s.d, 1.0);
+
+    let mut want = vec![poison(); (r_n + extra) * qd];
+    let group = s.h / s.hkv;
+    let mut gates = Vec::new();
+    for (r, rw) in rows.iter().enumerate() {
+        let pos = rw.pos as usize;
+        let hn = reference::rmsnorm(&hidden[r * s.d..(r + 1) * s.d], &gate_norm, EPS);
+        for h in 0..s.h {
+            let kvh = h / group;
+            let q = &qkv[r * qkvd + h * dh..r * qkvd + (h + 1) * dh];
+            let cache = |part: usize, t: usize| {
+                let b = ((part * s.slots + rw.attn_slot as usize) * s.tmax + t) * kvd + kvh * dh;
+                &kv[b..b + dh]
+            };
+            let keys: Vec<&[f32]> = (0..=pos).map(|t| cache(0, t)).collect();
+            let values: Vec<&[f32]> = (0..=pos).map(|t| cache(1, t)).collect();
+            let glob = reference::attend(q, &keys, &values);
+            let o = &mut want[r * qd + h * dh..r * qd + (h + 1) * dh];
+            if !is_local(rw) {
+                o.copy_from_slice(&glob);
+                continue;
+            }
+            let local = |part: usize, t: usize| {
+                let back = pos - t;
+                if back < rw.fresh as usize {
+                    let b = (r - back) * qkvd + qd + part * kvd + kvh * dh;
+                    &qkv[b..b + dh]
+                } else {
+                    let b = ((part * s.rings + rw.ring as usize) * s.w + t % s.w) * kvd + kvh * dh;
+                    &ring[b..b + dh]
+                }
+            };
+            let keys: Vec<&[f32]> = window(rw).map(|t| local(0, t)).collect();
+            let values: Vec<&[f32]> = window(rw).map(|t| local(1, t)).collect();
+            let loc = reference::attend(q, &keys, &values);
+            let logit = match s.gate_mode {
+                1 => dot(q, &gate_w[h * dh..(h + 1) * dh]),
+                _ => dot(&hn, &gate_w[h * s.d..(h + 1) * s.d]),
+            } + gate_b[h] as f64;
+            let gv = reference::sigmoid(logit as f32) as f64;
+            gates.push(gv);
+            for j in 0..dh {
+                o[j] = (gv * glob[j] as f64 + (1.0 - gv) * loc[j] as f64) as f32;
+            }
+        }
+    }
+    // The gates should be informative (neither branch negligible) for the test to mean much.
+    if let (Some(lo), Some(hi)) = (gates.iter().cloned().reduce(f64::min), gates.iter().cloned().reduce(f64::max)) {
+        assert!(lo > 0.01 && hi < 0.99, "{what}: gates {lo}..{hi} saturate; adjust the test's scales");
+    }
+
+    let bufs = [
+        upload_rows(&g, rows),
+        upload(&g, "qkv", &qkv),
+        upload(&g, "kv", &kv),
+        upload(&g, "ring", &ring),
+        upload(&g, "gate", &gate),
+        upload(&g, "hidden", &hidden),
+        upload(&g, "out", &vec![poison(); want.len()]),
+    ];
+    let binds: Vec<(u32, &wgpu::Buffer)> = bufs.iter().enumerate().map(|(i, b)| (i as u32, b)).collect();
+    let grid = [Dim::Rows(1), Dim::Fixed(s.h as u32), Dim::Fixed(1)];
+    launch(&g, "attention", "attention", &s.defines(), &binds, grid, r_n, 0);
+    let what = format!("{what} (H={} HKV={} DH={} D={} W={} GATE_MODE={})", s.h, s.hkv, s.dh, s.d, s.w, s.gate_mode);
+    compare(&what, &read(&g, &bufs[6], want.len()), &want, dh, TOL);
+}
+
+#[test]
+fn attention_causal_matches_cpu() {
+    // GQA, Dh = 10: positions around and past one 64-key tile, two cache slots.
+    let s = Shape { slots: 2, rings: 1, ..shape(4, 2, 10) };
+    let rows: Vec<Row> = [0, 1, 5, 63, 64, 65, 70, 127, 128, 150, 159].iter().enumerate().map(|(i, &p)| causal(p, i % 2)).collect();
+    attention_case("causal GQA", s, &rows, 501);
+    // A prefill chunk of loop 0 (fresh set, no ring: must not matter).
+    attention_case("causal chunk", s, &chunk(60, 9, 1, None), 502);
+    // Dh = 72 (two output dims per thread for some threads), MHA.
+    let rows: Vec<Row> = [0, 64, 100, 149].iter().map(|&p| causal(p, 0)).collect();
+    attention_case("causal Dh=72", Shape { slots: 1, rings: 1, ..shape(2, 2, 72) }, &rows, 503);
+    // Dh = 130 (three), H/HKV = 2.
+    let rows: Vec<Row> = [3, 70, 131].iter().enumerate().map(|(i, &p)| causal(p, i % 3)).collect();
+    attention_case("causal Dh=130", shape(2, 1, 130), &rows, 504);
+    // Causal rows under a gated pipeline (loop 0 in a PLT model), one row.
+    attention_case("causal row, gate mode 1", Shape { gate_mode: 1, ..shape(4, 2, 10) }, &[causal(77, 2)], 505);
+}
+
+#[test]
+fn attention_query_gate_matches_cpu() {
+    let base = Shape { gate_mode: 1, rings: 4, ..shape(4, 2, 10) };
+    // W = 3 (left 2): a loop-1 prefill chunk at 70 (its first rows take positions 68, 69 from
+    // the ring), then a decode pass (B = 2, L = 3), then rows at positions 0 and 1 (lo = 0).
+    let mut rows = chunk(70, 6, 0, Some(0));
+    rows.extend(decode_rows(&[150, 75], 3));
+    rows.push(plt_row(0, 2, 1, 1));
+    rows.push(plt_row(1, 2, 1, 1));
+    attention_case("query gate W=3", base, &rows, 601);
+    // A chunk longer than the window: later rows read only scratch rows, never the ring.
+    attention_case("query gate chunk > window", base, &chunk(10, 7, 1, Some(2)), 602);
+    // W = 70 (left 69): local windows over more than one 64-key tile, from ring and scratch.
+    let mut rows = chunk(140, 5, 0, Some(0));
+    rows.extend([plt_row(150, 1, 1, 1), plt_row(30, 1, 2, 1), plt_row(64, 2, 3, 1), plt_row(69, 2, 3, 1)]);
+    attention_case("query gate W=70", Shape { w: 70, ..base }, &rows, 603);
+    // Dh = 130, W = 5, H/HKV = 2.
+    let mut rows = chunk(100, 3, 0, Some(0));
+    rows.extend(decode_rows(&[149, 2], 2));
+    attention_case("query gate Dh=130", Shape { w: 5, ..Shape { gate_mode: 1, rings: 4, ..shape(2, 1, 130) } }, &rows, 604);
+}
+
+#[test]
+fn attention_hidden_gate_matches_cpu() {
+    // Dh = 72, D = 70, W = 5: a loop-2 prefill chunk, then a decode pass.
+    let s = Shape { gate_mode: 2, d: 70, w: 5, rings: 4, ..shape(4, 2, 72) };
+    let mut rows = chunk(80, 7, 1, Some(3));
+    rows.extend(decode_rows(&[75, 149], 3));
+    attention_case("hidden gate Dh=72", s, &rows, 701);
+    // Dh = 10, D = 130 (several hidden elements per thread), W = 70.
+    let s = Shape { gate_mode: 2, d: 130, w: 70, rings: 4, ..shape(4, 2, 10) };
+    let mut rows = decode_rows(&[150, 3], 3);
+    rows.extend(chunk(66, 4, 2, Some(1)));
+    attention_case("hidden gate W=70", s, &rows, 702);
+}
