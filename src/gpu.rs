@@ -169,6 +169,9 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     pipelines: Mutex<HashMap<String, Arc<Pipeline>>>,
+    /// Bytes of every buffer created through this context (monotonic: a per-token allocation
+    /// shows up as growth between decode steps).
+    allocated: std::sync::atomic::AtomicU64,
     /// The first uncaptured device error (validation, out of memory), reported by `check`.
     error: Arc<Mutex<Option<String>>>,
     lost: Arc<Mutex<Option<String>>>,
@@ -198,7 +201,8 @@ impl Gpu {
         };
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let features = wgpu::Features::empty();
+        // Optional features, used when present: GPU timestamps for the benchmark.
+        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("plt"),
@@ -224,7 +228,17 @@ impl Gpu {
             *l2.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {msg}"));
         });
         log::info!("adapter: {} ({:?}, {:?}, {})", info.name, info.backend, info.device_type, info.driver);
-        Ok(Gpu { device, queue, info, limits, features, pipelines: Mutex::new(HashMap::new()), error, lost })
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            pipelines: Mutex::new(HashMap::new()),
+            allocated: Default::default(),
+            error,
+            lost,
+        })
     }
 
     pub fn new_blocking(opts: &GpuOptions) -> Result<Gpu> {
@@ -236,6 +250,19 @@ impl Gpu {
         let i = &self.info;
         let driver = if i.driver.is_empty() { String::new() } else { format!(", {} {}", i.driver, i.driver_info) };
         format!("{} ({:?}, {:?}{})", i.name, i.backend, i.device_type, driver.trim_end())
+    }
+
+    /// Total bytes of the buffers created through this context so far.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self, bytes: u64) {
+        self.allocated.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn has_timestamps(&self) -> bool {
+        self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
     pub fn is_software(&self) -> bool {
@@ -304,6 +331,7 @@ impl Gpu {
     pub fn storage(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
         let size = bytes.max(16).next_multiple_of(16);
         self.check_binding(label, size)?;
+        self.count(size);
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
@@ -322,6 +350,7 @@ impl Gpu {
     }
 
     pub fn uniform(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
+        self.count((data.len() as u64).max(16).next_multiple_of(16));
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: (data.len() as u64).max(16).next_multiple_of(16),
@@ -343,6 +372,7 @@ impl Gpu {
                 max: self.limits.max_buffer_size,
             });
         }
+        self.count(size);
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
@@ -389,7 +419,12 @@ impl Gpu {
 
     /// Maps `buf` (a readback buffer) and copies out its first `bytes` bytes.
     pub async fn read(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
-        let slice = buf.slice(0..bytes.max(4).next_multiple_of(4));
+        self.read_range(buf, 0, bytes).await
+    }
+
+    /// Maps `buf` (a readback buffer) and copies out `bytes` bytes from `offset` (a multiple of 8).
+    pub async fn read_range(&self, buf: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
+        let slice = buf.slice(offset..offset + bytes.max(4).next_multiple_of(4));
         let (tx, rx) = oneshot();
         slice.map_async(wgpu::MapMode::Read, move |r| tx.send(r));
         #[cfg(not(target_arch = "wasm32"))]

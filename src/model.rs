@@ -21,6 +21,8 @@ use std::sync::Arc;
 pub const NONE: u32 = u32::MAX;
 /// Above this many rows a pass uses the tiled matmul; at or below it, the row-sharing one.
 const ROWS_KERNEL_MAX: u32 = 16;
+/// Offset of the logits in the readback buffer (after the timestamps).
+const LOGITS_AT: u64 = 256;
 
 /// Per-row metadata, mirrored by `struct Row` in shaders/prelude.wgsl (see there for fields).
 #[repr(C)]
@@ -266,6 +268,8 @@ pub struct Stats {
     pub rows: usize,
     /// Queue submits of this session so far.
     pub submits: u64,
+    /// GPU time of the last call from timestamp queries (where the adapter has them), in ns.
+    pub gpu_ns: Option<u64>,
 }
 
 /// Everything a batch of B sequences needs, allocated once.
@@ -280,7 +284,8 @@ pub struct Session {
     pass_live: wgpu::Buffer,  // Pass (uniform)
     pass_table: wgpu::Buffer, // [L] Pass
     logits: wgpu::Buffer,     // [Lmax, V]
-    readback: wgpu::Buffer,   // [Lmax, V]
+    readback: wgpu::Buffer,   // [0, 16): 2 timestamps; [256, ..): logits [Lmax, V]
+    timestamps: Option<(wgpu::QuerySet, wgpu::Buffer)>, // 2 queries: start and end of a call
     carry: wgpu::Buffer,      // [L*B, D]: C^l of sequence b at row l*B + b (section 4)
     cbuf: wgpu::Buffer,       // [L*B + max(P, L*B), D]: IN rows 0.., OUT rows L*B..
     graph: Graph,
@@ -331,7 +336,21 @@ impl Session {
         let gu = gpu.storage("gate_up", f4(rmax * 2 * f))?;
         let act = gpu.storage("act", f4(rmax * f))?;
         let logits = gpu.storage("logits", f4(lmax * v))?;
-        let readback = gpu.readback("readback", f4(lmax * v))?;
+        let readback = gpu.readback("readback", LOGITS_AT + f4(lmax * v))?;
+        let timestamps = gpu.has_timestamps().then(|| {
+            let qs = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("step time"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            });
+            let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamps"),
+                size: 256,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            (qs, resolve)
+        });
         let carry = gpu.storage("carry", f4(l * b * d))?;
         let cbuf = gpu.storage("cbuf", f4((l * b + p.max(l * b)) * d))?;
         let mut kv = Vec::new();
@@ -461,6 +480,7 @@ impl Session {
             pass_table,
             logits,
             readback,
+            timestamps,
             carry,
             cbuf,
             graph,
@@ -541,7 +561,8 @@ impl Session {
     }
 
     /// Records pass `p` (its rows are record set `p` of `rows_table`).
-    fn encode_pass(&self, enc: &mut wgpu::CommandEncoder, p: usize, plan: &PassPlan) {
+    /// `first`/`last`: this pass opens/closes the call (where its timestamps are written).
+    fn encode_pass(&self, enc: &mut wgpu::CommandEncoder, p: usize, plan: &PassPlan, first: bool, last: bool) {
         let row_bytes = std::mem::size_of::<Row>() as u64;
         enc.copy_buffer_to_buffer(
             &self.rows_table,
@@ -551,7 +572,12 @@ impl Session {
             plan.rows as u64 * row_bytes,
         );
         enc.copy_buffer_to_buffer(&self.pass_table, p as u64 * 16, &self.pass_live, 0, 16);
-        let mut cp = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("plt pass"), timestamp_writes: None });
+        let timestamp_writes = self.timestamps.as_ref().filter(|_| first || last).map(|(qs, _)| wgpu::ComputePassTimestampWrites {
+            query_set: qs,
+            beginning_of_pass_write_index: first.then_some(0),
+            end_of_pass_write_index: last.then_some(1),
+        });
+        let mut cp = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("plt pass"), timestamp_writes });
         let (r, lr) = (plan.rows, plan.logit_rows);
         let g = &self.graph;
         if plan.embed {
@@ -599,20 +625,39 @@ impl Session {
         }
     }
 
-    /// Submits `enc`, and if `logit_rows > 0` reads back that many rows of logits.
+    /// Submits `enc`; reads back `logit_rows` rows of logits (if > 0) and the GPU time (if the
+    /// adapter has timestamps), in one mapping.
     async fn finish(&mut self, mut enc: wgpu::CommandEncoder, logit_rows: usize) -> Result<Vec<f32>> {
         let gpu = self.model.gpu.clone();
         let v = self.cfg().vocab_size;
+        let logit_bytes = (logit_rows * v * 4) as u64;
         if logit_rows > 0 {
-            enc.copy_buffer_to_buffer(&self.logits, 0, &self.readback, 0, (logit_rows * v * 4) as u64);
+            enc.copy_buffer_to_buffer(&self.logits, 0, &self.readback, LOGITS_AT, logit_bytes);
+        }
+        if let Some((qs, resolve)) = &self.timestamps {
+            enc.resolve_query_set(qs, 0..2, resolve, 0);
+            enc.copy_buffer_to_buffer(resolve, 0, &self.readback, 0, 16);
         }
         gpu.queue.submit([enc.finish()]);
         self.stats.submits += 1;
-        if logit_rows == 0 {
-            gpu.check()?;
-            return Ok(Vec::new());
+        self.stats.gpu_ns = None;
+        let (start, len) = match (logit_rows > 0, self.timestamps.is_some()) {
+            (false, false) => {
+                gpu.check()?;
+                return Ok(Vec::new());
+            }
+            (false, true) => (0, 16),
+            (true, false) => (LOGITS_AT, logit_bytes),
+            (true, true) => (0, LOGITS_AT + logit_bytes),
+        };
+        let bytes = gpu.read_range(&self.readback, start, len).await?;
+        if self.timestamps.is_some() {
+            let t: [u64; 2] = bytemuck::pod_read_unaligned(&bytes[..16]);
+            let period = gpu.queue.get_timestamp_period() as f64;
+            self.stats.gpu_ns = Some((t[1].saturating_sub(t[0]) as f64 * period) as u64);
         }
-        gpu.read_f32(&self.readback, logit_rows * v).await
+        let skip = (LOGITS_AT - start) as usize;
+        Ok(if logit_rows > 0 { bytemuck::pod_collect_to_vec(&bytes[skip..]) } else { Vec::new() })
     }
 
     /// Prefills `tokens` for sequence `seq` at its next positions (PLT-SPEC section 3: L passes
@@ -677,12 +722,13 @@ impl Session {
                     Self::copy_rows(&mut enc, &self.carry, l * bsz + seq, &self.cbuf, 0, 1, d);
                     Self::copy_rows(&mut enc, &self.cbuf, out_base + t_n - 1, &self.carry, l * bsz + seq, 1, d);
                 }
-                self.encode_pass(&mut enc, l, plan);
+                self.encode_pass(&mut enc, l, plan, l == 0, l + 1 == passes.len());
             }
             let logits = self.finish(enc, lrn).await?;
             out.extend_from_slice(&logits);
             self.pos[seq] += t_n;
-            self.stats = Stats { passes: passes.len(), rows: t_n, submits: self.stats.submits };
+            self.stats.passes = passes.len();
+            self.stats.rows = t_n;
         }
         Ok(out)
     }
@@ -754,7 +800,7 @@ impl Session {
             Self::copy_rows(&mut enc, &self.carry, bsz, &self.cbuf, bsz, (l_n - 1) * bsz, d);
         }
         for (p, (_, plan)) in passes.iter().enumerate() {
-            self.encode_pass(&mut enc, p, plan);
+            self.encode_pass(&mut enc, p, plan, p == 0, p + 1 == passes.len());
         }
         if plt {
             // C^{l+1} <- Norm(H^l) for l < L-1, after every loop has read its old C^l.
@@ -764,7 +810,8 @@ impl Session {
         for p in self.pos.iter_mut() {
             *p += 1;
         }
-        self.stats = Stats { passes: passes.len(), rows: passes.iter().map(|(r, _)| r.len()).sum(), submits: self.stats.submits };
+        self.stats.passes = passes.len();
+        self.stats.rows = passes.iter().map(|(r, _)| r.len()).sum();
         Ok(logits)
     }
 }

@@ -339,7 +339,10 @@ fn embed_input_matches_cpu() {
         let extra = 2;
         let cb_rows = 4;
         let (ebytes, emb) = weight_words(&rng.normals(v * d, 1.0), wf16);
-        let cbuf = rng.normals(cb_rows * d, 1.0);
+        // A last row of NaN that no csrc names: out-of-range reads are clamped to the end of
+        // the buffer, so a kernel reading cbuf for a loop-0 row (csrc NONE) picks it up.
+        let mut cbuf = rng.normals(cb_rows * d, 1.0);
+        cbuf.extend(std::iter::repeat_n(f32::NAN, d));
         // Every third row is a loop-0 row (no carried input, a = 1, b = 0); the others mix.
         let rows: Vec<Row> = (0..r)
             .map(|i| {
@@ -620,7 +623,7 @@ fn attention_case(what: &str, s: Shape, rows: &[Row], seed: u64) {
         }
     }
     let gw = if s.gate_mode == 2 { s.d } else { dh };
-    let gate_w = rng.normals(s.h * gw, 1.5 / (gw as f32).sqrt());
+    let gate_w = rng.normals(s.h * gw, 0.7 / (gw as f32).sqrt());
     let gate_b = rng.normals(s.h, 0.5);
     let gate_norm = norm_weight(&mut rng, s.d);
     let gate = [gate_w.clone(), gate_b.clone(), gate_norm.clone()].concat();
@@ -672,9 +675,8 @@ fn attention_case(what: &str, s: Shape, rows: &[Row], seed: u64) {
         }
     }
     // The gates should be informative (neither branch negligible) for the test to mean much.
-    if let (Some(lo), Some(hi)) = (gates.iter().cloned().reduce(f64::min), gates.iter().cloned().reduce(f64::max)) {
-        assert!(lo > 0.01 && hi < 0.99, "{what}: gates {lo}..{hi} saturate; adjust the test's scales");
-    }
+    let mid = gates.iter().filter(|&&x| x > 0.05 && x < 0.95).count();
+    assert!(mid * 10 >= gates.len() * 9, "{what}: gates {gates:?} saturate; adjust the test's scales");
 
     let bufs = [
         upload_rows(&g, rows),

@@ -259,3 +259,30 @@ fn bad_calls_are_clear_errors() {
     let m = Arc::new(GpuModel::new(gpu(), &cfg, &w, None).unwrap());
     assert!(Session::new(m, too_long).err().unwrap().to_string().contains("max_position_embeddings"));
 }
+
+/// No buffer is created per token: the device's allocation counter is flat across decode steps
+/// (a device of its own, so other tests' allocations do not count).
+#[test]
+fn no_allocation_per_decode_step() {
+    let gpu = Arc::new(plt::gpu::Gpu::new_blocking(&Default::default()).unwrap());
+    let mut cfg = tiny();
+    cfg.num_loops = 2;
+    cfg.window_left = 2;
+    let w = weights(&cfg, 81, DType::F32, false);
+    let m = Arc::new(GpuModel::new(gpu.clone(), &cfg, &w, None).unwrap());
+    let mut s = Session::new(m, SessionOptions { batch: 2, context: 16, prefill_chunk: 4 }).unwrap();
+    s.prefill_blocking(0, &[1, 2, 3], Logits::Last).unwrap();
+    s.prefill_blocking(1, &[4, 5], Logits::Last).unwrap();
+    s.decode_blocking(&[1, 2], Exec::Fused, true).unwrap();
+    let before = gpu.allocated_bytes();
+    assert!(before > 0);
+    for i in 0..8 {
+        let exec = if i % 2 == 0 { Exec::Fused } else { Exec::Sequential };
+        s.decode_blocking(&[3, 4], exec, i % 3 != 0).unwrap();
+    }
+    assert_eq!(gpu.allocated_bytes(), before, "buffers were allocated during decoding");
+    if gpu.has_timestamps() {
+        s.decode_blocking(&[3, 4], Exec::Fused, true).unwrap();
+        assert!(s.stats.gpu_ns.is_some_and(|ns| ns > 0), "timestamps give a GPU time");
+    }
+}
