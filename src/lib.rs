@@ -1,5 +1,6 @@
 //! PLT: a wgpu runtime for the Parallel Loop Transformer (PLT-SPEC is the model it computes).
 
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod gpu;

@@ -23,6 +23,8 @@ enum Cmd {
     Init(InitArgs),
     /// Print the log-probability of each token given the tokens before it, as JSON.
     Score(ScoreArgs),
+    /// Measure decode latency and KV memory: PLT fused vs sequential vs non-looped vs vanilla.
+    Bench(plt::bench::BenchArgs),
     /// Print a model's config, parameter count and KV-cache bytes.
     Info {
         #[arg(long)]
@@ -123,6 +125,7 @@ fn main() {
         Cmd::Init(a) => init(a),
         Cmd::Score(a) => score(a),
         Cmd::Info { model } => info(&model),
+        Cmd::Bench(a) => plt::bench::run(&a),
     };
     if let Err(e) = r {
         eprintln!("error: {e}");
