@@ -30,7 +30,7 @@ struct Pass {
     rows: u32,        // rows in this pass
     logit_row0: u32,  // first row whose logits are wanted
     logit_rows: u32,  // how many
-    _p: u32,
+    seq0: u32,        // sequence of the first logit row (sampling: row i is sequence seq0 + i)
 }
 
 fn f16_at(word: u32, hi: u32) -> f32 {

@@ -18,6 +18,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("rope", include_str!("../shaders/rope.wgsl")),
     ("attention", include_str!("../shaders/attention.wgsl")),
     ("elementwise", include_str!("../shaders/elementwise.wgsl")),
+    ("sample", include_str!("../shaders/sample.wgsl")),
 ];
 
 /// A compile-time constant prepended to a shader.

@@ -3,11 +3,13 @@
 pub mod bench;
 pub mod config;
 pub mod error;
+pub mod gguf;
 pub mod gpu;
 pub mod init;
 pub mod model;
 pub mod reference;
 pub mod rng;
+pub mod sampling;
 pub mod tokenizer;
 pub mod weights;
 

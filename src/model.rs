@@ -14,6 +14,7 @@
 use crate::config::{Config, GateMode, LoopMode};
 use crate::error::{Error, Result};
 use crate::gpu::{Defines, Dim, Dispatch, Gpu};
+use crate::sampling::{SamplerConfig, MAX_PENALTY_WINDOW};
 use crate::weights::{DType, Weights};
 use std::sync::Arc;
 
@@ -21,8 +22,8 @@ use std::sync::Arc;
 pub const NONE: u32 = u32::MAX;
 /// Above this many rows a pass uses the tiled matmul; at or below it, the row-sharing one.
 const ROWS_KERNEL_MAX: u32 = 16;
-/// Offset of the logits in the readback buffer (after the timestamps).
-const LOGITS_AT: u64 = 256;
+/// Offset of the sampled ids in the readback buffer (after the timestamps).
+const CHOSEN_AT: u64 = 16;
 
 /// Per-row metadata, mirrored by `struct Row` in shaders/prelude.wgsl (see there for fields).
 #[repr(C)]
@@ -51,7 +52,23 @@ pub struct PassInfo {
     pub rows: u32,
     pub logit_row0: u32,
     pub logit_rows: u32,
-    pub _pad: u32,
+    pub seq0: u32,
+}
+
+/// Per-sequence sampler settings, mirrored by `SampleParams` in shaders/sample.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct SampleParams {
+    temperature: f32,
+    top_k: u32,
+    top_p: f32,
+    min_p: f32,
+    penalty: f32,
+    hist_len: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+    step: u32,
+    _pad: [u32; 3],
 }
 
 /// How a PLT decode step runs its L loops.
@@ -246,6 +263,7 @@ struct Graph {
     norm_carry: Dispatch,
     final_norm: Dispatch,
     lm_head: Mm,
+    sample: Dispatch,
 }
 
 /// What one pass of a call does.
@@ -257,6 +275,9 @@ struct PassPlan {
     embed: bool,
     carry_out: bool,
     logits: bool,
+    /// Choose a token from each logit row on the GPU (row i is sequence seq0 + i).
+    sample: bool,
+    seq0: u32,
 }
 
 /// What the last call did.
@@ -284,7 +305,14 @@ pub struct Session {
     pass_live: wgpu::Buffer,  // Pass (uniform)
     pass_table: wgpu::Buffer, // [L] Pass
     logits: wgpu::Buffer,     // [Lmax, V]
-    readback: wgpu::Buffer,   // [0, 16): 2 timestamps; [256, ..): logits [Lmax, V]
+    readback: wgpu::Buffer,   // [0, 16): 2 timestamps; [16, ..): chosen ids [Lmax]; [logits_at, ..): logits [Lmax, V]
+    logits_at: u64,
+    sample_params: wgpu::Buffer, // [B] SampleParams
+    history: wgpu::Buffer,       // [B][MAX_PENALTY_WINDOW] recent tokens
+    chosen: wgpu::Buffer,        // [Lmax] sampled ids
+    /// Every sequence's tokens so far (the repetition penalty's history, the RNG's step).
+    tokens: Vec<Vec<u32>>,
+    samplers: Vec<SamplerConfig>,
     timestamps: Option<(wgpu::QuerySet, wgpu::Buffer)>, // 2 queries: start and end of a call
     carry: wgpu::Buffer,      // [L*B, D]: C^l of sequence b at row l*B + b (section 4)
     cbuf: wgpu::Buffer,       // [L*B + max(P, L*B), D]: IN rows 0.., OUT rows L*B..
@@ -336,7 +364,12 @@ impl Session {
         let gu = gpu.storage("gate_up", f4(rmax * 2 * f))?;
         let act = gpu.storage("act", f4(rmax * f))?;
         let logits = gpu.storage("logits", f4(lmax * v))?;
-        let readback = gpu.readback("readback", LOGITS_AT + f4(lmax * v))?;
+        let logits_at = (16 + f4(lmax)).next_multiple_of(256);
+        let readback = gpu.readback("readback", logits_at + f4(lmax * v))?;
+        let sample_params = gpu.storage("sample_params", (b * std::mem::size_of::<SampleParams>()) as u64)?;
+        let history = gpu.storage("history", f4(b * MAX_PENALTY_WINDOW))?;
+        let chosen = gpu.storage("chosen", f4(lmax))?;
+        let work = gpu.storage("sample_work", f4(lmax * v))?;
         let timestamps = gpu.has_timestamps().then(|| {
             let qs = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
                 label: Some("step time"),
@@ -468,6 +501,11 @@ impl Session {
                 Dim::LogitRows(1),
             )?,
             lm_head: mm(d, v, &normed, model.lm_head.as_ref().unwrap_or(&model.embed), None, &logits, false, true)?,
+            sample: gpu.dispatch(
+                &gpu.pipeline("sample", "sample", &Defines::new().u32("V", v).u32("HMAX", MAX_PENALTY_WINDOW))?,
+                &[(0, &pass_live), (1, &sample_params), (2, &history), (3, &logits), (4, &work), (5, &chosen)],
+                [Dim::LogitRows(1), Dim::Fixed(1), Dim::Fixed(1)],
+            )?,
         };
         gpu.check()?;
         Ok(Session {
@@ -480,13 +518,19 @@ impl Session {
             pass_table,
             logits,
             readback,
+            logits_at,
+            sample_params,
+            history,
+            chosen,
+            tokens: vec![Vec::new(); b],
+            samplers: vec![SamplerConfig::default(); b],
             timestamps,
             carry,
             cbuf,
             graph,
             _kv: kv,
             _ring: ring,
-            _scratch: vec![hidden, normed, qkv, att, gu, act],
+            _scratch: vec![hidden, normed, qkv, att, gu, act, work],
             stats: Stats::default(),
             opts: SessionOptions { prefill_chunk: p, ..opts },
         })
@@ -505,6 +549,7 @@ impl Session {
     pub fn reset(&mut self, seq: usize) -> Result<()> {
         self.check_seq(seq)?;
         self.pos[seq] = 0;
+        self.tokens[seq].clear();
         let (b, d) = (self.opts.batch, self.cfg().hidden_size);
         let zeros = vec![0u8; d * 4];
         for l in 0..self.cfg().num_loops {
@@ -603,6 +648,9 @@ impl Session {
         if plan.logits {
             g.final_norm.record(&mut cp, r, lr);
             g.lm_head.record(&mut cp, r, lr, true);
+            if plan.sample {
+                g.sample.record(&mut cp, r, lr);
+            }
         }
     }
 
@@ -613,7 +661,7 @@ impl Session {
         for (p, (rows, plan)) in passes.iter().enumerate() {
             debug_assert!(rows.len() <= self.rmax);
             q.write_buffer(&self.rows_table, (p * self.rmax * row_bytes) as u64, bytemuck::cast_slice(rows));
-            let info = PassInfo { rows: plan.rows, logit_row0: plan.logit_row0, logit_rows: plan.logit_rows, _pad: 0 };
+            let info = PassInfo { rows: plan.rows, logit_row0: plan.logit_row0, logit_rows: plan.logit_rows, seq0: plan.seq0 };
             q.write_buffer(&self.pass_table, (p * 16) as u64, bytemuck::bytes_of(&info));
         }
     }
@@ -625,14 +673,18 @@ impl Session {
         }
     }
 
-    /// Submits `enc`; reads back `logit_rows` rows of logits (if > 0) and the GPU time (if the
-    /// adapter has timestamps), in one mapping.
-    async fn finish(&mut self, mut enc: wgpu::CommandEncoder, logit_rows: usize) -> Result<Vec<f32>> {
+    /// Submits `enc`; reads back, in one mapping, `logit_rows` rows of logits (if `want_logits`),
+    /// the ids sampled from them (if `sampled`) and the GPU time (if the adapter has timestamps).
+    async fn finish(&mut self, mut enc: wgpu::CommandEncoder, logit_rows: usize, want_logits: bool, sampled: bool) -> Result<(Vec<f32>, Vec<u32>)> {
         let gpu = self.model.gpu.clone();
         let v = self.cfg().vocab_size;
-        let logit_bytes = (logit_rows * v * 4) as u64;
-        if logit_rows > 0 {
-            enc.copy_buffer_to_buffer(&self.logits, 0, &self.readback, LOGITS_AT, logit_bytes);
+        let logit_bytes = if want_logits { (logit_rows * v * 4) as u64 } else { 0 };
+        let id_bytes = if sampled { (logit_rows * 4) as u64 } else { 0 };
+        if logit_bytes > 0 {
+            enc.copy_buffer_to_buffer(&self.logits, 0, &self.readback, self.logits_at, logit_bytes);
+        }
+        if id_bytes > 0 {
+            enc.copy_buffer_to_buffer(&self.chosen, 0, &self.readback, CHOSEN_AT, id_bytes);
         }
         if let Some((qs, resolve)) = &self.timestamps {
             enc.resolve_query_set(qs, 0..2, resolve, 0);
@@ -641,28 +693,87 @@ impl Session {
         gpu.queue.submit([enc.finish()]);
         self.stats.submits += 1;
         self.stats.gpu_ns = None;
-        let (start, len) = match (logit_rows > 0, self.timestamps.is_some()) {
-            (false, false) => {
-                gpu.check()?;
-                return Ok(Vec::new());
-            }
-            (false, true) => (0, 16),
-            (true, false) => (LOGITS_AT, logit_bytes),
-            (true, true) => (0, LOGITS_AT + logit_bytes),
+        // The smallest range that covers what is wanted.
+        let ts = self.timestamps.is_some();
+        let start = if ts { 0 } else if id_bytes > 0 { CHOSEN_AT } else { self.logits_at };
+        let end = if logit_bytes > 0 {
+            self.logits_at + logit_bytes
+        } else if id_bytes > 0 {
+            CHOSEN_AT + id_bytes
+        } else if ts {
+            16
+        } else {
+            gpu.check()?;
+            return Ok((Vec::new(), Vec::new()));
         };
-        let bytes = gpu.read_range(&self.readback, start, len).await?;
-        if self.timestamps.is_some() {
-            let t: [u64; 2] = bytemuck::pod_read_unaligned(&bytes[..16]);
+        let bytes = gpu.read_range(&self.readback, start, end - start).await?;
+        let at = |off: u64, len: u64| &bytes[(off - start) as usize..(off - start + len) as usize];
+        if ts {
+            let t: [u64; 2] = bytemuck::pod_read_unaligned(at(0, 16));
             let period = gpu.queue.get_timestamp_period() as f64;
             self.stats.gpu_ns = Some((t[1].saturating_sub(t[0]) as f64 * period) as u64);
         }
-        let skip = (LOGITS_AT - start) as usize;
-        Ok(if logit_rows > 0 { bytemuck::pod_collect_to_vec(&bytes[skip..]) } else { Vec::new() })
+        let logits = if logit_bytes > 0 { bytemuck::pod_collect_to_vec(at(self.logits_at, logit_bytes)) } else { Vec::new() };
+        let ids = if id_bytes > 0 { bytemuck::pod_collect_to_vec(at(CHOSEN_AT, id_bytes)) } else { Vec::new() };
+        Ok((logits, ids))
+    }
+
+    /// Sets the sampler of sequence `seq` (used by `prefill_sample` and `decode_sample`).
+    pub fn set_sampler(&mut self, seq: usize, sampler: SamplerConfig) -> Result<()> {
+        self.check_seq(seq)?;
+        sampler.validate()?;
+        self.samplers[seq] = sampler;
+        Ok(())
+    }
+
+    /// The tokens sequence `seq` holds (prompt and generated).
+    pub fn tokens(&self, seq: usize) -> &[u32] {
+        &self.tokens[seq]
+    }
+
+    /// Uploads the sampler settings and recent tokens of `seqs` (`new[i]` are the tokens this call
+    /// adds to `seqs[i]`; the id drawn is for position `step`).
+    fn write_samplers(&self, seqs: std::ops::Range<usize>, new: &[&[u32]]) {
+        let q = &self.model.gpu.queue;
+        for (i, s) in seqs.enumerate() {
+            let sc = &self.samplers[s];
+            let n = sc.repeat_last_n.min(MAX_PENALTY_WINDOW);
+            let mut recent: Vec<u32> = self.tokens[s].iter().chain(new[i].iter()).copied().collect();
+            recent.drain(..recent.len().saturating_sub(n));
+            let p = SampleParams {
+                temperature: sc.temperature,
+                top_k: sc.top_k.min(u32::MAX as usize) as u32,
+                top_p: sc.top_p,
+                min_p: sc.min_p,
+                penalty: sc.repetition_penalty,
+                hist_len: recent.len() as u32,
+                seed_lo: sc.seed as u32,
+                seed_hi: (sc.seed >> 32) as u32,
+                step: (self.pos[s] + new[i].len()) as u32,
+                _pad: [0; 3],
+            };
+            let ps = std::mem::size_of::<SampleParams>();
+            q.write_buffer(&self.sample_params, (s * ps) as u64, bytemuck::bytes_of(&p));
+            if !recent.is_empty() {
+                q.write_buffer(&self.history, (s * MAX_PENALTY_WINDOW * 4) as u64, bytemuck::cast_slice(&recent));
+            }
+        }
     }
 
     /// Prefills `tokens` for sequence `seq` at its next positions (PLT-SPEC section 3: L passes
     /// per chunk, each batched over the chunk's tokens). Returns the requested logits, [n, V].
     pub async fn prefill(&mut self, seq: usize, tokens: &[u32], want: Logits) -> Result<Vec<f32>> {
+        Ok(self.prefill_inner(seq, tokens, want, false).await?.0)
+    }
+
+    /// Prefills `tokens` and draws the next token on the GPU with the sequence's sampler
+    /// (only the id is read back).
+    pub async fn prefill_sample(&mut self, seq: usize, tokens: &[u32]) -> Result<u32> {
+        let (_, ids) = self.prefill_inner(seq, tokens, Logits::Last, true).await?;
+        ids.first().copied().ok_or_else(|| Error::Gpu("no token was sampled".into()))
+    }
+
+    async fn prefill_inner(&mut self, seq: usize, tokens: &[u32], want: Logits, sample: bool) -> Result<(Vec<f32>, Vec<u32>)> {
         self.check_seq(seq)?;
         self.check_tokens(tokens)?;
         if tokens.is_empty() {
@@ -682,6 +793,7 @@ impl Session {
         let w = c.window_slots();
         let out_base = l_n * bsz; // first OUT row of cbuf
         let mut out = Vec::new();
+        let mut ids = Vec::new();
         let chunks: Vec<&[u32]> = tokens.chunks(self.opts.prefill_chunk).collect();
         for (ci, chunk) in chunks.iter().enumerate() {
             let p0 = self.pos[seq];
@@ -690,8 +802,10 @@ impl Session {
             let (lr0, lrn) = match want {
                 Logits::All => (0, t_n),
                 Logits::Last if last_chunk => (t_n - 1, 1),
+                _ if sample && last_chunk => (t_n - 1, 1),
                 _ => (0, 0),
             };
+            let sample_here = sample && last_chunk;
             let mut passes = Vec::with_capacity(l_n);
             for l in 0..l_n {
                 let rows: Vec<Row> = (0..t_n)
@@ -709,10 +823,17 @@ impl Session {
                     embed: l == 0 || plt,
                     carry_out: plt && l + 1 < l_n,
                     logits: l + 1 == l_n && lrn > 0,
+                    sample: l + 1 == l_n && sample_here,
+                    seq0: seq as u32,
                 };
                 passes.push((rows, plan));
             }
             self.write_tables(&passes);
+            if sample_here {
+                // Sampling reads row 0 of the logits: ask for the last row only.
+                debug_assert_eq!(lrn, 1);
+                self.write_samplers(seq..seq + 1, &[chunk]);
+            }
             let gpu = self.model.gpu.clone();
             let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("prefill") });
             for (l, (_, plan)) in passes.iter().enumerate() {
@@ -724,13 +845,16 @@ impl Session {
                 }
                 self.encode_pass(&mut enc, l, plan, l == 0, l + 1 == passes.len());
             }
-            let logits = self.finish(enc, lrn).await?;
+            let want_logits = want != Logits::None && lrn > 0;
+            let (logits, chosen) = self.finish(enc, lrn, want_logits, sample_here).await?;
             out.extend_from_slice(&logits);
+            ids = chosen;
             self.pos[seq] += t_n;
+            self.tokens[seq].extend_from_slice(chunk);
             self.stats.passes = passes.len();
             self.stats.rows = t_n;
         }
-        Ok(out)
+        Ok((out, ids))
     }
 
     /// `prefill`, blocking (native callers).
@@ -749,6 +873,17 @@ impl Session {
     /// PLT models run `exec`; vanilla models always run L passes. One submit; returns the logits
     /// [B, V] of the last loop when `want_logits`.
     pub async fn decode(&mut self, tokens: &[u32], exec: Exec, want_logits: bool) -> Result<Vec<f32>> {
+        Ok(self.decode_inner(tokens, exec, want_logits, false).await?.0)
+    }
+
+    /// One decode step that also draws each sequence's next token on the GPU with its sampler;
+    /// reads back only the B ids (and the logits if `want_logits`).
+    pub async fn decode_sample(&mut self, tokens: &[u32], exec: Exec, want_logits: bool) -> Result<(Vec<u32>, Vec<f32>)> {
+        let (logits, ids) = self.decode_inner(tokens, exec, want_logits, true).await?;
+        Ok((ids, logits))
+    }
+
+    async fn decode_inner(&mut self, tokens: &[u32], exec: Exec, want_logits: bool, sample: bool) -> Result<(Vec<f32>, Vec<u32>)> {
         let bsz = self.opts.batch;
         if tokens.len() != bsz {
             return Err(Error::Input(format!("decode needs {bsz} tokens (one per sequence), got {}", tokens.len())));
@@ -761,7 +896,8 @@ impl Session {
         let (l_n, d) = (c.num_loops, c.hidden_size);
         let plt = c.is_plt();
         let out_base = l_n * bsz;
-        let logit_rows = if want_logits { bsz as u32 } else { 0 };
+        let logits_needed = want_logits || sample;
+        let logit_rows = if logits_needed { bsz as u32 } else { 0 };
         // Row (l, b): input C^l_b from IN row l*B + b; output Norm(h) to OUT row l*B + b.
         let row = |l: usize, b: usize| {
             self.row(b, l, self.pos[b], tokens[b], 1, true, (l * bsz + b) as u32, (out_base + l * bsz + b) as u32)
@@ -774,7 +910,9 @@ impl Session {
                 logit_rows,
                 embed: true,
                 carry_out: l_n > 1,
-                logits: want_logits,
+                logits: logits_needed,
+                sample,
+                seq0: 0,
             };
             vec![(rows, plan)]
         } else {
@@ -787,13 +925,19 @@ impl Session {
                         logit_rows,
                         embed: l == 0 || plt,
                         carry_out: plt && l + 1 < l_n,
-                        logits: want_logits && l + 1 == l_n,
+                        logits: logits_needed && l + 1 == l_n,
+                        sample: sample && l + 1 == l_n,
+                        seq0: 0,
                     };
                     (rows, plan)
                 })
                 .collect()
         };
         self.write_tables(&passes);
+        if sample {
+            let news: Vec<&[u32]> = tokens.chunks(1).collect();
+            self.write_samplers(0..bsz, &news);
+        }
         let gpu = self.model.gpu.clone();
         let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("decode") });
         if plt {
@@ -806,12 +950,13 @@ impl Session {
             // C^{l+1} <- Norm(H^l) for l < L-1, after every loop has read its old C^l.
             Self::copy_rows(&mut enc, &self.cbuf, out_base, &self.carry, bsz, (l_n - 1) * bsz, d);
         }
-        let logits = self.finish(enc, logit_rows as usize).await?;
-        for p in self.pos.iter_mut() {
+        let out = self.finish(enc, logit_rows as usize, want_logits, sample).await?;
+        for (b, p) in self.pos.iter_mut().enumerate() {
             *p += 1;
+            self.tokens[b].push(tokens[b]);
         }
         self.stats.passes = passes.len();
         self.stats.rows = passes.iter().map(|(r, _)| r.len()).sum();
-        Ok(logits)
+        Ok(out)
     }
 }

@@ -85,7 +85,7 @@ fn upload_rows(g: &Gpu, rows: &[Row]) -> wgpu::Buffer {
 }
 
 fn pass(g: &Gpu, rows: usize, logit_row0: usize, logit_rows: usize) -> wgpu::Buffer {
-    let p = PassInfo { rows: rows as u32, logit_row0: logit_row0 as u32, logit_rows: logit_rows as u32, _pad: 0 };
+    let p = PassInfo { rows: rows as u32, logit_row0: logit_row0 as u32, logit_rows: logit_rows as u32, seq0: 0 };
     g.uniform("pass", bytemuck::bytes_of(&p))
 }
 

@@ -34,6 +34,7 @@ fn all() -> Vec<(&'static str, &'static str, Defines)> {
         v.push(("norm", entry, Defines::new().u32("D", 40).f32("EPS", 1e-5).u32("WG", 64)));
     }
     v.push(("elementwise", "swiglu", Defines::new().u32("F", 72)));
+    v.push(("sample", "sample", Defines::new().u32("V", 300).u32("HMAX", 256)));
     for entry in ["rope_store", "ring_store"] {
         v.push(("rope", entry, shape(1, 10)));
     }

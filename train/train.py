@@ -69,6 +69,9 @@ def main():
     ap.add_argument("--eval-every", type=int, default=0, help="steps between validation checks")
     ap.add_argument("--eval-windows", type=int, default=0, help="validation windows (0: all)")
     ap.add_argument("--time-limit", type=float, default=0, help="stop after this many minutes")
+    ap.add_argument("--schedule", default="tokens", choices=["tokens", "time"],
+                    help="cosine decay over --tokens, or over --time-limit (ends on time, tokens vary)")
+    ap.add_argument("--save-every", type=float, default=0, help="minutes between interim exports")
     ap.add_argument("--dtype", default="f32", choices=["f16", "f32"], help="exported weights")
     args = ap.parse_args()
 
@@ -95,14 +98,20 @@ def main():
     print(f"device {jax.devices()[0]}  variant {args.variant} L={L}  params {n_params:,}  "
           f"steps {steps} x {B}x{T} = {steps * B * T:,} tokens", flush=True)
 
-    sched = optax.warmup_cosine_decay_schedule(
-        0.0, args.lr, min(args.warmup, max(1, steps // 10)), steps, args.lr * args.min_lr_frac)
+    warm = min(args.warmup, max(1, steps // 10))
+
+    def sched(i, progress):
+        # linear warmup over `warm` steps, then cosine from lr to lr*min_lr_frac as progress -> 1
+        if i < warm:
+            return args.lr * (i + 1) / warm
+        c = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return args.lr * (args.min_lr_frac + (1 - args.min_lr_frac) * c)
 
     def decay_mask(p):  # no weight decay on norms and biases
         return {k: v.ndim == 2 for k, v in p.items()}
 
     opt = optax.chain(optax.clip_by_global_norm(1.0),
-                      optax.adamw(sched, b1=0.9, b2=0.95, weight_decay=args.wd, mask=decay_mask))
+                      optax.adamw(1.0, b1=0.9, b2=0.95, weight_decay=args.wd, mask=decay_mask))
     opt_state = opt.init(params)
 
     def loss_fn(p, x, y):
@@ -111,9 +120,10 @@ def main():
         return -jnp.mean(jnp.take_along_axis(lp, y[..., None], axis=-1))
 
     @jax.jit
-    def step(p, s, x, y):
+    def step(p, s, x, y, lr):
         loss, g = jax.value_and_grad(loss_fn)(p, x, y)
         upd, s = opt.update(g, s, p)
+        upd = jax.tree.map(lambda u: u * lr, upd)
         return optax.apply_updates(p, upd), s, loss
 
     @jax.jit
@@ -139,23 +149,32 @@ def main():
     it = batches(train, B, T, rng)
     t0 = time.time()
     run_loss, done, stopped_early = None, 0, False
+    last_save = time.time()
     for s_i in range(steps):
         x, y = next(it)
-        params, opt_state, loss = step(params, opt_state, x, y)
+        if args.schedule == "time":
+            progress = (time.time() - t0) / (args.time_limit * 60)
+        else:
+            progress = s_i / steps
+        lr = sched(s_i, progress)
+        params, opt_state, loss = step(params, opt_state, x, y, jnp.float32(lr))
         done = s_i + 1
         if s_i % 20 == 0 or done == steps:
             loss = float(loss)
             run_loss = loss if run_loss is None else 0.9 * run_loss + 0.1 * loss
             el = time.time() - t0
             rec = {"step": done, "tokens": done * B * T, "loss": loss, "smooth": run_loss,
-                   "lr": float(sched(s_i)), "sec": round(el, 1), "tok_per_s": round(done * B * T / max(el, 1e-9))}
+                   "lr": lr, "sec": round(el, 1), "tok_per_s": round(done * B * T / max(el, 1e-9))}
             if args.eval_every and done % args.eval_every < 20 and s_i % 20 == 0 and done > 20:
                 rec["val_loss_subset"] = evaluate(params, 64)
             print(json.dumps(rec), flush=True)
             log.write(json.dumps(rec) + "\n")
             log.flush()
+        if args.save_every and time.time() - last_save > args.save_every * 60:
+            M.export(cfg, params, args.out, os.path.join(args.data, "tokenizer.json"), "f32", gate_kind)
+            last_save = time.time()
         if args.time_limit and time.time() - t0 > args.time_limit * 60:
-            stopped_early = True
+            stopped_early = args.schedule != "time"
             print(f"time limit reached after {done} of {steps} steps", flush=True)
             break
     train_sec = time.time() - t0
