@@ -1,16 +1,1472 @@
-//! `plt bench`: decode latency and KV memory of PLT against non-looped and vanilla looped models
-//! on the same weights, on any adapter.
+//! `plt bench`: decode latency and KV memory of PLT against the non-looped model and the vanilla
+//! looped baseline on the same weights (PLT-SPEC sections 4, 5 and 6), on any adapter.
+//!
+//! For every model size and storage dtype, one set of random weights (`init::random_weights`:
+//! a tensor's values depend only on the seed and its name) is uploaded as
+//! - the non-looped model (L = 1),
+//! - PLT-L for each L, decoded both fused (one pass of B*L rows) and sequentially (L passes),
+//! - the vanilla looped model with L loops (L passes, L full caches),
+//!
+//! and for every batch size B and context length T one session is made, prefilled to just below
+//! T, and decoded step by step at the last positions before T. Per step: wall time of one
+//! `decode` call (one submit + the logits readback) and GPU time from timestamp queries where the
+//! adapter has them. Fused and sequential steps of a PLT session alternate, so both see the same
+//! positions. The report gives the ratios that matter (PLT fused / non-looped, vanilla / PLT fused,
+//! sequential / fused), the weight bytes each step streams against a copy-bandwidth measurement
+//! of the same adapter, KV-cache bytes (allocated, checked against section 4) and device memory.
+//! Output: a JSON file (every figure), a markdown table on stdout, optionally an SVG plot.
 
+use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::gpu::{Gpu, GpuOptions};
+use crate::init::{random_weights, InitOptions};
+use crate::model::{Exec, GpuModel, Logits, Session, SessionOptions};
+use crate::rng::Rng;
+use crate::weights::{DType, Weights};
+use serde::Serialize;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 
-/// Arguments of `plt bench`.
-#[derive(clap::Args, Debug, Clone)]
+/// Arguments of `plt bench`. Lists are comma-separated; every list has a default, and `--quick`
+/// changes only the defaults (explicit flags still win).
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct BenchArgs {
-    /// A CI-sized run.
+    /// A CI-sized run (well under a minute on a software adapter): preset tiny, L = 2,
+    /// B = 1,2, T = 32,64, 4 measured steps.
     #[arg(long)]
     pub quick: bool,
+    /// Model sizes: tiny, small, medium, smollm2-135m, llama-850m, or `all` (the largest that
+    /// does not fit the adapter is skipped with its reason). [default: tiny,small]
+    #[arg(long, value_delimiter = ',')]
+    pub preset: Vec<String>,
+    /// A custom size (named `custom`; unset fields come from `tiny`): hidden size D.
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// Custom size: layers N.
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Custom size: query heads H.
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// Custom size: key/value heads Hkv.
+    #[arg(long)]
+    pub kv_heads: Option<usize>,
+    /// Custom size: head dim Dh (default D / H).
+    #[arg(long)]
+    pub head_dim: Option<usize>,
+    /// Custom size: MLP width F.
+    #[arg(long)]
+    pub ffn: Option<usize>,
+    /// Custom size: vocabulary V.
+    #[arg(long)]
+    pub vocab: Option<usize>,
+    /// Loop counts L compared against L = 1 (each >= 2). [default: 2,3]
+    #[arg(long, value_delimiter = ',')]
+    pub loops: Vec<usize>,
+    /// Batch sizes B. [default: 1,4,16]
+    #[arg(long, value_delimiter = ',')]
+    pub batch: Vec<usize>,
+    /// Context lengths T: sessions hold T positions and decode at positions just below T.
+    /// [default: 128,1024,4096]
+    #[arg(long, value_delimiter = ',')]
+    pub context: Vec<usize>,
+    /// Device storage of the weight matrices: f32, f16. [default: f32,f16]
+    #[arg(long, value_delimiter = ',')]
+    pub dtype: Vec<String>,
+    /// `left` of the PLT local window (PLT-SPEC plt_window_size). [default: 64]
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Measured decode steps per mode (after the warm-up). [default: 16; --quick: 4]
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Warm-up decode steps per mode, not measured. [default: 2; --quick: 1]
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// Prompt tokens per prefill pass. [default: 128]
+    #[arg(long)]
+    pub prefill_chunk: Option<usize>,
+    /// Skip sessions whose prefill (B * tokens before the decode window) exceeds this.
+    /// [default: unlimited on a GPU; 20000 on a software adapter, where prefill is the slow part]
+    #[arg(long)]
+    pub max_prefill_tokens: Option<usize>,
+    /// Stop starting new sessions after this many seconds (the rest are listed as skipped);
+    /// the JSON is rewritten after every session, so a cut-off run keeps what it measured.
+    #[arg(long)]
+    pub time_limit: Option<f64>,
+    /// Bytes copied per copy-bandwidth round, in MiB. [default: 256 on a GPU, 64 on a software
+    /// adapter; --quick: 16]
+    #[arg(long)]
+    pub copy_mib: Option<u64>,
+    /// Seed of the random weights and prompts.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Pick the adapter whose name contains this (case-insensitive).
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// Where the JSON report goes.
+    #[arg(long, default_value = "bench.json")]
+    pub json: PathBuf,
+    /// Also write the markdown tables to this file (they always go to stdout).
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+    /// Draw median decode latency against context length, per mode, as SVG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// No progress bar on stderr.
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
-pub fn run(_args: &BenchArgs) -> Result<()> {
-    Err(Error::Input("plt bench is not implemented yet".into()))
+// ---------------------------------------------------------------------------------------------
+// Model sizes
+
+/// One model shape (PLT-SPEC symbols). Loops, loop mode and window are added per run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Size {
+    pub name: String,
+    pub vocab: usize,     // V
+    pub hidden: usize,    // D
+    pub ffn: usize,       // F
+    pub layers: usize,    // N
+    pub heads: usize,     // H
+    pub kv_heads: usize,  // Hkv
+    pub head_dim: usize,  // Dh
+    pub tied: bool,       // tie_word_embeddings
+}
+
+/// The presets, smallest first: (name, [V, D, F, N, H, Hkv], tied embeddings). `smollm2-135m`
+/// and `llama-850m` have the shapes other runtimes were timed on (vocab 32000 for both, as in
+/// those measurements; SmolLM2 ties its embeddings).
+pub const PRESETS: &[(&str, [usize; 6], bool)] = &[
+    //                V      D     F     N   H   Hkv
+    ("tiny", [512, 128, 384, 4, 4, 2], false),
+    ("small", [4096, 256, 768, 6, 8, 2], false),
+    ("medium", [16384, 512, 1536, 8, 8, 4], false),
+    ("smollm2-135m", [32000, 576, 1536, 30, 9, 3], true),
+    ("llama-850m", [32000, 2048, 5632, 16, 16, 4], false),
+];
+
+pub fn preset(name: &str) -> Option<Size> {
+    PRESETS.iter().find(|(n, _, _)| *n == name).map(|&(n, [vocab, hidden, ffn, layers, heads, kv_heads], tied)| Size {
+        name: n.to_string(),
+        vocab,
+        hidden,
+        ffn,
+        layers,
+        heads,
+        kv_heads,
+        head_dim: hidden / heads,
+        tied,
+    })
+}
+
+impl Size {
+    /// The config of this size with `loops` loops in `mode` ("parallel" or "vanilla"). Built
+    /// through `Config::from_json` so that fields added later keep their defaults.
+    pub fn config(&self, loops: usize, mode: &str, window: usize, max_positions: usize) -> Result<Config> {
+        let v = serde_json::json!({
+            "vocab_size": self.vocab, "hidden_size": self.hidden, "intermediate_size": self.ffn,
+            "num_hidden_layers": self.layers, "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads, "head_dim": self.head_dim,
+            "max_position_embeddings": max_positions, "tie_word_embeddings": self.tied,
+            "bos_token_id": 1, "eos_token_id": 2,
+            "plt_num_loops": loops, "plt_window_size": [window, 0], "plt_loop_mode": mode,
+        });
+        let obj = v.as_object().ok_or_else(|| Error::Input("bench: config is not an object".into()))?;
+        Config::from_json(obj).map_err(|e| Error::Input(format!("size `{}`: {e}", self.name)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What to run
+
+/// The resolved settings of a run (defaults filled in), recorded in the JSON.
+#[derive(Clone, Debug, Serialize)]
+pub struct Settings {
+    pub quick: bool,
+    pub sizes: Vec<Size>,
+    pub loops: Vec<usize>,
+    pub batch: Vec<usize>,
+    pub context: Vec<usize>,
+    pub dtype: Vec<String>,
+    pub window: usize,
+    pub steps: usize,
+    pub warmup: usize,
+    pub prefill_chunk: usize,
+    pub max_prefill_tokens: Option<usize>,
+    pub time_limit_s: Option<f64>,
+    pub copy_bytes: u64,
+    pub seed: u64,
+}
+
+impl Settings {
+    /// Positions a session decodes at: warm-up and measured steps for two alternating slots
+    /// (fused and sequential for PLT; the same mode twice otherwise).
+    pub fn decode_positions(&self) -> usize {
+        2 * (self.warmup + self.steps)
+    }
+}
+
+fn resolve(a: &BenchArgs, software: bool) -> Result<Settings> {
+    let or = |v: &Vec<usize>, d: &[usize]| if v.is_empty() { d.to_vec() } else { v.clone() };
+    let q = a.quick;
+    let mut names: Vec<String> = a.preset.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let custom = a.hidden.is_some() || a.layers.is_some() || a.heads.is_some() || a.kv_heads.is_some() || a.head_dim.is_some() || a.ffn.is_some() || a.vocab.is_some();
+    if names.is_empty() && !custom {
+        names = if q { vec!["tiny".into()] } else { vec!["tiny".into(), "small".into()] };
+    }
+    if names.iter().any(|n| n == "all") {
+        names = PRESETS.iter().map(|(n, _, _)| n.to_string()).collect();
+    }
+    let mut sizes = Vec::new();
+    for n in &names {
+        let s = preset(n).ok_or_else(|| {
+            let all: Vec<&str> = PRESETS.iter().map(|(n, _, _)| *n).collect();
+            Error::Input(format!("--preset: unknown size `{n}` (expected one of {}, all)", all.join(", ")))
+        })?;
+        sizes.push(s);
+    }
+    if custom {
+        let mut s = preset("tiny").ok_or_else(|| Error::Input("no tiny preset".into()))?;
+        s.name = "custom".into();
+        s.hidden = a.hidden.unwrap_or(s.hidden);
+        s.layers = a.layers.unwrap_or(s.layers);
+        s.heads = a.heads.unwrap_or(s.heads);
+        s.kv_heads = a.kv_heads.unwrap_or(s.heads.min(s.kv_heads));
+        s.ffn = a.ffn.unwrap_or(s.ffn);
+        s.vocab = a.vocab.unwrap_or(s.vocab);
+        s.head_dim = a.head_dim.unwrap_or(if s.heads > 0 { s.hidden / s.heads } else { 0 });
+        sizes.push(s);
+    }
+    let loops = or(&a.loops, if q { &[2] } else { &[2, 3] });
+    if let Some(l) = loops.iter().find(|&&l| l < 2) {
+        return Err(Error::Input(format!("--loops: {l} is not a looped model (L = 1 is always measured as the baseline)")));
+    }
+    let batch = or(&a.batch, if q { &[1, 2] } else { &[1, 4, 16] });
+    let context = or(&a.context, if q { &[32, 64] } else { &[128, 1024, 4096] });
+    if batch.contains(&0) || context.contains(&0) {
+        return Err(Error::Input("--batch and --context values must be at least 1".into()));
+    }
+    let dtype = if a.dtype.is_empty() { vec!["f32".to_string(), "f16".to_string()] } else { a.dtype.clone() };
+    for d in &dtype {
+        if !matches!(d.as_str(), "f32" | "f16") {
+            return Err(Error::Input(format!("--dtype: expected f32 or f16, got `{d}`")));
+        }
+    }
+    let steps = a.steps.unwrap_or(if q { 4 } else { 16 });
+    if steps == 0 {
+        return Err(Error::Input("--steps must be at least 1".into()));
+    }
+    let copy_mib = a.copy_mib.unwrap_or(if q { 16 } else if software { 64 } else { 256 });
+    Ok(Settings {
+        quick: q,
+        sizes,
+        loops,
+        batch,
+        context,
+        dtype,
+        window: a.window.unwrap_or(64),
+        steps,
+        warmup: a.warmup.unwrap_or(if q { 1 } else { 2 }),
+        prefill_chunk: a.prefill_chunk.unwrap_or(128).max(1),
+        max_prefill_tokens: a.max_prefill_tokens.or(if software { Some(20_000) } else { None }),
+        time_limit_s: a.time_limit,
+        copy_bytes: copy_mib.max(1) << 20,
+        seed: a.seed,
+    })
+}
+
+/// A model variant uploaded from one set of weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// L = 1.
+    NonLooped,
+    /// PLT-L, decoded fused and sequentially.
+    Plt(usize),
+    /// The vanilla looped baseline with L loops.
+    Vanilla(usize),
+}
+
+impl Kind {
+    fn loops(self) -> usize {
+        match self {
+            Kind::NonLooped => 1,
+            Kind::Plt(l) | Kind::Vanilla(l) => l,
+        }
+    }
+    fn label(self) -> String {
+        match self {
+            Kind::NonLooped => "non-looped".into(),
+            Kind::Plt(l) => format!("plt-{l}"),
+            Kind::Vanilla(l) => format!("vanilla-{l}"),
+        }
+    }
+    /// The modes (report rows) one session of this kind measures, one per alternating slot.
+    fn modes(self) -> [&'static str; 2] {
+        match self {
+            Kind::NonLooped => ["non-looped"; 2],
+            Kind::Plt(_) => ["plt-fused", "plt-sequential"],
+            Kind::Vanilla(_) => ["vanilla"; 2],
+        }
+    }
+    fn config(self, s: &Size, set: &Settings, max_positions: usize) -> Result<Config> {
+        match self {
+            Kind::NonLooped => s.config(1, "parallel", set.window, max_positions),
+            Kind::Plt(l) => s.config(l, "parallel", set.window, max_positions),
+            Kind::Vanilla(l) => s.config(l, "vanilla", set.window, max_positions),
+        }
+    }
+}
+
+/// One session to measure.
+#[derive(Clone, Debug)]
+struct Unit {
+    size: usize,
+    dtype: String,
+    kind: Kind,
+    batch: usize,
+    context: usize,
+    /// Relative cost, for the progress estimate.
+    weight: f64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report
+
+/// median, p90 (nearest rank), mean, min, max of a sample, in milliseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Dist {
+    pub n: usize,
+    pub median: f64,
+    pub p90: f64,
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Dist {
+    pub fn of(xs: &[f64]) -> Option<Dist> {
+        if xs.is_empty() {
+            return None;
+        }
+        let mut s = xs.to_vec();
+        s.sort_by(f64::total_cmp);
+        let n = s.len();
+        let median = if n % 2 == 1 { s[n / 2] } else { 0.5 * (s[n / 2 - 1] + s[n / 2]) };
+        let p90 = s[((0.9 * n as f64).ceil() as usize).clamp(1, n) - 1];
+        Some(Dist { n, median, p90, mean: s.iter().sum::<f64>() / n as f64, min: s[0], max: s[n - 1] })
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Prefill {
+    /// Prompt tokens prefilled, all sequences together.
+    pub tokens: usize,
+    /// Passes over the weights per prompt chunk (L for looped models).
+    pub passes_per_chunk: usize,
+    pub wall_s: f64,
+    pub tokens_per_s: f64,
+    pub gpu_s: Option<f64>,
+    pub gpu_tokens_per_s: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Kv {
+    /// PLT-SPEC section 4 at the session's context T, times B, with the element size the
+    /// session actually uses (`elem_bytes`; 4 where it could not be measured).
+    pub spec_bytes: u64,
+    pub spec_bytes_per_sequence: u64,
+    /// Element size of the cache: allocated bytes / the section 4 element count.
+    pub elem_bytes: Option<u64>,
+    /// Bytes of the session's KV buffers (global cache + rings, or L full caches for vanilla),
+    /// from the device allocator's report (buffers labelled `*kv_cache*` / `*ring*`); null where
+    /// the backend gives no report.
+    pub allocated_bytes: Option<u64>,
+    pub matches_spec: Option<bool>,
+    /// The section 4 formula used, in words.
+    pub formula: String,
+}
+
+/// One mode at one (size, dtype, L, B, T).
+#[derive(Clone, Debug, Serialize)]
+pub struct Record {
+    pub preset: String,
+    pub dtype: String,
+    /// non-looped | plt-fused | plt-sequential | vanilla
+    pub mode: String,
+    pub loops: usize,
+    pub batch: usize,
+    pub context: usize,
+    /// Passes over the weights and rows computed per decode step (from the session's stats).
+    pub passes: usize,
+    pub rows: usize,
+    pub warmup: usize,
+    /// Decode positions [first, last] of the measured steps.
+    pub positions: [usize; 2],
+    pub wall_ms: Dist,
+    pub gpu_ms: Option<Dist>,
+    pub prefill: Prefill,
+    pub kv: Kv,
+    /// Weights uploaded for this model (the runtime's allocation counter).
+    pub model_bytes: u64,
+    /// Everything the session allocated (the runtime's counter): its peak, since nothing is
+    /// allocated per token; `allocated_during_decode` shows that.
+    pub session_bytes: u64,
+    /// The same from the device allocator (with its alignment), where the backend reports it.
+    pub session_device_bytes: Option<u64>,
+    pub allocated_during_decode: u64,
+    /// Weight bytes one step reads: passes * layer matrices + the lm_head once.
+    pub weight_bytes_per_step: u64,
+    /// weight_bytes_per_step / median step time, GB/s (1e9 bytes).
+    pub weight_gbps_wall: f64,
+    pub weight_gbps_gpu: Option<f64>,
+    /// Achieved weight bandwidth over the adapter's copy bandwidth (GPU time where there is
+    /// one, else wall).
+    pub fraction_of_copy_bw: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Pair {
+    pub wall: f64,
+    pub gpu: Option<f64>,
+}
+
+/// The ratios of one (size, dtype, L, B, T), quotients of the records' median step times.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ratio {
+    pub preset: String,
+    pub dtype: String,
+    pub loops: usize,
+    pub batch: usize,
+    pub context: usize,
+    pub plt_fused_over_nonlooped: Pair,
+    pub vanilla_over_plt_fused: Pair,
+    pub sequential_over_fused: Pair,
+    /// KV bytes (spec): PLT / non-looped and vanilla / PLT.
+    pub kv_plt_over_nonlooped: f64,
+    pub kv_vanilla_over_plt: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Skip {
+    pub preset: String,
+    pub dtype: String,
+    pub model: String,
+    pub batch: Option<usize>,
+    pub context: Option<usize>,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelInfo {
+    pub preset: String,
+    pub dtype: String,
+    /// non-looped | plt-L | vanilla-L
+    pub model: String,
+    pub loops: usize,
+    pub parameters: usize,
+    /// `GpuModel::weight_bytes`: one pass over every matrix plus the lm_head.
+    pub weight_bytes: u64,
+    pub model_bytes: u64,
+    pub upload_s: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CopyBw {
+    /// Bytes per copy (each copy reads and writes this many).
+    pub bytes: u64,
+    /// `copy_buffer_to_buffer`, (read + write bytes) / wall time of a submit of 4 copies; best
+    /// of 5 and median.
+    pub buffer_copy_gbps: f64,
+    pub buffer_copy_gbps_median: f64,
+    /// A vec4 copy kernel, (read + write bytes) / time, GPU timestamps where available.
+    pub shader_copy_gbps: f64,
+    pub shader_copy_gbps_median: f64,
+    pub shader_copy_timer: String,
+    /// The adapter's limit used for the fractions: the best of the above.
+    pub gbps: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AdapterReport {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub vendor: u32,
+    pub device: u32,
+    pub describe: String,
+    pub software: bool,
+    pub timestamps: bool,
+    /// What the adapter offers / what the runtime's device enabled.
+    pub adapter_features: Vec<String>,
+    pub device_features: Vec<String>,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    /// Whether the device allocator reports allocations (needed for `kv.allocated_bytes`).
+    pub allocator_report: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub schema: u32,
+    pub plt_version: String,
+    pub command: Vec<String>,
+    /// False while the run is still going (the file is rewritten after every session).
+    pub complete: bool,
+    pub elapsed_s: f64,
+    pub adapter: AdapterReport,
+    pub settings: Settings,
+    pub copy_bandwidth: CopyBw,
+    pub models: Vec<ModelInfo>,
+    pub results: Vec<Record>,
+    pub ratios: Vec<Ratio>,
+    pub skipped: Vec<Skip>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let gpu = Arc::new(Gpu::new_blocking(&GpuOptions { adapter: args.adapter.clone() })?);
+    let set = resolve(args, gpu.is_software())?;
+    let adapter = adapter_report(&gpu);
+    eprintln!("plt bench on {}", gpu.describe());
+    let copy = copy_bandwidth(&gpu, set.copy_bytes)?;
+    eprintln!(
+        "copy bandwidth: {:.1} GB/s (buffer copy {:.1}, copy kernel {:.1} by {})",
+        copy.gbps, copy.buffer_copy_gbps, copy.shader_copy_gbps, copy.shader_copy_timer
+    );
+
+    let mut report = Report {
+        schema: 1,
+        plt_version: env!("CARGO_PKG_VERSION").to_string(),
+        command: std::env::args().collect(),
+        complete: false,
+        elapsed_s: 0.0,
+        adapter,
+        settings: set.clone(),
+        copy_bandwidth: copy,
+        models: Vec::new(),
+        results: Vec::new(),
+        ratios: Vec::new(),
+        skipped: Vec::new(),
+    };
+
+    // Plan every session; sessions that cannot run are listed as skipped with the reason.
+    let room = set.decode_positions();
+    let max_ctx = set.context.iter().copied().max().unwrap_or(1);
+    let mut units = Vec::new();
+    for (si, s) in set.sizes.iter().enumerate() {
+        for dt in &set.dtype {
+            let mut kinds = vec![Kind::NonLooped];
+            kinds.extend(set.loops.iter().map(|&l| Kind::Plt(l)));
+            kinds.extend(set.loops.iter().map(|&l| Kind::Vanilla(l)));
+            for kind in kinds {
+                for &b in &set.batch {
+                    for &t in &set.context {
+                        let skip = |reason: String| Skip {
+                            preset: s.name.clone(),
+                            dtype: dt.clone(),
+                            model: kind.label(),
+                            batch: Some(b),
+                            context: Some(t),
+                            reason,
+                        };
+                        if t <= room {
+                            report.skipped.push(skip(format!("context {t} leaves no prompt before {room} decode positions (--steps/--warmup)")));
+                            continue;
+                        }
+                        let prefill = b * (t - room);
+                        if let Some(max) = set.max_prefill_tokens.filter(|&m| prefill > m) {
+                            report.skipped.push(skip(format!("prefill of {prefill} tokens is over --max-prefill-tokens {max}")));
+                            continue;
+                        }
+                        // Cost model for the progress bar: prefill token-passes (attention grows
+                        // with T) plus the decode steps.
+                        let params = (s.layers * (4 * s.hidden * s.hidden + 3 * s.hidden * s.ffn) + s.vocab * s.hidden) as f64;
+                        let w = kind.loops() as f64 * prefill as f64 * (params + (t * s.layers * s.kv_heads * s.head_dim) as f64)
+                            + (room * kind.loops() * b) as f64 * params
+                            + 2e7;
+                        units.push(Unit { size: si, dtype: dt.clone(), kind, batch: b, context: t, weight: w });
+                    }
+                }
+            }
+        }
+    }
+    let mut progress = Progress::new(units.iter().map(|u| u.weight).sum(), !args.no_progress);
+
+    // One set of weights per size (generated once, with the PLT gates; the non-looped and vanilla
+    // uploads leave the gates out), one upload per (dtype, model kind), one session per (B, T).
+    let mut i = 0;
+    while i < units.len() {
+        let (si, dt, kind) = (units[i].size, units[i].dtype.clone(), units[i].kind);
+        let group_end = (i..units.len()).find(|&j| units[j].size != si || units[j].dtype != dt || units[j].kind != kind).unwrap_or(units.len());
+        let s = &set.sizes[si];
+        let skip_group = |report: &mut Report, from: usize, reason: &str| {
+            for u in &units[from..group_end] {
+                report.skipped.push(Skip {
+                    preset: s.name.clone(),
+                    dtype: dt.clone(),
+                    model: kind.label(),
+                    batch: Some(u.batch),
+                    context: Some(u.context),
+                    reason: reason.to_string(),
+                });
+            }
+        };
+        if set.time_limit_s.is_some_and(|lim| t0.elapsed().as_secs_f64() > lim) {
+            skip_group(&mut report, i, "--time-limit reached");
+            progress.advance(units[i..group_end].iter().map(|u| u.weight).sum());
+            i = group_end;
+            continue;
+        }
+        progress.show(&format!("{} {} {}: generating and uploading weights", s.name, dt, kind.label()));
+        let model = match upload(&gpu, &set, s, &dt, kind, max_ctx, &mut report) {
+            Ok(m) => m,
+            Err(e) => {
+                skip_group(&mut report, i, &format!("model does not fit: {e}"));
+                progress.advance(units[i..group_end].iter().map(|u| u.weight).sum());
+                i = group_end;
+                continue;
+            }
+        };
+        let model_bytes = report.models.last().map(|m| m.model_bytes).unwrap_or(0);
+        for j in i..group_end {
+            let u = units[j].clone();
+            if set.time_limit_s.is_some_and(|lim| t0.elapsed().as_secs_f64() > lim) {
+                skip_group(&mut report, j, "--time-limit reached");
+                progress.advance(units[j..group_end].iter().map(|u| u.weight).sum());
+                break;
+            }
+            progress.show(&format!("{} {} {} B={} T={}", s.name, dt, kind.label(), u.batch, u.context));
+            match measure(&gpu, &set, &model, s, &u, model_bytes) {
+                Ok(recs) => report.results.extend(recs),
+                Err(e) => report.skipped.push(Skip {
+                    preset: s.name.clone(),
+                    dtype: dt.clone(),
+                    model: kind.label(),
+                    batch: Some(u.batch),
+                    context: Some(u.context),
+                    reason: format!("session failed: {e}"),
+                }),
+            }
+            progress.advance(u.weight);
+            report.ratios = ratios(&report.results);
+            report.elapsed_s = t0.elapsed().as_secs_f64();
+            write_json(&args.json, &report)?;
+        }
+        drop(model);
+        settle(&gpu);
+        i = group_end;
+    }
+    progress.finish();
+
+    report.ratios = ratios(&report.results);
+    report.elapsed_s = t0.elapsed().as_secs_f64();
+    report.complete = true;
+    write_json(&args.json, &report)?;
+    let md = markdown(&report);
+    print!("{md}");
+    if let Some(p) = &args.markdown {
+        std::fs::write(p, &md).map_err(|e| Error::Io { path: p.clone(), source: e })?;
+    }
+    if let Some(p) = &args.plot {
+        std::fs::write(p, svg(&report)).map_err(|e| Error::Io { path: p.clone(), source: e })?;
+    }
+    eprintln!(
+        "wrote {}{}{} in {:.1} s",
+        args.json.display(),
+        args.markdown.as_ref().map(|p| format!(", {}", p.display())).unwrap_or_default(),
+        args.plot.as_ref().map(|p| format!(", {}", p.display())).unwrap_or_default(),
+        report.elapsed_s
+    );
+    Ok(())
+}
+
+/// Weights of each size, generated once (the last size's are kept between model uploads).
+fn weights_for(s: &Size, set: &Settings) -> Result<Arc<Weights>> {
+    use std::sync::Mutex;
+    static CACHE: Mutex<Option<(String, u64, Arc<Weights>)>> = Mutex::new(None);
+    let mut c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    let key = format!("{s:?} w{}", set.window);
+    if let Some((k, seed, w)) = c.as_ref() {
+        if *k == key && *seed == set.seed {
+            return Ok(w.clone());
+        }
+    }
+    *c = None; // free the previous size's weights first
+    // With the gates of PLT (any L: gates belong to the physical layer); in f32, rounded to f16
+    // by the f16 upload.
+    let cfg = s.config(2, "parallel", set.window, 2)?;
+    let w = Arc::new(random_weights(&cfg, &InitOptions { seed: set.seed, dtype: DType::F32, shards: 1, qkv_bias: false }));
+    *c = Some((key, set.seed, w.clone()));
+    Ok(w)
+}
+
+fn upload(gpu: &Arc<Gpu>, set: &Settings, s: &Size, dt: &str, kind: Kind, max_ctx: usize, report: &mut Report) -> Result<Arc<GpuModel>> {
+    let cfg = kind.config(s, set, max_ctx)?;
+    let w = weights_for(s, set)?;
+    let dtype = if dt == "f16" { DType::F16 } else { DType::F32 };
+    settle(gpu);
+    let before = gpu.allocated_bytes();
+    let t = Instant::now();
+    let model = GpuModel::new(gpu.clone(), &cfg, &w, Some(dtype))?;
+    gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
+    gpu.check()?;
+    report.models.push(ModelInfo {
+        preset: s.name.clone(),
+        dtype: dt.to_string(),
+        model: kind.label(),
+        loops: kind.loops(),
+        parameters: cfg.num_params(),
+        weight_bytes: model.weight_bytes(),
+        model_bytes: gpu.allocated_bytes() - before,
+        upload_s: t.elapsed().as_secs_f64(),
+    });
+    Ok(Arc::new(model))
+}
+
+/// Waits for the device to finish, so dropped buffers are really freed before the next
+/// measurement of the allocator.
+fn settle(gpu: &Gpu) {
+    let _ = gpu.device.poll(wgpu::PollType::wait_indefinitely());
+}
+
+/// Sum of the sizes of live device allocations whose label matches `pred`, and the total.
+fn allocator_bytes(gpu: &Gpu, pred: impl Fn(&str) -> bool) -> Option<(u64, u64)> {
+    let r = gpu.device.generate_allocator_report()?;
+    let matched = r.allocations.iter().filter(|a| pred(&a.name)).map(|a| a.size).sum();
+    Some((matched, r.total_allocated_bytes))
+}
+
+fn is_kv_label(name: &str) -> bool {
+    name.contains("kv_cache") || name.contains("ring")
+}
+
+/// Creates one session, prefills every sequence to T - room, decodes `room` steps, returns one
+/// record per mode the session measures.
+fn measure(gpu: &Arc<Gpu>, set: &Settings, model: &Arc<GpuModel>, s: &Size, u: &Unit, model_bytes: u64) -> Result<Vec<Record>> {
+    let cfg = model.cfg.clone();
+    let (b, t) = (u.batch, u.context);
+    let room = set.decode_positions();
+    let p = t - room;
+
+    settle(gpu);
+    let before = gpu.allocated_bytes();
+    let dev_before = allocator_bytes(gpu, is_kv_label);
+    let mut session = Session::new(model.clone(), SessionOptions { batch: b, context: t, prefill_chunk: set.prefill_chunk })?;
+    gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
+    gpu.check()?;
+    let session_bytes = gpu.allocated_bytes() - before;
+    let dev_after = allocator_bytes(gpu, is_kv_label);
+    let (kv_alloc, session_dev) = match (dev_before, dev_after) {
+        (Some((k0, t0)), Some((k1, t1))) => (Some(k1.saturating_sub(k0)), Some(t1.saturating_sub(t0))),
+        _ => (None, None),
+    };
+
+    // Prefill: random prompts, chunk by chunk so that every chunk's GPU time is summed.
+    let mut rng = Rng::new(set.seed ^ 0x5eed ^ ((b as u64) << 32) ^ t as u64);
+    let v = cfg.vocab_size as u64;
+    let chunk = set.prefill_chunk;
+    let mut gpu_ns = Some(0u64);
+    let tp = Instant::now();
+    for seq in 0..b {
+        let prompt: Vec<u32> = (0..p).map(|_| rng.below(v) as u32).collect();
+        for c in prompt.chunks(chunk) {
+            session.prefill_blocking(seq, c, Logits::None)?;
+            gpu_ns = gpu_ns.zip(session.stats.gpu_ns).map(|(a, x)| a + x);
+        }
+    }
+    gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
+    gpu.check()?;
+    let prefill_wall = tp.elapsed().as_secs_f64();
+    let prefill_passes = session.stats.passes;
+    let prefill = Prefill {
+        tokens: b * p,
+        passes_per_chunk: prefill_passes,
+        wall_s: prefill_wall,
+        tokens_per_s: (b * p) as f64 / prefill_wall.max(1e-12),
+        gpu_s: gpu_ns.map(|n| n as f64 * 1e-9),
+        gpu_tokens_per_s: gpu_ns.map(|n| (b * p) as f64 / (n as f64 * 1e-9).max(1e-12)),
+    };
+
+    // Decode: alternate the two slots (fused / sequential for PLT), warm-up first.
+    let execs = [Exec::Fused, Exec::Sequential];
+    let modes = u.kind.modes();
+    let mut wall: [Vec<f64>; 2] = [vec![], vec![]];
+    let mut gpu_ms: [Option<Vec<f64>>; 2] = [Some(vec![]), Some(vec![])];
+    let mut shape = [(0usize, 0usize); 2];
+    let mut tokens: Vec<u32> = (0..b).map(|_| rng.below(v) as u32).collect();
+    let alloc_before = gpu.allocated_bytes();
+    for k in 0..room {
+        let slot = k % 2;
+        let ts = Instant::now();
+        let logits = session.decode_blocking(&tokens, execs[slot], true)?;
+        let dt = ts.elapsed().as_secs_f64() * 1e3;
+        if k >= 2 * set.warmup {
+            wall[slot].push(dt);
+            let g = session.stats.gpu_ns;
+            gpu_ms[slot] = gpu_ms[slot].take().zip(g).map(|(mut xs, n)| {
+                xs.push(n as f64 * 1e-6);
+                xs
+            });
+        }
+        shape[slot] = (session.stats.passes, session.stats.rows);
+        // Greedy next tokens (outside the timing).
+        tokens = logits.chunks(cfg.vocab_size).map(argmax).collect();
+        if tokens.len() != b {
+            return Err(Error::Gpu(format!("decode returned {} logit rows for a batch of {b}", tokens.len())));
+        }
+    }
+    let allocated_during_decode = gpu.allocated_bytes() - alloc_before;
+    drop(session);
+
+    // KV bytes: section 4 per sequence at T, with the element size the allocation implies.
+    let units_per_seq = cfg.kv_bytes(t, 1) as u64;
+    let elem = kv_alloc.filter(|&a| a > 0 && a % (units_per_seq * b as u64) == 0).map(|a| a / (units_per_seq * b as u64));
+    let spec_per_seq = units_per_seq * elem.unwrap_or(4);
+    let spec = spec_per_seq * b as u64;
+    let kv = Kv {
+        spec_bytes: spec,
+        spec_bytes_per_sequence: spec_per_seq,
+        elem_bytes: elem,
+        allocated_bytes: kv_alloc,
+        matches_spec: kv_alloc.map(|a| a == spec),
+        formula: match u.kind {
+            Kind::NonLooped => "2*N*Hkv*Dh*s*T".into(),
+            Kind::Plt(_) => "2*N*Hkv*Dh*s*(T + (L-1)*(left+1))".into(),
+            Kind::Vanilla(_) => "2*N*Hkv*Dh*s*L*T".into(),
+        },
+    };
+
+    let wbytes = model.weight_bytes();
+    let head = (cfg.vocab_size * cfg.hidden_size * model.dtype.size()) as u64;
+    let layer_bytes = wbytes.saturating_sub(head);
+    let slots: Vec<usize> = if modes[0] == modes[1] { vec![0] } else { vec![0, 1] };
+    let mut out = Vec::new();
+    for slot in slots {
+        // Single-mode sessions measured both slots with the same mode: pool them.
+        let (w, g): (Vec<f64>, Option<Vec<f64>>) = if modes[0] == modes[1] {
+            let mut w = wall[0].clone();
+            w.extend_from_slice(&wall[1]);
+            let g = gpu_ms[0].clone().zip(gpu_ms[1].clone()).map(|(mut a, b)| {
+                a.extend(b);
+                a
+            });
+            (w, g)
+        } else {
+            (wall[slot].clone(), gpu_ms[slot].clone())
+        };
+        let wall_d = Dist::of(&w).ok_or_else(|| Error::Input("no measured steps".into()))?;
+        let gpu_d = g.as_deref().and_then(Dist::of);
+        let (passes, rows) = shape[slot];
+        let step_bytes = passes as u64 * layer_bytes + head;
+        let gbps = |ms: f64| step_bytes as f64 / (ms * 1e-3) / 1e9;
+        let weight_gbps_wall = gbps(wall_d.median);
+        let weight_gbps_gpu = gpu_d.as_ref().map(|d| gbps(d.median));
+        out.push(Record {
+            preset: s.name.clone(),
+            dtype: u.dtype.clone(),
+            mode: modes[slot].to_string(),
+            loops: u.kind.loops(),
+            batch: b,
+            context: t,
+            passes,
+            rows,
+            warmup: set.warmup,
+            positions: [p + 2 * set.warmup, t - 1],
+            wall_ms: wall_d,
+            gpu_ms: gpu_d,
+            prefill: prefill.clone(),
+            kv: kv.clone(),
+            model_bytes,
+            session_bytes,
+            session_device_bytes: session_dev,
+            allocated_during_decode,
+            weight_bytes_per_step: step_bytes,
+            weight_gbps_wall,
+            weight_gbps_gpu,
+            fraction_of_copy_bw: 0.0,
+        });
+    }
+    Ok(out)
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// The ratios of every (size, dtype, L, B, T) that has all four modes.
+fn ratios(results: &[Record]) -> Vec<Ratio> {
+    let find = |r: &Record, mode: &str, loops: usize| {
+        results.iter().find(|x| x.preset == r.preset && x.dtype == r.dtype && x.batch == r.batch && x.context == r.context && x.mode == mode && x.loops == loops)
+    };
+    let pair = |a: &Record, b: &Record| Pair {
+        wall: a.wall_ms.median / b.wall_ms.median,
+        gpu: a.gpu_ms.as_ref().zip(b.gpu_ms.as_ref()).map(|(x, y)| x.median / y.median),
+    };
+    let mut out = Vec::new();
+    for fused in results.iter().filter(|r| r.mode == "plt-fused") {
+        let (Some(base), Some(seq), Some(van)) = (find(fused, "non-looped", 1), find(fused, "plt-sequential", fused.loops), find(fused, "vanilla", fused.loops)) else {
+            continue;
+        };
+        out.push(Ratio {
+            preset: fused.preset.clone(),
+            dtype: fused.dtype.clone(),
+            loops: fused.loops,
+            batch: fused.batch,
+            context: fused.context,
+            plt_fused_over_nonlooped: pair(fused, base),
+            vanilla_over_plt_fused: pair(van, fused),
+            sequential_over_fused: pair(seq, fused),
+            kv_plt_over_nonlooped: fused.kv.spec_bytes as f64 / base.kv.spec_bytes as f64,
+            kv_vanilla_over_plt: van.kv.spec_bytes as f64 / fused.kv.spec_bytes as f64,
+        });
+    }
+    out
+}
+
+fn write_json(path: &Path, report: &Report) -> Result<()> {
+    let mut r = report.clone();
+    let bw = r.copy_bandwidth.gbps;
+    for rec in &mut r.results {
+        rec.fraction_of_copy_bw = rec.weight_gbps_gpu.unwrap_or(rec.weight_gbps_wall) / bw;
+    }
+    let text = serde_json::to_string_pretty(&r).map_err(|e| Error::Input(format!("bench JSON: {e}")))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
+    }
+    // Write then rename, so a reader never sees half a file.
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text + "\n").map_err(|e| Error::Io { path: tmp.clone(), source: e })?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The adapter
+
+fn feature_names(f: wgpu::Features) -> Vec<String> {
+    f.iter_names().map(|(n, _)| n.to_string()).collect()
+}
+
+fn adapter_report(gpu: &Gpu) -> AdapterReport {
+    let i = &gpu.info;
+    // `Gpu` keeps only the features it enabled; the adapter's full set comes from enumerating
+    // the adapters again and finding the same one.
+    let adapter_features = pollster::block_on(async {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        instance
+            .enumerate_adapters(wgpu::Backends::all())
+            .await
+            .into_iter()
+            .find(|a| {
+                let o = a.get_info();
+                o.name == i.name && o.backend == i.backend && o.device == i.device && o.vendor == i.vendor
+            })
+            .map(|a| feature_names(a.features()))
+    })
+    .unwrap_or_else(|| feature_names(gpu.features));
+    AdapterReport {
+        name: i.name.clone(),
+        backend: format!("{:?}", i.backend),
+        device_type: format!("{:?}", i.device_type),
+        driver: i.driver.clone(),
+        driver_info: i.driver_info.clone(),
+        vendor: i.vendor,
+        device: i.device,
+        describe: gpu.describe(),
+        software: gpu.is_software(),
+        timestamps: gpu.has_timestamps(),
+        adapter_features,
+        device_features: feature_names(gpu.features),
+        max_storage_buffer_binding_size: gpu.limits.max_storage_buffer_binding_size as u64,
+        max_buffer_size: gpu.limits.max_buffer_size,
+        max_compute_workgroup_storage_size: gpu.limits.max_compute_workgroup_storage_size,
+        max_compute_invocations_per_workgroup: gpu.limits.max_compute_invocations_per_workgroup,
+        allocator_report: gpu.device.generate_allocator_report().is_some(),
+    }
+}
+
+const COPY_WGSL: &str = r#"
+@group(0) @binding(0) var<storage, read> src: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> dst: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i < arrayLength(&src)) {
+        dst[i] = src[i];
+    }
+}
+"#;
+
+/// Copy bandwidth of the adapter: `bytes` read and written per copy, (read + write) / time.
+fn copy_bandwidth(gpu: &Gpu, bytes: u64) -> Result<CopyBw> {
+    let max = (gpu.limits.max_storage_buffer_binding_size as u64).min(gpu.limits.max_buffer_size);
+    let size = bytes.min(max) / 256 * 256;
+    let dev = &gpu.device;
+    let buf = |label: &str| {
+        dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    };
+    let (src, dst) = (buf("bench copy src"), buf("bench copy dst"));
+    let wait = || dev.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()));
+    const COPIES: u64 = 4;
+    const ROUNDS: usize = 5;
+    let moved = (2 * size * COPIES) as f64;
+
+    // copy_buffer_to_buffer, timed by the wall clock around submit + wait.
+    let mut buffer_gbps = Vec::new();
+    for round in 0..=ROUNDS {
+        let mut enc = dev.create_command_encoder(&Default::default());
+        for _ in 0..COPIES {
+            enc.copy_buffer_to_buffer(&src, 0, &dst, 0, size);
+        }
+        let t = Instant::now();
+        gpu.queue.submit([enc.finish()]);
+        wait()?;
+        if round > 0 {
+            buffer_gbps.push(moved / t.elapsed().as_secs_f64() / 1e9);
+        }
+    }
+
+    // A copy kernel, timed by pass timestamps where the adapter has them.
+    let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("bench copy"), source: wgpu::ShaderSource::Wgsl(COPY_WGSL.into()) });
+    let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some("bench copy"),
+        layout: None,
+        module: &module,
+        entry_point: Some("copy"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("bench copy"),
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[
+            wgpu::BindGroupEntry { binding: 0, resource: src.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 1, resource: dst.as_entire_binding() },
+        ],
+    });
+    let groups = (size / 16).div_ceil(256) as u32;
+    let gx = groups.min(32768);
+    let gy = groups.div_ceil(gx);
+    let ts = gpu.has_timestamps().then(|| {
+        let qs = dev.create_query_set(&wgpu::QuerySetDescriptor { label: Some("bench copy"), ty: wgpu::QueryType::Timestamp, count: 2 });
+        let resolve = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("bench copy timestamps"),
+            size: 16,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let read = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("bench copy timestamps read"),
+            size: 16,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        (qs, resolve, read)
+    });
+    let mut shader_gbps = Vec::new();
+    for round in 0..=ROUNDS {
+        let mut enc = dev.create_command_encoder(&Default::default());
+        {
+            let timestamp_writes = ts.as_ref().map(|(qs, _, _)| wgpu::ComputePassTimestampWrites {
+                query_set: qs,
+                beginning_of_pass_write_index: Some(0),
+                end_of_pass_write_index: Some(1),
+            });
+            let mut cp = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("bench copy"), timestamp_writes });
+            cp.set_pipeline(&pipeline);
+            cp.set_bind_group(0, &bind, &[]);
+            for _ in 0..COPIES {
+                cp.dispatch_workgroups(gx, gy, 1);
+            }
+        }
+        if let Some((qs, resolve, read)) = &ts {
+            enc.resolve_query_set(qs, 0..2, resolve, 0);
+            enc.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
+        }
+        let t = Instant::now();
+        gpu.queue.submit([enc.finish()]);
+        wait()?;
+        let wall = t.elapsed().as_secs_f64();
+        let secs = match &ts {
+            Some((_, _, read)) => {
+                let b = pollster::block_on(gpu.read(read, 16))?;
+                let v: [u64; 2] = bytemuck::pod_read_unaligned(&b[..16]);
+                let ns = v[1].saturating_sub(v[0]) as f64 * gpu.queue.get_timestamp_period() as f64;
+                // A zero or absurd interval (some drivers) falls back to the wall clock.
+                if ns > 0.0 && ns * 1e-9 <= wall * 1.5 {
+                    ns * 1e-9
+                } else {
+                    wall
+                }
+            }
+            None => wall,
+        };
+        if round > 0 {
+            shader_gbps.push(moved / secs / 1e9);
+        }
+    }
+    gpu.check()?;
+    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let med = |v: &[f64]| Dist::of(v).map(|d| d.median).unwrap_or(0.0);
+    let (b, s) = (best(&buffer_gbps), best(&shader_gbps));
+    Ok(CopyBw {
+        bytes: size,
+        buffer_copy_gbps: b,
+        buffer_copy_gbps_median: med(&buffer_gbps),
+        shader_copy_gbps: s,
+        shader_copy_gbps_median: med(&shader_gbps),
+        shader_copy_timer: if ts.is_some() { "timestamps".into() } else { "wall".into() },
+        gbps: b.max(s),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Progress on stderr: one redrawn line on a terminal, one line per step otherwise.
+
+struct Progress {
+    total: f64,
+    done: f64,
+    start: Instant,
+    tty: bool,
+    on: bool,
+}
+
+impl Progress {
+    fn new(total: f64, on: bool) -> Progress {
+        Progress { total: total.max(1e-9), done: 0.0, start: Instant::now(), tty: std::io::stderr().is_terminal(), on }
+    }
+    fn show(&mut self, what: &str) {
+        if !self.on {
+            return;
+        }
+        let f = (self.done / self.total).clamp(0.0, 1.0);
+        let el = self.start.elapsed().as_secs_f64();
+        let eta = if f > 0.01 { format!(" eta {}", mmss(el / f - el)) } else { String::new() };
+        const W: usize = 24;
+        let filled = (f * W as f64).round() as usize;
+        let bar = format!("[{}{}] {:3.0}% {}{}  {}", "#".repeat(filled), "-".repeat(W - filled), f * 100.0, mmss(el), eta, what);
+        let mut e = std::io::stderr();
+        if self.tty {
+            let _ = write!(e, "\r\x1b[2K{bar}");
+        } else {
+            let _ = writeln!(e, "{bar}");
+        }
+        let _ = e.flush();
+    }
+    fn advance(&mut self, w: f64) {
+        self.done += w;
+    }
+    fn finish(&mut self) {
+        if self.on && self.tty {
+            eprintln!("\r\x1b[2K[{}] 100% {}", "#".repeat(24), mmss(self.start.elapsed().as_secs_f64()));
+        }
+    }
+}
+
+fn mmss(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    format!("{}:{:02}", s / 60, s % 60)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Markdown
+
+fn ms(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else if x >= 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+fn mib(b: u64) -> String {
+    let m = b as f64 / (1u64 << 20) as f64;
+    if m >= 100.0 {
+        format!("{m:.0}")
+    } else if m >= 1.0 {
+        format!("{m:.1}")
+    } else {
+        format!("{m:.2}")
+    }
+}
+
+fn ratio(x: f64) -> String {
+    format!("{x:.2}")
+}
+
+/// The markdown report: adapter, ratios, every record, skipped sessions.
+pub fn markdown(r: &Report) -> String {
+    let mut s = String::new();
+    let a = &r.adapter;
+    let set = &r.settings;
+    let bw = r.copy_bandwidth.gbps;
+    s += &format!("## plt bench on {}\n\n", a.describe);
+    s += &format!(
+        "Timer: wall clock per decode call{}. Copy bandwidth {:.1} GB/s ({} MiB; buffer copy {:.1}, copy kernel {:.1}). \
+         {} measured steps after {} warm-up per mode; window left = {}; {:.0} s in all.\n\n",
+        if a.timestamps { " and GPU timestamps" } else { " (no GPU timestamps on this adapter)" },
+        bw,
+        r.copy_bandwidth.bytes >> 20,
+        r.copy_bandwidth.buffer_copy_gbps,
+        r.copy_bandwidth.shader_copy_gbps,
+        set.steps,
+        set.warmup,
+        set.window,
+        r.elapsed_s
+    );
+    let gpu = a.timestamps;
+    s += "### Ratios (median decode step time)\n\n";
+    s += "| model | dtype | L | B | T | PLT fused / non-looped | vanilla / PLT fused | sequential / fused | KV PLT / non-looped | KV vanilla / PLT |\n";
+    s += "|---|---|---|---|---|---|---|---|---|---|\n";
+    let pr = |p: &Pair| match p.gpu.filter(|_| gpu) {
+        Some(g) => format!("{} (GPU {})", ratio(p.wall), ratio(g)),
+        None => ratio(p.wall),
+    };
+    for x in &r.ratios {
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            x.preset,
+            x.dtype,
+            x.loops,
+            x.batch,
+            x.context,
+            pr(&x.plt_fused_over_nonlooped),
+            pr(&x.vanilla_over_plt_fused),
+            pr(&x.sequential_over_fused),
+            ratio(x.kv_plt_over_nonlooped),
+            ratio(x.kv_vanilla_over_plt)
+        );
+    }
+    s += "\n### Decode steps\n\n";
+    s += "| model | dtype | mode | L | B | T | passes | median ms | p90 ms | GPU median ms | prefill tok/s | KV MiB (spec) | KV alloc = spec | session MiB | weights GB/s | of copy bw |\n";
+    s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for x in &r.results {
+        let wg = x.weight_gbps_gpu.unwrap_or(x.weight_gbps_wall);
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {:.2} | {:.1}% |\n",
+            x.preset,
+            x.dtype,
+            x.mode,
+            x.loops,
+            x.batch,
+            x.context,
+            x.passes,
+            ms(x.wall_ms.median),
+            ms(x.wall_ms.p90),
+            x.gpu_ms.as_ref().map(|d| ms(d.median)).unwrap_or_else(|| "-".into()),
+            x.prefill.tokens_per_s,
+            mib(x.kv.spec_bytes),
+            match x.kv.matches_spec {
+                Some(true) => "yes",
+                Some(false) => "NO",
+                None => "n/a",
+            },
+            mib(x.session_bytes),
+            wg,
+            100.0 * wg / bw
+        );
+    }
+    if !r.skipped.is_empty() {
+        s += "\n### Skipped\n\n| model | dtype | variant | B | T | reason |\n|---|---|---|---|---|---|\n";
+        for k in &r.skipped {
+            let o = |v: Option<usize>| v.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+            s += &format!("| {} | {} | {} | {} | {} | {} |\n", k.preset, k.dtype, k.model, o(k.batch), o(k.context), k.reason);
+        }
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// SVG: median decode latency against context length, one panel per (size, dtype, B), one line
+// per mode and L.
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// "Nice" tick step for a 0..max axis with about `n` ticks.
+fn tick_step(max: f64, n: f64) -> f64 {
+    let raw = (max / n).max(1e-12);
+    let p = 10f64.powf(raw.log10().floor());
+    let m = raw / p;
+    p * if m <= 1.0 {
+        1.0
+    } else if m <= 2.0 {
+        2.0
+    } else if m <= 5.0 {
+        5.0
+    } else {
+        10.0
+    }
+}
+
+pub fn svg(r: &Report) -> String {
+    let mut panels: Vec<(String, String, usize)> = Vec::new();
+    for x in &r.results {
+        let k = (x.preset.clone(), x.dtype.clone(), x.batch);
+        if !panels.contains(&k) {
+            panels.push(k);
+        }
+    }
+    let (pw, ph) = (360.0, 250.0);
+    let (ml, mr, mt, mb) = (56.0, 12.0, 28.0, 40.0);
+    let cols = panels.len().clamp(1, 3);
+    let rows = panels.len().div_ceil(cols).max(1);
+    let legend_h = 56.0;
+    let (w, h) = (cols as f64 * pw + 20.0, rows as f64 * ph + legend_h + 40.0);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    s += &format!("<text x=\"10\" y=\"20\" font-size=\"14\">plt bench: median decode step (wall, ms) vs context length on {}</text>\n", esc(&r.adapter.describe));
+    // Series: (mode, loops) in a fixed order.
+    let mut series: Vec<(String, usize)> = Vec::new();
+    for x in &r.results {
+        let k = (x.mode.clone(), x.loops);
+        if !series.contains(&k) {
+            series.push(k);
+        }
+    }
+    series.sort_by_key(|(m, l)| (["non-looped", "plt-fused", "plt-sequential", "vanilla"].iter().position(|x| x == m).unwrap_or(9), *l));
+    let color = |m: &str| match m {
+        "non-looped" => "#222222",
+        "plt-fused" => "#1f77b4",
+        "plt-sequential" => "#ff7f0e",
+        _ => "#d62728",
+    };
+    let dash = |l: usize| match l {
+        1 | 2 => "",
+        3 => "6,3",
+        _ => "2,2",
+    };
+    let name = |m: &str, l: usize| if m == "non-looped" { "non-looped (L=1)".to_string() } else { format!("{m} L={l}") };
+    // Legend.
+    for (i, (m, l)) in series.iter().enumerate() {
+        let (x, y) = (14.0 + (i % 4) as f64 * 180.0, 38.0 + (i / 4) as f64 * 16.0);
+        s += &format!(
+            "<line x1=\"{x}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"{}\" stroke-width=\"2\" stroke-dasharray=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>\n",
+            x + 24.0,
+            color(m),
+            dash(*l),
+            x + 30.0,
+            y + 4.0,
+            esc(&name(m, *l))
+        );
+    }
+    for (pi, (preset, dtype, b)) in panels.iter().enumerate() {
+        let ox = 10.0 + (pi % cols) as f64 * pw;
+        let oy = legend_h + 20.0 + (pi / cols) as f64 * ph;
+        let recs: Vec<&Record> = r.results.iter().filter(|x| &x.preset == preset && &x.dtype == dtype && x.batch == *b).collect();
+        let mut ctxs: Vec<usize> = recs.iter().map(|x| x.context).collect();
+        ctxs.sort();
+        ctxs.dedup();
+        let (lo, hi) = ((ctxs[0] as f64).log2(), (ctxs[ctxs.len() - 1] as f64).log2());
+        let (lo, hi) = if hi - lo < 1e-9 { (lo - 1.0, hi + 1.0) } else { (lo, hi) };
+        let ymax_data = recs.iter().map(|x| x.wall_ms.median).fold(0.0, f64::max).max(1e-6);
+        let step = tick_step(ymax_data, 5.0);
+        let ymax = (ymax_data / step).ceil() * step;
+        let (x0, x1, y0, y1) = (ox + ml, ox + pw - mr, oy + ph - mb, oy + mt);
+        let px = |c: usize| x0 + ((c as f64).log2() - lo) / (hi - lo) * (x1 - x0);
+        let py = |v: f64| y0 - v / ymax * (y0 - y1);
+        s += &format!("<text x=\"{}\" y=\"{}\" font-size=\"12\" font-weight=\"bold\">{} {} B={}</text>\n", x0, oy + 16.0, esc(preset), esc(dtype), b);
+        s += &format!("<rect x=\"{x0}\" y=\"{y1}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#999\"/>\n", x1 - x0, y0 - y1);
+        let mut v = 0.0;
+        while v <= ymax + 1e-9 {
+            let y = py(v);
+            s += &format!(
+                "<line x1=\"{x0}\" y1=\"{y:.1}\" x2=\"{x1}\" y2=\"{y:.1}\" stroke=\"#eee\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+                x0 - 4.0,
+                y + 4.0,
+                ms(v)
+            );
+            v += step;
+        }
+        for &c in &ctxs {
+            s += &format!("<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{c}</text>\n", px(c), y0 + 14.0);
+        }
+        s += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">context length T</text>\n", (x0 + x1) / 2.0, y0 + 30.0);
+        s += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 {} {})\">ms / step</text>\n", ox + 14.0, (y0 + y1) / 2.0, ox + 14.0, (y0 + y1) / 2.0);
+        for (m, l) in &series {
+            let mut pts: Vec<(usize, f64)> = recs.iter().filter(|x| &x.mode == m && x.loops == *l).map(|x| (x.context, x.wall_ms.median)).collect();
+            if pts.is_empty() {
+                continue;
+            }
+            pts.sort_by_key(|p| p.0);
+            let path: Vec<String> = pts.iter().map(|&(c, v)| format!("{:.1},{:.1}", px(c), py(v))).collect();
+            s += &format!(
+                "<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\" stroke-dasharray=\"{}\"><title>{}</title></polyline>\n",
+                path.join(" "),
+                color(m),
+                dash(*l),
+                esc(&name(m, *l))
+            );
+            for &(c, v) in &pts {
+                s += &format!("<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{}\"><title>{} T={c}: {} ms</title></circle>\n", px(c), py(v), color(m), esc(&name(m, *l)), ms(v));
+            }
+        }
+    }
+    s += "</svg>\n";
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dist_median_and_p90() {
+        let d = Dist::of(&[5.0, 1.0, 3.0, 2.0, 4.0]).unwrap();
+        assert_eq!((d.median, d.p90, d.min, d.max, d.mean), (3.0, 5.0, 1.0, 5.0, 3.0));
+        let d = Dist::of(&[1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert_eq!((d.median, d.p90), (2.5, 4.0));
+        let xs: Vec<f64> = (1..=20).map(|x| x as f64).collect();
+        assert_eq!(Dist::of(&xs).unwrap().p90, 18.0);
+        assert!(Dist::of(&[]).is_none());
+    }
+
+    #[test]
+    fn presets_are_valid_configs() {
+        for (n, _, _) in PRESETS {
+            let s = preset(n).unwrap();
+            for (l, m) in [(1, "parallel"), (2, "parallel"), (3, "vanilla")] {
+                s.config(l, m, 64, 4096).unwrap();
+            }
+        }
+        let s = preset("llama-850m").unwrap();
+        let p = s.config(1, "parallel", 64, 4096).unwrap().num_params();
+        assert!((800_000_000..900_000_000).contains(&p), "{p}");
+        let s = preset("smollm2-135m").unwrap();
+        assert_eq!((s.hidden, s.layers, s.heads, s.kv_heads, s.ffn, s.vocab, s.head_dim), (576, 30, 9, 3, 1536, 32000, 64));
+    }
+
+    #[test]
+    fn tick_steps_are_round() {
+        assert_eq!(tick_step(10.0, 5.0), 2.0);
+        assert_eq!(tick_step(0.7, 5.0), 0.2);
+        assert_eq!(tick_step(1234.0, 5.0), 500.0);
+    }
 }

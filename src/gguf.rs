@@ -875,6 +875,10 @@ pub struct GgufTokenizer {
     pub chat_template: Option<String>,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
+    /// Whether prompts start with BOS (`tokenizer.ggml.add_bos_token`, else llama.cpp's default
+    /// for the pre-tokenizer). The JSON's post-processor also adds it when a caller encodes with
+    /// `add_special_tokens = true`.
+    pub add_bos: bool,
 }
 
 impl GgufTokenizer {
@@ -1285,6 +1289,6 @@ impl GgufTokenizer {
                 "ignore_merges": ignore_merges, "vocab": vocab, "merges": pairs,
             },
         });
-        Ok(Some(GgufTokenizer { tokenizer_json, chat_template, bos, eos }))
+        Ok(Some(GgufTokenizer { tokenizer_json, chat_template, bos, eos, add_bos: add_bos && bos.is_some() }))
     }
 }

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod config;
 pub mod error;
+pub mod generate;
 pub mod gguf;
 pub mod gpu;
 pub mod init;

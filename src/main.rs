@@ -1,14 +1,20 @@
-//! The `plt` command: `init` (random models), `score` (log-probabilities, the cross-implementation
-//! check), `info` (config, sizes, KV bytes).
+//! The `plt` command: generate, chat, perplexity, info, score, init, bench.
 
-use clap::{Parser, Subcommand};
-use plt::gpu::{Gpu, GpuOptions};
+use clap::{Args, Parser, Subcommand};
+use plt::generate::{read_model, Engine, FinishReason, GenerateOptions, LoadOptions, TextSession};
+use plt::gpu::GpuOptions;
 use plt::init::{random_weights, write_model, InitOptions};
 use plt::model::{Exec, GpuModel, Logits, Session, SessionOptions};
-use plt::tokenizer::Tokenizer;
-use plt::{reference, Config, DType, Error, GateMode, LoopMode, Result, Weights};
+use plt::sampling::{sample_cpu, SamplerConfig};
+use plt::tokenizer::{ChatMessage, StreamDecoder, Tokenizer};
+use plt::{reference, Config, DType, Error, GateMode, LoopMode, Result};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
+
+/// The shipped default model (`models/`), used when `--model` is not given.
+const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/plt2-shakespeare");
 
 #[derive(Parser)]
 #[command(name = "plt", version, about = "A wgpu runtime for the Parallel Loop Transformer")]
@@ -19,20 +25,121 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Write a random model directory (config.json, model.safetensors, tokenizer.json).
-    Init(InitArgs),
+    /// Generate text from a prompt, streamed to stdout.
+    Generate(GenerateArgs),
+    /// An interactive chat using the model's chat template.
+    Chat(ChatArgs),
+    /// Perplexity of a text file, in context-sized chunks.
+    Perplexity(PerplexityArgs),
+    /// Print a model's config, sizes and KV-cache bytes.
+    Info(InfoArgs),
     /// Print the log-probability of each token given the tokens before it, as JSON.
     Score(ScoreArgs),
+    /// Write a random model directory (config.json, model.safetensors, tokenizer.json).
+    Init(InitArgs),
     /// Measure decode latency and KV memory: PLT fused vs sequential vs non-looped vs vanilla.
     Bench(plt::bench::BenchArgs),
-    /// Print a model's config, parameter count and KV-cache bytes.
-    Info {
-        #[arg(long)]
-        model: PathBuf,
-    },
 }
 
-#[derive(clap::Args)]
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// A model directory (config.json, safetensors, tokenizer.json) or a .gguf file.
+    /// Default: the shipped PLT model.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Device storage of the matrices: f32 or f16 (default: as stored, BF16 as f32).
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Use the adapter whose name contains this.
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Run on the CPU reference instead of the GPU (slow; also the fallback without an adapter).
+    #[arg(long)]
+    cpu: bool,
+}
+
+#[derive(Args, Clone)]
+struct SampleArgs {
+    /// Tokens to generate at most.
+    #[arg(long, short = 'n', default_value_t = 128)]
+    max_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// 0 = off.
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.1)]
+    repeat_penalty: f32,
+    #[arg(long, default_value_t = 64)]
+    repeat_last_n: usize,
+    /// Random seed (default: from the clock, printed to stderr).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop before this string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Keep going past the end-of-sequence token.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Loop execution for PLT models: parallel (fused, one pass of L rows) or sequential.
+    #[arg(long, default_value = "parallel")]
+    mode: String,
+    /// Context length of the session (default: min(2048, the model's)).
+    #[arg(long)]
+    context: Option<usize>,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// The prompt.
+    prompt: String,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sample: SampleArgs,
+    /// Wrap the prompt in the model's chat template as a user message.
+    #[arg(long)]
+    chat: bool,
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sample: SampleArgs,
+    /// A system message to start the conversation with.
+    #[arg(long)]
+    system: Option<String>,
+}
+
+#[derive(Args)]
+struct PerplexityArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The text file.
+    #[arg(long)]
+    file: PathBuf,
+    /// Tokens per chunk (default: min(256, the model's context)).
+    #[arg(long)]
+    context: Option<usize>,
+    /// Score at most this many chunks.
+    #[arg(long)]
+    max_chunks: Option<usize>,
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    #[arg(long)]
+    model: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct InitArgs {
     dir: PathBuf,
     #[arg(long, default_value_t = 0)]
@@ -90,7 +197,7 @@ struct InitArgs {
     shards: usize,
 }
 
-#[derive(clap::Args)]
+#[derive(Args)]
 struct ScoreArgs {
     #[arg(long)]
     model: PathBuf,
@@ -122,9 +229,12 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,wgpu_hal::gles=off")).init();
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Init(a) => init(a),
+        Cmd::Generate(a) => generate(a),
+        Cmd::Chat(a) => chat(a),
+        Cmd::Perplexity(a) => perplexity(a),
+        Cmd::Info(a) => info(&model_path(&a.model)),
         Cmd::Score(a) => score(a),
-        Cmd::Info { model } => info(&model),
+        Cmd::Init(a) => init(a),
         Cmd::Bench(a) => plt::bench::run(&a),
     };
     if let Err(e) = r {
@@ -133,8 +243,335 @@ fn main() {
     }
 }
 
+fn model_path(m: &Option<PathBuf>) -> PathBuf {
+    m.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL))
+}
+
 fn parse_dtype(s: &str) -> Result<DType> {
     DType::parse(s).ok_or_else(|| Error::Input(format!("unknown dtype `{s}` (expected f32, f16 or bf16)")))
+}
+
+fn parse_exec(s: &str) -> Result<Exec> {
+    Exec::parse(s).ok_or_else(|| Error::Input(format!("--mode: expected parallel or sequential, got `{s}`")))
+}
+
+/// A one-line progress bar on stderr (only redrawn on a terminal).
+fn progress_bar(stage: &str, fraction: f32) {
+    let tty = std::io::stderr().is_terminal();
+    if !tty && fraction < 1.0 {
+        return;
+    }
+    let w = 30;
+    let done = ((fraction.clamp(0.0, 1.0)) * w as f32) as usize;
+    eprint!("\r{stage:>10} [{}{}] {:3.0}%", "#".repeat(done), " ".repeat(w - done), fraction * 100.0);
+    if fraction >= 1.0 {
+        eprintln!();
+    }
+}
+
+fn sampler(a: &SampleArgs) -> Result<SamplerConfig> {
+    let seed = a.seed.unwrap_or_else(|| {
+        let s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        eprintln!("seed: {s}");
+        s
+    });
+    let s = SamplerConfig {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        min_p: a.min_p,
+        repetition_penalty: a.repeat_penalty,
+        repeat_last_n: a.repeat_last_n,
+        seed,
+    };
+    s.validate()?;
+    Ok(s)
+}
+
+fn options(a: &SampleArgs) -> Result<GenerateOptions> {
+    Ok(GenerateOptions {
+        max_tokens: a.max_tokens,
+        sampler: sampler(a)?,
+        stop: a.stop.clone(),
+        stop_at_eos: !a.ignore_eos,
+        exec: parse_exec(&a.mode)?,
+        cancel: None,
+    })
+}
+
+/// Text generation on the GPU, or on the CPU reference (`--cpu`, or loudly when no adapter).
+enum Backend {
+    Gpu(Box<TextSession>),
+    Cpu(Box<CpuSession>),
+}
+
+/// The CPU fallback: the reference's step-by-step decoder and the reference sampler.
+struct CpuSession {
+    tok: Tokenizer,
+    dec: reference::Decoder<'static>,
+    tokens: Vec<u32>,
+    pending: Option<u32>,
+    context: usize,
+}
+
+impl CpuSession {
+    fn generate(&mut self, prompt: &str, opts: &GenerateOptions, out: &mut dyn FnMut(&str) -> bool) -> Result<(usize, f64)> {
+        let first = self.tokens.is_empty() && self.pending.is_none();
+        let ids: Vec<u32> = self.pending.take().into_iter().chain(self.tok.encode(prompt, first)?).collect();
+        if self.tokens.len() + ids.len() >= self.context {
+            return Err(Error::Input(format!("the prompt does not fit the context of {}", self.context)));
+        }
+        let mut logits = Vec::new();
+        for &t in &ids {
+            logits = self.dec.step(t);
+            self.tokens.push(t);
+        }
+        let mut stream = StreamDecoder::new(true);
+        let (mut n, start) = (0, Instant::now());
+        let mut text = String::new();
+        loop {
+            let next = sample_cpu(&logits, &self.tokens, &opts.sampler, self.tokens.len() as u32, 0);
+            self.pending = Some(next);
+            if opts.stop_at_eos && self.tok.is_eos(next) {
+                break;
+            }
+            n += 1;
+            if let Some(p) = stream.push(&self.tok, next)? {
+                text += &p;
+                if opts.stop.iter().any(|s| text.contains(s.as_str())) || !out(&p) {
+                    break;
+                }
+            }
+            if n >= opts.max_tokens || self.tokens.len() + 1 >= self.context {
+                break;
+            }
+            logits = self.dec.step(next);
+            self.tokens.push(next);
+            self.pending = None;
+        }
+        if let Some(p) = stream.flush(&self.tok)? {
+            out(&p);
+        }
+        Ok((n, start.elapsed().as_secs_f64()))
+    }
+}
+
+fn open(m: &ModelArgs, context: Option<usize>) -> Result<Backend> {
+    let path = model_path(&m.model);
+    if m.model.is_none() && !path.exists() {
+        return Err(Error::Input(format!("the default model is missing at {}; pass --model DIR", path.display())));
+    }
+    let cpu_session = |reason: &str| -> Result<Backend> {
+        if !reason.is_empty() {
+            eprintln!("warning: {reason}");
+            eprintln!("warning: falling back to the CPU reference: correct but SLOW. On Linux, `apt-get install -y mesa-vulkan-drivers` gives a software GPU adapter.");
+        }
+        let (cfg, w, tok) = read_model(&path)?;
+        let tok = tok.ok_or_else(|| Error::Tokenizer(format!("{} has no tokenizer", path.display())))?;
+        let weights: &'static plt::Weights = Box::leak(Box::new(w));
+        let cfg2: &'static Config = Box::leak(Box::new(cfg.clone()));
+        let context = context.unwrap_or(2048).min(cfg.max_position_embeddings);
+        // The process keeps the weights until it exits (the decoder borrows them).
+        Ok(Backend::Cpu(Box::new(CpuSession { dec: reference::Decoder::new(cfg2, weights), tok, tokens: vec![], pending: None, context })))
+    };
+    if m.cpu {
+        return cpu_session("");
+    }
+    let opts = LoadOptions {
+        dtype: m.dtype.as_deref().map(parse_dtype).transpose()?,
+        gpu: GpuOptions { adapter: m.adapter.clone() },
+    };
+    let engine = match Engine::load_blocking(&path, &opts, &mut progress_bar) {
+        Ok(e) => e,
+        Err(Error::NoAdapter(msg)) => return cpu_session(&format!("no GPU adapter ({msg})")),
+        Err(e) => return Err(e),
+    };
+    eprintln!("{} on {}", path.display(), engine.gpu.describe());
+    let context = context.unwrap_or(2048).min(engine.cfg().max_position_embeddings);
+    Ok(Backend::Gpu(Box::new(TextSession::new(Arc::new(engine), context)?)))
+}
+
+fn print_piece(p: &str) -> bool {
+    let mut out = std::io::stdout().lock();
+    out.write_all(p.as_bytes()).is_ok() && out.flush().is_ok()
+}
+
+fn run_turn(b: &mut Backend, prompt: &str, opts: &GenerateOptions) -> Result<()> {
+    match b {
+        Backend::Gpu(ts) => {
+            let g = ts.generate_blocking(prompt, opts, &mut print_piece)?;
+            let t = g.timings;
+            let why = match &g.finish {
+                FinishReason::Eos => "end of sequence".to_string(),
+                FinishReason::Stop(s) => format!("stop string {s:?}"),
+                FinishReason::MaxTokens => "max tokens".into(),
+                FinishReason::Cancelled => "cancelled".into(),
+                FinishReason::ContextFull => "context full".into(),
+            };
+            eprintln!(
+                "\n[{} prompt tokens in {:.0} ms; {} tokens, {:.1} tok/s, {:.1} ms/token; stopped: {why}]",
+                t.prompt_tokens,
+                t.prefill_ms,
+                t.generated_tokens,
+                t.tokens_per_second(),
+                t.ms_per_token()
+            );
+        }
+        Backend::Cpu(cs) => {
+            let (n, secs) = cs.generate(prompt, opts, &mut print_piece)?;
+            eprintln!("\n[CPU reference: {n} tokens, {:.2} tok/s]", n as f64 / secs.max(1e-9));
+        }
+    }
+    Ok(())
+}
+
+fn tokenizer_of(b: &Backend) -> Result<&Tokenizer> {
+    match b {
+        Backend::Gpu(ts) => ts.engine.tokenizer(),
+        Backend::Cpu(cs) => Ok(&cs.tok),
+    }
+}
+
+fn generate(a: GenerateArgs) -> Result<()> {
+    let opts = options(&a.sample)?;
+    let mut b = open(&a.model, a.sample.context)?;
+    let prompt = if a.chat {
+        tokenizer_of(&b)?.apply_chat_template(&[ChatMessage::new("user", &a.prompt)], true)?
+    } else {
+        a.prompt.clone()
+    };
+    if !a.chat {
+        print_piece(&a.prompt);
+    }
+    run_turn(&mut b, &prompt, &opts)
+}
+
+fn chat(a: ChatArgs) -> Result<()> {
+    let opts = options(&a.sample)?;
+    let mut b = open(&a.model, a.sample.context)?;
+    let mut messages: Vec<ChatMessage> = a.system.iter().map(|s| ChatMessage::new("system", s)).collect();
+    // What has been fed so far, as text; each turn feeds only what the template adds to it.
+    let mut fed = String::new();
+    let tty = std::io::stdin().is_terminal();
+    eprintln!("(chat: /reset starts over, /exit or end of input quits)");
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        if tty {
+            eprint!("> ");
+        }
+        let Some(line) = lines.next() else { break };
+        let line = line.map_err(|e| Error::Input(format!("reading stdin: {e}")))?;
+        let line = line.trim();
+        match line {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/reset" => {
+                messages.retain(|m| m.role == "system");
+                fed.clear();
+                match &mut b {
+                    Backend::Gpu(ts) => ts.reset()?,
+                    Backend::Cpu(_) => b = open(&a.model, a.sample.context)?,
+                }
+                continue;
+            }
+            _ => {}
+        }
+        messages.push(ChatMessage::new("user", line));
+        let full = tokenizer_of(&b)?.apply_chat_template(&messages, true)?;
+        let new = match full.strip_prefix(fed.as_str()) {
+            Some(rest) => rest.to_string(),
+            None => {
+                // The template rewrote earlier turns: start the context over.
+                if let Backend::Gpu(ts) = &mut b {
+                    ts.reset()?;
+                }
+                full.clone()
+            }
+        };
+        let mut reply = String::new();
+        let mut show = |p: &str| {
+            reply += p;
+            print_piece(p)
+        };
+        match &mut b {
+            Backend::Gpu(ts) => {
+                let g = ts.generate_blocking(&new, &opts, &mut show)?;
+                eprintln!("\n[{} tokens, {:.1} tok/s]", g.timings.generated_tokens, g.timings.tokens_per_second());
+            }
+            Backend::Cpu(cs) => {
+                cs.generate(&new, &opts, &mut show)?;
+                println!();
+            }
+        }
+        messages.push(ChatMessage::new("assistant", reply.trim()));
+        fed = tokenizer_of(&b)?.apply_chat_template(&messages, false)?;
+    }
+    Ok(())
+}
+
+fn perplexity(a: PerplexityArgs) -> Result<()> {
+    let path = model_path(&a.model.model);
+    let text = std::fs::read_to_string(&a.file).map_err(|e| Error::io(&a.file, e))?;
+    let opts = LoadOptions { dtype: a.model.dtype.as_deref().map(parse_dtype).transpose()?, gpu: GpuOptions { adapter: a.model.adapter.clone() } };
+    let engine = Engine::load_blocking(&path, &opts, &mut progress_bar)?;
+    let tok = engine.tokenizer()?;
+    let ids = tok.encode(&text, false)?;
+    let ctx = a.context.unwrap_or(256).min(engine.cfg().max_position_embeddings);
+    if ctx < 2 {
+        return Err(Error::Input("--context must be at least 2".into()));
+    }
+    let mut chunks: Vec<&[u32]> = ids.chunks(ctx).filter(|c| c.len() >= 2).collect();
+    if let Some(m) = a.max_chunks {
+        chunks.truncate(m);
+    }
+    if chunks.is_empty() {
+        return Err(Error::Input(format!("{} has fewer than 2 tokens", a.file.display())));
+    }
+    let v = engine.cfg().vocab_size;
+    let mut s = Session::new(engine.model.clone(), SessionOptions { batch: 1, context: ctx, prefill_chunk: 128.min(ctx) })?;
+    let (mut nll, mut n) = (0.0f64, 0usize);
+    let start = Instant::now();
+    for (i, c) in chunks.iter().enumerate() {
+        s.reset(0)?;
+        let logits = s.prefill_blocking(0, c, Logits::All)?;
+        for t in 0..c.len() - 1 {
+            nll -= reference::logprob(&logits[t * v..(t + 1) * v], c[t + 1]);
+            n += 1;
+        }
+        progress_bar("perplexity", (i + 1) as f32 / chunks.len() as f32);
+    }
+    let ppl = (nll / n as f64).exp();
+    println!(
+        "{}",
+        serde_json::json!({
+            "file": a.file.display().to_string(), "tokens_scored": n, "chunks": chunks.len(), "context": ctx,
+            "mean_nll": nll / n as f64, "perplexity": ppl, "seconds": start.elapsed().as_secs_f64(),
+            "adapter": engine.gpu.describe(),
+        })
+    );
+    Ok(())
+}
+
+fn info(path: &Path) -> Result<()> {
+    let (cfg, w, tok) = read_model(path)?;
+    let layer_kv = 2 * cfg.num_hidden_layers * cfg.kv_dim() * 4;
+    let json = serde_json::json!({
+        "model": path.display().to_string(),
+        "config": cfg.to_json(),
+        "parameters": cfg.num_params(),
+        "stored_dtype": w.dtype.name(),
+        "weight_bytes_f16": cfg.num_params() * 2,
+        "weight_bytes_f32": cfg.num_params() * 4,
+        "kv_bytes_per_token_f32": layer_kv,
+        "kv_bytes_fixed_f32": cfg.kv_bytes(0, 4),
+        "kv_bytes_at_max_positions_f32": cfg.kv_bytes(cfg.max_position_embeddings, 4),
+        "tokenizer": tok.as_ref().map(|t| serde_json::json!({
+            "vocab": t.vocab_size(), "bos": t.bos, "eos": t.eos, "chat_template": t.chat_template.is_some(),
+        })),
+    });
+    println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+    Ok(())
 }
 
 fn init(a: InitArgs) -> Result<()> {
@@ -177,12 +614,6 @@ fn init(a: InitArgs) -> Result<()> {
     Ok(())
 }
 
-fn load(dir: &Path) -> Result<(Config, Weights)> {
-    let cfg = Config::from_file(&dir.join("config.json"))?;
-    let w = Weights::load_dir(dir, &cfg)?;
-    Ok((cfg, w))
-}
-
 fn parse_tokens(s: &str) -> Result<Vec<u32>> {
     s.split(',')
         .map(|t| t.trim())
@@ -192,10 +623,10 @@ fn parse_tokens(s: &str) -> Result<Vec<u32>> {
 }
 
 fn score(a: ScoreArgs) -> Result<()> {
-    let (cfg, w) = load(&a.model)?;
+    let (cfg, w, tok) = read_model(&a.model)?;
     let tokens = match (&a.tokens, &a.text) {
         (Some(t), _) => parse_tokens(t)?,
-        (None, Some(text)) => Tokenizer::from_file(&a.model.join("tokenizer.json"), cfg.vocab_size)?.encode(text)?,
+        (None, Some(text)) => tok.ok_or_else(|| Error::Tokenizer("the model has no tokenizer.json".into()))?.encode(text, true)?,
         (None, None) => return Err(Error::Input("give --tokens or --text".into())),
     };
     if tokens.len() < 2 {
@@ -204,9 +635,11 @@ fn score(a: ScoreArgs) -> Result<()> {
     if let Some(t) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
         return Err(Error::Input(format!("token id {t} is out of range (vocab_size {})", cfg.vocab_size)));
     }
-    let exec = Exec::parse(&a.mode)
-        .ok_or_else(|| Error::Input(format!("--mode: expected parallel or sequential, got `{}`", a.mode)))?;
+    let exec = parse_exec(&a.mode)?;
     let n = tokens.len();
+    if n > cfg.max_position_embeddings {
+        return Err(Error::Input(format!("{n} tokens exceed max_position_embeddings ({})", cfg.max_position_embeddings)));
+    }
     let prefill = a.prefill.unwrap_or(n / 2).clamp(1, n);
     let mode = if cfg.num_loops > 1 && cfg.loop_mode == LoopMode::Vanilla { "vanilla".to_string() } else { a.mode.clone() };
     // logits[t] predicts tokens[t+1]; the last token's logits are not needed.
@@ -214,18 +647,14 @@ fn score(a: ScoreArgs) -> Result<()> {
         (reference::forward(&cfg, &w, &tokens[..n - 1]), "cpu-reference".into())
     } else {
         let dtype = a.dtype.as_deref().map(parse_dtype).transpose()?;
-        let gpu = Arc::new(Gpu::new_blocking(&GpuOptions { adapter: a.adapter.clone() })?);
+        let gpu = Arc::new(plt::gpu::Gpu::new_blocking(&GpuOptions { adapter: a.adapter.clone() })?);
         let adapter = gpu.describe();
         let model = Arc::new(GpuModel::new(gpu, &cfg, &w, dtype)?);
-        let opts = SessionOptions { batch: 1, context: n.min(cfg.max_position_embeddings), prefill_chunk: 128 };
-        let mut s = Session::new(model, opts)?;
+        let mut s = Session::new(model, SessionOptions { batch: 1, context: n, prefill_chunk: 128 })?;
         let v = cfg.vocab_size;
-        let mut out: Vec<Vec<f32>> = pollster::block_on(s.prefill(0, &tokens[..prefill], Logits::All))?
-            .chunks(v)
-            .map(|c| c.to_vec())
-            .collect();
+        let mut out: Vec<Vec<f32>> = s.prefill_blocking(0, &tokens[..prefill], Logits::All)?.chunks(v).map(|c| c.to_vec()).collect();
         for &t in &tokens[prefill..n - 1] {
-            out.push(pollster::block_on(s.decode(&[t], exec, true))?);
+            out.push(s.decode_blocking(&[t], exec, true)?);
         }
         out.truncate(n - 1);
         (out, adapter)
@@ -239,18 +668,5 @@ fn score(a: ScoreArgs) -> Result<()> {
         "prefill": if a.cpu { n - 1 } else { prefill },
     });
     println!("{json}");
-    Ok(())
-}
-
-fn info(dir: &Path) -> Result<()> {
-    let cfg = Config::from_file(&dir.join("config.json"))?;
-    let json = serde_json::json!({
-        "config": cfg.to_json(),
-        "parameters": cfg.num_params(),
-        "kv_bytes_per_token_f32": cfg.kv_bytes(1, 4) - cfg.kv_bytes(0, 4),
-        "kv_bytes_fixed_f32": cfg.kv_bytes(0, 4),
-        "kv_bytes_at_max_positions_f32": cfg.kv_bytes(cfg.max_position_embeddings, 4),
-    });
-    println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
     Ok(())
 }

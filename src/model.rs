@@ -130,7 +130,25 @@ impl GpuModel {
     /// Uploads `w`. `dtype` is the matrices' device storage: F32 or F16 (BF16 is stored as F32);
     /// `None` keeps F16 for F16 checkpoints and F32 otherwise.
     pub fn new(gpu: Arc<Gpu>, cfg: &Config, w: &Weights, dtype: Option<DType>) -> Result<GpuModel> {
+        GpuModel::new_with_progress(gpu, cfg, w, dtype, &mut |_| {})
+    }
+
+    /// `new`, calling `progress(fraction)` as layers are uploaded.
+    pub fn new_with_progress(
+        gpu: Arc<Gpu>,
+        cfg: &Config,
+        w: &Weights,
+        dtype: Option<DType>,
+        progress: &mut dyn FnMut(f32),
+    ) -> Result<GpuModel> {
         cfg.validate()?;
+        if w.layers.len() != cfg.num_hidden_layers {
+            return Err(Error::Input(format!(
+                "the weights have {} layers, the config {}",
+                w.layers.len(),
+                cfg.num_hidden_layers
+            )));
+        }
         let dtype = match dtype.unwrap_or(w.dtype) {
             DType::F16 => DType::F16,
             _ => DType::F32,
@@ -186,6 +204,7 @@ impl GpuModel {
                 down_proj: mat(&format!("layers.{i}.down_proj"), &[&l.mlp.down_proj.weight.data])?,
                 plt_gate,
             });
+            progress((i + 1) as f32 / (cfg.num_hidden_layers + 1) as f32);
         }
         let embed = mat("embed_tokens", &[&w.embed_tokens.data])?;
         let lm_head = match &w.lm_head {
@@ -195,6 +214,7 @@ impl GpuModel {
         let norm = vec("norm", &w.norm.data)?;
         let dummy = gpu.storage("dummy", 16)?;
         gpu.check()?;
+        progress(1.0);
         Ok(GpuModel { cfg: cfg.clone(), gpu, dtype, embed, lm_head, norm, layers, dummy })
     }
 

@@ -1,38 +1,211 @@
-//! `tokenizer.json` (Hugging Face `tokenizers` format): encode and decode, checked against the
-//! model's vocabulary size.
+//! Text ↔ token ids: a Hugging Face `tokenizer.json` (the `tokenizers` crate), the model's
+//! special tokens (BOS/EOS from config.json, generation_config.json, tokenizer_config.json),
+//! chat templates (Jinja, rendered with minijinja) and streaming detokenisation that never
+//! emits half of a multi-byte character.
 
+use crate::config::Config;
 use crate::error::{Error, Result};
 use std::path::Path;
 
+/// One chat message.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: &str, content: &str) -> ChatMessage {
+        ChatMessage { role: role.to_string(), content: content.to_string() }
+    }
+}
+
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    pub bos: Option<u32>,
+    pub eos: Vec<u32>,
+    /// Prepend BOS when encoding a prompt (and the tokenizer's post-processor did not).
+    pub add_bos: bool,
+    pub chat_template: Option<String>,
 }
 
 impl Tokenizer {
-    pub fn from_file(path: &Path, vocab_size: usize) -> Result<Tokenizer> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Tokenizer::from_bytes(&bytes, vocab_size)
-    }
-
     /// Parses a tokenizer and checks that every id it can produce is below `vocab_size`.
     pub fn from_bytes(bytes: &[u8], vocab_size: usize) -> Result<Tokenizer> {
         let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer(e.to_string()))?;
         let n = inner.get_vocab_size(true);
         if n > vocab_size {
-            return Err(Error::Tokenizer(format!(
-                "the tokenizer has {n} tokens but the model's vocab_size is {vocab_size}"
-            )));
+            return Err(Error::Tokenizer(format!("the tokenizer has {n} tokens but the model's vocab_size is {vocab_size}")));
         }
-        Ok(Tokenizer { inner })
+        Ok(Tokenizer { inner, bos: None, eos: Vec::new(), add_bos: false, chat_template: None })
     }
 
-    /// Token ids of `text` (special tokens of the tokenizer's post-processor included).
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
+    pub fn from_file(path: &Path, vocab_size: usize) -> Result<Tokenizer> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Tokenizer::from_bytes(&bytes, vocab_size)
     }
 
-    pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, false).map_err(|e| Error::Tokenizer(e.to_string()))
+    /// The tokenizer of a model directory, with its special tokens and chat template; `None`
+    /// when the directory has no tokenizer.json.
+    pub fn from_dir(dir: &Path, cfg: &Config) -> Result<Option<Tokenizer>> {
+        let path = dir.join("tokenizer.json");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let mut t = Tokenizer::from_file(&path, cfg.vocab_size)?;
+        t.bos = cfg.bos_token_id;
+        t.eos = cfg.eos_token_ids.clone();
+        let read_json = |name: &str| -> Result<Option<serde_json::Value>> {
+            let p = dir.join(name);
+            if !p.exists() {
+                return Ok(None);
+            }
+            let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+            serde_json::from_str(&text).map(Some).map_err(|e| Error::Tokenizer(format!("{name}: not valid JSON: {e}")))
+        };
+        if let Some(g) = read_json("generation_config.json")? {
+            if let Some(b) = g.get("bos_token_id").and_then(|v| v.as_u64()) {
+                t.bos = Some(b as u32);
+            }
+            match g.get("eos_token_id") {
+                Some(serde_json::Value::Array(a)) => t.eos = a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect(),
+                Some(v) if v.is_u64() => t.eos = vec![v.as_u64().unwrap_or_default() as u32],
+                _ => {}
+            }
+        }
+        if let Some(tc) = read_json("tokenizer_config.json")? {
+            if let Some(s) = tc.get("chat_template").and_then(|v| v.as_str()) {
+                t.chat_template = Some(s.to_string());
+            }
+            if let Some(b) = tc.get("add_bos_token").and_then(|v| v.as_bool()) {
+                t.add_bos = b;
+            }
+            let special = |key: &str| {
+                tc.get(key).and_then(|v| v.as_str().or_else(|| v.get("content").and_then(|c| c.as_str())).map(str::to_string))
+            };
+            if t.bos.is_none() {
+                t.bos = special("bos_token").and_then(|s| t.inner.token_to_id(&s));
+            }
+            if t.eos.is_empty() {
+                t.eos = special("eos_token").and_then(|s| t.inner.token_to_id(&s)).into_iter().collect();
+            }
+        }
+        for &id in t.bos.iter().chain(&t.eos) {
+            if id as usize >= cfg.vocab_size {
+                return Err(Error::Tokenizer(format!("special token id {id} is outside the vocabulary ({})", cfg.vocab_size)));
+            }
+        }
+        Ok(Some(t))
+    }
+
+    /// Token ids of `text`. Special-token strings in the text (e.g. `<|im_start|>`) become their
+    /// ids; with `add_bos`, BOS is prepended unless the tokenizer already put it there.
+    pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let mut ids = enc.get_ids().to_vec();
+        if add_bos && self.add_bos {
+            if let Some(b) = self.bos {
+                if ids.first() != Some(&b) {
+                    ids.insert(0, b);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Text of `ids` (special tokens included unless `skip_special`).
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.inner.decode(ids, skip_special).map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    pub fn is_eos(&self, id: u32) -> bool {
+        self.eos.contains(&id)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn token_text(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+
+    /// Renders `messages` with the model's chat template (or a plain `role: content` layout
+    /// when it has none).
+    pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        let Some(template) = &self.chat_template else {
+            let mut s = String::new();
+            for m in messages {
+                s += &format!("{}: {}\n", m.role, m.content);
+            }
+            if add_generation_prompt {
+                s += "assistant:";
+            }
+            return Ok(s);
+        };
+        let mut env = minijinja::Environment::new();
+        minijinja_contrib::add_to_environment(&mut env);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+        });
+        let tmpl = env.template_from_str(template).map_err(|e| Error::Tokenizer(format!("chat template: {e}")))?;
+        let tok_text = |id: Option<u32>| id.and_then(|i| self.inner.id_to_token(i)).unwrap_or_default();
+        tmpl.render(minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => tok_text(self.bos),
+            eos_token => tok_text(self.eos.first().copied()),
+        })
+        .map_err(|e| Error::Tokenizer(format!("chat template: {e}")))
+    }
+}
+
+/// Incremental detokenisation: decodes a sliding window of recent ids and emits only text that
+/// is complete (a piece ending in U+FFFD is a character still missing bytes, so it waits).
+#[derive(Clone, Debug, Default)]
+pub struct StreamDecoder {
+    ids: Vec<u32>,
+    /// ids[prefix..read] is context already emitted; ids[read..] not yet.
+    prefix: usize,
+    read: usize,
+    skip_special: bool,
+}
+
+impl StreamDecoder {
+    pub fn new(skip_special: bool) -> StreamDecoder {
+        StreamDecoder { skip_special, ..Default::default() }
+    }
+
+    /// Adds one id; returns the new complete text, if any.
+    pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<Option<String>> {
+        self.ids.push(id);
+        let before = tok.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
+        let now = tok.decode(&self.ids[self.prefix..], self.skip_special)?;
+        if now.len() > before.len() && !now.ends_with('\u{FFFD}') && now.starts_with(&before) {
+            let piece = now[before.len()..].to_string();
+            self.prefix = self.read;
+            self.read = self.ids.len();
+            return Ok(Some(piece));
+        }
+        if !now.starts_with(&before) {
+            // Decoding is not prefix-stable here (a normaliser joined pieces): restart the window.
+            let piece = now.get(before.len()..).unwrap_or("").to_string();
+            self.prefix = self.ids.len();
+            self.read = self.ids.len();
+            return Ok((!piece.is_empty()).then_some(piece));
+        }
+        Ok(None)
+    }
+
+    /// Whatever is still held back (at the end of a generation).
+    pub fn flush(&mut self, tok: &Tokenizer) -> Result<Option<String>> {
+        let before = tok.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
+        let now = tok.decode(&self.ids[self.prefix..], self.skip_special)?;
+        self.prefix = self.ids.len();
+        self.read = self.ids.len();
+        let piece = now.get(before.len()..).unwrap_or("").to_string();
+        Ok((!piece.is_empty()).then_some(piece))
     }
 }

@@ -459,25 +459,26 @@ fn rope_store_matches_cpu() {
         let (qd, kvd, qkvd) = (s.qd(), s.kvd(), s.qkvd());
         let extra = 2;
         // Positions (0 and TMAX-1 included); about a third of the rows write no K/V, the others
-        // distinct (slot, position) pairs.
+        // distinct (slot, position) pairs. The last `extra` rows lie past the pass (rows = r):
+        // their qkv rows must stay as they are, their cache positions poisoned.
         let mut taken = std::collections::HashSet::new();
-        let rows: Vec<Row> = (0..r)
+        let rows: Vec<Row> = (0..r + extra)
             .map(|i| {
                 let pos = match i {
                     0 => 0,
                     1 => s.tmax - 1,
+                    _ if i >= r => 1 + rng.below(s.tmax as u64 - 1) as usize,
                     _ => rng.below(s.tmax as u64) as usize,
                 };
                 let slot = rng.below(s.slots as u64) as u32;
-                let kv_slot = if i % 3 == 2 || !taken.insert((slot, pos)) { NONE } else { slot };
+                let kv_slot = if (i < r && i % 3 == 2) || !taken.insert((slot, pos)) { NONE } else { slot };
                 Row { kv_slot, attn_slot: slot, ..row(pos) }
             })
             .collect();
-        let mut qkv = rng.normals(r * qkvd, 1.0);
-        qkv.resize((r + extra) * qkvd, poison());
+        let qkv = rng.normals((r + extra) * qkvd, 1.0);
         let mut want = qkv.clone();
         let mut want_kv = vec![poison(); 2 * s.slots * s.tmax * kvd];
-        for (i, rw) in rows.iter().enumerate() {
+        for (i, rw) in rows[..r].iter().enumerate() {
             let pos = rw.pos as usize;
             let qk = &mut want[i * qkvd..i * qkvd + qd + kvd];
             for head in qk.chunks_mut(s.dh) {
@@ -509,23 +510,24 @@ fn ring_store_matches_cpu() {
         let (qd, kvd, qkvd) = (s.qd(), s.kvd(), s.qkvd());
         // Writers get distinct (ring, slot) pairs; the other rows have no ring (loop 0) or a
         // ring but ring_write = 0 (prefill rows whose K/V a later row of the chunk overwrites).
+        // One more row lies past the pass (rows = r): its ring slot must keep its poison.
         let mut taken = std::collections::HashSet::new();
-        let rows: Vec<Row> = (0..r)
+        let rows: Vec<Row> = (0..r + 1)
             .map(|i| {
                 let pos = rng.below(s.tmax as u64) as usize;
                 let ring = rng.below(s.rings as u64) as u32;
-                if i % 4 == 3 {
+                if i < r && i % 4 == 3 {
                     Row { attn_slot: 0, ..row(pos) }
-                } else if i % 4 == 2 || !taken.insert((ring, pos % s.w)) {
+                } else if (i < r && i % 4 == 2) || !taken.insert((ring, pos % s.w)) {
                     Row { ring, ring_write: 0, lp: 1, ..row(pos) }
                 } else {
                     Row { ring, ring_write: 1, lp: 1, ..row(pos) }
                 }
             })
             .collect();
-        let qkv = rng.normals(r * qkvd, 1.0);
+        let qkv = rng.normals((r + 1) * qkvd, 1.0);
         let mut want = vec![poison(); 2 * s.rings * s.w * kvd];
-        for (i, rw) in rows.iter().enumerate().filter(|(_, rw)| rw.ring_write == 1) {
+        for (i, rw) in rows[..r].iter().enumerate().filter(|(_, rw)| rw.ring_write == 1) {
             let slot = rw.pos as usize % s.w;
             let dk = (rw.ring as usize * s.w + slot) * kvd;
             let dv = ((s.rings + rw.ring as usize) * s.w + slot) * kvd;

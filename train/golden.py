@@ -51,6 +51,7 @@ def main():
     ap.add_argument("model_dir")
     ap.add_argument("--out", default=None)
     ap.add_argument("--prompts", type=int, default=3, help="greedy prompts to keep")
+    ap.add_argument("--min-margin", type=float, default=MIN_MARGIN)
     args = ap.parse_args()
     from tokenizers import Tokenizer
 
@@ -58,8 +59,13 @@ def main():
     tok = Tokenizer.from_file(os.path.join(args.model_dir, "tokenizer.json"))
     fwd = jax.jit(lambda toks: M.forward(cfg, p, toks))
 
+    PAD = 64  # one compiled shape: causal, so padding after position t leaves logits[t] unchanged
+
     def logits_of(ids):
-        return np.asarray(fwd(jnp.asarray([ids], dtype=jnp.int32)))[0]
+        assert len(ids) <= PAD
+        x = np.zeros((1, PAD), np.int32)
+        x[0, :len(ids)] = ids
+        return np.asarray(fwd(jnp.asarray(x)))[0, :len(ids)]
 
     texts = []
     for text in TEXTS:
@@ -81,7 +87,7 @@ def main():
             margins.append(float(lg[order[0]] - lg[order[1]]))
             seq.append(int(order[0]))
         cont = seq[len(ids):]
-        ok = min(margins) >= MIN_MARGIN
+        ok = min(margins) >= args.min_margin
         print(f"prompt {prompt!r}: min margin {min(margins):.4f} {'ok' if ok else 'skipped'}: "
               f"{tok.decode(cont)!r}", file=sys.stderr)
         if ok and len(greedy) < args.prompts:
