@@ -234,7 +234,12 @@ impl TextSession {
     /// returns false to stop.
     pub async fn generate(&mut self, prompt: &str, opts: &GenerateOptions, on_text: &mut dyn FnMut(&str) -> bool) -> Result<Generation> {
         let ids = self.encode_prompt(prompt)?;
-        let mut g = Generator::start(self, &ids, opts.clone()).await?;
+        self.generate_ids(&ids, opts, on_text).await
+    }
+
+    /// `generate` from token ids (fed as they are).
+    pub async fn generate_ids(&mut self, ids: &[u32], opts: &GenerateOptions, on_text: &mut dyn FnMut(&str) -> bool) -> Result<Generation> {
+        let mut g = Generator::start(self, ids, opts.clone()).await?;
         while let Some(piece) = g.next_piece().await? {
             if !on_text(&piece) {
                 g.cancel();
