@@ -105,53 +105,51 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     }
 }
 
-const RB: u32 = 8u;   // rows per register block
-const NO: u32 = 4u;   // outputs per workgroup
-const WGR: u32 = 64u;
-var<workgroup> red: array<f32, 2048>;  // [RB*NO][WGR]
+// matmul_rows: 32 outputs per workgroup, 8 lanes per output splitting K (lane l reads
+// k = l, l+8, ...: the 8 lanes of an output read 8 consecutive weights), all rows of a block of
+// RB rows per weight read. Partial sums meet in workgroup memory once per row block.
+const RB: u32 = 4u;     // rows per register block
+const LANES: u32 = 8u;  // threads per output
+const NO: u32 = 32u;    // outputs per workgroup
+var<workgroup> red: array<f32, 1024>;  // [RB][NO * LANES]
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn matmul_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) tid: u32) {
     let rows = num_rows();
-    let o0 = group_index(wid, nwg) * NO;
-    if (o0 >= O) {
-        return;
-    }
+    let o = group_index(wid, nwg) * NO + tid / LANES;
+    let lane = tid % LANES;
+    let live = o < O;
+    let wrow = min(o, O - 1u) * K;
     for (var rb = 0u; rb < rows; rb += RB) {
-        var acc: array<f32, 32>;  // [RB][NO]
-        for (var k = tid; k < K; k += WGR) {
-            var wv: array<f32, 4>;
-            for (var j = 0u; j < NO; j++) {
-                wv[j] = select(0.0, w_at(min(o0 + j, O - 1u) * K + k), o0 + j < O);
-            }
-            for (var i = 0u; i < RB; i++) {
-                if (rb + i < rows) {
-                    let xv = x[(rb + i) * K + k];
-                    for (var j = 0u; j < NO; j++) {
-                        acc[i * NO + j] += xv * wv[j];
-                    }
-                }
+        var a0 = 0.0;
+        var a1 = 0.0;
+        var a2 = 0.0;
+        var a3 = 0.0;
+        let n = min(RB, rows - rb);
+        if (live) {
+            for (var k = lane; k < K; k += LANES) {
+                let wv = w_at(wrow + k);
+                let xb = rb * K + k;
+                a0 += wv * x[xb];
+                if (n > 1u) { a1 += wv * x[xb + K]; }
+                if (n > 2u) { a2 += wv * x[xb + 2u * K]; }
+                if (n > 3u) { a3 += wv * x[xb + 3u * K]; }
             }
         }
-        for (var e = 0u; e < RB * NO; e++) {
-            red[e * WGR + tid] = acc[e];
-        }
+        red[tid] = a0;
+        red[256u + tid] = a1;
+        red[512u + tid] = a2;
+        red[768u + tid] = a3;
         workgroupBarrier();
-        for (var s = WGR / 2u; s > 0u; s >>= 1u) {
-            if (tid < s) {
-                for (var e = 0u; e < RB * NO; e++) {
-                    red[e * WGR + tid] += red[e * WGR + tid + s];
-                }
+        if (live && lane < n) {
+            // Lane i of each output finishes row rb + i.
+            let base = lane * 256u + (tid - lane);
+            var sum = 0.0;
+            for (var l = 0u; l < LANES; l++) {
+                sum += red[base + l];
             }
-            workgroupBarrier();
-        }
-        if (tid < RB * NO) {
-            let i = tid / NO;
-            let j = tid % NO;
-            if (rb + i < rows && o0 + j < O) {
-                store(rb + i, o0 + j, red[tid * WGR]);
-            }
+            store(rb + lane, o, sum);
         }
         workgroupBarrier();
     }

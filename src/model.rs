@@ -257,12 +257,26 @@ struct Mm {
 }
 
 impl Mm {
-    fn record(&self, cp: &mut wgpu::ComputePass<'_>, rows: u32, logit_rows: u32, logits: bool) {
+    fn pick(&self, rows: u32, logit_rows: u32, logits: bool) -> &Dispatch {
         let n = if logits { logit_rows } else { rows };
-        let d = if n <= ROWS_KERNEL_MAX { &self.rows } else { &self.tiled };
-        d.record(cp, rows, logit_rows);
+        if n <= ROWS_KERNEL_MAX {
+            &self.rows
+        } else {
+            &self.tiled
+        }
     }
 }
+
+/// Per-dispatch timestamps (`Session::set_profiling`).
+struct Profiler {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    labels: std::cell::RefCell<Vec<String>>,
+    last: Vec<(String, f64)>,
+}
+
+const PROFILE_QUERIES: u32 = 4096;
 
 struct LayerOps {
     input_norm: Dispatch,
@@ -334,6 +348,7 @@ pub struct Session {
     tokens: Vec<Vec<u32>>,
     samplers: Vec<SamplerConfig>,
     timestamps: Option<(wgpu::QuerySet, wgpu::Buffer)>, // 2 queries: start and end of a call
+    profiler: Option<Profiler>,
     carry: wgpu::Buffer,      // [L*B, D]: C^l of sequence b at row l*B + b (section 4)
     cbuf: wgpu::Buffer,       // [L*B + max(P, L*B), D]: IN rows 0.., OUT rows L*B..
     graph: Graph,
@@ -456,7 +471,7 @@ impl Session {
             let rowsk = gpu.pipeline("matmul", "matmul_rows", &defs)?;
             Ok(Mm {
                 tiled: gpu.dispatch(&tiled, &bufs, [Dim::Fixed(o.div_ceil(64) as u32), rows_dim, Dim::Fixed(1)])?,
-                rows: gpu.dispatch(&rowsk, &bufs, [Dim::Fixed(o.div_ceil(4) as u32), Dim::Fixed(1), Dim::Fixed(1)])?,
+                rows: gpu.dispatch(&rowsk, &bufs, [Dim::Fixed(o.div_ceil(32) as u32), Dim::Fixed(1), Dim::Fixed(1)])?,
             })
         };
         let norm_apply = gpu.uniform("norm_params", bytemuck::cast_slice(&[c.normalize_per_loop as u32, 0, 0, 0]));
@@ -545,6 +560,7 @@ impl Session {
             tokens: vec![Vec::new(); b],
             samplers: vec![SamplerConfig::default(); b],
             timestamps,
+            profiler: None,
             carry,
             cbuf,
             graph,
@@ -642,36 +658,101 @@ impl Session {
             beginning_of_pass_write_index: first.then_some(0),
             end_of_pass_write_index: last.then_some(1),
         });
+        let list = self.dispatch_list(plan);
+        let (r, lr) = (plan.rows, plan.logit_rows);
+        if let Some(prof) = &self.profiler {
+            // One compute pass per dispatch, each with its own pair of timestamps.
+            drop(timestamp_writes);
+            let mut labels = prof.labels.borrow_mut();
+            for (label, d) in &list {
+                let k = labels.len() as u32;
+                if 2 * k + 1 >= PROFILE_QUERIES {
+                    d.record(&mut enc.begin_compute_pass(&Default::default()), r, lr);
+                    continue;
+                }
+                labels.push(label.to_string());
+                let tw = wgpu::ComputePassTimestampWrites {
+                    query_set: &prof.queries,
+                    beginning_of_pass_write_index: Some(2 * k),
+                    end_of_pass_write_index: Some(2 * k + 1),
+                };
+                let mut cp = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: Some(tw) });
+                d.record(&mut cp, r, lr);
+            }
+            return;
+        }
         let mut cp = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("plt pass"), timestamp_writes });
+        for (_, d) in &list {
+            d.record(&mut cp, r, lr);
+        }
+    }
+
+    /// The dispatches of one pass, in order, with a label each.
+    fn dispatch_list(&self, plan: &PassPlan) -> Vec<(&'static str, &Dispatch)> {
         let (r, lr) = (plan.rows, plan.logit_rows);
         let g = &self.graph;
+        let mut v: Vec<(&'static str, &Dispatch)> = Vec::new();
         if plan.embed {
-            g.embed.record(&mut cp, r, lr);
+            v.push(("embed_input", &g.embed));
         }
         for layer in &g.layers {
-            layer.input_norm.record(&mut cp, r, lr);
-            layer.qkv.record(&mut cp, r, lr, false);
-            layer.rope_store.record(&mut cp, r, lr); // row 0's K/V reaches the global cache first
-            layer.attention.record(&mut cp, r, lr);
+            v.push(("input_norm", &layer.input_norm));
+            v.push(("qkv_proj", layer.qkv.pick(r, lr, false)));
+            v.push(("rope_store", &layer.rope_store)); // row 0's K/V reaches the global cache first
+            v.push(("attention", &layer.attention));
             if let Some(rs) = &layer.ring_store {
-                rs.record(&mut cp, r, lr); // after attention has read the ring's older slots
+                v.push(("ring_store", rs)); // after attention has read the ring's older slots
             }
-            layer.o_proj.record(&mut cp, r, lr, false);
-            layer.post_norm.record(&mut cp, r, lr);
-            layer.gate_up.record(&mut cp, r, lr, false);
-            layer.swiglu.record(&mut cp, r, lr);
-            layer.down.record(&mut cp, r, lr, false);
+            v.push(("o_proj+residual", layer.o_proj.pick(r, lr, false)));
+            v.push(("post_norm", &layer.post_norm));
+            v.push(("gate_up_proj", layer.gate_up.pick(r, lr, false)));
+            v.push(("swiglu", &layer.swiglu));
+            v.push(("down_proj+residual", layer.down.pick(r, lr, false)));
         }
         if plan.carry_out {
-            g.norm_carry.record(&mut cp, r, lr);
+            v.push(("norm_carry", &g.norm_carry));
         }
         if plan.logits {
-            g.final_norm.record(&mut cp, r, lr);
-            g.lm_head.record(&mut cp, r, lr, true);
+            v.push(("final_norm", &g.final_norm));
+            v.push(("lm_head", g.lm_head.pick(r, lr, true)));
             if plan.sample {
-                g.sample.record(&mut cp, r, lr);
+                v.push(("sample", &g.sample));
             }
         }
+        v
+    }
+
+    /// Times every dispatch of the following calls separately (a measuring aid: one compute
+    /// pass per dispatch, so the total is higher than a normal step). Needs timestamp queries.
+    pub fn set_profiling(&mut self, on: bool) -> Result<()> {
+        if !on {
+            self.profiler = None;
+            return Ok(());
+        }
+        let gpu = &self.model.gpu;
+        if !gpu.has_timestamps() {
+            return Err(Error::Input("profiling needs an adapter with timestamp queries".into()));
+        }
+        let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count: PROFILE_QUERIES,
+        });
+        let bytes = PROFILE_QUERIES as u64 * 8;
+        let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile resolve"),
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let readback = gpu.readback("profile readback", bytes)?;
+        self.profiler = Some(Profiler { queries, resolve, readback, labels: Default::default(), last: Vec::new() });
+        Ok(())
+    }
+
+    /// (dispatch label, GPU milliseconds) of the last call, when profiling.
+    pub fn profile(&self) -> &[(String, f64)] {
+        self.profiler.as_ref().map(|p| p.last.as_slice()).unwrap_or(&[])
     }
 
     /// Uploads the rows and pass records of one call.
@@ -710,9 +791,32 @@ impl Session {
             enc.resolve_query_set(qs, 0..2, resolve, 0);
             enc.copy_buffer_to_buffer(resolve, 0, &self.readback, 0, 16);
         }
+        let profiled = match &self.profiler {
+            Some(p) => {
+                let n = p.labels.borrow().len() as u32 * 2;
+                if n > 0 {
+                    enc.resolve_query_set(&p.queries, 0..n, &p.resolve, 0);
+                    enc.copy_buffer_to_buffer(&p.resolve, 0, &p.readback, 0, n as u64 * 8);
+                }
+                n
+            }
+            None => 0,
+        };
         gpu.queue.submit([enc.finish()]);
         self.stats.submits += 1;
         self.stats.gpu_ns = None;
+        if let Some(p) = &mut self.profiler {
+            let labels = std::mem::take(&mut *p.labels.borrow_mut());
+            p.last.clear();
+            if profiled > 0 {
+                let bytes = gpu.read(&p.readback, profiled as u64 * 8).await?;
+                let t: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
+                let period = gpu.queue.get_timestamp_period() as f64;
+                for (k, label) in labels.into_iter().enumerate() {
+                    p.last.push((label, t[2 * k + 1].saturating_sub(t[2 * k]) as f64 * period / 1e6));
+                }
+            }
+        }
         // The smallest range that covers what is wanted.
         let ts = self.timestamps.is_some();
         let start = if ts { 0 } else if id_bytes > 0 { CHOSEN_AT } else { self.logits_at };
