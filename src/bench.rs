@@ -29,16 +29,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Arguments of `plt bench`. Lists are comma-separated; every list has a default, and `--quick`
-/// changes only the defaults (explicit flags still win).
+/// Arguments of `plt bench`. Lists are comma-separated. Defaults depend on the run: on a GPU
+/// the full grid (sizes tiny,small,medium; L 2,3; B 1,4,16; T 128,1024,4096; f32,f16); on a
+/// software adapter the same grid at size tiny, where sessions whose prefill is over 1024 tokens
+/// are skipped (listed with the reason: on lavapipe prefill is most of the time), so that it ends
+/// within minutes; `--quick` a CI-sized run.
+/// Explicit flags always win.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct BenchArgs {
-    /// A CI-sized run (well under a minute on a software adapter): preset tiny, L = 2,
-    /// B = 1,2, T = 32,64, 4 measured steps.
+    /// A CI-sized run (seconds on a software adapter): size micro, L 2, B 1,2, T 16,32, window 8,
+    /// 2 measured steps.
     #[arg(long)]
     pub quick: bool,
-    /// Model sizes: tiny, small, medium, smollm2-135m, llama-850m, or `all` (the largest that
-    /// does not fit the adapter is skipped with its reason). [default: tiny,small]
+    /// Model sizes: micro, tiny, small, medium, smollm2-135m, llama-850m, or `all` (sizes that do
+    /// not fit the adapter are skipped with the reason). [default: GPU tiny,small,medium;
+    /// software adapter tiny]
     #[arg(long, value_delimiter = ',')]
     pub preset: Vec<String>,
     /// A custom size (named `custom`; unset fields come from `tiny`): hidden size D.
@@ -75,28 +80,28 @@ pub struct BenchArgs {
     /// Device storage of the weight matrices: f32, f16. [default: f32,f16]
     #[arg(long, value_delimiter = ',')]
     pub dtype: Vec<String>,
-    /// `left` of the PLT local window (PLT-SPEC plt_window_size). [default: 64]
+    /// `left` of the PLT local window (PLT-SPEC plt_window_size). [default: 64; quick 8]
     #[arg(long)]
     pub window: Option<usize>,
-    /// Measured decode steps per mode (after the warm-up). [default: 16; --quick: 4]
+    /// Measured decode steps per mode (after the warm-up). [default: GPU 24, software 6, quick 2]
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Warm-up decode steps per mode, not measured. [default: 2; --quick: 1]
+    /// Warm-up decode steps per mode, not measured. [default: GPU 3, otherwise 1]
     #[arg(long)]
     pub warmup: Option<usize>,
     /// Prompt tokens per prefill pass. [default: 128]
     #[arg(long)]
     pub prefill_chunk: Option<usize>,
     /// Skip sessions whose prefill (B * tokens before the decode window) exceeds this.
-    /// [default: unlimited on a GPU; 20000 on a software adapter, where prefill is the slow part]
+    /// [default: unlimited on a GPU; 1024 on a software adapter, where prefill is the slow part]
     #[arg(long)]
     pub max_prefill_tokens: Option<usize>,
     /// Stop starting new sessions after this many seconds (the rest are listed as skipped);
     /// the JSON is rewritten after every session, so a cut-off run keeps what it measured.
     #[arg(long)]
     pub time_limit: Option<f64>,
-    /// Bytes copied per copy-bandwidth round, in MiB. [default: 256 on a GPU, 64 on a software
-    /// adapter; --quick: 16]
+    /// Bytes per copy in the copy-bandwidth measurement, in MiB (capped by the adapter's binding
+    /// limit). [default: GPU 512, software 16, quick 4]
     #[arg(long)]
     pub copy_mib: Option<u64>,
     /// Seed of the random weights and prompts.
@@ -114,6 +119,15 @@ pub struct BenchArgs {
     /// Draw median decode latency against context length, per mode, as SVG.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Read the full logits [B, V] back every decode step (`Session::decode`) instead of
+    /// sampling on the GPU and reading back the B token ids (`decode_sample`, greedy: what
+    /// generation does).
+    #[arg(long)]
+    pub logits: bool,
+    /// Also time every dispatch of one extra fused/sequential step per session (GPU timestamps
+    /// around each dispatch, `Session::set_profiling`), summed by kernel, into the JSON.
+    #[arg(long)]
+    pub profile: bool,
     /// No progress bar on stderr.
     #[arg(long)]
     pub no_progress: bool,
@@ -141,9 +155,10 @@ pub struct Size {
 /// those measurements; SmolLM2 ties its embeddings).
 pub const PRESETS: &[(&str, [usize; 6], bool)] = &[
     //                V      D     F     N   H   Hkv
-    ("tiny", [512, 128, 384, 4, 4, 2], false),
+    ("micro", [64, 32, 64, 1, 2, 1], false),
+    ("tiny", [512, 64, 192, 2, 4, 2], false),
     ("small", [4096, 256, 768, 6, 8, 2], false),
-    ("medium", [16384, 512, 1536, 8, 8, 4], false),
+    ("medium", [16384, 512, 1536, 12, 8, 4], false),
     ("smollm2-135m", [32000, 576, 1536, 30, 9, 3], true),
     ("llama-850m", [32000, 2048, 5632, 16, 16, 4], false),
 ];
@@ -186,6 +201,8 @@ impl Size {
 #[derive(Clone, Debug, Serialize)]
 pub struct Settings {
     pub quick: bool,
+    /// The adapter is a software one (its defaults were used where no flag was given).
+    pub software: bool,
     pub sizes: Vec<Size>,
     pub loops: Vec<usize>,
     pub batch: Vec<usize>,
@@ -199,23 +216,80 @@ pub struct Settings {
     pub time_limit_s: Option<f64>,
     pub copy_bytes: u64,
     pub seed: u64,
+    /// What a decode step reads back: "ids" (GPU sampling) or "logits".
+    pub readback: String,
+    pub profile: bool,
 }
 
 impl Settings {
     /// Positions a session decodes at: warm-up and measured steps for two alternating slots
     /// (fused and sequential for PLT; the same mode twice otherwise).
     pub fn decode_positions(&self) -> usize {
-        2 * (self.warmup + self.steps)
+        2 * (self.warmup + self.steps) + if self.profile { 2 } else { 0 }
     }
 }
 
+/// Defaults that depend on the run: `--quick`, a software adapter (where a decode pass of even
+/// a tiny model takes a good part of a second and prefill is the slow part), or a GPU.
+struct Defaults {
+    sizes: &'static [&'static str],
+    loops: &'static [usize],
+    batch: &'static [usize],
+    context: &'static [usize],
+    steps: usize,
+    warmup: usize,
+    window: usize,
+    max_prefill_tokens: Option<usize>,
+    copy_mib: u64,
+}
+
+const QUICK: Defaults = Defaults {
+    sizes: &["micro"],
+    loops: &[2],
+    batch: &[1, 2],
+    context: &[16, 32],
+    steps: 2,
+    warmup: 1,
+    window: 8,
+    max_prefill_tokens: None,
+    copy_mib: 4,
+};
+const SOFTWARE: Defaults = Defaults {
+    sizes: &["tiny"],
+    loops: &[2, 3],
+    batch: &[1, 4, 16],
+    context: &[128, 1024, 4096],
+    steps: 6,
+    warmup: 1,
+    window: 64,
+    max_prefill_tokens: Some(1024),
+    copy_mib: 16,
+};
+const GPU: Defaults = Defaults {
+    sizes: &["tiny", "small", "medium"],
+    loops: &[2, 3],
+    batch: &[1, 4, 16],
+    context: &[128, 1024, 4096],
+    steps: 24,
+    warmup: 3,
+    window: 64,
+    max_prefill_tokens: None,
+    copy_mib: 512,
+};
+
 fn resolve(a: &BenchArgs, software: bool) -> Result<Settings> {
-    let or = |v: &Vec<usize>, d: &[usize]| if v.is_empty() { d.to_vec() } else { v.clone() };
-    let q = a.quick;
+    let d = if a.quick {
+        &QUICK
+    } else if software {
+        &SOFTWARE
+    } else {
+        &GPU
+    };
+    let or = |v: &Vec<usize>, def: &[usize]| if v.is_empty() { def.to_vec() } else { v.clone() };
     let mut names: Vec<String> = a.preset.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     let custom = a.hidden.is_some() || a.layers.is_some() || a.heads.is_some() || a.kv_heads.is_some() || a.head_dim.is_some() || a.ffn.is_some() || a.vocab.is_some();
     if names.is_empty() && !custom {
-        names = if q { vec!["tiny".into()] } else { vec!["tiny".into(), "small".into()] };
+        names = d.sizes.iter().map(|s| s.to_string()).collect();
     }
     if names.iter().any(|n| n == "all") {
         names = PRESETS.iter().map(|(n, _, _)| n.to_string()).collect();
@@ -238,43 +312,46 @@ fn resolve(a: &BenchArgs, software: bool) -> Result<Settings> {
         s.ffn = a.ffn.unwrap_or(s.ffn);
         s.vocab = a.vocab.unwrap_or(s.vocab);
         s.head_dim = a.head_dim.unwrap_or(if s.heads > 0 { s.hidden / s.heads } else { 0 });
+        s.config(1, "parallel", 64, 16)?;
         sizes.push(s);
     }
-    let loops = or(&a.loops, if q { &[2] } else { &[2, 3] });
+    let loops = or(&a.loops, d.loops);
     if let Some(l) = loops.iter().find(|&&l| l < 2) {
         return Err(Error::Input(format!("--loops: {l} is not a looped model (L = 1 is always measured as the baseline)")));
     }
-    let batch = or(&a.batch, if q { &[1, 2] } else { &[1, 4, 16] });
-    let context = or(&a.context, if q { &[32, 64] } else { &[128, 1024, 4096] });
+    let batch = or(&a.batch, d.batch);
+    let context = or(&a.context, d.context);
     if batch.contains(&0) || context.contains(&0) {
         return Err(Error::Input("--batch and --context values must be at least 1".into()));
     }
     let dtype = if a.dtype.is_empty() { vec!["f32".to_string(), "f16".to_string()] } else { a.dtype.clone() };
-    for d in &dtype {
-        if !matches!(d.as_str(), "f32" | "f16") {
-            return Err(Error::Input(format!("--dtype: expected f32 or f16, got `{d}`")));
+    for t in &dtype {
+        if !matches!(t.as_str(), "f32" | "f16") {
+            return Err(Error::Input(format!("--dtype: expected f32 or f16, got `{t}`")));
         }
     }
-    let steps = a.steps.unwrap_or(if q { 4 } else { 16 });
+    let steps = a.steps.unwrap_or(d.steps);
     if steps == 0 {
         return Err(Error::Input("--steps must be at least 1".into()));
     }
-    let copy_mib = a.copy_mib.unwrap_or(if q { 16 } else if software { 64 } else { 256 });
     Ok(Settings {
-        quick: q,
+        quick: a.quick,
+        software,
         sizes,
         loops,
         batch,
         context,
         dtype,
-        window: a.window.unwrap_or(64),
+        window: a.window.unwrap_or(d.window),
         steps,
-        warmup: a.warmup.unwrap_or(if q { 1 } else { 2 }),
+        warmup: a.warmup.unwrap_or(d.warmup),
         prefill_chunk: a.prefill_chunk.unwrap_or(128).max(1),
-        max_prefill_tokens: a.max_prefill_tokens.or(if software { Some(20_000) } else { None }),
+        max_prefill_tokens: a.max_prefill_tokens.or(d.max_prefill_tokens),
         time_limit_s: a.time_limit,
-        copy_bytes: copy_mib.max(1) << 20,
+        copy_bytes: a.copy_mib.unwrap_or(d.copy_mib).max(1) << 20,
         seed: a.seed,
+        readback: if a.logits { "logits".into() } else { "ids".into() },
+        profile: a.profile,
     })
 }
 
@@ -384,6 +461,9 @@ pub struct Kv {
     /// from the device allocator's report (buffers labelled `*kv_cache*` / `*ring*`); null where
     /// the backend gives no report.
     pub allocated_bytes: Option<u64>,
+    /// How many buffers those are (N, or 2N with PLT's rings).
+    pub buffers: u64,
+    /// allocated = spec, up to the allocator's alignment (256 bytes per buffer at most).
     pub matches_spec: Option<bool>,
     /// The section 4 formula used, in words.
     pub formula: String,
@@ -417,6 +497,9 @@ pub struct Record {
     /// The same from the device allocator (with its alignment), where the backend reports it.
     pub session_device_bytes: Option<u64>,
     pub allocated_during_decode: u64,
+    /// Seconds this session took in all (creation, prefill, every decode step; shared by the
+    /// two modes of a PLT session).
+    pub session_s: f64,
     /// Weight bytes one step reads: passes * layer matrices + the lm_head once.
     pub weight_bytes_per_step: u64,
     /// weight_bytes_per_step / median step time, GB/s (1e9 bytes).
@@ -425,6 +508,9 @@ pub struct Record {
     /// Achieved weight bandwidth over the adapter's copy bandwidth (GPU time where there is
     /// one, else wall).
     pub fraction_of_copy_bw: f64,
+    /// With `--profile`: GPU milliseconds of one step by kernel (summed over layers), in
+    /// dispatch order. Each dispatch then runs in its own pass, so the sum exceeds a normal step.
+    pub profile: Option<Vec<(String, f64)>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -477,8 +563,9 @@ pub struct ModelInfo {
 pub struct CopyBw {
     /// Bytes per copy (each copy reads and writes this many).
     pub bytes: u64,
-    /// `copy_buffer_to_buffer`, (read + write bytes) / wall time of a submit of 4 copies; best
-    /// of 5 and median.
+    pub copies: u64,
+    /// `copy_buffer_to_buffer`, (read + write bytes) / wall time of a submit of `copies` copies;
+    /// best of 5 rounds, and their median.
     pub buffer_copy_gbps: f64,
     pub buffer_copy_gbps_median: f64,
     /// A vec4 copy kernel, (read + write bytes) / time, GPU timestamps where available.
@@ -512,6 +599,23 @@ pub struct AdapterReport {
     pub allocator_report: bool,
 }
 
+/// The machine the run was on: on a software adapter the CPU is the device, and a busy one
+/// slows every figure (load averages from /proc/loadavg where there is one).
+#[derive(Clone, Debug, Serialize)]
+pub struct Host {
+    pub os: String,
+    pub arch: String,
+    pub cpus: usize,
+    pub loadavg_start: Option<[f64; 3]>,
+    pub loadavg_end: Option<[f64; 3]>,
+}
+
+fn loadavg() -> Option<[f64; 3]> {
+    let t = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let v: Vec<f64> = t.split_whitespace().take(3).filter_map(|x| x.parse().ok()).collect();
+    (v.len() == 3).then(|| [v[0], v[1], v[2]])
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub schema: u32,
@@ -521,6 +625,7 @@ pub struct Report {
     pub complete: bool,
     pub elapsed_s: f64,
     pub adapter: AdapterReport,
+    pub host: Host,
     pub settings: Settings,
     pub copy_bandwidth: CopyBw,
     pub models: Vec<ModelInfo>,
@@ -534,7 +639,8 @@ pub struct Report {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let t0 = Instant::now();
-    let gpu = Arc::new(Gpu::new_blocking(&GpuOptions { adapter: args.adapter.clone() })?);
+    resolve(args, false)?; // argument errors before opening the device
+    let gpu = Arc::new(Gpu::new_blocking(&GpuOptions { adapter: args.adapter.clone(), ..Default::default() })?);
     let set = resolve(args, gpu.is_software())?;
     let adapter = adapter_report(&gpu);
     eprintln!("plt bench on {}", gpu.describe());
@@ -551,6 +657,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         complete: false,
         elapsed_s: 0.0,
         adapter,
+        host: Host {
+            os: std::env::consts::OS.into(),
+            arch: std::env::consts::ARCH.into(),
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            loadavg_start: loadavg(),
+            loadavg_end: None,
+        },
         settings: set.clone(),
         copy_bandwidth: copy,
         models: Vec::new(),
@@ -670,6 +783,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     report.ratios = ratios(&report.results);
     report.elapsed_s = t0.elapsed().as_secs_f64();
+    report.host.loadavg_end = loadavg();
     report.complete = true;
     write_json(&args.json, &report)?;
     let md = markdown(&report);
@@ -739,15 +853,17 @@ fn settle(gpu: &Gpu) {
     let _ = gpu.device.poll(wgpu::PollType::wait_indefinitely());
 }
 
-/// Sum of the sizes of live device allocations whose label matches `pred`, and the total.
-fn allocator_bytes(gpu: &Gpu, pred: impl Fn(&str) -> bool) -> Option<(u64, u64)> {
+/// Live device allocations whose label matches `pred`: (bytes, count), and the total bytes.
+fn allocator_bytes(gpu: &Gpu, pred: impl Fn(&str) -> bool) -> Option<(u64, u64, u64)> {
     let r = gpu.device.generate_allocator_report()?;
-    let matched = r.allocations.iter().filter(|a| pred(&a.name)).map(|a| a.size).sum();
-    Some((matched, r.total_allocated_bytes))
+    let m = r.allocations.iter().filter(|a| pred(&a.name));
+    Some((m.clone().map(|a| a.size).sum(), m.count() as u64, r.total_allocated_bytes))
 }
 
+/// The session's KV buffers, by the labels `model.rs` gives them: `layers.{i}.kv_cache` (the
+/// global cache, or the L full caches of vanilla) and `layers.{i}.ring` (PLT's local rings).
 fn is_kv_label(name: &str) -> bool {
-    name.contains("kv_cache") || name.contains("ring")
+    name.starts_with("layers.") && (name.ends_with(".kv_cache") || name.ends_with(".ring"))
 }
 
 /// Creates one session, prefills every sequence to T - room, decodes `room` steps, returns one
@@ -759,6 +875,7 @@ fn measure(gpu: &Arc<Gpu>, set: &Settings, model: &Arc<GpuModel>, s: &Size, u: &
     let p = t - room;
 
     settle(gpu);
+    let t_session = Instant::now();
     let before = gpu.allocated_bytes();
     let dev_before = allocator_bytes(gpu, is_kv_label);
     let mut session = Session::new(model.clone(), SessionOptions { batch: b, context: t, prefill_chunk: set.prefill_chunk })?;
@@ -766,15 +883,21 @@ fn measure(gpu: &Arc<Gpu>, set: &Settings, model: &Arc<GpuModel>, s: &Size, u: &
     gpu.check()?;
     let session_bytes = gpu.allocated_bytes() - before;
     let dev_after = allocator_bytes(gpu, is_kv_label);
-    let (kv_alloc, session_dev) = match (dev_before, dev_after) {
-        (Some((k0, t0)), Some((k1, t1))) => (Some(k1.saturating_sub(k0)), Some(t1.saturating_sub(t0))),
-        _ => (None, None),
+    let (kv_alloc, kv_buffers, session_dev) = match (dev_before, dev_after) {
+        (Some((k0, n0, t0)), Some((k1, n1, t1))) => (Some(k1.saturating_sub(k0)), n1.saturating_sub(n0), Some(t1.saturating_sub(t0))),
+        _ => (None, 0, None),
     };
 
     // Prefill: random prompts, chunk by chunk so that every chunk's GPU time is summed.
     let mut rng = Rng::new(set.seed ^ 0x5eed ^ ((b as u64) << 32) ^ t as u64);
     let v = cfg.vocab_size as u64;
     let chunk = set.prefill_chunk;
+    // A short untimed prefill first (first use of the prefill pipelines: more rows than the
+    // decode kernels take), then start over.
+    let warm: Vec<u32> = (0..p.min(chunk).min(32)).map(|_| rng.below(v) as u32).collect();
+    session.prefill_blocking(0, &warm, Logits::None)?;
+    session.reset(0)?;
+    settle(gpu);
     let mut gpu_ns = Some(0u64);
     let tp = Instant::now();
     for seq in 0..b {
@@ -804,12 +927,28 @@ fn measure(gpu: &Arc<Gpu>, set: &Settings, model: &Arc<GpuModel>, s: &Size, u: &
     let mut gpu_ms: [Option<Vec<f64>>; 2] = [Some(vec![]), Some(vec![])];
     let mut shape = [(0usize, 0usize); 2];
     let mut tokens: Vec<u32> = (0..b).map(|_| rng.below(v) as u32).collect();
+    let logits_back = set.readback == "logits";
     let alloc_before = gpu.allocated_bytes();
-    for k in 0..room {
-        let slot = k % 2;
+    let timed = 2 * (set.warmup + set.steps);
+    let step = |session: &mut Session, tokens: &[u32], exec: Exec| -> Result<(f64, Vec<u32>)> {
         let ts = Instant::now();
-        let logits = session.decode_blocking(&tokens, execs[slot], true)?;
-        let dt = ts.elapsed().as_secs_f64() * 1e3;
+        let next = if logits_back {
+            let logits = session.decode_blocking(tokens, exec, true)?;
+            let dt = ts.elapsed().as_secs_f64() * 1e3;
+            // Greedy next tokens (outside the timing).
+            (dt, logits.chunks(cfg.vocab_size).map(argmax).collect())
+        } else {
+            let (ids, _) = pollster::block_on(session.decode_sample(tokens, exec, false))?;
+            (ts.elapsed().as_secs_f64() * 1e3, ids)
+        };
+        if next.1.len() != b {
+            return Err(Error::Gpu(format!("decode returned {} tokens for a batch of {b}", next.1.len())));
+        }
+        Ok(next)
+    };
+    for k in 0..timed {
+        let slot = k % 2;
+        let (dt, next) = step(&mut session, &tokens, execs[slot])?;
         if k >= 2 * set.warmup {
             wall[slot].push(dt);
             let g = session.stats.gpu_ns;
@@ -819,26 +958,45 @@ fn measure(gpu: &Arc<Gpu>, set: &Settings, model: &Arc<GpuModel>, s: &Size, u: &
             });
         }
         shape[slot] = (session.stats.passes, session.stats.rows);
-        // Greedy next tokens (outside the timing).
-        tokens = logits.chunks(cfg.vocab_size).map(argmax).collect();
-        if tokens.len() != b {
-            return Err(Error::Gpu(format!("decode returned {} logit rows for a batch of {b}", tokens.len())));
-        }
+        tokens = next;
     }
     let allocated_during_decode = gpu.allocated_bytes() - alloc_before;
+    // One profiled step per slot (outside the statistics).
+    let mut profiles: [Option<Vec<(String, f64)>>; 2] = [None, None];
+    if set.profile && gpu.has_timestamps() {
+        session.set_profiling(true)?;
+        for (slot, prof) in profiles.iter_mut().enumerate() {
+            let (_, next) = step(&mut session, &tokens, execs[slot])?;
+            tokens = next;
+            let mut by: Vec<(String, f64)> = Vec::new();
+            for (label, ms) in session.profile() {
+                match by.iter_mut().find(|(l, _)| l == label) {
+                    Some(e) => e.1 += ms,
+                    None => by.push((label.clone(), *ms)),
+                }
+            }
+            *prof = Some(by);
+        }
+        session.set_profiling(false)?;
+    }
     drop(session);
+    let session_s = t_session.elapsed().as_secs_f64();
 
-    // KV bytes: section 4 per sequence at T, with the element size the allocation implies.
-    let units_per_seq = cfg.kv_bytes(t, 1) as u64;
-    let elem = kv_alloc.filter(|&a| a > 0 && a % (units_per_seq * b as u64) == 0).map(|a| a / (units_per_seq * b as u64));
-    let spec_per_seq = units_per_seq * elem.unwrap_or(4);
+    // KV bytes: section 4 per sequence at T, with the element size the allocation implies. The
+    // allocator may round each buffer up to its alignment: allow up to 256 bytes per buffer.
+    let elems = cfg.kv_bytes(t, 1) as u64 * b as u64;
+    let slack = 256 * kv_buffers;
+    let fits = |a: u64, e: u64| a >= e * elems && a - e * elems <= slack;
+    let elem = kv_alloc.and_then(|a| [4u64, 2, 1].into_iter().find(|&e| fits(a, e)));
+    let spec_per_seq = cfg.kv_bytes(t, elem.unwrap_or(4) as usize) as u64;
     let spec = spec_per_seq * b as u64;
     let kv = Kv {
         spec_bytes: spec,
         spec_bytes_per_sequence: spec_per_seq,
         elem_bytes: elem,
         allocated_bytes: kv_alloc,
-        matches_spec: kv_alloc.map(|a| a == spec),
+        buffers: kv_buffers,
+        matches_spec: kv_alloc.map(|a| fits(a, elem.unwrap_or(4))),
         formula: match u.kind {
             Kind::NonLooped => "2*N*Hkv*Dh*s*T".into(),
             Kind::Plt(_) => "2*N*Hkv*Dh*s*(T + (L-1)*(left+1))".into(),
@@ -881,7 +1039,7 @@ fn measure(gpu: &Arc<Gpu>, set: &Settings, model: &Arc<GpuModel>, s: &Size, u: &
             passes,
             rows,
             warmup: set.warmup,
-            positions: [p + 2 * set.warmup, t - 1],
+            positions: [p + 2 * set.warmup, p + timed - 1],
             wall_ms: wall_d,
             gpu_ms: gpu_d,
             prefill: prefill.clone(),
@@ -890,10 +1048,12 @@ fn measure(gpu: &Arc<Gpu>, set: &Settings, model: &Arc<GpuModel>, s: &Size, u: &
             session_bytes,
             session_device_bytes: session_dev,
             allocated_during_decode,
+            session_s,
             weight_bytes_per_step: step_bytes,
             weight_gbps_wall,
             weight_gbps_gpu,
             fraction_of_copy_bw: 0.0,
+            profile: profiles[slot].clone(),
         });
     }
     Ok(out)
@@ -1028,15 +1188,15 @@ fn copy_bandwidth(gpu: &Gpu, bytes: u64) -> Result<CopyBw> {
     };
     let (src, dst) = (buf("bench copy src"), buf("bench copy dst"));
     let wait = || dev.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()));
-    const COPIES: u64 = 4;
+    let copies: u64 = if gpu.is_software() { 2 } else { 8 };
     const ROUNDS: usize = 5;
-    let moved = (2 * size * COPIES) as f64;
+    let moved = (2 * size * copies) as f64;
 
     // copy_buffer_to_buffer, timed by the wall clock around submit + wait.
     let mut buffer_gbps = Vec::new();
     for round in 0..=ROUNDS {
         let mut enc = dev.create_command_encoder(&Default::default());
-        for _ in 0..COPIES {
+        for _ in 0..copies {
             enc.copy_buffer_to_buffer(&src, 0, &dst, 0, size);
         }
         let t = Instant::now();
@@ -1096,7 +1256,7 @@ fn copy_bandwidth(gpu: &Gpu, bytes: u64) -> Result<CopyBw> {
             let mut cp = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("bench copy"), timestamp_writes });
             cp.set_pipeline(&pipeline);
             cp.set_bind_group(0, &bind, &[]);
-            for _ in 0..COPIES {
+            for _ in 0..copies {
                 cp.dispatch_workgroups(gx, gy, 1);
             }
         }
@@ -1132,6 +1292,7 @@ fn copy_bandwidth(gpu: &Gpu, bytes: u64) -> Result<CopyBw> {
     let (b, s) = (best(&buffer_gbps), best(&shader_gbps));
     Ok(CopyBw {
         bytes: size,
+        copies,
         buffer_copy_gbps: b,
         buffer_copy_gbps_median: med(&buffer_gbps),
         shader_copy_gbps: s,
@@ -1215,6 +1376,15 @@ fn mib(b: u64) -> String {
     }
 }
 
+/// Three significant digits.
+fn sig(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let d = (2 - x.abs().log10().floor() as i32).max(0) as usize;
+    format!("{x:.d$}")
+}
+
 fn ratio(x: f64) -> String {
     format!("{x:.2}")
 }
@@ -1226,17 +1396,24 @@ pub fn markdown(r: &Report) -> String {
     let set = &r.settings;
     let bw = r.copy_bandwidth.gbps;
     s += &format!("## plt bench on {}\n\n", a.describe);
+    let load = |l: Option<[f64; 3]>| l.map(|l| format!("{:.1}", l[0])).unwrap_or_else(|| "?".into());
     s += &format!(
-        "Timer: wall clock per decode call{}. Copy bandwidth {:.1} GB/s ({} MiB; buffer copy {:.1}, copy kernel {:.1}). \
-         {} measured steps after {} warm-up per mode; window left = {}; {:.0} s in all.\n\n",
+        "Timer: wall clock per decode call (one submit, {} read back){}. Copy bandwidth {} GB/s \
+         ({} MiB x {}; buffer copy {}, copy kernel {}). {} measured steps after {} warm-up per mode; \
+         window left = {}; {} CPUs, load average {} at the start and {} at the end; {:.0} s in all.\n\n",
+        if set.readback == "logits" { "logits" } else { "token ids" },
         if a.timestamps { " and GPU timestamps" } else { " (no GPU timestamps on this adapter)" },
-        bw,
+        sig(bw),
         r.copy_bandwidth.bytes >> 20,
-        r.copy_bandwidth.buffer_copy_gbps,
-        r.copy_bandwidth.shader_copy_gbps,
+        r.copy_bandwidth.copies,
+        sig(r.copy_bandwidth.buffer_copy_gbps),
+        sig(r.copy_bandwidth.shader_copy_gbps),
         set.steps,
         set.warmup,
         set.window,
+        r.host.cpus,
+        load(r.host.loadavg_start),
+        load(r.host.loadavg_end),
         r.elapsed_s
     );
     let gpu = a.timestamps;
@@ -1268,7 +1445,7 @@ pub fn markdown(r: &Report) -> String {
     for x in &r.results {
         let wg = x.weight_gbps_gpu.unwrap_or(x.weight_gbps_wall);
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {:.2} | {:.1}% |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {}% |\n",
             x.preset,
             x.dtype,
             x.mode,
@@ -1287,8 +1464,8 @@ pub fn markdown(r: &Report) -> String {
                 None => "n/a",
             },
             mib(x.session_bytes),
-            wg,
-            100.0 * wg / bw
+            sig(wg),
+            sig(100.0 * wg / bw)
         );
     }
     if !r.skipped.is_empty() {
@@ -1394,6 +1571,7 @@ pub fn svg(r: &Report) -> String {
         let py = |v: f64| y0 - v / ymax * (y0 - y1);
         s += &format!("<text x=\"{}\" y=\"{}\" font-size=\"12\" font-weight=\"bold\">{} {} B={}</text>\n", x0, oy + 16.0, esc(preset), esc(dtype), b);
         s += &format!("<rect x=\"{x0}\" y=\"{y1}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#999\"/>\n", x1 - x0, y0 - y1);
+        let decimals = (-step.log10().floor()).max(0.0) as usize;
         let mut v = 0.0;
         while v <= ymax + 1e-9 {
             let y = py(v);
@@ -1401,7 +1579,7 @@ pub fn svg(r: &Report) -> String {
                 "<line x1=\"{x0}\" y1=\"{y:.1}\" x2=\"{x1}\" y2=\"{y:.1}\" stroke=\"#eee\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
                 x0 - 4.0,
                 y + 4.0,
-                ms(v)
+                format!("{v:.decimals$}")
             );
             v += step;
         }

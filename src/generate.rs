@@ -109,6 +109,9 @@ pub struct GenerateOptions {
     pub exec: Exec,
     /// Set from any thread to stop at the next token.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// When the context is full, keep its newer half (re-prefilled from position 0) and go on,
+    /// instead of stopping with `FinishReason::ContextFull`.
+    pub context_shift: bool,
 }
 
 impl Default for GenerateOptions {
@@ -120,6 +123,7 @@ impl Default for GenerateOptions {
             stop_at_eos: true,
             exec: Exec::Fused,
             cancel: None,
+            context_shift: false,
         }
     }
 }
@@ -182,7 +186,8 @@ fn now_ms() -> f64 {
 
 #[cfg(target_arch = "wasm32")]
 fn js_now() -> f64 {
-    0.0
+    // std's clocks panic on wasm32-unknown-unknown; the JS clock works in pages and workers.
+    js_sys::Date::now()
 }
 
 /// Longest suffix of `text` that is a proper prefix of one of `stops` (held back while streaming).
@@ -218,6 +223,18 @@ impl TextSession {
     pub fn reset(&mut self) -> Result<()> {
         self.pending = None;
         self.session.reset(0)
+    }
+
+    /// Drops the older half of the context: the newer half is prefilled again from position 0
+    /// (RoPE positions and PLT's carried states are recomputed, so the caches stay exact).
+    pub async fn shift_context(&mut self) -> Result<()> {
+        let all = self.session.tokens(0).to_vec();
+        let keep = all[all.len() - (self.context() / 2).min(all.len())..].to_vec();
+        self.session.reset(0)?;
+        if !keep.is_empty() {
+            self.session.prefill(0, &keep, crate::model::Logits::None).await?;
+        }
+        Ok(())
     }
 
     /// Tokens in the context so far.
@@ -322,6 +339,11 @@ impl<'a> Generator<'a> {
         })
     }
 
+    /// Tokens generated so far.
+    pub fn generated(&self) -> usize {
+        self.out_ids.len()
+    }
+
     /// Stops at the next step.
     pub fn cancel(&mut self) {
         if self.finish.is_none() {
@@ -359,9 +381,12 @@ impl<'a> Generator<'a> {
                     self.finish = Some(FinishReason::Cancelled);
                 } else if self.out_ids.len() >= self.opts.max_tokens {
                     self.finish = Some(FinishReason::MaxTokens);
-                } else if self.ts.position() + 1 >= self.ts.context() {
+                } else if self.ts.position() + 1 >= self.ts.context() && !self.opts.context_shift {
                     self.finish = Some(FinishReason::ContextFull);
                 } else {
+                    if self.ts.position() + 1 >= self.ts.context() {
+                        self.ts.shift_context().await?;
+                    }
                     let (ids, _) = self.ts.session.decode_sample(&[next], self.opts.exec, false).await?;
                     self.next = ids[0];
                     self.ts.pending = Some(self.next);

@@ -160,6 +160,10 @@ impl Dispatch {
 pub struct GpuOptions {
     /// Pick the first adapter whose name contains this (case-insensitive).
     pub adapter: Option<String>,
+    /// Ask for at most this `max_storage_buffer_binding_size` (tests of small adapters).
+    pub max_storage_buffer_binding_size: Option<u64>,
+    /// Ask for at most this `max_buffer_size`.
+    pub max_buffer_size: Option<u64>,
 }
 
 /// The device, queue and caches shared by every model and session on one adapter.
@@ -201,7 +205,13 @@ impl Gpu {
                 .map_err(|e| Error::NoAdapter(e.to_string()))?,
         };
         let info = adapter.get_info();
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        if let Some(m) = opts.max_storage_buffer_binding_size {
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(m);
+        }
+        if let Some(m) = opts.max_buffer_size {
+            limits.max_buffer_size = limits.max_buffer_size.min(m);
+        }
         // Optional features, used when present: GPU timestamps for the benchmark.
         let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
         let (device, queue) = adapter
@@ -260,6 +270,18 @@ impl Gpu {
 
     fn count(&self, bytes: u64) {
         self.allocated.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Bytes of device buffers alive now, as wgpu's own counters see them (native backends;
+    /// `None` where they are not kept, as on the web).
+    pub fn live_buffer_bytes(&self) -> Option<u64> {
+        let n = self.device.get_internal_counters().hal.buffer_memory.read();
+        (n > 0).then_some(n as u64)
+    }
+
+    /// Whether the device was lost (destroyed, reset, or its driver failed).
+    pub fn is_lost(&self) -> bool {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).is_some()
     }
 
     pub fn has_timestamps(&self) -> bool {

@@ -92,6 +92,9 @@ struct SampleArgs {
     /// Context length of the session (default: min(2048, the model's)).
     #[arg(long)]
     context: Option<usize>,
+    /// When the context fills up, keep its newer half and go on (instead of stopping).
+    #[arg(long)]
+    context_shift: bool,
 }
 
 #[derive(Args)]
@@ -296,6 +299,7 @@ fn options(a: &SampleArgs) -> Result<GenerateOptions> {
         stop_at_eos: !a.ignore_eos,
         exec: parse_exec(&a.mode)?,
         cancel: None,
+        context_shift: a.context_shift,
     })
 }
 
@@ -379,7 +383,7 @@ fn open(m: &ModelArgs, context: Option<usize>) -> Result<Backend> {
     }
     let opts = LoadOptions {
         dtype: m.dtype.as_deref().map(parse_dtype).transpose()?,
-        gpu: GpuOptions { adapter: m.adapter.clone() },
+        gpu: GpuOptions { adapter: m.adapter.clone(), ..Default::default() },
     };
     let engine = match Engine::load_blocking(&path, &opts, &mut progress_bar) {
         Ok(e) => e,
@@ -513,7 +517,7 @@ fn chat(a: ChatArgs) -> Result<()> {
 fn perplexity(a: PerplexityArgs) -> Result<()> {
     let path = model_path(&a.model.model);
     let text = std::fs::read_to_string(&a.file).map_err(|e| Error::io(&a.file, e))?;
-    let opts = LoadOptions { dtype: a.model.dtype.as_deref().map(parse_dtype).transpose()?, gpu: GpuOptions { adapter: a.model.adapter.clone() } };
+    let opts = LoadOptions { dtype: a.model.dtype.as_deref().map(parse_dtype).transpose()?, gpu: GpuOptions { adapter: a.model.adapter.clone(), ..Default::default() } };
     let engine = Engine::load_blocking(&path, &opts, &mut progress_bar)?;
     let tok = engine.tokenizer()?;
     let ids = tok.encode(&text, false)?;
@@ -647,7 +651,7 @@ fn score(a: ScoreArgs) -> Result<()> {
         (reference::forward(&cfg, &w, &tokens[..n - 1]), "cpu-reference".into())
     } else {
         let dtype = a.dtype.as_deref().map(parse_dtype).transpose()?;
-        let gpu = Arc::new(plt::gpu::Gpu::new_blocking(&GpuOptions { adapter: a.adapter.clone() })?);
+        let gpu = Arc::new(plt::gpu::Gpu::new_blocking(&GpuOptions { adapter: a.adapter.clone(), ..Default::default() })?);
         let adapter = gpu.describe();
         let model = Arc::new(GpuModel::new(gpu, &cfg, &w, dtype)?);
         let mut s = Session::new(model, SessionOptions { batch: 1, context: n, prefill_chunk: 128 })?;

@@ -1,0 +1,135 @@
+//! Reliability: adapter limits, long sessions with flat memory, freeing on drop, device loss.
+
+mod common;
+use common::*;
+use plt::generate::{Engine, FinishReason, GenerateOptions, TextSession};
+use plt::gpu::{Gpu, GpuOptions};
+use plt::model::{Exec, GpuModel, Logits, Session, SessionOptions};
+use plt::sampling::SamplerConfig;
+use plt::DType;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn own_gpu(opts: GpuOptions) -> Arc<Gpu> {
+    Arc::new(Gpu::new_blocking(&opts).expect("an adapter"))
+}
+
+/// A lost device surfaces as an error from the next call, not a hang or a panic, and a new
+/// device and session work afterwards.
+#[test]
+fn device_loss_is_an_error_and_recoverable() {
+    let mut cfg = tiny();
+    cfg.num_loops = 2;
+    let w = weights(&cfg, 3, DType::F32, false);
+    let gpu = own_gpu(GpuOptions::default());
+    let m = Arc::new(GpuModel::new(gpu.clone(), &cfg, &w, None).unwrap());
+    let mut s = Session::new(m, SessionOptions { batch: 1, context: 16, prefill_chunk: 8 }).unwrap();
+    s.prefill_blocking(0, &[1, 2, 3], Logits::Last).unwrap();
+    gpu.device.destroy();
+    let t = Instant::now();
+    let r = s.decode_blocking(&[4], Exec::Fused, true);
+    assert!(t.elapsed() < Duration::from_secs(30), "the call returned promptly");
+    let e = r.expect_err("a decode on a lost device fails");
+    assert!(e.to_string().to_lowercase().contains("lost") || e.to_string().contains("GPU"), "{e}");
+    assert!(s.decode_blocking(&[4], Exec::Fused, true).is_err(), "and keeps failing");
+    // A new device works.
+    let gpu2 = own_gpu(GpuOptions::default());
+    let m2 = Arc::new(GpuModel::new(gpu2, &cfg, &w, None).unwrap());
+    let mut s2 = Session::new(m2, SessionOptions { batch: 1, context: 16, prefill_chunk: 8 }).unwrap();
+    let logits = s2.prefill_blocking(0, &[1, 2, 3], Logits::Last).unwrap();
+    assert_eq!(logits.len(), cfg.vocab_size);
+}
+
+/// A device with small limits: a tensor past `max_storage_buffer_binding_size` is an error that
+/// names the tensor and the limit; a model that fits runs.
+#[test]
+fn small_adapter_limits_are_clear_errors() {
+    let cfg = tiny(); // gate_up_proj: 144 x 40: 23040 bytes in f32, 11520 in f16
+    let w = weights(&cfg, 4, DType::F32, false);
+    let gpu = own_gpu(GpuOptions { max_storage_buffer_binding_size: Some(16384), ..Default::default() });
+    assert_eq!(gpu.limits.max_storage_buffer_binding_size, 16384);
+    let e = GpuModel::new(gpu.clone(), &cfg, &w, Some(DType::F32)).err().expect("too big");
+    let msg = e.to_string();
+    assert!(msg.contains("max_storage_buffer_binding_size") && msg.contains("16384"), "{msg}");
+    assert!(msg.contains("layers.0.gate_up_proj"), "names the tensor: {msg}");
+    // In f16 every tensor fits; the session's buffers must too (short context).
+    let m = Arc::new(GpuModel::new(gpu, &cfg, &w, Some(DType::F16)).unwrap());
+    let mut s = Session::new(m, SessionOptions { batch: 1, context: 8, prefill_chunk: 4 }).unwrap();
+    assert_eq!(s.prefill_blocking(0, &[1, 2], Logits::Last).unwrap().len(), cfg.vocab_size);
+}
+
+/// Lets wgpu finish pending work and destroy dropped resources (and upload staging buffers).
+fn settle(gpu: &Gpu) -> u64 {
+    gpu.queue.submit([]);
+    gpu.device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+    gpu.live_buffer_bytes().unwrap_or_else(|| panic!("wgpu's buffer counters are not kept on {}", gpu.describe()))
+}
+
+/// Dropping a session (and then its model) gives their device memory back.
+#[test]
+fn dropping_frees_device_memory() {
+    let gpu = own_gpu(GpuOptions::default());
+    let base = settle(&gpu);
+    let cfg = tiny();
+    let w = weights(&cfg, 5, DType::F32, false);
+    let m = Arc::new(GpuModel::new(gpu.clone(), &cfg, &w, None).unwrap());
+    let with_model = settle(&gpu);
+    let mut s = Session::new(m.clone(), SessionOptions { batch: 2, context: 64, prefill_chunk: 16 }).unwrap();
+    s.prefill_blocking(0, &[1, 2, 3], Logits::Last).unwrap();
+    let with_session = settle(&gpu);
+    assert!(with_session > with_model && with_model > base, "{base} {with_model} {with_session}");
+    drop(s);
+    assert_eq!(settle(&gpu), with_model, "the session's buffers are freed");
+    drop(m);
+    assert_eq!(settle(&gpu), base, "the model's buffers are freed");
+}
+
+/// 10,000 tokens in one session: the context shifts (keeps its newer half, re-prefilled) instead
+/// of overflowing, and neither our allocations nor wgpu's live buffer memory grow after warm-up.
+#[test]
+fn ten_thousand_tokens_in_one_session_with_flat_memory() {
+    let gpu = own_gpu(GpuOptions::default());
+    let mut cfg = tiny();
+    cfg.hidden_size = 16;
+    cfg.num_attention_heads = 2;
+    cfg.num_key_value_heads = 1;
+    cfg.head_dim = 8;
+    cfg.intermediate_size = 16;
+    cfg.num_hidden_layers = 1;
+    cfg.vocab_size = 257;
+    cfg.num_loops = 2;
+    cfg.window_left = 4;
+    let w = weights(&cfg, 6, DType::F16, false);
+    let tok = plt::tokenizer::Tokenizer::from_bytes(&serde_json::to_vec(&plt::init::tokenizer_json(257)).unwrap(), 257).unwrap();
+    let e = Arc::new(Engine::from_parts(gpu.clone(), &cfg, &w, Some(tok), None, "t", &mut |_, _| {}).unwrap());
+    let mut ts = TextSession::new(e, 64).unwrap();
+    let opts = GenerateOptions {
+        max_tokens: 10_000,
+        sampler: SamplerConfig { temperature: 1.0, seed: 9, ..Default::default() },
+        stop_at_eos: false,
+        context_shift: true,
+        ..Default::default()
+    };
+    // Warm up (first shift included), then measure.
+    let mut g = pollster::block_on(plt::generate::Generator::start(&mut ts, &[3, 4, 5], opts)).unwrap_or_else(|e| panic!("{e}"));
+    let mut n = 0usize;
+    let (mut ours, mut live) = (0, None);
+    let start = Instant::now();
+    while let Some(p) = pollster::block_on(g.next_piece()).unwrap() {
+        let _ = p;
+        n = g.generated();
+        if n == 200 {
+            ours = gpu.allocated_bytes();
+            live = gpu.live_buffer_bytes();
+        }
+        if n > 200 && n % 1000 == 0 {
+            assert_eq!(gpu.allocated_bytes(), ours, "allocation after warm-up at token {n}");
+            assert_eq!(gpu.live_buffer_bytes(), live, "live device memory grew at token {n}");
+        }
+    }
+    let gen = g.finish();
+    assert_eq!(gen.finish, FinishReason::MaxTokens);
+    assert_eq!(gen.tokens.len(), 10_000);
+    assert!(n >= 9_000);
+    eprintln!("10,000 tokens in {:.1} s", start.elapsed().as_secs_f64());
+}
