@@ -83,7 +83,7 @@ pub struct BenchArgs {
     /// `left` of the PLT local window (PLT-SPEC plt_window_size). [default: 64; quick 8]
     #[arg(long)]
     pub window: Option<usize>,
-    /// Measured decode steps per mode (after the warm-up). [default: GPU 24, software 6, quick 2]
+    /// Measured decode steps per mode (after the warm-up). [default: GPU 24, software 12, quick 2]
     #[arg(long)]
     pub steps: Option<usize>,
     /// Warm-up decode steps per mode, not measured. [default: GPU 3, otherwise 1]
@@ -259,7 +259,7 @@ const SOFTWARE: Defaults = Defaults {
     loops: &[2, 3],
     batch: &[1, 4, 16],
     context: &[128, 1024, 4096],
-    steps: 6,
+    steps: 12,
     warmup: 1,
     window: 64,
     max_prefill_tokens: Some(1024),
@@ -397,12 +397,11 @@ impl Kind {
     }
 }
 
-/// One session to measure.
+/// One (size, dtype, B, T): a session per model variant.
 #[derive(Clone, Debug)]
 struct Unit {
     size: usize,
     dtype: String,
-    kind: Kind,
     batch: usize,
     context: usize,
     /// Relative cost, for the progress estimate.
@@ -497,9 +496,8 @@ pub struct Record {
     /// The same from the device allocator (with its alignment), where the backend reports it.
     pub session_device_bytes: Option<u64>,
     pub allocated_during_decode: u64,
-    /// Seconds this session took in all (creation, prefill, every decode step; shared by the
-    /// two modes of a PLT session).
-    pub session_s: f64,
+    /// Seconds to create and prefill the session (shared by the two modes of a PLT session).
+    pub setup_s: f64,
     /// Weight bytes one step reads: passes * layer matrices + the lm_head once.
     pub weight_bytes_per_step: u64,
     /// weight_bytes_per_step / median step time, GB/s (1e9 bytes).
@@ -543,6 +541,19 @@ pub struct Skip {
     pub batch: Option<usize>,
     pub context: Option<usize>,
     pub reason: String,
+}
+
+impl Skip {
+    fn new(s: &Size, dtype: &str, kind: Kind, batch: usize, context: usize, reason: &str) -> Skip {
+        Skip {
+            preset: s.name.clone(),
+            dtype: dtype.to_string(),
+            model: kind.label(),
+            batch: Some(batch),
+            context: Some(context),
+            reason: reason.to_string(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -672,43 +683,38 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         skipped: Vec::new(),
     };
 
-    // Plan every session; sessions that cannot run are listed as skipped with the reason.
+    // Plan: one unit per (size, dtype, B, T), measuring every model variant there; what cannot
+    // run is listed as skipped with the reason.
     let room = set.decode_positions();
     let max_ctx = set.context.iter().copied().max().unwrap_or(1);
+    let mut kinds = vec![Kind::NonLooped];
+    kinds.extend(set.loops.iter().map(|&l| Kind::Plt(l)));
+    kinds.extend(set.loops.iter().map(|&l| Kind::Vanilla(l)));
     let mut units = Vec::new();
     for (si, s) in set.sizes.iter().enumerate() {
         for dt in &set.dtype {
-            let mut kinds = vec![Kind::NonLooped];
-            kinds.extend(set.loops.iter().map(|&l| Kind::Plt(l)));
-            kinds.extend(set.loops.iter().map(|&l| Kind::Vanilla(l)));
-            for kind in kinds {
-                for &b in &set.batch {
-                    for &t in &set.context {
-                        let skip = |reason: String| Skip {
-                            preset: s.name.clone(),
-                            dtype: dt.clone(),
-                            model: kind.label(),
-                            batch: Some(b),
-                            context: Some(t),
-                            reason,
-                        };
-                        if t <= room {
-                            report.skipped.push(skip(format!("context {t} leaves no prompt before {room} decode positions (--steps/--warmup)")));
-                            continue;
+            for &b in &set.batch {
+                for &t in &set.context {
+                    let reason = if t <= room {
+                        Some(format!("context {t} leaves no prompt before {room} decode positions (--steps/--warmup)"))
+                    } else {
+                        set.max_prefill_tokens
+                            .filter(|&m| b * (t - room) > m)
+                            .map(|m| format!("prefill of {} tokens is over --max-prefill-tokens {m}", b * (t - room)))
+                    };
+                    if let Some(reason) = reason {
+                        for k in &kinds {
+                            report.skipped.push(Skip::new(s, dt, *k, b, t, &reason));
                         }
-                        let prefill = b * (t - room);
-                        if let Some(max) = set.max_prefill_tokens.filter(|&m| prefill > m) {
-                            report.skipped.push(skip(format!("prefill of {prefill} tokens is over --max-prefill-tokens {max}")));
-                            continue;
-                        }
-                        // Cost model for the progress bar: prefill token-passes (attention grows
-                        // with T) plus the decode steps.
-                        let params = (s.layers * (4 * s.hidden * s.hidden + 3 * s.hidden * s.ffn) + s.vocab * s.hidden) as f64;
-                        let w = kind.loops() as f64 * prefill as f64 * (params + (t * s.layers * s.kv_heads * s.head_dim) as f64)
-                            + (room * kind.loops() * b) as f64 * params
-                            + 2e7;
-                        units.push(Unit { size: si, dtype: dt.clone(), kind, batch: b, context: t, weight: w });
+                        continue;
                     }
+                    // Cost model for the progress bar: prefill token-passes (attention grows with
+                    // T) plus the decode steps, over every variant.
+                    let l_all: usize = kinds.iter().map(|k| k.loops()).sum();
+                    let params = (s.layers * (4 * s.hidden * s.hidden + 3 * s.hidden * s.ffn) + s.vocab * s.hidden) as f64;
+                    let w = l_all as f64 * ((b * (t - room)) as f64 * (params + (t * s.layers * s.kv_heads * s.head_dim) as f64) + (room * b) as f64 * params)
+                        + 2e7;
+                    units.push(Unit { size: si, dtype: dt.clone(), batch: b, context: t, weight: w });
                 }
             }
         }
@@ -716,66 +722,66 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut progress = Progress::new(units.iter().map(|u| u.weight).sum(), !args.no_progress);
 
     // One set of weights per size (generated once, with the PLT gates; the non-looped and vanilla
-    // uploads leave the gates out), one upload per (dtype, model kind), one session per (B, T).
+    // uploads leave them out), uploaded once per (dtype, variant); then per (B, T) one session
+    // per variant, all prefilled, and their decode steps interleaved round-robin, so that every
+    // variant sees the same conditions (a busy machine, clocks) at the same time.
     let mut i = 0;
     while i < units.len() {
-        let (si, dt, kind) = (units[i].size, units[i].dtype.clone(), units[i].kind);
-        let group_end = (i..units.len()).find(|&j| units[j].size != si || units[j].dtype != dt || units[j].kind != kind).unwrap_or(units.len());
+        let (si, dt) = (units[i].size, units[i].dtype.clone());
+        let group_end = (i..units.len()).find(|&j| units[j].size != si || units[j].dtype != dt).unwrap_or(units.len());
         let s = &set.sizes[si];
-        let skip_group = |report: &mut Report, from: usize, reason: &str| {
-            for u in &units[from..group_end] {
-                report.skipped.push(Skip {
-                    preset: s.name.clone(),
-                    dtype: dt.clone(),
-                    model: kind.label(),
-                    batch: Some(u.batch),
-                    context: Some(u.context),
-                    reason: reason.to_string(),
-                });
+        let over_time = || set.time_limit_s.is_some_and(|lim| t0.elapsed().as_secs_f64() > lim);
+        let mut models: Vec<(Kind, Arc<GpuModel>, u64)> = Vec::new();
+        if !over_time() {
+            for &kind in &kinds {
+                progress.show(&format!("{} {} {}: uploading weights", s.name, dt, kind.label()), kind == Kind::NonLooped);
+                match upload(&gpu, &set, s, &dt, kind, max_ctx, &mut report) {
+                    Ok(m) => models.push((kind, m, report.models.last().map(|m| m.model_bytes).unwrap_or(0))),
+                    Err(e) => {
+                        for u in &units[i..group_end] {
+                            report.skipped.push(Skip::new(s, &dt, kind, u.batch, u.context, &format!("model does not fit: {e}")));
+                        }
+                    }
+                }
             }
-        };
-        if set.time_limit_s.is_some_and(|lim| t0.elapsed().as_secs_f64() > lim) {
-            skip_group(&mut report, i, "--time-limit reached");
-            progress.advance(units[i..group_end].iter().map(|u| u.weight).sum());
-            i = group_end;
-            continue;
         }
-        progress.show(&format!("{} {} {}: generating and uploading weights", s.name, dt, kind.label()));
-        let model = match upload(&gpu, &set, s, &dt, kind, max_ctx, &mut report) {
-            Ok(m) => m,
-            Err(e) => {
-                skip_group(&mut report, i, &format!("model does not fit: {e}"));
-                progress.advance(units[i..group_end].iter().map(|u| u.weight).sum());
-                i = group_end;
+        for u in units[i..group_end].to_vec() {
+            if over_time() {
+                for k in &kinds {
+                    report.skipped.push(Skip::new(s, &dt, *k, u.batch, u.context, "--time-limit reached"));
+                }
+                progress.advance(u.weight);
                 continue;
             }
-        };
-        let model_bytes = report.models.last().map(|m| m.model_bytes).unwrap_or(0);
-        for j in i..group_end {
-            let u = units[j].clone();
-            if set.time_limit_s.is_some_and(|lim| t0.elapsed().as_secs_f64() > lim) {
-                skip_group(&mut report, j, "--time-limit reached");
-                progress.advance(units[j..group_end].iter().map(|u| u.weight).sum());
-                break;
+            let what = format!("{} {} B={} T={}", s.name, dt, u.batch, u.context);
+            let mut live = Vec::new();
+            for (kind, model, model_bytes) in &models {
+                progress.show(&format!("{what}: {} prefill", kind.label()), *kind == Kind::NonLooped);
+                match open(&gpu, &set, model, *kind, &u, *model_bytes) {
+                    Ok(l) => live.push(l),
+                    Err(e) => report.skipped.push(Skip::new(s, &dt, *kind, u.batch, u.context, &format!("session failed: {e}"))),
+                }
             }
-            progress.show(&format!("{} {} {} B={} T={}", s.name, dt, kind.label(), u.batch, u.context));
-            match measure(&gpu, &set, &model, s, &u, model_bytes) {
-                Ok(recs) => report.results.extend(recs),
-                Err(e) => report.skipped.push(Skip {
-                    preset: s.name.clone(),
-                    dtype: dt.clone(),
-                    model: kind.label(),
-                    batch: Some(u.batch),
-                    context: Some(u.context),
-                    reason: format!("session failed: {e}"),
-                }),
+            progress.show(&format!("{what}: decoding"), false);
+            match decode_all(&gpu, &set, &mut live) {
+                Ok(()) => {
+                    for l in live {
+                        report.results.extend(l.records(s, &set));
+                    }
+                }
+                Err(e) => {
+                    for l in &live {
+                        report.skipped.push(Skip::new(s, &dt, l.kind, u.batch, u.context, &format!("decode failed: {e}")));
+                    }
+                }
             }
+            settle(&gpu);
             progress.advance(u.weight);
             report.ratios = ratios(&report.results);
             report.elapsed_s = t0.elapsed().as_secs_f64();
             write_json(&args.json, &report)?;
         }
-        drop(model);
+        drop(models);
         settle(&gpu);
         i = group_end;
     }
@@ -866,16 +872,39 @@ fn is_kv_label(name: &str) -> bool {
     name.starts_with("layers.") && (name.ends_with(".kv_cache") || name.ends_with(".ring"))
 }
 
-/// Creates one session, prefills every sequence to T - room, decodes `room` steps, returns one
-/// record per mode the session measures.
-fn measure(gpu: &Arc<Gpu>, set: &Settings, model: &Arc<GpuModel>, s: &Size, u: &Unit, model_bytes: u64) -> Result<Vec<Record>> {
+/// One session being measured: a model variant at one (B, T).
+struct Live {
+    kind: Kind,
+    dtype: String,
+    model: Arc<GpuModel>,
+    session: Session,
+    batch: usize,
+    context: usize,
+    prefill: Prefill,
+    kv: Kv,
+    model_bytes: u64,
+    session_bytes: u64,
+    session_device_bytes: Option<u64>,
+    setup_s: f64,
+    /// Next input token of each sequence.
+    tokens: Vec<u32>,
+    /// Per slot (fused, sequential): wall and GPU ms of the measured steps, (passes, rows).
+    wall: [Vec<f64>; 2],
+    gpu: [Option<Vec<f64>>; 2],
+    shape: [(usize, usize); 2],
+    allocated_during_decode: u64,
+    profile: [Option<Vec<(String, f64)>>; 2],
+}
+
+/// Creates a session of `model` for (B, T), measures its memory, and prefills every sequence
+/// to T - room (the prefill figures).
+fn open(gpu: &Arc<Gpu>, set: &Settings, model: &Arc<GpuModel>, kind: Kind, u: &Unit, model_bytes: u64) -> Result<Live> {
     let cfg = model.cfg.clone();
     let (b, t) = (u.batch, u.context);
-    let room = set.decode_positions();
-    let p = t - room;
+    let p = t - set.decode_positions();
 
     settle(gpu);
-    let t_session = Instant::now();
+    let t_setup = Instant::now();
     let before = gpu.allocated_bytes();
     let dev_before = allocator_bytes(gpu, is_kv_label);
     let mut session = Session::new(model.clone(), SessionOptions { batch: b, context: t, prefill_chunk: set.prefill_chunk })?;
@@ -888,100 +917,6 @@ fn measure(gpu: &Arc<Gpu>, set: &Settings, model: &Arc<GpuModel>, s: &Size, u: &
         _ => (None, 0, None),
     };
 
-    // Prefill: random prompts, chunk by chunk so that every chunk's GPU time is summed.
-    let mut rng = Rng::new(set.seed ^ 0x5eed ^ ((b as u64) << 32) ^ t as u64);
-    let v = cfg.vocab_size as u64;
-    let chunk = set.prefill_chunk;
-    // A short untimed prefill first (first use of the prefill pipelines: more rows than the
-    // decode kernels take), then start over.
-    let warm: Vec<u32> = (0..p.min(chunk).min(32)).map(|_| rng.below(v) as u32).collect();
-    session.prefill_blocking(0, &warm, Logits::None)?;
-    session.reset(0)?;
-    settle(gpu);
-    let mut gpu_ns = Some(0u64);
-    let tp = Instant::now();
-    for seq in 0..b {
-        let prompt: Vec<u32> = (0..p).map(|_| rng.below(v) as u32).collect();
-        for c in prompt.chunks(chunk) {
-            session.prefill_blocking(seq, c, Logits::None)?;
-            gpu_ns = gpu_ns.zip(session.stats.gpu_ns).map(|(a, x)| a + x);
-        }
-    }
-    gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
-    gpu.check()?;
-    let prefill_wall = tp.elapsed().as_secs_f64();
-    let prefill_passes = session.stats.passes;
-    let prefill = Prefill {
-        tokens: b * p,
-        passes_per_chunk: prefill_passes,
-        wall_s: prefill_wall,
-        tokens_per_s: (b * p) as f64 / prefill_wall.max(1e-12),
-        gpu_s: gpu_ns.map(|n| n as f64 * 1e-9),
-        gpu_tokens_per_s: gpu_ns.map(|n| (b * p) as f64 / (n as f64 * 1e-9).max(1e-12)),
-    };
-
-    // Decode: alternate the two slots (fused / sequential for PLT), warm-up first.
-    let execs = [Exec::Fused, Exec::Sequential];
-    let modes = u.kind.modes();
-    let mut wall: [Vec<f64>; 2] = [vec![], vec![]];
-    let mut gpu_ms: [Option<Vec<f64>>; 2] = [Some(vec![]), Some(vec![])];
-    let mut shape = [(0usize, 0usize); 2];
-    let mut tokens: Vec<u32> = (0..b).map(|_| rng.below(v) as u32).collect();
-    let logits_back = set.readback == "logits";
-    let alloc_before = gpu.allocated_bytes();
-    let timed = 2 * (set.warmup + set.steps);
-    let step = |session: &mut Session, tokens: &[u32], exec: Exec| -> Result<(f64, Vec<u32>)> {
-        let ts = Instant::now();
-        let next = if logits_back {
-            let logits = session.decode_blocking(tokens, exec, true)?;
-            let dt = ts.elapsed().as_secs_f64() * 1e3;
-            // Greedy next tokens (outside the timing).
-            (dt, logits.chunks(cfg.vocab_size).map(argmax).collect())
-        } else {
-            let (ids, _) = pollster::block_on(session.decode_sample(tokens, exec, false))?;
-            (ts.elapsed().as_secs_f64() * 1e3, ids)
-        };
-        if next.1.len() != b {
-            return Err(Error::Gpu(format!("decode returned {} tokens for a batch of {b}", next.1.len())));
-        }
-        Ok(next)
-    };
-    for k in 0..timed {
-        let slot = k % 2;
-        let (dt, next) = step(&mut session, &tokens, execs[slot])?;
-        if k >= 2 * set.warmup {
-            wall[slot].push(dt);
-            let g = session.stats.gpu_ns;
-            gpu_ms[slot] = gpu_ms[slot].take().zip(g).map(|(mut xs, n)| {
-                xs.push(n as f64 * 1e-6);
-                xs
-            });
-        }
-        shape[slot] = (session.stats.passes, session.stats.rows);
-        tokens = next;
-    }
-    let allocated_during_decode = gpu.allocated_bytes() - alloc_before;
-    // One profiled step per slot (outside the statistics).
-    let mut profiles: [Option<Vec<(String, f64)>>; 2] = [None, None];
-    if set.profile && gpu.has_timestamps() {
-        session.set_profiling(true)?;
-        for (slot, prof) in profiles.iter_mut().enumerate() {
-            let (_, next) = step(&mut session, &tokens, execs[slot])?;
-            tokens = next;
-            let mut by: Vec<(String, f64)> = Vec::new();
-            for (label, ms) in session.profile() {
-                match by.iter_mut().find(|(l, _)| l == label) {
-                    Some(e) => e.1 += ms,
-                    None => by.push((label.clone(), *ms)),
-                }
-            }
-            *prof = Some(by);
-        }
-        session.set_profiling(false)?;
-    }
-    drop(session);
-    let session_s = t_session.elapsed().as_secs_f64();
-
     // KV bytes: section 4 per sequence at T, with the element size the allocation implies. The
     // allocator may round each buffer up to its alignment: allow up to 256 bytes per buffer.
     let elems = cfg.kv_bytes(t, 1) as u64 * b as u64;
@@ -989,74 +924,194 @@ fn measure(gpu: &Arc<Gpu>, set: &Settings, model: &Arc<GpuModel>, s: &Size, u: &
     let fits = |a: u64, e: u64| a >= e * elems && a - e * elems <= slack;
     let elem = kv_alloc.and_then(|a| [4u64, 2, 1].into_iter().find(|&e| fits(a, e)));
     let spec_per_seq = cfg.kv_bytes(t, elem.unwrap_or(4) as usize) as u64;
-    let spec = spec_per_seq * b as u64;
     let kv = Kv {
-        spec_bytes: spec,
+        spec_bytes: spec_per_seq * b as u64,
         spec_bytes_per_sequence: spec_per_seq,
         elem_bytes: elem,
         allocated_bytes: kv_alloc,
         buffers: kv_buffers,
         matches_spec: kv_alloc.map(|a| fits(a, elem.unwrap_or(4))),
-        formula: match u.kind {
+        formula: match kind {
             Kind::NonLooped => "2*N*Hkv*Dh*s*T".into(),
             Kind::Plt(_) => "2*N*Hkv*Dh*s*(T + (L-1)*(left+1))".into(),
             Kind::Vanilla(_) => "2*N*Hkv*Dh*s*L*T".into(),
         },
     };
 
-    let wbytes = model.weight_bytes();
-    let head = (cfg.vocab_size * cfg.hidden_size * model.dtype.size()) as u64;
-    let layer_bytes = wbytes.saturating_sub(head);
-    let slots: Vec<usize> = if modes[0] == modes[1] { vec![0] } else { vec![0, 1] };
-    let mut out = Vec::new();
-    for slot in slots {
-        // Single-mode sessions measured both slots with the same mode: pool them.
-        let (w, g): (Vec<f64>, Option<Vec<f64>>) = if modes[0] == modes[1] {
-            let mut w = wall[0].clone();
-            w.extend_from_slice(&wall[1]);
-            let g = gpu_ms[0].clone().zip(gpu_ms[1].clone()).map(|(mut a, b)| {
-                a.extend(b);
-                a
-            });
-            (w, g)
-        } else {
-            (wall[slot].clone(), gpu_ms[slot].clone())
-        };
-        let wall_d = Dist::of(&w).ok_or_else(|| Error::Input("no measured steps".into()))?;
-        let gpu_d = g.as_deref().and_then(Dist::of);
-        let (passes, rows) = shape[slot];
-        let step_bytes = passes as u64 * layer_bytes + head;
-        let gbps = |ms: f64| step_bytes as f64 / (ms * 1e-3) / 1e9;
-        let weight_gbps_wall = gbps(wall_d.median);
-        let weight_gbps_gpu = gpu_d.as_ref().map(|d| gbps(d.median));
-        out.push(Record {
-            preset: s.name.clone(),
-            dtype: u.dtype.clone(),
-            mode: modes[slot].to_string(),
-            loops: u.kind.loops(),
-            batch: b,
-            context: t,
-            passes,
-            rows,
-            warmup: set.warmup,
-            positions: [p + 2 * set.warmup, p + timed - 1],
-            wall_ms: wall_d,
-            gpu_ms: gpu_d,
-            prefill: prefill.clone(),
-            kv: kv.clone(),
-            model_bytes,
-            session_bytes,
-            session_device_bytes: session_dev,
-            allocated_during_decode,
-            session_s,
-            weight_bytes_per_step: step_bytes,
-            weight_gbps_wall,
-            weight_gbps_gpu,
-            fraction_of_copy_bw: 0.0,
-            profile: profiles[slot].clone(),
-        });
+    // Prefill: random prompts, chunk by chunk so that every chunk's GPU time is summed. The same
+    // prompts for every variant (the seed depends on B and T only).
+    let mut rng = Rng::new(set.seed ^ 0x5eed ^ ((b as u64) << 32) ^ t as u64);
+    let v = cfg.vocab_size as u64;
+    let chunk = set.prefill_chunk;
+    let prompts: Vec<Vec<u32>> = (0..b).map(|_| (0..p).map(|_| rng.below(v) as u32).collect()).collect();
+    // A short untimed prefill first (first use of the prefill pipelines: more rows than the
+    // decode kernels take), then start over.
+    session.prefill_blocking(0, &prompts[0][..p.min(chunk).min(32)], Logits::None)?;
+    session.reset(0)?;
+    settle(gpu);
+    let mut gpu_ns = Some(0u64);
+    let tp = Instant::now();
+    for (seq, prompt) in prompts.iter().enumerate() {
+        for c in prompt.chunks(chunk) {
+            session.prefill_blocking(seq, c, Logits::None)?;
+            gpu_ns = gpu_ns.zip(session.stats.gpu_ns).map(|(a, x)| a + x);
+        }
     }
-    Ok(out)
+    gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
+    gpu.check()?;
+    let wall_s = tp.elapsed().as_secs_f64();
+    let prefill = Prefill {
+        tokens: b * p,
+        passes_per_chunk: session.stats.passes,
+        wall_s,
+        tokens_per_s: (b * p) as f64 / wall_s.max(1e-12),
+        gpu_s: gpu_ns.map(|n| n as f64 * 1e-9),
+        gpu_tokens_per_s: gpu_ns.map(|n| (b * p) as f64 / (n as f64 * 1e-9).max(1e-12)),
+    };
+    Ok(Live {
+        kind,
+        dtype: u.dtype.clone(),
+        model: model.clone(),
+        session,
+        batch: b,
+        context: t,
+        prefill,
+        kv,
+        model_bytes,
+        session_bytes,
+        session_device_bytes: session_dev,
+        setup_s: t_setup.elapsed().as_secs_f64(),
+        tokens: (0..b).map(|_| rng.below(v) as u32).collect(),
+        wall: [vec![], vec![]],
+        gpu: [Some(vec![]), Some(vec![])],
+        shape: [(0, 0); 2],
+        allocated_during_decode: 0,
+        profile: [None, None],
+    })
+}
+
+/// One decode step of every sequence of `l`: wall ms, and the next tokens (greedy).
+fn step(l: &mut Live, exec: Exec, logits_back: bool) -> Result<f64> {
+    let b = l.batch;
+    let ts = Instant::now();
+    let (ms, next) = if logits_back {
+        let logits = l.session.decode_blocking(&l.tokens, exec, true)?;
+        let ms = ts.elapsed().as_secs_f64() * 1e3;
+        // Greedy next tokens (outside the timing).
+        (ms, logits.chunks(l.model.cfg.vocab_size).map(argmax).collect::<Vec<u32>>())
+    } else {
+        let (ids, _) = pollster::block_on(l.session.decode_sample(&l.tokens, exec, false))?;
+        (ts.elapsed().as_secs_f64() * 1e3, ids)
+    };
+    if next.len() != b {
+        return Err(Error::Gpu(format!("decode returned {} tokens for a batch of {b}", next.len())));
+    }
+    l.tokens = next;
+    Ok(ms)
+}
+
+/// Decodes the sessions' windows, round-robin over the sessions step by step; within a session
+/// the two slots alternate (fused / sequential for PLT). Warm-up steps first.
+fn decode_all(gpu: &Gpu, set: &Settings, live: &mut [Live]) -> Result<()> {
+    let execs = [Exec::Fused, Exec::Sequential];
+    let logits_back = set.readback == "logits";
+    let timed = 2 * (set.warmup + set.steps);
+    let alloc: Vec<u64> = live.iter().map(|_| gpu.allocated_bytes()).collect();
+    for k in 0..timed {
+        let slot = k % 2;
+        for l in live.iter_mut() {
+            let ms = step(l, execs[slot], logits_back)?;
+            if k >= 2 * set.warmup {
+                l.wall[slot].push(ms);
+                let g = l.session.stats.gpu_ns;
+                l.gpu[slot] = l.gpu[slot].take().zip(g).map(|(mut xs, n)| {
+                    xs.push(n as f64 * 1e-6);
+                    xs
+                });
+            }
+            l.shape[slot] = (l.session.stats.passes, l.session.stats.rows);
+        }
+    }
+    for (l, a) in live.iter_mut().zip(alloc) {
+        l.allocated_during_decode = gpu.allocated_bytes() - a;
+    }
+    // One profiled step per slot (outside the statistics).
+    if set.profile && gpu.has_timestamps() {
+        for l in live.iter_mut() {
+            l.session.set_profiling(true)?;
+            for slot in 0..2 {
+                step(l, execs[slot], logits_back)?;
+                let mut by: Vec<(String, f64)> = Vec::new();
+                for (label, ms) in l.session.profile() {
+                    match by.iter_mut().find(|(x, _)| x == label) {
+                        Some(e) => e.1 += ms,
+                        None => by.push((label.clone(), *ms)),
+                    }
+                }
+                l.profile[slot] = Some(by);
+            }
+            l.session.set_profiling(false)?;
+        }
+    }
+    Ok(())
+}
+
+impl Live {
+    /// One record per mode the session measured.
+    fn records(self, s: &Size, set: &Settings) -> Vec<Record> {
+        let cfg = &self.model.cfg;
+        let modes = self.kind.modes();
+        let p = self.context - set.decode_positions();
+        let timed = 2 * (set.warmup + set.steps);
+        let wbytes = self.model.weight_bytes();
+        let head = (cfg.vocab_size * cfg.hidden_size * self.model.dtype.size()) as u64;
+        let layer_bytes = wbytes.saturating_sub(head);
+        let pooled = modes[0] == modes[1];
+        let slots: &[usize] = if pooled { &[0] } else { &[0, 1] };
+        let mut out = Vec::new();
+        for &slot in slots {
+            // Single-mode sessions measured both slots with the same mode: pool them.
+            let (w, g): (Vec<f64>, Option<Vec<f64>>) = if pooled {
+                let w = [self.wall[0].as_slice(), self.wall[1].as_slice()].concat();
+                let g = self.gpu[0].as_ref().zip(self.gpu[1].as_ref()).map(|(a, b)| [a.as_slice(), b.as_slice()].concat());
+                (w, g)
+            } else {
+                (self.wall[slot].clone(), self.gpu[slot].clone())
+            };
+            let Some(wall_ms) = Dist::of(&w) else { continue };
+            let gpu_ms = g.as_deref().and_then(Dist::of);
+            let (passes, rows) = self.shape[slot];
+            let step_bytes = passes as u64 * layer_bytes + head;
+            let gbps = |ms: f64| step_bytes as f64 / (ms * 1e-3) / 1e9;
+            out.push(Record {
+                preset: s.name.clone(),
+                dtype: self.dtype.clone(),
+                mode: modes[slot].to_string(),
+                loops: self.kind.loops(),
+                batch: self.batch,
+                context: self.context,
+                passes,
+                rows,
+                warmup: set.warmup,
+                positions: [p + 2 * set.warmup, p + timed - 1],
+                weight_gbps_wall: gbps(wall_ms.median),
+                weight_gbps_gpu: gpu_ms.as_ref().map(|d| gbps(d.median)),
+                wall_ms,
+                gpu_ms,
+                prefill: self.prefill.clone(),
+                kv: self.kv.clone(),
+                model_bytes: self.model_bytes,
+                session_bytes: self.session_bytes,
+                session_device_bytes: self.session_device_bytes,
+                allocated_during_decode: self.allocated_during_decode,
+                setup_s: self.setup_s,
+                weight_bytes_per_step: step_bytes,
+                fraction_of_copy_bw: 0.0,
+                profile: self.profile[slot].clone(),
+            });
+        }
+        out
+    }
 }
 
 fn argmax(row: &[f32]) -> u32 {
@@ -1317,8 +1372,9 @@ impl Progress {
     fn new(total: f64, on: bool) -> Progress {
         Progress { total: total.max(1e-9), done: 0.0, start: Instant::now(), tty: std::io::stderr().is_terminal(), on }
     }
-    fn show(&mut self, what: &str) {
-        if !self.on {
+    /// A redrawn line on a terminal; elsewhere (logs) only the `major` steps, one line each.
+    fn show(&mut self, what: &str, major: bool) {
+        if !self.on || !(self.tty || major) {
             return;
         }
         let f = (self.done / self.total).clamp(0.0, 1.0);

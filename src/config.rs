@@ -192,6 +192,13 @@ impl Config {
         if self.head_dim % 2 != 0 {
             return Err(Error::config("head_dim", format!("{} must be even", self.head_dim)));
         }
+        // Tensor shapes multiply these; keep every product far from overflowing usize.
+        if self.num_attention_heads.checked_mul(self.head_dim).is_none_or(|q| q > u32::MAX as usize) {
+            return Err(Error::config(
+                "head_dim",
+                format!("{} heads of {} is more than 2^32 query values", self.num_attention_heads, self.head_dim),
+            ));
+        }
         if self.num_loops < 1 {
             return Err(Error::config("plt_num_loops", "must be at least 1"));
         }

@@ -29,6 +29,8 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 const MAX_ARRAY_DEPTH: usize = 8;
 /// GGML_MAX_DIMS.
 const MAX_DIMS: usize = 4;
+/// GGML_MAX_NAME: tensor names are shorter than this.
+const MAX_NAME: usize = 64;
 
 fn err(msg: impl Into<String>) -> Error {
     Error::Input(format!("GGUF: {}", msg.into()))
@@ -356,16 +358,15 @@ impl TensorInfo {
 // The container
 // ---------------------------------------------------------------------------------------------
 
-/// A parsed GGUF file: header, metadata, tensor infos, borrowing the file's bytes.
+/// A parsed GGUF file: header, metadata, tensor infos, borrowing the file's bytes. Read-only:
+/// every tensor's data range was checked against the file by `parse`.
 #[derive(Debug)]
 pub struct GgufFile<'a> {
-    pub version: u32,
-    /// Metadata in file order.
-    pub metadata: Vec<(String, Value)>,
-    pub tensors: Vec<TensorInfo>,
-    pub alignment: u64,
-    /// Absolute byte offset of the data section.
-    pub data_offset: u64,
+    version: u32,
+    metadata: Vec<(String, Value)>,
+    tensors: Vec<TensorInfo>,
+    alignment: u64,
+    data_offset: u64,
     bytes: &'a [u8],
     keys: HashMap<String, usize>,
     names: HashMap<String, usize>,
@@ -509,6 +510,9 @@ impl<'a> GgufFile<'a> {
             return Err(err(format!("bad magic {magic:02x?}: not a GGUF file (expected the bytes \"GGUF\")")));
         }
         let version = r.u32(&|| "the version".into())?;
+        if (2..=3).contains(&version.swap_bytes()) {
+            return Err(err("this is a big-endian GGUF file; only little-endian files are supported"));
+        }
         if !(2..=3).contains(&version) {
             return Err(err(format!("version {version} is not supported (only 2 and 3)")));
         }
@@ -516,11 +520,13 @@ impl<'a> GgufFile<'a> {
         let n_kv = r.u64(&|| "the metadata count".into())?;
         // A key-value pair takes at least 8 (key length) + 4 (type) + 1 bytes, a tensor info at
         // least 8 (name length) + 4 (n_dims) + 4 (type) + 8 (offset) bytes.
-        if n_kv.checked_mul(13).is_none_or(|b| b > r.remaining() as u64) {
-            return Err(err(format!("metadata count {n_kv} is impossible for a file of {} bytes", bytes.len())));
-        }
-        if n_tensors.checked_mul(24).is_none_or(|b| b > r.remaining() as u64) {
-            return Err(err(format!("tensor count {n_tensors} is impossible for a file of {} bytes", bytes.len())));
+        for (what, n, min) in [("metadata count", n_kv, 13u64), ("tensor count", n_tensors, 24)] {
+            if n.checked_mul(min).is_none_or(|b| b > r.remaining() as u64) {
+                return Err(err(format!(
+                    "{what} {n} needs more than the {} bytes left in the file: it is corrupt or the file is truncated",
+                    r.remaining()
+                )));
+            }
         }
         let mut metadata = Vec::with_capacity(n_kv as usize);
         let mut keys = HashMap::with_capacity(n_kv as usize);
@@ -548,6 +554,9 @@ impl<'a> GgufFile<'a> {
         let mut names = HashMap::with_capacity(n_tensors as usize);
         for i in 0..n_tensors as usize {
             let name = r.string(&|| format!("the name of tensor {i}"))?;
+            if name.is_empty() || name.len() >= MAX_NAME {
+                return Err(err(format!("tensor {i} has a name of {} bytes (1 to {} allowed)", name.len(), MAX_NAME - 1)));
+            }
             let what = |field: &str| format!("the {field} of tensor `{name}`");
             let n_dims = r.u32(&|| what("dimension count"))?;
             if n_dims as usize > MAX_DIMS {
@@ -573,7 +582,12 @@ impl<'a> GgufFile<'a> {
                     ty.name()
                 )));
             }
-            let n_bytes = n_elements / block * block_bytes;
+            let Some(n_bytes) = (n_elements / block).checked_mul(block_bytes) else {
+                return Err(err(format!("tensor `{name}` has dimensions {dims:?} whose size in bytes overflows")));
+            };
+            if usize::try_from(n_elements).is_err() {
+                return Err(err(format!("tensor `{name}` has {n_elements} values, more than this machine can address")));
+            }
             if offset % alignment != 0 {
                 return Err(err(format!("tensor `{name}` has data offset {offset}, not a multiple of the alignment {alignment}")));
             }
@@ -599,6 +613,31 @@ impl<'a> GgufFile<'a> {
         Ok(GgufFile { version, metadata, tensors, alignment, data_offset, bytes, keys, names })
     }
 
+    /// 2 or 3.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// Metadata in file order.
+    pub fn metadata(&self) -> &[(String, Value)] {
+        &self.metadata
+    }
+
+    /// Tensor infos in file order.
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+
+    /// `general.alignment`, or 32.
+    pub fn alignment(&self) -> u64 {
+        self.alignment
+    }
+
+    /// Absolute byte offset of the data section.
+    pub fn data_offset(&self) -> u64 {
+        self.data_offset
+    }
+
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.keys.get(key).map(|&i| &self.metadata[i].1)
     }
@@ -607,17 +646,19 @@ impl<'a> GgufFile<'a> {
         self.names.get(name).map(|&i| &self.tensors[i])
     }
 
-    /// The raw bytes of a tensor (ranges were checked by `parse`).
-    pub fn tensor_bytes(&self, t: &TensorInfo) -> &'a [u8] {
-        let start = (self.data_offset + t.offset) as usize;
-        &self.bytes[start..start + t.n_bytes as usize]
+    /// The raw bytes of a tensor.
+    pub fn tensor_data(&self, name: &str) -> Option<&'a [u8]> {
+        let t = self.tensor(name)?;
+        let start = usize::try_from(self.data_offset.checked_add(t.offset)?).ok()?;
+        self.bytes.get(start..start.checked_add(usize::try_from(t.n_bytes).ok()?)?)
     }
 
     /// A tensor, dequantised to f32, in its row-major shape.
     pub fn dequantize(&self, name: &str) -> Result<Tensor> {
-        let t = self.tensor(name).ok_or_else(|| Error::MissingTensor { name: name.to_string() })?;
-        let data = dequantize(t.ty, self.tensor_bytes(t), t.n_elements as usize)
-            .map_err(|e| err(format!("tensor `{name}`: {e}")))?;
+        let (Some(t), Some(bytes)) = (self.tensor(name), self.tensor_data(name)) else {
+            return Err(Error::MissingTensor { name: name.to_string() });
+        };
+        let data = dequantize(t.ty, bytes, t.n_elements as usize).map_err(|e| err(format!("tensor `{name}`: {e}")))?;
         Ok(Tensor::new(t.shape(), data))
     }
 
@@ -651,7 +692,7 @@ impl<'a> GgufFile<'a> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => match v.as_f64() {
-                Some(x) if x.is_finite() => Ok(Some(x as f32)),
+                Some(x) if (x as f32).is_finite() => Ok(Some(x as f32)),
                 _ => Err(err(format!("metadata `{key}` must be a finite float, got {} {}", v.type_name(), v.brief()))),
             },
         }
@@ -736,7 +777,7 @@ pub fn dequantize(ty: GgmlType, data: &[u8], n: usize) -> Result<Vec<f32>> {
         return Err(err(format!("unknown ggml type {}", ty.0)));
     };
     let (block, block_bytes) = (block as usize, block_bytes as usize);
-    if n % block != 0 || data.len() != n / block * block_bytes {
+    if !n.is_multiple_of(block) || (n / block).checked_mul(block_bytes) != Some(data.len()) {
         return Err(err(format!("{} data of {} bytes does not hold {n} values", ty.name(), data.len())));
     }
     let mut out = Vec::with_capacity(n);
@@ -845,8 +886,8 @@ pub fn dequantize(ty: GgmlType, data: &[u8], n: usize) -> Result<Vec<f32>> {
 /// `2j + i` holds original row `i*Dh/2 + j`. Works on [rows, cols] matrices and [rows] biases.
 pub fn unpermute_qk(t: &Tensor, heads: usize, name: &str) -> Result<Tensor> {
     let rows = t.shape.first().copied().unwrap_or(0);
-    let cols = if rows == 0 { 0 } else { t.data.len() / rows };
-    if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 {
+    let cols = t.data.len().checked_div(rows).unwrap_or(0);
+    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
         return Err(err(format!("tensor `{name}`: {rows} rows cannot be split into {heads} heads of even size")));
     }
     let (dh, half) = (rows / heads, rows / heads / 2);
@@ -1005,7 +1046,7 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<Config> {
     let rms_norm_eps = f.f32_(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5);
     let rope_theta = f.f32_(&k("rope.freq_base"))?.unwrap_or(10000.0);
     for (key, v) in [("attention.layer_norm_rms_epsilon", rms_norm_eps), ("rope.freq_base", rope_theta)] {
-        if !(v > 0.0) {
+        if v <= 0.0 {
             return Err(err(format!("metadata `{}` = {v} must be positive", k(key))));
         }
     }
@@ -1089,7 +1130,8 @@ pub fn weights_from_gguf(f: &GgufFile, cfg: &Config) -> Result<Weights> {
             take_opt(&name, $shape)?.ok_or(Error::MissingTensor { name })?
         }};
     }
-    let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+    // block_count comes from the file (up to 2^32): reserve only what tensors can back.
+    let mut layers = Vec::with_capacity(cfg.num_hidden_layers.min(1024));
     for i in 0..cfg.num_hidden_layers {
         let p = format!("blk.{i}.");
         let q = take!(format!("{p}attn_q.weight"), &[qd, d]);
@@ -1143,27 +1185,41 @@ const LLAMA3_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[d
 /// Qwen2's: Llama 3's with single digits.
 const QWEN2_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Qwen3.5's: Qwen2's with combining marks joined to letters.
+const QWEN35_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// llama.cpp token types (`tokenizer.ggml.token_type`).
 const TOKEN_CONTROL: i64 = 3;
 const TOKEN_USER_DEFINED: i64 = 4;
 
-/// The regexes llama.cpp applies, in order, for a `tokenizer.ggml.pre` value, and whether it
-/// ignores merges for whole words that are in the vocabulary, and adds BOS by default.
+/// The `tokenizer.ggml.pre` values `pre_tokenizer` knows (checked against llama.cpp's test
+/// vectors: gpt-2, mpt, starcoder, refact, command-r, llama-bpe, qwen2, qwen35, falcon,
+/// deepseek-coder; the others share one of these regex sets in llama.cpp).
+pub const SUPPORTED_PRE_TOKENIZERS: &[&str] = &[
+    "gpt-2", "phi-2", "mpt", "olmo", "smollm", "starcoder", "refact", "codeshell", "command-r", "llama3", "llama-v3",
+    "llama-bpe", "qwen2", "deepseek-r1-qwen", "qwen35", "falcon", "deepseek-coder",
+];
+
+/// The regexes llama.cpp applies, in order, for a `tokenizer.ggml.pre` value (each an Isolated
+/// split of the pieces before it), whether it ignores merges for whole words that are in the
+/// vocabulary, and whether it adds BOS by default.
 fn pre_tokenizer(pre: &str) -> Option<(Vec<&'static str>, bool, bool)> {
     Some(match pre {
         "gpt-2" | "phi-2" | "mpt" | "olmo" => (vec![GPT2_RE], false, false),
-        "smollm" | "starcoder" | "refact" | "codeshell" => (vec![r"\p{N}", GPT2_RE], false, false),
+        "smollm" | "starcoder" | "refact" | "codeshell" | "command-r" => (vec![r"\p{N}", GPT2_RE], false, false),
         "llama3" | "llama-v3" | "llama-bpe" => (vec![LLAMA3_RE], true, true),
         "qwen2" | "deepseek-r1-qwen" => (vec![QWEN2_RE], false, false),
+        "qwen35" => (vec![QWEN35_RE], false, false),
+        "falcon" => (vec![r"[\p{P}\$\+<=>\^~\|`]+", GPT2_RE, "[0-9][0-9][0-9]"], false, false),
+        "deepseek-coder" => (vec!["[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", "[一-龥ࠀ-一가-퟿]+", r"\p{N}"], false, false),
         _ => return None,
     })
 }
 
 impl GgufTokenizer {
     /// Builds the tokenizer from `tokenizer.*` metadata; None when the file has none.
-    /// Supported: `tokenizer.ggml.model = gpt2` with `tokenizer.ggml.pre` one of gpt-2, phi-2,
-    /// mpt, olmo, smollm, starcoder, refact, codeshell, llama3/llama-bpe, qwen2; any other is an
-    /// error naming it.
+    /// Supported: `tokenizer.ggml.model = gpt2` (byte-level BPE) with a `tokenizer.ggml.pre` of
+    /// `SUPPORTED_PRE_TOKENIZERS`; any other model or pre-tokenizer (or none) is an error naming it.
     pub fn from_gguf(f: &GgufFile, vocab_size: usize) -> Result<Option<GgufTokenizer>> {
         let Some(model) = f.str_("tokenizer.ggml.model")? else { return Ok(None) };
         if model != "gpt2" {
@@ -1199,9 +1255,9 @@ impl GgufTokenizer {
         let pre_name = f.str_("tokenizer.ggml.pre")?;
         let Some((regexes, ignore_merges, default_add_bos)) = pre_name.and_then(pre_tokenizer) else {
             return Err(err(format!(
-                "metadata `tokenizer.ggml.pre` = {} is not a supported pre-tokenizer (supported: gpt-2, phi-2, mpt, olmo, \
-                 smollm, starcoder, refact, codeshell, llama3, llama-v3, llama-bpe, qwen2, deepseek-r1-qwen)",
-                pre_name.map(|p| format!("`{p}`")).unwrap_or_else(|| "(absent)".into())
+                "metadata `tokenizer.ggml.pre` = {} is not a supported pre-tokenizer (supported: {})",
+                pre_name.map(|p| format!("`{p}`")).unwrap_or_else(|| "(absent)".into()),
+                SUPPORTED_PRE_TOKENIZERS.join(", ")
             )));
         };
         let bos = f.token_("tokenizer.ggml.bos_token_id", tokens.len())?;
@@ -1218,7 +1274,7 @@ impl GgufTokenizer {
                 vocab.insert(tok.clone(), id.into());
             }
             let ty = types.and_then(|a| a.int_at(id)).unwrap_or(1);
-            if ty == TOKEN_CONTROL || ty == TOKEN_USER_DEFINED {
+            if (ty == TOKEN_CONTROL || ty == TOKEN_USER_DEFINED) && !tok.is_empty() {
                 added.push(serde_json::json!({
                     "id": id, "content": tok, "single_word": false, "lstrip": false, "rstrip": false,
                     "normalized": false, "special": ty == TOKEN_CONTROL,
@@ -1232,7 +1288,14 @@ impl GgufTokenizer {
             let Some(cut) = cut else {
                 return Err(err(format!("tokenizer merge {i} ({m:?}) is not two tokens separated by a space")));
             };
-            pairs.push(serde_json::json!([&m[..cut], &m[cut + 1..]]));
+            let (a, b) = (&m[..cut], &m[cut + 1..]);
+            // tokenizers rejects a merge whose parts or result are not tokens; say which.
+            for part in [a, b, &format!("{a}{b}")] {
+                if !vocab.contains_key(part) {
+                    return Err(err(format!("tokenizer merge {i} ({m:?}) needs the token {part:?}, which is not in the vocabulary")));
+                }
+            }
+            pairs.push(serde_json::json!([a, b]));
         }
         let mut pretokenizers: Vec<serde_json::Value> = regexes
             .iter()

@@ -1,5 +1,7 @@
 //! PLT: a wgpu runtime for the Parallel Loop Transformer (PLT-SPEC is the model it computes).
 
+// The benchmark drives the device with blocking calls: native only.
+#[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod config;
 pub mod error;

@@ -37,6 +37,10 @@ impl Tokenizer {
         if n > vocab_size {
             return Err(Error::Tokenizer(format!("the tokenizer has {n} tokens but the model's vocab_size is {vocab_size}")));
         }
+        // The count alone does not bound the ids: a vocabulary may skip ids (`{"a": 4000000000}`).
+        if let Some((tok, id)) = inner.get_vocab(true).into_iter().max_by_key(|&(_, id)| id).filter(|&(_, id)| id as usize >= vocab_size) {
+            return Err(Error::Tokenizer(format!("token {tok:?} has id {id}, outside the model's vocab_size {vocab_size}")));
+        }
         Ok(Tokenizer { inner, bos: None, eos: Vec::new(), add_bos: false, chat_template: None })
     }
 

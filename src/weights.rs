@@ -182,7 +182,8 @@ impl Weights {
         let (d, f, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
         let (h, qd, kvd, dh) = (cfg.num_attention_heads, cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
         let gated = cfg.is_plt();
-        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        // num_hidden_layers comes from config.json (up to 2^32): reserve only what tensors can back.
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers.min(1024));
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}.");
             let lin = |s: &mut TensorStore, name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {

@@ -2,7 +2,7 @@
 //! against the trainer's golden outputs (golden.json: per-token log-probabilities of fixed texts
 //! and greedy continuations, from the trainer's own float64 forward pass on the stored F16
 //! weights). The runtime must reproduce them on the GPU (chunked prefill, and fused CLP decode
-//! after a short prefill), in the CPU reference, and in the tokenizer.
+//! after a short prefill), in the CPU reference, and in the tokenizer (BOS included).
 //! `PLT_GOLDEN_MODEL=DIR` checks another exported directory instead.
 
 mod common;
@@ -108,9 +108,10 @@ fn worst(name: &str, logits: &[Vec<f32>], t: &Text) -> f64 {
 #[test]
 fn golden_tokenizer_matches() {
     let g = load();
-    let tok = Tokenizer::from_file(&model_dir().join("tokenizer.json"), g.cfg.vocab_size).unwrap();
+    let tok = Tokenizer::from_dir(&model_dir(), &g.cfg).unwrap().expect("tokenizer.json");
     for t in &g.texts {
-        assert_eq!(tok.encode(&t.text).unwrap(), t.tokens, "{:?}", t.text);
+        // A prompt's encoding: BOS (tokenizer_config.json add_bos_token) then the text.
+        assert_eq!(tok.encode(&t.text, true).unwrap(), t.tokens, "{:?}", t.text);
     }
 }
 
@@ -132,14 +133,16 @@ fn golden_prefill_matches() {
     eprintln!("gpu prefill: max |dlogprob| {w:e}");
 }
 
-/// A 3-token prefill, then fused cross-loop-parallel decode one token at a time.
+/// A 3-token prefill, then fused cross-loop-parallel decode one token at a time (the first and
+/// the last text; the last is longer than the local window, so the ring buffer wraps).
 #[test]
 fn golden_fused_decode_matches() {
     let g = load();
     let m = model(&g);
     let v = g.cfg.vocab_size;
     let mut w = 0.0f64;
-    for t in &g.texts {
+    let last = g.texts.len() - 1;
+    for t in [&g.texts[0], &g.texts[last]] {
         let n = t.tokens.len();
         let p = 3.min(n - 1);
         let mut s = Session::new(m.clone(), SessionOptions { batch: 1, context: n, prefill_chunk: 16 }).unwrap();

@@ -209,8 +209,20 @@ def export(cfg, params, out_dir, tokenizer_path, dtype="f16", gate_kind=None):
         json.dump({"architectures": ["PLTForCausalLM"], "model_type": "plt", **cfg,
                    "torch_dtype": {"f16": "float16", "f32": "float32"}[dtype]}, f, indent=2)
     if tokenizer_path:
-        with open(tokenizer_path) as src, open(os.path.join(out_dir, "tokenizer.json"), "w") as dst:
-            dst.write(src.read())
+        write_tokenizer(out_dir, tokenizer_path, cfg)
+
+
+def write_tokenizer(out_dir, tokenizer_path, cfg):
+    """tokenizer.json, plus tokenizer_config.json: every training window starts with
+    <|endoftext|> (id 0, the BOS), so prompts must too (add_bos_token)."""
+    with open(tokenizer_path) as src:
+        text = src.read()
+    with open(os.path.join(out_dir, "tokenizer.json"), "w") as dst:
+        dst.write(text)
+    with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": True,
+                   "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
+                   "model_max_length": cfg["max_position_embeddings"]}, f, indent=2)
 
 
 def load_dir(model_dir, dtype=np.float32):

@@ -57,6 +57,9 @@ def main():
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--ffn", type=int, default=0, help="MLP width (default: 8/3 * hidden, rounded to 16)")
     ap.add_argument("--window", type=int, default=32, help="plt_window_size left")
+    ap.add_argument("--emb-scale", type=float, default=1.0,
+                    help="plt_emb_scale a (loops >= 1 take a*E + b*C); 0 means sqrt(hidden)")
+    ap.add_argument("--hidden-scale", type=float, default=1.0, help="plt_hidden_scale b")
     ap.add_argument("--ctx", type=int, default=128, help="training sequence length T")
     ap.add_argument("--max-pos", type=int, default=0, help="max_position_embeddings (default 2*ctx)")
     ap.add_argument("--batch", type=int, default=16)
@@ -86,7 +89,8 @@ def main():
         max_position_embeddings=args.max_pos or 2 * args.ctx, plt_num_loops=L,
         plt_window_size=[args.window, 0], plt_gate_use_hidden_states=args.gate == "hidden",
         plt_loop_mode="vanilla" if args.variant == "vanilla" else "parallel",
-        bos_token_id=meta["eot_id"], eos_token_id=meta["eot_id"])
+        bos_token_id=meta["eot_id"], eos_token_id=meta["eot_id"],
+        plt_emb_scale=args.emb_scale or math.sqrt(args.hidden), plt_hidden_scale=args.hidden_scale)
     gate_kind = {"plt": args.gate, "shared-kv": "global"}.get(args.variant, args.gate)
 
     train = np.fromfile(os.path.join(args.data, "train.bin"), dtype=np.uint16)

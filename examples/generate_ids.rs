@@ -1,0 +1,77 @@
+//! Generates from a prompt and prints the token ids as one JSON object: the native side of the
+//! browser test's cross-backend check (`tests/browser/`), and a minimal use of the text API.
+//!
+//!     cargo run --release --example generate_ids -- --model DIR [--prompt TEXT] [-n N]
+//!         [--seed S] [--temperature T] [--mode fused|sequential|vanilla] [--context C]
+//!
+//! Output: {"adapter", "mode", "prompt_tokens", "tokens", "text", "finish"}.
+
+use plt::generate::{read_model, Engine, GenerateOptions, TextSession};
+use plt::gpu::{Gpu, GpuOptions};
+use plt::model::Exec;
+use plt::sampling::SamplerConfig;
+use plt::LoopMode;
+use std::sync::Arc;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> plt::Result<()> {
+    let (mut model, mut prompt, mut n, mut seed, mut temperature, mut mode, mut context) =
+        (None, "To be, or not to be".to_string(), 32usize, 0u64, 0.0f32, "fused".to_string(), 2048usize);
+    let mut args = std::env::args().skip(1);
+    let bad = |what: &str| plt::Error::Input(format!("{what}: missing or bad value"));
+    while let Some(a) = args.next() {
+        let mut v = || args.next().ok_or_else(|| bad(&a));
+        match a.as_str() {
+            "--model" => model = Some(v()?),
+            "--prompt" => prompt = v()?,
+            "-n" | "--max-tokens" => n = v()?.parse().map_err(|_| bad("-n"))?,
+            "--seed" => seed = v()?.parse().map_err(|_| bad("--seed"))?,
+            "--temperature" => temperature = v()?.parse().map_err(|_| bad("--temperature"))?,
+            "--mode" => mode = v()?,
+            "--context" => context = v()?.parse().map_err(|_| bad("--context"))?,
+            other => return Err(plt::Error::Input(format!("unknown argument `{other}`"))),
+        }
+    }
+    let dir = model.ok_or_else(|| bad("--model"))?;
+    let (mut cfg, weights, tok) = read_model(std::path::Path::new(&dir))?;
+    let exec = match mode.as_str() {
+        "fused" | "parallel" => Exec::Fused,
+        "sequential" => Exec::Sequential,
+        "vanilla" => {
+            if cfg.is_plt() {
+                cfg.loop_mode = LoopMode::Vanilla;
+            }
+            Exec::Fused
+        }
+        m => return Err(plt::Error::Input(format!("--mode: expected fused, sequential or vanilla, got `{m}`"))),
+    };
+    let gpu = Arc::new(Gpu::new_blocking(&GpuOptions::default())?);
+    let engine = Engine::from_parts(gpu, &cfg, &weights, tok, None, &dir, &mut |_, _| {})?;
+    let adapter = engine.gpu.describe();
+    let context = context.min(cfg.max_position_embeddings);
+    let mut ts = TextSession::new(Arc::new(engine), context)?;
+    let prompt_tokens = ts.encode_prompt(&prompt)?;
+    let opts = GenerateOptions {
+        max_tokens: n,
+        sampler: SamplerConfig { temperature, seed, ..SamplerConfig::default() },
+        exec,
+        ..GenerateOptions::default()
+    };
+    let g = ts.generate_blocking(&prompt, &opts, &mut |_| true)?;
+    let out = serde_json::json!({
+        "adapter": adapter,
+        "mode": mode,
+        "prompt_tokens": prompt_tokens,
+        "tokens": g.tokens,
+        "text": g.text,
+        "finish": format!("{:?}", g.finish),
+    });
+    println!("{out}");
+    Ok(())
+}

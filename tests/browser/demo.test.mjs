@@ -1,0 +1,215 @@
+// End-to-end test of the browser build: the demo page (wasm/www) in Debian's Chromium, headless,
+// on its software WebGPU adapter (SwiftShader, exposed by --enable-unsafe-webgpu), driven by
+// playwright-core. Greedy tokens from the page must equal the native runtime's tokens for the
+// same prompt (examples/generate_ids.rs on whatever adapter wgpu finds natively: lavapipe in CI).
+//
+//   scripts/build-wasm.sh && (cd tests/browser && npm ci && npm test)
+//
+// The model: $PLT_TEST_MODEL, else models/plt2-shakespeare when present, else a random PLT-2
+// model made by `plt init` (f16, window 8). $PLT_DEMO_SCREENSHOT=docs/demo.png also writes the
+// screenshot there. $CHROMIUM overrides /usr/bin/chromium.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { serve } from '../../wasm/serve.mjs';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const WORK = path.join(ROOT, 'target', 'browser-test');
+const PROMPT = process.env.PLT_TEST_PROMPT || 'ROMEO:\nBut soft, what light';
+const MAX_TOKENS = Number(process.env.PLT_TEST_TOKENS || 16);
+const SEED = 7;
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--enable-unsafe-webgpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-quic',
+  '--disable-features=Translate,OptimizationHints,MediaRouter',
+];
+
+let server;
+let port;
+let browser;
+let page;
+let modelDir; // relative to ROOT, with '/' separators
+const logs = [];
+
+function cargo(args) {
+  execFileSync('cargo', args, { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+}
+
+function hasModel(dir) {
+  return ['config.json', 'model.safetensors', 'tokenizer.json'].every((f) => fs.existsSync(path.join(dir, f)));
+}
+
+// The native runtime's greedy ids for `mode`.
+function nativeIds(mode) {
+  const bin = path.join(ROOT, 'target', 'debug', 'examples', 'generate_ids');
+  const args = ['--model', path.join(ROOT, modelDir), '--prompt', PROMPT, '-n', String(MAX_TOKENS), '--seed', String(SEED), '--temperature', '0', '--mode', mode];
+  const out = execFileSync(bin, args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  return JSON.parse(out.trim().split('\n').pop());
+}
+
+async function waitState(states, timeout = 180_000) {
+  await page.waitForFunction((s) => window.pltDemo && s.includes(window.pltDemo.state), states, { timeout, polling: 100 });
+  return page.evaluate(() => ({ ...window.pltDemo }));
+}
+
+async function generateInPage(mode) {
+  await page.fill('#prompt', PROMPT);
+  await page.fill('#maxTokens', String(MAX_TOKENS));
+  await page.fill('#temperature', '0');
+  await page.fill('#topP', '1');
+  await page.fill('#seed', String(SEED));
+  await page.selectOption('#mode', mode);
+  await page.click('#generate');
+  const d = await waitState(['done', 'failed']);
+  assert.equal(d.state, 'done', `generation failed in the page: ${d.error}\n${logs.join('\n')}`);
+  return d.result;
+}
+
+// Pixels in `box` (CSS px of the screenshot) that differ clearly from white, counted in the page.
+async function inkIn(png, box) {
+  return page.evaluate(
+    async ({ b64, box }) => {
+      const img = new Image();
+      img.src = `data:image/png;base64,${b64}`;
+      await img.decode();
+      const c = document.createElement('canvas');
+      c.width = img.width;
+      c.height = img.height;
+      const g = c.getContext('2d');
+      g.drawImage(img, 0, 0);
+      const s = img.width / window.innerWidth;
+      const d = g.getImageData(Math.floor(box.x * s), Math.floor(box.y * s), Math.ceil(box.width * s), Math.ceil(box.height * s)).data;
+      let n = 0;
+      for (let i = 0; i < d.length; i += 4) if (d[i] + d[i + 1] + d[i + 2] < 3 * 160) n++;
+      return n;
+    },
+    { b64: png.toString('base64'), box },
+  );
+}
+
+before(async () => {
+  const pkg = path.join(ROOT, 'wasm', 'www', 'pkg', 'plt_wasm_bg.wasm');
+  assert.ok(fs.existsSync(pkg), `${pkg} is missing: run scripts/build-wasm.sh first`);
+  fs.mkdirSync(WORK, { recursive: true });
+  // The native side: the CLI (for `plt init`) and the ids example, on the dev profile that
+  // `cargo test` already built the dependencies for.
+  cargo(['build', '--quiet', '--bin', 'plt', '--example', 'generate_ids']);
+  const chosen = process.env.PLT_TEST_MODEL ? path.resolve(process.env.PLT_TEST_MODEL) : path.join(ROOT, 'models', 'plt2-shakespeare');
+  if (hasModel(chosen)) {
+    let dir = chosen;
+    if (!dir.startsWith(ROOT + path.sep)) {
+      // The page can only fetch what the server serves (the repo root).
+      dir = path.join(WORK, 'model');
+      fs.rmSync(dir, { recursive: true, force: true });
+      fs.cpSync(chosen, dir, { recursive: true });
+    }
+    modelDir = path.relative(ROOT, dir).split(path.sep).join('/');
+  } else {
+    assert.ok(!process.env.PLT_TEST_MODEL, `PLT_TEST_MODEL=${process.env.PLT_TEST_MODEL} is not a model directory`);
+    const dir = path.join(WORK, 'random-model');
+    fs.rmSync(dir, { recursive: true, force: true });
+    execFileSync(path.join(ROOT, 'target', 'debug', 'plt'), ['init', dir, '--loops', '2', '--window', '8', '--dtype', 'f16', '--seed', '11'], {
+      cwd: ROOT,
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    modelDir = path.relative(ROOT, dir).split(path.sep).join('/');
+  }
+  console.log(`# model: ${modelDir}`);
+  ({ server, port } = await serve(ROOT, 0));
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: CHROMIUM_ARGS,
+  });
+  page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+  page.on('console', (m) => logs.push(`[console.${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => logs.push(`[pageerror] ${e.message}`));
+});
+
+after(async () => {
+  await browser?.close();
+  server?.close();
+});
+
+test('the page says so when WebGPU is missing', async () => {
+  const p = await browser.newPage();
+  await p.addInitScript(() => {
+    delete Navigator.prototype.gpu;
+  });
+  await p.goto(`http://127.0.0.1:${port}/wasm/www/?autoload=0`);
+  await p.waitForFunction(() => window.pltDemo && window.pltDemo.state === 'no-webgpu', null, { timeout: 30_000 });
+  const msg = await p.textContent('#message');
+  assert.match(msg, /WebGPU is not available/);
+  assert.ok(await p.isVisible('#message'));
+  await p.close();
+});
+
+test('the page says so when the model fails to load', async () => {
+  const p = await browser.newPage();
+  await p.goto(`http://127.0.0.1:${port}/wasm/www/?model=/target/browser-test/no-such-model/`);
+  await p.waitForFunction(() => window.pltDemo && ['load-failed', 'no-adapter'].includes(window.pltDemo.state), null, { timeout: 120_000 });
+  const state = await p.evaluate(() => window.pltDemo.state);
+  assert.equal(state, 'load-failed', await p.textContent('#message'));
+  assert.match(await p.textContent('#message'), /failed to load: config\.json: fetching .* gave HTTP 404/);
+  await p.close();
+});
+
+test('the page loads the model on the software WebGPU adapter', async () => {
+  await page.goto(`http://127.0.0.1:${port}/wasm/www/?model=/${modelDir}/`);
+  const d = await waitState(['ready', 'load-failed', 'no-webgpu', 'no-adapter']);
+  assert.equal(d.state, 'ready', `the model did not load: ${d.error}\n${logs.join('\n')}`);
+  const adapter = await page.textContent('#adapter');
+  console.log(`# browser adapter: ${adapter}`);
+  assert.match(adapter, /BrowserWebGpu/);
+  assert.ok(d.info.numLoops >= 1);
+});
+
+// Fused last: the screenshot shows the PLT step.
+for (const mode of ['sequential', 'vanilla', 'fused']) {
+  test(`greedy tokens in the browser equal the native runtime's (${mode})`, async (t) => {
+    const info = await page.evaluate(() => window.pltDemo.info);
+    if (!info.modes.includes(mode)) {
+      t.skip(`the model has no ${mode} mode`);
+      return;
+    }
+    const native = nativeIds(mode);
+    const web = await generateInPage(mode);
+    console.log(`# ${mode}: native on ${native.adapter}: ${JSON.stringify(native.tokens)}`);
+    console.log(`# ${mode}: browser (${web.tokensPerSecond.toFixed(1)} tok/s, ${web.msPerToken.toFixed(1)} ms/token): ${JSON.stringify(web.tokens)}`);
+    assert.deepEqual(web.promptTokens, native.prompt_tokens, 'prompt ids');
+    assert.ok(web.tokens.length > 0, 'no tokens generated');
+    assert.deepEqual(web.tokens, native.tokens, 'generated ids');
+    assert.equal(web.text, native.text);
+    const shown = await page.textContent('#output');
+    assert.equal(shown, PROMPT + web.text, 'the page shows the prompt and the generated text');
+  });
+}
+
+test('a screenshot of the page shows the output', async () => {
+  const box = await page.locator('#output .gen').boundingBox();
+  assert.ok(box && box.width > 0 && box.height > 0, 'the output is laid out');
+  const vp = page.viewportSize();
+  assert.ok(box.y + box.height <= vp.height, 'the output is on screen');
+  const shot = await page.screenshot();
+  const file = path.join(WORK, 'demo.png');
+  fs.writeFileSync(file, shot);
+  if (process.env.PLT_DEMO_SCREENSHOT) fs.writeFileSync(path.resolve(ROOT, process.env.PLT_DEMO_SCREENSHOT), shot);
+  const text = await page.textContent('#output .gen');
+  const ink = await inkIn(shot, box);
+  console.log(`# screenshot ${file}: ${ink} dark pixels over the ${text.length} characters of output`);
+  // Text renders as dark pixels; an empty or hidden output has none.
+  assert.ok(text.trim().length > 0, 'the output is empty');
+  assert.ok(ink > 50, `the screenshot shows no output text (${ink} dark pixels)`);
+  const stats = await page.textContent('#tps');
+  assert.match(stats, /^[0-9.]+$/, 'tokens/s is shown');
+});

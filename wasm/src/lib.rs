@@ -1,0 +1,441 @@
+//! The PLT runtime in the browser: a thin wasm-bindgen layer over the `plt` library.
+//!
+//! Everything that computes lives in the library (`Engine`, `TextSession`, `Generator`); this
+//! crate only turns bytes from JavaScript into a model on a WebGPU device, JS option objects
+//! into `GenerateOptions`, and each generated piece of text into a JS callback. The JS side
+//! (`www/plt.js`) fetches the files and runs this in a worker.
+
+// The library's API takes `Arc`s; on the web they are neither Send nor Sync (one thread).
+#![allow(clippy::arc_with_non_send_sync)]
+// A generation holds the model across its awaits on purpose: the page is one thread, and a
+// second `generate` while one runs fails at `try_borrow_mut` with a message.
+#![allow(clippy::await_holding_refcell_ref)]
+
+use js_sys::{Function, Promise};
+use plt::generate::{Engine, FinishReason, GenerateOptions, Generator, TextSession};
+use plt::gpu::{Gpu, GpuOptions};
+use plt::model::Exec;
+use plt::sampling::SamplerConfig;
+use plt::tokenizer::Tokenizer;
+use plt::{Config, LoopMode, Weights};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+#[wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+}
+
+fn js_err(e: impl std::fmt::Display) -> JsValue {
+    JsError::new(&e.to_string()).into()
+}
+
+/// Milliseconds from a monotonic clock where there is one (`performance.now()` in pages and
+/// workers), else `Date.now()`.
+fn now_ms() -> f64 {
+    let perf = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("performance")).ok();
+    if let Some(p) = perf.filter(|p| p.is_object()) {
+        if let Ok(f) = js_sys::Reflect::get(&p, &JsValue::from_str("now")).and_then(|f| f.dyn_into::<Function>()) {
+            if let Some(t) = f.call0(&p).ok().and_then(|v| v.as_f64()) {
+                return t;
+            }
+        }
+    }
+    js_sys::Date::now()
+}
+
+/// Opens the WebGPU device and describes its adapter ("name (BrowserWebGpu, type, driver)").
+/// Fails with a message when the browser has no WebGPU or no adapter.
+#[wasm_bindgen(js_name = adapterInfo)]
+pub fn adapter_info() -> Promise {
+    future_to_promise(async move {
+        let gpu = Gpu::new(&GpuOptions::default()).await.map_err(js_err)?;
+        Ok(JsValue::from_str(&gpu.describe()))
+    })
+}
+
+/// Options of `Model.load` (all optional).
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct LoadOpts {
+    /// Session context length (default: min(2048, the model's max_position_embeddings)).
+    context: Option<usize>,
+    /// Device storage of the matrices: "f32" or "f16" (default: as stored).
+    dtype: Option<String>,
+    /// A name for messages (e.g. the URL the weights came from).
+    source: Option<String>,
+    /// Text of the directory's generation_config.json and tokenizer_config.json, when it has
+    /// them (they set BOS/EOS, `add_bos_token` and the chat template).
+    generation_config: Option<String>,
+    tokenizer_config: Option<String>,
+}
+
+/// Options of `Model.generate` (all optional; defaults are greedy decoding of 64 tokens).
+#[derive(Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct GenOpts {
+    max_tokens: usize,
+    temperature: f32,
+    top_k: usize,
+    top_p: f32,
+    min_p: f32,
+    repetition_penalty: f32,
+    repeat_last_n: usize,
+    seed: u64,
+    /// "fused" (PLT: all loops in one pass), "sequential" (PLT: one pass per loop) or
+    /// "vanilla" (the same weights as a vanilla looped model, PLT-SPEC s6).
+    mode: String,
+    stop: Vec<String>,
+    stop_at_eos: bool,
+}
+
+impl Default for GenOpts {
+    fn default() -> Self {
+        let s = SamplerConfig::default();
+        GenOpts {
+            max_tokens: 64,
+            temperature: s.temperature,
+            top_k: s.top_k,
+            top_p: s.top_p,
+            min_p: s.min_p,
+            repetition_penalty: s.repetition_penalty,
+            repeat_last_n: s.repeat_last_n,
+            seed: s.seed,
+            mode: "fused".into(),
+            stop: Vec::new(),
+            stop_at_eos: true,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GenResult {
+    text: String,
+    /// The prompt's token ids as fed (BOS included when the model adds one).
+    prompt_tokens: Vec<u32>,
+    /// Generated token ids.
+    tokens: Vec<u32>,
+    finish: String,
+    mode: String,
+    prompt_token_count: usize,
+    /// Prefill of the prompt and the first token (ms).
+    prefill_ms: f64,
+    generated_tokens: usize,
+    /// From the first generated token to the last (ms).
+    decode_ms: f64,
+    tokens_per_second: f64,
+    ms_per_token: f64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ModelInfo {
+    adapter: String,
+    source: String,
+    layers: usize,
+    hidden_size: usize,
+    vocab_size: usize,
+    num_loops: usize,
+    loop_mode: String,
+    window: usize,
+    parameters: usize,
+    weight_bytes: u64,
+    context: usize,
+    modes: Vec<String>,
+}
+
+struct Inner {
+    engine: Arc<Engine>,
+    session: TextSession,
+    /// The same weights as a vanilla looped model, built on first use (PLT models only).
+    vanilla: Option<TextSession>,
+    /// Host copy of the weights and the tokenizer's files, kept to build `vanilla`.
+    vanilla_src: Option<(Config, Weights, Vec<u8>, TokenizerExtras)>,
+    dtype: Option<plt::DType>,
+    context: usize,
+}
+
+/// The optional files of a model directory that set the tokenizer's special tokens.
+#[derive(Clone, Default)]
+struct TokenizerExtras {
+    generation_config: Option<serde_json::Value>,
+    tokenizer_config: Option<serde_json::Value>,
+}
+
+/// The tokenizer with its special tokens, read as `Tokenizer::from_dir` reads a directory:
+/// config.json's BOS/EOS, then generation_config.json's, then tokenizer_config.json's
+/// `add_bos_token`, `chat_template` and (when still unset) `bos_token`/`eos_token`. The browser
+/// test checks that the prompt ids equal the native ones.
+fn tokenizer(bytes: &[u8], cfg: &Config, x: &TokenizerExtras) -> plt::Result<Tokenizer> {
+    let mut t = Tokenizer::from_bytes(bytes, cfg.vocab_size)?;
+    t.bos = cfg.bos_token_id;
+    t.eos = cfg.eos_token_ids.clone();
+    if let Some(g) = &x.generation_config {
+        if let Some(b) = g.get("bos_token_id").and_then(|v| v.as_u64()) {
+            t.bos = Some(b as u32);
+        }
+        match g.get("eos_token_id") {
+            Some(serde_json::Value::Array(a)) => t.eos = a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect(),
+            Some(v) if v.is_u64() => t.eos = v.as_u64().map(|v| v as u32).into_iter().collect(),
+            _ => {}
+        }
+    }
+    if let Some(tc) = &x.tokenizer_config {
+        if let Some(s) = tc.get("chat_template").and_then(|v| v.as_str()) {
+            t.chat_template = Some(s.to_string());
+        }
+        if let Some(b) = tc.get("add_bos_token").and_then(|v| v.as_bool()) {
+            t.add_bos = b;
+        }
+        let special = |key: &str| {
+            let v = tc.get(key)?;
+            v.as_str().or_else(|| v.get("content").and_then(|c| c.as_str())).map(str::to_string)
+        };
+        let id_of = |key: &str| -> Option<u32> {
+            let s = special(key)?;
+            // Encoding a special token's text gives its id (the wrapper has no token_to_id).
+            match t.encode(&s, false).ok()?.as_slice() {
+                [id] => Some(*id),
+                _ => None,
+            }
+        };
+        let bos = if t.bos.is_none() { id_of("bos_token") } else { t.bos };
+        let eos = if t.eos.is_empty() { id_of("eos_token").into_iter().collect() } else { t.eos.clone() };
+        (t.bos, t.eos) = (bos, eos);
+    }
+    for &id in t.bos.iter().chain(&t.eos) {
+        if id as usize >= cfg.vocab_size {
+            return Err(plt::Error::Tokenizer(format!("special token id {id} is outside the vocabulary ({})", cfg.vocab_size)));
+        }
+    }
+    Ok(t)
+}
+
+fn parse_json(name: &str, text: Option<&str>) -> Result<Option<serde_json::Value>, JsValue> {
+    text.map(|t| serde_json::from_str(t).map_err(|e| js_err(format!("{name}: not valid JSON: {e}")))).transpose()
+}
+
+/// A model on the browser's WebGPU device, with one text session per loop mode.
+#[wasm_bindgen]
+pub struct Model {
+    inner: Rc<RefCell<Option<Inner>>>,
+    cancel: Arc<AtomicBool>,
+    info: String,
+}
+
+#[wasm_bindgen]
+impl Model {
+    /// Loads a model from the bytes of config.json, model.safetensors and tokenizer.json.
+    /// `options`: `{context, dtype, source}`; `on_progress(stage, fraction)` is called while
+    /// parsing and uploading. Resolves to a `Model`.
+    pub fn load(config: &[u8], weights: &[u8], tokenizer_json: &[u8], options: JsValue, on_progress: Option<Function>) -> Promise {
+        let (config, weights, tok) = (config.to_vec(), weights.to_vec(), tokenizer_json.to_vec());
+        future_to_promise(async move {
+            let opts: LoadOpts = if options.is_undefined() || options.is_null() {
+                LoadOpts::default()
+            } else {
+                serde_wasm_bindgen::from_value(options).map_err(js_err)?
+            };
+            let mut progress = |stage: &str, f: f32| {
+                if let Some(cb) = &on_progress {
+                    let _ = cb.call2(&JsValue::NULL, &JsValue::from_str(stage), &JsValue::from_f64(f as f64));
+                }
+            };
+            progress("parsing", 0.0);
+            let text = std::str::from_utf8(&config).map_err(|e| js_err(format!("config.json: {e}")))?;
+            let cfg = Config::from_json_str(text).map_err(|e| js_err(format!("config.json: {e}")))?;
+            let w = Weights::from_bytes(&weights, &cfg).map_err(|e| js_err(format!("model.safetensors: {e}")))?;
+            drop(weights);
+            let extras = TokenizerExtras {
+                generation_config: parse_json("generation_config.json", opts.generation_config.as_deref())?,
+                tokenizer_config: parse_json("tokenizer_config.json", opts.tokenizer_config.as_deref())?,
+            };
+            let tk = tokenizer(&tok, &cfg, &extras).map_err(|e| js_err(format!("tokenizer.json: {e}")))?;
+            let dtype = match opts.dtype.as_deref() {
+                None | Some("") => None,
+                Some(s) => Some(plt::DType::parse(s).ok_or_else(|| js_err(format!("dtype: expected f32 or f16, got `{s}`")))?),
+            };
+            progress("parsing", 1.0);
+            let gpu = Arc::new(Gpu::new(&GpuOptions::default()).await.map_err(js_err)?);
+            let source = opts.source.unwrap_or_else(|| "model.safetensors".into());
+            let engine = Arc::new(Engine::from_parts(gpu.clone(), &cfg, &w, Some(tk), dtype, &source, &mut progress).map_err(js_err)?);
+            gpu.check().map_err(js_err)?;
+            let context = opts.context.unwrap_or(2048).min(cfg.max_position_embeddings).max(2);
+            let session = TextSession::new(engine.clone(), context).map_err(js_err)?;
+            let vanilla_src = cfg.is_plt().then(|| {
+                let mut vc = cfg.clone();
+                vc.loop_mode = LoopMode::Vanilla;
+                (vc, w, tok, extras)
+            });
+            let info = describe(&engine, context, vanilla_src.is_some());
+            let inner = Inner { engine, session, vanilla: None, vanilla_src, dtype, context };
+            Ok(Model { inner: Rc::new(RefCell::new(Some(inner))), cancel: Arc::new(AtomicBool::new(false)), info }.into())
+        })
+    }
+
+    /// `{adapter, source, layers, hiddenSize, vocabSize, numLoops, loopMode, window, parameters,
+    /// weightBytes, context, modes}` as a JSON string.
+    #[wasm_bindgen(js_name = infoJson)]
+    pub fn info_json(&self) -> String {
+        self.info.clone()
+    }
+
+    /// The adapter's description.
+    pub fn adapter(&self) -> String {
+        self.inner.borrow().as_ref().map(|i| i.engine.gpu.describe()).unwrap_or_default()
+    }
+
+    /// Token ids of `prompt` as `generate` feeds them (BOS included when the model adds one).
+    pub fn encode(&self, prompt: &str) -> Result<Vec<u32>, JsValue> {
+        let g = self.inner.try_borrow().map_err(|_| js_err("the model is busy"))?;
+        let inner = g.as_ref().ok_or_else(|| js_err("the model was freed"))?;
+        inner.engine.tokenizer().and_then(|t| t.encode(prompt, true)).map_err(js_err)
+    }
+
+    /// Stops a running generation at its next token.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// Generates from `prompt` (a fresh context each call). `options`: `{maxTokens, temperature,
+    /// topK, topP, minP, repetitionPenalty, repeatLastN, seed, mode, stop, stopAtEos}`.
+    /// `on_token(piece, elapsedMs)` receives each piece of text as it is decoded; returning
+    /// `false` stops. Resolves to `{text, promptTokens, tokens, finish, mode, promptTokenCount,
+    /// prefillMs, generatedTokens, decodeMs, tokensPerSecond, msPerToken}`.
+    pub fn generate(&self, prompt: String, options: JsValue, on_token: Option<Function>) -> Promise {
+        let inner = self.inner.clone();
+        let cancel = self.cancel.clone();
+        future_to_promise(async move {
+            let o: GenOpts = if options.is_undefined() || options.is_null() {
+                GenOpts::default()
+            } else {
+                serde_wasm_bindgen::from_value(options).map_err(js_err)?
+            };
+            let mut guard = inner.try_borrow_mut().map_err(|_| js_err("a generation is already running"))?;
+            let inner = guard.as_mut().ok_or_else(|| js_err("the model was freed"))?;
+            let (exec, vanilla) = match o.mode.as_str() {
+                "fused" | "parallel" | "" => (Exec::Fused, false),
+                "sequential" => (Exec::Sequential, false),
+                "vanilla" => (Exec::Fused, true),
+                m => return Err(js_err(format!("mode: expected fused, sequential or vanilla, got `{m}`"))),
+            };
+            let ts = if let (true, Some((vc, w, tok, extras))) = (vanilla, inner.vanilla_src.as_ref()) {
+                if inner.vanilla.is_none() {
+                    let tk = tokenizer(tok, vc, extras).map_err(js_err)?;
+                    let e = Engine::from_parts(inner.engine.gpu.clone(), vc, w, Some(tk), inner.dtype, &inner.engine.source, &mut |_, _| {})
+                        .map_err(js_err)?;
+                    inner.vanilla = Some(TextSession::new(Arc::new(e), inner.context).map_err(js_err)?);
+                }
+                inner.vanilla.as_mut().expect("built")
+            } else {
+                &mut inner.session
+            };
+            ts.reset().map_err(js_err)?;
+            cancel.store(false, Ordering::Relaxed);
+            let opts = GenerateOptions {
+                max_tokens: o.max_tokens,
+                sampler: SamplerConfig {
+                    temperature: o.temperature,
+                    top_k: o.top_k,
+                    top_p: o.top_p,
+                    min_p: o.min_p,
+                    repetition_penalty: o.repetition_penalty,
+                    repeat_last_n: o.repeat_last_n,
+                    seed: o.seed,
+                },
+                stop: o.stop.clone(),
+                stop_at_eos: o.stop_at_eos,
+                exec,
+                cancel: Some(cancel.clone()),
+                ..GenerateOptions::default()
+            };
+            let prompt_ids = ts.encode_prompt(&prompt).map_err(js_err)?;
+            let t0 = now_ms();
+            let mut g = Generator::start(ts, &prompt_ids, opts).await.map_err(js_err)?;
+            let t1 = now_ms();
+            let mut last = t1;
+            while let Some(piece) = g.next_piece().await.map_err(js_err)? {
+                let now = now_ms();
+                if let Some(cb) = &on_token {
+                    let r = cb.call2(&JsValue::NULL, &JsValue::from_str(&piece), &JsValue::from_f64(now - last));
+                    if matches!(r, Ok(v) if v == JsValue::FALSE) {
+                        g.cancel();
+                    }
+                }
+                last = now;
+            }
+            let gen = g.finish();
+            let n = gen.tokens.len();
+            // Wall time from the first token to the last, on the page's monotonic clock (the
+            // library's `Timings` use Date.now(), which has a 1 ms step).
+            let decode_ms = if n > 1 { last - t1 } else { 0.0 };
+            let res = GenResult {
+                text: gen.text,
+                prompt_tokens: prompt_ids,
+                tokens: gen.tokens,
+                finish: match gen.finish {
+                    FinishReason::Eos => "eos".into(),
+                    FinishReason::Stop(s) => format!("stop:{s}"),
+                    FinishReason::MaxTokens => "max_tokens".into(),
+                    FinishReason::Cancelled => "cancelled".into(),
+                    FinishReason::ContextFull => "context_full".into(),
+                },
+                mode: if vanilla { "vanilla".into() } else { format!("{exec:?}").to_lowercase() },
+                prompt_token_count: gen.timings.prompt_tokens,
+                prefill_ms: t1 - t0,
+                generated_tokens: n,
+                decode_ms,
+                tokens_per_second: if decode_ms > 0.0 { (n - 1) as f64 / (decode_ms / 1000.0) } else { 0.0 },
+                ms_per_token: if n > 1 { decode_ms / (n - 1) as f64 } else { 0.0 },
+            };
+            gpu_check(&inner.engine)?;
+            serde_wasm_bindgen::to_value(&res).map_err(js_err)
+        })
+    }
+
+    /// Releases the device buffers now (the object is unusable afterwards).
+    pub fn dispose(&self) {
+        if let Ok(mut g) = self.inner.try_borrow_mut() {
+            g.take();
+        }
+    }
+}
+
+fn gpu_check(e: &Engine) -> Result<(), JsValue> {
+    e.gpu.check().map_err(js_err)
+}
+
+fn describe(e: &Engine, context: usize, vanilla: bool) -> String {
+    let c = e.cfg();
+    let mut modes = vec!["fused".to_string()];
+    if c.num_loops > 1 {
+        modes.push("sequential".into());
+    }
+    if vanilla {
+        modes.push("vanilla".into());
+    }
+    let info = ModelInfo {
+        adapter: e.gpu.describe(),
+        source: e.source.clone(),
+        layers: c.num_hidden_layers,
+        hidden_size: c.hidden_size,
+        vocab_size: c.vocab_size,
+        num_loops: c.num_loops,
+        loop_mode: match c.loop_mode {
+            LoopMode::Parallel => "parallel".into(),
+            LoopMode::Vanilla => "vanilla".into(),
+        },
+        window: c.window_left + 1,
+        parameters: c.num_params(),
+        weight_bytes: e.model.weight_bytes(),
+        context,
+        modes,
+    };
+    serde_json::to_string(&info).unwrap_or_default()
+}

@@ -1,0 +1,187 @@
+// The demo page: loads a model through PltClient (worker + wasm + WebGPU) and streams text.
+// Query parameters: ?model=URL-of-a-model-directory (default: the repo's default model),
+// ?prompt=..., ?autoload=0 to wait for the user.
+// Tests read `window.pltDemo` ({state, info, result, error}).
+
+import { PltClient, hasWebGPU, modelUrls } from './plt.js';
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const DEFAULT_MODEL = '../../models/plt2-shakespeare/';
+
+const demo = (window.pltDemo = { state: 'starting', info: null, result: null, error: null });
+let client = null;
+let running = false;
+
+function message(text, kind = 'error') {
+  const m = $('message');
+  m.className = text ? kind : '';
+  m.textContent = text || '';
+}
+
+function fail(text) {
+  demo.error = text;
+  message(text, 'error');
+}
+
+function setProgress(stage, f) {
+  $('progressBox').hidden = false;
+  $('progress').value = f;
+  $('progressText').textContent = `${stage} ${Math.round(f * 100)}%`;
+}
+
+function fmt(x, digits = 1) {
+  return Number.isFinite(x) ? x.toFixed(digits) : '–';
+}
+
+function setButtons() {
+  $('generate').disabled = running || !demo.info;
+  $('stop').disabled = !running;
+  $('loadUrl').disabled = running;
+  $('files').disabled = running;
+}
+
+async function load(sources, label) {
+  demo.state = 'loading';
+  demo.info = null;
+  setButtons();
+  message(`Loading ${label}…`, 'info');
+  $('modelInfo').textContent = 'loading…';
+  try {
+    const info = await client.load(sources, { onProgress: setProgress });
+    demo.info = info;
+    $('adapter').textContent = info.adapter;
+    const mb = (info.weightBytes / 1048576).toFixed(1);
+    $('modelInfo').textContent =
+      `${label} · ${(info.parameters / 1e6).toFixed(2)}M parameters · ${info.layers} layers × ` +
+      `${info.numLoops} loops (${info.loopMode}, window ${info.window}) · ${mb} MiB on the GPU · context ${info.context}`;
+    const mode = $('mode');
+    for (const o of mode.options) o.disabled = !info.modes.includes(o.value);
+    if (mode.selectedOptions[0]?.disabled) mode.value = 'fused';
+    message('');
+    $('progressBox').hidden = true;
+    demo.state = 'ready';
+  } catch (e) {
+    $('modelInfo').textContent = 'not loaded';
+    $('progressBox').hidden = true;
+    fail(`The model failed to load: ${e.message}`);
+    demo.state = 'load-failed';
+  }
+  setButtons();
+}
+
+async function generate() {
+  if (running || !demo.info) return;
+  running = true;
+  demo.state = 'generating';
+  demo.result = null;
+  setButtons();
+  message('');
+  const prompt = $('prompt').value;
+  const options = {
+    maxTokens: Number($('maxTokens').value) || 1,
+    temperature: Number($('temperature').value),
+    topP: Number($('topP').value),
+    seed: Number($('seed').value) || 0,
+    mode: $('mode').value,
+  };
+  const out = $('output');
+  out.querySelector('.prompt').textContent = prompt;
+  const gen = out.querySelector('.gen');
+  gen.textContent = '';
+  for (const id of ['tps', 'mspt', 'median', 'ttft', 'ntok', 'finish']) $(id).textContent = '–';
+  const t0 = performance.now();
+  const gaps = []; // ms between pieces of text (≈ one decode step each)
+  let firstAt = 0;
+  const median = (xs) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return s.length ? (s[(s.length - 1) >> 1] + s[s.length >> 1]) / 2 : NaN;
+  };
+  try {
+    const r = await client.generate(prompt, options, (piece, ms) => {
+      gen.textContent += piece;
+      out.scrollTop = out.scrollHeight;
+      const now = performance.now();
+      if (!firstAt) {
+        firstAt = now;
+        $('ttft').textContent = fmt(now - t0, 0);
+      } else {
+        gaps.push(ms);
+        // Live numbers from pieces of text (≈ tokens); the exact ones replace them at the end.
+        $('tps').textContent = fmt(gaps.length / ((now - firstAt) / 1000));
+        $('mspt').textContent = fmt((now - firstAt) / gaps.length);
+        $('median').textContent = fmt(median(gaps));
+      }
+      $('ntok').textContent = `… + ${gaps.length + 1}`;
+    });
+    demo.result = r;
+    gen.textContent = r.text;
+    out.scrollTop = out.scrollHeight;
+    $('tps').textContent = fmt(r.tokensPerSecond);
+    $('mspt').textContent = fmt(r.msPerToken);
+    // The last piece comes without a decode step after it: leave it out of the median.
+    $('median').textContent = fmt(median(r.finish === 'max_tokens' ? gaps.slice(0, -1) : gaps));
+    $('ttft').textContent = fmt(r.prefillMs, 0);
+    $('ntok').textContent = `${r.promptTokenCount} + ${r.generatedTokens}`;
+    $('finish').textContent = `${r.finish.replace('_', ' ')}, ${r.mode}`;
+    demo.state = 'done';
+  } catch (e) {
+    fail(`Generation failed: ${e.message}`);
+    demo.state = 'failed';
+  }
+  running = false;
+  setButtons();
+}
+
+async function main() {
+  $('modelUrl').value = params.get('model') || DEFAULT_MODEL;
+  if (params.has('prompt')) $('prompt').value = params.get('prompt');
+  if (!hasWebGPU()) {
+    $('adapter').textContent = 'none';
+    fail(
+      'WebGPU is not available in this browser, so the model cannot run here. ' +
+        'Use a recent Chrome, Edge or Chromium (in Chromium on Linux, start it with --enable-unsafe-webgpu), ' +
+        'or Safari 26 / Firefox 141+, and open the page from http://localhost or https.',
+    );
+    demo.state = 'no-webgpu';
+    return;
+  }
+  client = new PltClient();
+  $('generate').onclick = generate;
+  $('stop').onclick = () => client.cancel();
+  $('loadUrl').onclick = () => {
+    const base = $('modelUrl').value.trim();
+    load(modelUrls(base), base);
+  };
+  $('files').onchange = () => {
+    const files = [...$('files').files];
+    const find = (re) => files.find((f) => re.test(f.name));
+    const sources = { config: find(/^config\.json$/i), weights: find(/\.safetensors$/i), tokenizer: find(/^tokenizer\.json$/i) };
+    const missing = Object.entries(sources).filter(([, f]) => !f).map(([k]) => k);
+    sources.tokenizerConfig = find(/^tokenizer_config\.json$/i);
+    sources.generationConfig = find(/^generation_config\.json$/i);
+    if (missing.length) {
+      fail(`Pick all three files: config.json, model.safetensors and tokenizer.json (missing: ${missing.join(', ')}).`);
+      return;
+    }
+    load(sources, sources.weights.name);
+  };
+  $('prompt').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) generate();
+  });
+  try {
+    $('adapter').textContent = await client.adapter();
+  } catch (e) {
+    $('adapter').textContent = 'none';
+    fail(`The runtime could not open a WebGPU device: ${e.message}`);
+    demo.state = 'no-adapter';
+    return;
+  }
+  demo.state = 'idle';
+  if (params.get('autoload') !== '0') {
+    const base = $('modelUrl').value.trim();
+    await load(modelUrls(base), base);
+  }
+}
+
+main().catch((e) => fail(`The page failed to start: ${e.message}`));

@@ -1,0 +1,143 @@
+// The worker that owns the wasm module and the WebGPU device, so that parsing, uploading and
+// generating never block the page. Spoken to by plt.js (PltClient) with messages
+// {id, type, ...}; answers {id, type: 'result' | 'error' | 'progress' | 'token', ...}.
+
+import init, { Model, adapterInfo } from './pkg/plt_wasm.js';
+
+let ready = null;
+let model = null;
+
+function post(id, type, body = {}) {
+  self.postMessage({ id, type, ...body });
+}
+
+// Bytes of one source: a URL (string), a Blob/File, an ArrayBuffer or a typed array.
+async function bytesOf(name, src, id) {
+  if (src == null) throw new Error(`${name}: no source given`);
+  if (typeof src === 'string') {
+    let res;
+    try {
+      res = await fetch(src);
+    } catch (e) {
+      throw new Error(`${name}: fetching ${src} failed (${e.message})`);
+    }
+    if (!res.ok) throw new Error(`${name}: fetching ${src} gave HTTP ${res.status} ${res.statusText}`);
+    const total = Number(res.headers.get('Content-Length')) || 0;
+    if (!res.body || !total) return new Uint8Array(await res.arrayBuffer());
+    const out = new Uint8Array(total);
+    const reader = res.body.getReader();
+    let at = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (at + value.length > out.length) throw new Error(`${name}: more bytes than Content-Length`);
+      out.set(value, at);
+      at += value.length;
+      post(id, 'progress', { stage: `downloading ${name}`, fraction: at / total });
+    }
+    return at === total ? out : out.subarray(0, at);
+  }
+  if (src instanceof Blob) return new Uint8Array(await src.arrayBuffer());
+  if (src instanceof ArrayBuffer) return new Uint8Array(src);
+  if (ArrayBuffer.isView(src)) return new Uint8Array(src.buffer, src.byteOffset, src.byteLength);
+  throw new Error(`${name}: expected a URL, a File/Blob or bytes`);
+}
+
+// What the browser says about its adapter (wgpu's adapter name is empty on the web backend).
+async function browserAdapter() {
+  try {
+    const a = await navigator.gpu.requestAdapter();
+    if (!a) return '';
+    const i = a.info || {};
+    const name = [i.vendor, i.architecture, i.device, i.description].filter(Boolean).join(' ');
+    return name + (i.isFallbackAdapter ? ', software fallback' : '');
+  } catch {
+    return '';
+  }
+}
+
+async function describe(rust) {
+  const js = await browserAdapter();
+  return rust.trimStart().startsWith('(') && js ? `${js} ${rust.trim()}` : rust;
+}
+
+// Text of an optional file: null when it is not given or the server has none (404).
+async function optionalText(name, src) {
+  if (src == null) return null;
+  if (typeof src === 'string') {
+    let res;
+    try {
+      res = await fetch(src);
+    } catch {
+      return null;
+    }
+    if (res.status === 404) return null;
+    if (!res.ok) throw new Error(`${name}: fetching ${src} gave HTTP ${res.status} ${res.statusText}`);
+    return res.text();
+  }
+  return new TextDecoder().decode(await bytesOf(name, src));
+}
+
+async function handle(msg) {
+  const { id, type } = msg;
+  switch (type) {
+    case 'adapter': {
+      await ready;
+      if (!('gpu' in navigator)) throw new Error('This browser has no WebGPU (navigator.gpu is missing).');
+      return describe(model ? model.adapter() : await adapterInfo());
+    }
+    case 'load': {
+      await ready;
+      if (!('gpu' in navigator)) throw new Error('This browser has no WebGPU (navigator.gpu is missing).');
+      const { sources, options } = msg;
+      const [config, weights, tokenizer, tokenizerConfig, generationConfig] = await Promise.all([
+        bytesOf('config.json', sources.config, id),
+        bytesOf('model.safetensors', sources.weights, id),
+        bytesOf('tokenizer.json', sources.tokenizer, id),
+        optionalText('tokenizer_config.json', sources.tokenizerConfig),
+        optionalText('generation_config.json', sources.generationConfig),
+      ]);
+      if (model) {
+        model.dispose();
+        model.free();
+        model = null;
+      }
+      const opts = { ...(options || {}), tokenizerConfig, generationConfig };
+      model = await Model.load(config, weights, tokenizer, opts, (stage, fraction) =>
+        post(id, 'progress', { stage, fraction }),
+      );
+      const info = JSON.parse(model.infoJson());
+      info.adapter = await describe(info.adapter);
+      return info;
+    }
+    case 'encode': {
+      if (!model) throw new Error('no model is loaded');
+      return Array.from(model.encode(msg.prompt));
+    }
+    case 'generate': {
+      if (!model) throw new Error('no model is loaded');
+      const result = await model.generate(msg.prompt, msg.options || {}, (piece, ms) => {
+        post(id, 'token', { piece, ms });
+      });
+      return result;
+    }
+    case 'cancel': {
+      if (model) model.cancel();
+      return true;
+    }
+    default:
+      throw new Error(`unknown request ${type}`);
+  }
+}
+
+self.onmessage = (e) => {
+  const msg = e.data;
+  handle(msg).then(
+    (value) => post(msg.id, 'result', { value }),
+    (err) => post(msg.id, 'error', { message: String(err && err.message ? err.message : err) }),
+  );
+};
+
+ready = init().catch((e) => {
+  throw new Error(`loading the wasm module failed: ${e.message || e}`);
+});
