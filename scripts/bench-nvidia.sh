@@ -21,10 +21,10 @@ if [[ "${1:-}" == "prepare" ]]; then
     shared="${SHARED:-../shared}"
     cargo build --release --bin plt
     mkdir -p .gpu
-    cp "$shared/gpu/nvidia-vulkan.sh" .gpu/
+    install -m 0755 "$shared/gpu/nvidia-vulkan.sh" .gpu/nvidia-vulkan.sh
     loader="$(ldconfig -p | awk '/libvulkan\.so\.1 .*x86-64/ {print $NF; exit}')"
     [[ -n "$loader" ]] || loader=/usr/lib/x86_64-linux-gnu/libvulkan.so.1
-    cp -L "$loader" .gpu/libvulkan.so.1
+    install -m 0644 "$loader" .gpu/libvulkan.so.1
     ls -l target/release/plt .gpu
     echo "prepared: run scripts/bench-nvidia.sh on the GPU machine with target/release/plt and .gpu carried"
     exit 0

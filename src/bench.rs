@@ -92,12 +92,14 @@ pub struct BenchArgs {
     /// Prompt tokens per prefill pass. [default: 128]
     #[arg(long)]
     pub prefill_chunk: Option<usize>,
-    /// Skip sessions whose prefill (B * tokens before the decode window) exceeds this.
-    /// [default: unlimited on a GPU; 1024 on a software adapter, where prefill is the slow part]
+    /// Skip sessions whose prefill (B * tokens before the decode window) exceeds this; 0 = no
+    /// limit. [default: none on a GPU; 1024 on a software adapter, where prefill is the slow part]
     #[arg(long)]
     pub max_prefill_tokens: Option<usize>,
-    /// Stop starting new sessions after this many seconds (the rest are listed as skipped);
-    /// the JSON is rewritten after every session, so a cut-off run keeps what it measured.
+    /// Seconds the run may take: a (size, dtype, B, T) is started only if, at the pace so far,
+    /// it should end in time; the rest are listed as skipped. The JSON is rewritten after each
+    /// one, so a cut-off run keeps what it measured. 0 = no limit. [default: none on a GPU;
+    /// 540 on a software adapter]
     #[arg(long)]
     pub time_limit: Option<f64>,
     /// Bytes per copy in the copy-bandwidth measurement, in MiB (capped by the adapter's binding
@@ -240,6 +242,7 @@ struct Defaults {
     warmup: usize,
     window: usize,
     max_prefill_tokens: Option<usize>,
+    time_limit_s: Option<f64>,
     copy_mib: u64,
 }
 
@@ -252,6 +255,7 @@ const QUICK: Defaults = Defaults {
     warmup: 1,
     window: 8,
     max_prefill_tokens: None,
+    time_limit_s: None,
     copy_mib: 4,
 };
 const SOFTWARE: Defaults = Defaults {
@@ -263,6 +267,7 @@ const SOFTWARE: Defaults = Defaults {
     warmup: 1,
     window: 64,
     max_prefill_tokens: Some(1024),
+    time_limit_s: Some(540.0),
     copy_mib: 16,
 };
 const GPU: Defaults = Defaults {
@@ -274,6 +279,7 @@ const GPU: Defaults = Defaults {
     warmup: 3,
     window: 64,
     max_prefill_tokens: None,
+    time_limit_s: None,
     copy_mib: 512,
 };
 
@@ -311,7 +317,7 @@ fn resolve(a: &BenchArgs, software: bool) -> Result<Settings> {
         s.kv_heads = a.kv_heads.unwrap_or(s.heads.min(s.kv_heads));
         s.ffn = a.ffn.unwrap_or(s.ffn);
         s.vocab = a.vocab.unwrap_or(s.vocab);
-        s.head_dim = a.head_dim.unwrap_or(if s.heads > 0 { s.hidden / s.heads } else { 0 });
+        s.head_dim = a.head_dim.unwrap_or(s.hidden.checked_div(s.heads).unwrap_or(0));
         s.config(1, "parallel", 64, 16)?;
         sizes.push(s);
     }
@@ -346,8 +352,8 @@ fn resolve(a: &BenchArgs, software: bool) -> Result<Settings> {
         steps,
         warmup: a.warmup.unwrap_or(d.warmup),
         prefill_chunk: a.prefill_chunk.unwrap_or(128).max(1),
-        max_prefill_tokens: a.max_prefill_tokens.or(d.max_prefill_tokens),
-        time_limit_s: a.time_limit,
+        max_prefill_tokens: a.max_prefill_tokens.or(d.max_prefill_tokens).filter(|&m| m > 0),
+        time_limit_s: a.time_limit.or(d.time_limit_s).filter(|&t| t > 0.0),
         copy_bytes: a.copy_mib.unwrap_or(d.copy_mib).max(1) << 20,
         seed: a.seed,
         readback: if a.logits { "logits".into() } else { "ids".into() },
@@ -486,6 +492,9 @@ pub struct Record {
     pub positions: [usize; 2],
     pub wall_ms: Dist,
     pub gpu_ms: Option<Dist>,
+    /// Every measured step, in the order run (ms).
+    pub wall_samples_ms: Vec<f64>,
+    pub gpu_samples_ms: Option<Vec<f64>>,
     pub prefill: Prefill,
     pub kv: Kv,
     /// Weights uploaded for this model (the runtime's allocation counter).
@@ -720,6 +729,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
     }
     let mut progress = Progress::new(units.iter().map(|u| u.weight).sum(), !args.no_progress);
+    // Would work of this weight, at the pace so far, end after the time limit?
+    let over_time = |p: &Progress, w: f64| {
+        set.time_limit_s.is_some_and(|lim| {
+            let pace = if p.done > 0.0 { p.start.elapsed().as_secs_f64() / p.done } else { 0.0 };
+            t0.elapsed().as_secs_f64() + w * pace > lim
+        })
+    };
 
     // One set of weights per size (generated once, with the PLT gates; the non-looped and vanilla
     // uploads leave them out), uploaded once per (dtype, variant); then per (B, T) one session
@@ -730,9 +746,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let (si, dt) = (units[i].size, units[i].dtype.clone());
         let group_end = (i..units.len()).find(|&j| units[j].size != si || units[j].dtype != dt).unwrap_or(units.len());
         let s = &set.sizes[si];
-        let over_time = || set.time_limit_s.is_some_and(|lim| t0.elapsed().as_secs_f64() > lim);
         let mut models: Vec<(Kind, Arc<GpuModel>, u64)> = Vec::new();
-        if !over_time() {
+        if !over_time(&progress, 0.0) {
             for &kind in &kinds {
                 progress.show(&format!("{} {} {}: uploading weights", s.name, dt, kind.label()), kind == Kind::NonLooped);
                 match upload(&gpu, &set, s, &dt, kind, max_ctx, &mut report) {
@@ -745,10 +760,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 }
             }
         }
-        for u in units[i..group_end].to_vec() {
-            if over_time() {
+        for u in units[i..group_end].iter().cloned() {
+            if over_time(&progress, u.weight) {
                 for k in &kinds {
-                    report.skipped.push(Skip::new(s, &dt, *k, u.batch, u.context, "--time-limit reached"));
+                    report.skipped.push(Skip::new(s, &dt, *k, u.batch, u.context, &format!("--time-limit {:.0} s: would end too late at the pace so far", set.time_limit_s.unwrap_or(0.0))));
                 }
                 progress.advance(u.weight);
                 continue;
@@ -1039,8 +1054,8 @@ fn decode_all(gpu: &Gpu, set: &Settings, live: &mut [Live]) -> Result<()> {
     if set.profile && gpu.has_timestamps() {
         for l in live.iter_mut() {
             l.session.set_profiling(true)?;
-            for slot in 0..2 {
-                step(l, execs[slot], logits_back)?;
+            for (slot, &exec) in execs.iter().enumerate() {
+                step(l, exec, logits_back)?;
                 let mut by: Vec<(String, f64)> = Vec::new();
                 for (label, ms) in l.session.profile() {
                     match by.iter_mut().find(|(x, _)| x == label) {
@@ -1098,6 +1113,8 @@ impl Live {
                 weight_gbps_gpu: gpu_ms.as_ref().map(|d| gbps(d.median)),
                 wall_ms,
                 gpu_ms,
+                wall_samples_ms: w,
+                gpu_samples_ms: g,
                 prefill: self.prefill.clone(),
                 kv: self.kv.clone(),
                 model_bytes: self.model_bytes,
@@ -1207,7 +1224,7 @@ fn adapter_report(gpu: &Gpu) -> AdapterReport {
         timestamps: gpu.has_timestamps(),
         adapter_features,
         device_features: feature_names(gpu.features),
-        max_storage_buffer_binding_size: gpu.limits.max_storage_buffer_binding_size as u64,
+        max_storage_buffer_binding_size: gpu.limits.max_storage_buffer_binding_size,
         max_buffer_size: gpu.limits.max_buffer_size,
         max_compute_workgroup_storage_size: gpu.limits.max_compute_workgroup_storage_size,
         max_compute_invocations_per_workgroup: gpu.limits.max_compute_invocations_per_workgroup,
@@ -1230,7 +1247,7 @@ fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 
 /// Copy bandwidth of the adapter: `bytes` read and written per copy, (read + write) / time.
 fn copy_bandwidth(gpu: &Gpu, bytes: u64) -> Result<CopyBw> {
-    let max = (gpu.limits.max_storage_buffer_binding_size as u64).min(gpu.limits.max_buffer_size);
+    let max = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size);
     let size = bytes.min(max) / 256 * 256;
     let dev = &gpu.device;
     let buf = |label: &str| {
@@ -1525,10 +1542,21 @@ pub fn markdown(r: &Report) -> String {
         );
     }
     if !r.skipped.is_empty() {
-        s += "\n### Skipped\n\n| model | dtype | variant | B | T | reason |\n|---|---|---|---|---|---|\n";
+        // One row per (size, dtype, B, T, reason), naming the variants (or "all").
+        let all = 1 + 2 * set.loops.len();
+        let mut rows: Vec<(&Skip, Vec<&str>)> = Vec::new();
         for k in &r.skipped {
+            let same = |x: &Skip| x.preset == k.preset && x.dtype == k.dtype && x.batch == k.batch && x.context == k.context && x.reason == k.reason;
+            match rows.iter_mut().find(|(x, _)| same(x)) {
+                Some((_, v)) => v.push(&k.model),
+                None => rows.push((k, vec![&k.model])),
+            }
+        }
+        s += "\n### Skipped\n\n| model | dtype | variants | B | T | reason |\n|---|---|---|---|---|---|\n";
+        for (k, v) in rows {
             let o = |v: Option<usize>| v.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
-            s += &format!("| {} | {} | {} | {} | {} | {} |\n", k.preset, k.dtype, k.model, o(k.batch), o(k.context), k.reason);
+            let variants = if v.len() == all { "all".to_string() } else { v.join(", ") };
+            s += &format!("| {} | {} | {} | {} | {} | {} |\n", k.preset, k.dtype, variants, o(k.batch), o(k.context), k.reason);
         }
     }
     s
@@ -1632,10 +1660,9 @@ pub fn svg(r: &Report) -> String {
         while v <= ymax + 1e-9 {
             let y = py(v);
             s += &format!(
-                "<line x1=\"{x0}\" y1=\"{y:.1}\" x2=\"{x1}\" y2=\"{y:.1}\" stroke=\"#eee\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+                "<line x1=\"{x0}\" y1=\"{y:.1}\" x2=\"{x1}\" y2=\"{y:.1}\" stroke=\"#eee\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v:.decimals$}</text>\n",
                 x0 - 4.0,
                 y + 4.0,
-                format!("{v:.decimals$}")
             );
             v += step;
         }

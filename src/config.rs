@@ -114,8 +114,9 @@ impl Config {
         let window_left = match o.get("plt_window_size") {
             None | Some(Value::Null) => 64,
             Some(Value::Array(a)) if a.len() == 2 => {
-                let left = a[0].as_u64().ok_or_else(|| {
-                    Error::config("plt_window_size", format!("left must be a non-negative integer, got {}", a[0]))
+                // At most 2^32-1 like every other size (left + 1 ring slots must not overflow).
+                let left = a[0].as_u64().filter(|&n| n <= u32::MAX as u64).ok_or_else(|| {
+                    Error::config("plt_window_size", format!("left must be a non-negative integer below 2^32, got {}", a[0]))
                 })?;
                 if a[1].as_u64() != Some(0) {
                     return Err(Error::config("plt_window_size", format!("right must be 0, got {}", a[1])));

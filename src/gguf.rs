@@ -15,6 +15,12 @@
 //! - `Weights::dtype` is F16 (or BF16) only when every matrix was stored in that type, and F32
 //!   otherwise (quantised or mixed files): dequantised values such as `d*q + m` are generally not
 //!   representable in f16, so the default device storage keeps them exactly.
+//!
+//! The tokenizer (`tokenizer.ggml.model = gpt2`, byte-level BPE) becomes a Hugging Face
+//! `tokenizer.json`: the BPE vocabulary and merges, control tokens as special added tokens, and
+//! the pre-tokenizer regexes llama.cpp uses for `tokenizer.ggml.pre` (a Sequence of Isolated
+//! splits, then ByteLevel). Its encodings equal llama.cpp's on llama.cpp's own test vectors
+//! (tests/gguf.rs, `tokenizers_match_llama_cpp_test_vectors`).
 
 use crate::config::{Config, GateMode, LoopMode};
 use crate::error::{Error, Result};

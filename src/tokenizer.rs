@@ -32,7 +32,13 @@ pub struct Tokenizer {
 impl Tokenizer {
     /// Parses a tokenizer and checks that every id it can produce is below `vocab_size`.
     pub fn from_bytes(bytes: &[u8], vocab_size: usize) -> Result<Tokenizer> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        // tokenizers 0.22 panics (`.expect("Helper")`) on some malformed JSON, e.g. a file cut
+        // inside its "decoder" object: turn that into an error too (found by fuzzing).
+        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes)).map_err(|p| {
+            let why = p.downcast_ref::<String>().map(String::as_str).or_else(|| p.downcast_ref::<&str>().copied());
+            Error::Tokenizer(format!("malformed tokenizer.json ({})", why.unwrap_or("the parser panicked")))
+        })?;
+        let inner = parsed.map_err(|e| Error::Tokenizer(e.to_string()))?;
         let n = inner.get_vocab_size(true);
         if n > vocab_size {
             return Err(Error::Tokenizer(format!("the tokenizer has {n} tokens but the model's vocab_size is {vocab_size}")));

@@ -28,13 +28,20 @@ fn close(a: f64, b: f64, what: &str) {
     assert!((a - b).abs() <= 1e-9 * a.abs().max(b.abs()), "{what}: {a} != {b}");
 }
 
-/// n, median, p90, mean, min, max of a timing distribution.
-fn check_dist(d: &Value, n: u64, what: &str) {
+/// A timing distribution: n, median, p90 (nearest rank), mean, min, max of its samples.
+fn check_dist(d: &Value, samples: &Value, n: u64, what: &str) {
+    let mut xs: Vec<f64> = samples.as_array().unwrap_or_else(|| panic!("{what}: no samples")).iter().map(f).collect();
     assert_eq!(u(&d["n"]), n, "{what}: sample count");
+    assert_eq!(xs.len() as u64, n, "{what}: samples");
+    xs.sort_by(f64::total_cmp);
+    let k = xs.len();
     let (med, p90, mean, min, max) = (f(&d["median"]), f(&d["p90"]), f(&d["mean"]), f(&d["min"]), f(&d["max"]));
     assert!(min > 0.0, "{what}: min {min}");
     assert!(min <= med && med <= p90 && p90 <= max, "{what}: min {min} median {med} p90 {p90} max {max}");
-    assert!(min <= mean && mean <= max, "{what}: mean {mean} outside [{min}, {max}]");
+    close(med, if k % 2 == 1 { xs[k / 2] } else { 0.5 * (xs[k / 2 - 1] + xs[k / 2]) }, &format!("{what}: median"));
+    close(p90, xs[((0.9 * k as f64).ceil() as usize).max(1) - 1], &format!("{what}: p90"));
+    close(mean, xs.iter().sum::<f64>() / k as f64, &format!("{what}: mean"));
+    assert_eq!((min, max), (xs[0], xs[k - 1]), "{what}: min/max");
 }
 
 fn read(p: &Path) -> String {
@@ -150,11 +157,11 @@ fn quick_bench_report_is_complete_and_consistent() {
                         let what = format!("{name} {dtype} B={b} T={t} {mode} L={l}");
                         assert_eq!(u(&x["passes"]), passes, "{what}: passes");
                         assert_eq!(u(&x["rows"]), rows, "{what}: rows");
-                        check_dist(&x["wall_ms"], samples, &format!("{what} wall"));
+                        check_dist(&x["wall_ms"], &x["wall_samples_ms"], samples, &format!("{what} wall"));
                         if timestamps {
-                            check_dist(&x["gpu_ms"], samples, &format!("{what} gpu"));
+                            check_dist(&x["gpu_ms"], &x["gpu_samples_ms"], samples, &format!("{what} gpu"));
                         } else {
-                            assert!(x["gpu_ms"].is_null(), "{what}: GPU times without timestamps");
+                            assert!(x["gpu_ms"].is_null() && x["gpu_samples_ms"].is_null(), "{what}: GPU times without timestamps");
                         }
                         let pos = x["positions"].as_array().unwrap();
                         let (p0, p1) = (u(&pos[0]), u(&pos[1]));

@@ -2,7 +2,9 @@
 //! encode (dequantised, q/k rows unpermuted, shapes reversed) and the same reference logits;
 //! malformed files give errors, never panics. Then the real SmolLM2-135M-Instruct Q4_1 file
 //! (fetched by scripts/fetch-smollm2.sh): config, tokenizer, and greedy tokens on the GPU
-//! against the CPU reference on the same dequantised weights.
+//! against the CPU reference on the same dequantised weights. Opt-in (downloads 76 MB):
+//! `cargo test --test gguf -- --ignored` checks the tokenizer conversion against llama.cpp's
+//! tokenizer test vectors.
 
 mod common;
 use plt::gguf::{dequantize, load_gguf, load_gguf_bytes, GgmlType, GgufFile, GgufModel, GgufTokenizer};
@@ -1028,28 +1030,5 @@ fn tokenizers_match_llama_cpp_test_vectors() {
             assert_eq!(tk.decode(&got, false).unwrap(), *s, "{name}: decoding {s:?}");
         }
         eprintln!("{name}: {} strings match llama.cpp", outputs.len());
-    }
-}
-
-#[test]
-#[ignore]
-fn zz_scratch_perf() {
-    let m = smollm2();
-    let g = common::gpu();
-    for layers in [1usize, 30] {
-        let mut cfg = m.cfg.clone();
-        let mut w = m.weights.clone();
-        cfg.num_hidden_layers = layers;
-        w.layers.truncate(layers);
-        let model = Arc::new(GpuModel::new(g.clone(), &cfg, &w, Some(DType::F32)).unwrap());
-        let mut s = Session::new(model, SessionOptions { batch: 1, context: 32, prefill_chunk: 64 }).unwrap();
-        let t0 = std::time::Instant::now();
-        let _ = s.prefill_blocking(0, &[504u32, 3575, 282, 4649, 314, 7042, 30, 1, 2, 3, 4, 5, 6, 7, 8, 9], Logits::Last).unwrap();
-        eprintln!("layers {layers} prefill16 {:?} gpu_ns {:?}", t0.elapsed(), s.stats.gpu_ns);
-        for i in 0..3 {
-            let t0 = std::time::Instant::now();
-            let _ = s.decode_blocking(&[42], Exec::Fused, true).unwrap();
-            eprintln!("layers {layers} decode {i} {:?} gpu_ns {:?}", t0.elapsed(), s.stats.gpu_ns);
-        }
     }
 }

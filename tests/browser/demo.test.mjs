@@ -23,6 +23,10 @@ const WORK = path.join(ROOT, 'target', 'browser-test');
 const PROMPT = process.env.PLT_TEST_PROMPT || 'ROMEO:\nBut soft, what light';
 const MAX_TOKENS = Number(process.env.PLT_TEST_TOKENS || 16);
 const SEED = 7;
+// The cargo profile of the native binaries: release, as CI's `cargo test --release` builds it
+// (PLT_CARGO_PROFILE=dev uses target/debug).
+const DEV = process.env.PLT_CARGO_PROFILE === 'dev';
+const BIN = path.join(ROOT, 'target', DEV ? 'debug' : 'release');
 const CHROMIUM_ARGS = [
   '--no-sandbox',
   '--enable-unsafe-webgpu',
@@ -51,7 +55,7 @@ function hasModel(dir) {
 
 // The native runtime's greedy ids for `mode`.
 function nativeIds(mode) {
-  const bin = path.join(ROOT, 'target', 'debug', 'examples', 'generate_ids');
+  const bin = path.join(BIN, 'examples', 'generate_ids');
   const args = ['--model', path.join(ROOT, modelDir), '--prompt', PROMPT, '-n', String(MAX_TOKENS), '--seed', String(SEED), '--temperature', '0', '--mode', mode];
   const out = execFileSync(bin, args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   return JSON.parse(out.trim().split('\n').pop());
@@ -101,9 +105,9 @@ before(async () => {
   const pkg = path.join(ROOT, 'wasm', 'www', 'pkg', 'plt_wasm_bg.wasm');
   assert.ok(fs.existsSync(pkg), `${pkg} is missing: run scripts/build-wasm.sh first`);
   fs.mkdirSync(WORK, { recursive: true });
-  // The native side: the CLI (for `plt init`) and the ids example, on the dev profile that
-  // `cargo test` already built the dependencies for.
-  cargo(['build', '--quiet', '--bin', 'plt', '--example', 'generate_ids']);
+  // The native side: the CLI (for `plt init`) and the ids example (already built by
+  // `cargo test --release`, which builds the examples).
+  cargo(['build', '--quiet', ...(DEV ? [] : ['--release']), '--bin', 'plt', '--example', 'generate_ids']);
   const chosen = process.env.PLT_TEST_MODEL ? path.resolve(process.env.PLT_TEST_MODEL) : path.join(ROOT, 'models', 'plt2-shakespeare');
   if (hasModel(chosen)) {
     let dir = chosen;
@@ -118,7 +122,7 @@ before(async () => {
     assert.ok(!process.env.PLT_TEST_MODEL, `PLT_TEST_MODEL=${process.env.PLT_TEST_MODEL} is not a model directory`);
     const dir = path.join(WORK, 'random-model');
     fs.rmSync(dir, { recursive: true, force: true });
-    execFileSync(path.join(ROOT, 'target', 'debug', 'plt'), ['init', dir, '--loops', '2', '--window', '8', '--dtype', 'f16', '--seed', '11'], {
+    execFileSync(path.join(BIN, 'plt'), ['init', dir, '--loops', '2', '--window', '8', '--dtype', 'f16', '--seed', '11'], {
       cwd: ROOT,
       stdio: ['ignore', 'ignore', 'inherit'],
     });
@@ -212,4 +216,28 @@ test('a screenshot of the page shows the output', async () => {
   assert.ok(ink > 50, `the screenshot shows no output text (${ink} dark pixels)`);
   const stats = await page.textContent('#tps');
   assert.match(stats, /^[0-9.]+$/, 'tokens/s is shown');
+});
+
+test('Stop cancels a running generation', async () => {
+  await page.fill('#maxTokens', '400');
+  await page.click('#generate');
+  await page.waitForFunction(() => document.querySelector('#output .gen').textContent.length > 0, null, { timeout: 120_000 });
+  await page.click('#stop');
+  const d = await waitState(['done', 'failed']);
+  assert.equal(d.state, 'done', d.error);
+  assert.equal(d.result.finish, 'cancelled');
+  assert.ok(d.result.generatedTokens < 400, `${d.result.generatedTokens} tokens`);
+});
+
+test('the page loads a model from local files', async () => {
+  const dir = path.join(ROOT, modelDir);
+  const files = fs.readdirSync(dir).filter((f) => /^(config|tokenizer|tokenizer_config|generation_config)\.json$|\.safetensors$/.test(f));
+  await page.setInputFiles('#files', files.map((f) => path.join(dir, f)));
+  await page.waitForFunction(() => window.pltDemo.state !== 'ready', null, { timeout: 10_000 }).catch(() => {});
+  const d = await waitState(['ready', 'load-failed']);
+  assert.equal(d.state, 'ready', d.error);
+  assert.match(await page.textContent('#modelInfo'), /^model\.safetensors · /);
+  // The same prompt ids as from the URL (tokenizer_config.json, when there is one, was read).
+  const web = await generateInPage('fused');
+  assert.deepEqual(web.promptTokens, nativeIds('fused').prompt_tokens);
 });
