@@ -81,7 +81,7 @@ fn bad_input_is_a_one_line_error() {
     let d = dir.to_str().unwrap();
     let (x, y) = (tmp.join("x"), tmp.join("y"));
     let cases: &[(&[&str], &str)] = &[
-        (&["score", "--model", "/nonexistent/model", "--tokens", "1,2"], "config.json"),
+        (&["score", "--model", "/nonexistent/model", "--tokens", "1,2"], "not a model directory"),
         (&["score", "--model", d, "--tokens", "1,2000"], "2000"),
         (&["score", "--model", d, "--tokens", "1,x"], "`x`"),
         (&["score", "--model", d, "--tokens", "1"], "at least 2"),
