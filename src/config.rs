@@ -69,6 +69,11 @@ impl Config {
         let intermediate_size = req_usize(o, "intermediate_size")?;
         let num_hidden_layers = req_usize(o, "num_hidden_layers")?;
         let num_attention_heads = req_usize(o, "num_attention_heads")?;
+        // Checked here, before the divisions below (0 with an explicit num_key_value_heads and no
+        // head_dim was a division by zero: found by fuzzing).
+        if num_attention_heads == 0 {
+            return Err(Error::config("num_attention_heads", "must be at least 1"));
+        }
         let num_key_value_heads = opt_usize(o, "num_key_value_heads")?.unwrap_or(num_attention_heads);
         if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
             return Err(Error::config(

@@ -343,6 +343,9 @@ fn hostile_configs_are_errors() {
         ("plt_window_size", serde_json::json!([u64::MAX, 0])),
         ("plt_window_size", serde_json::json!([4294967296u64, 0])),
         ("head_dim", serde_json::json!(4294967294u64)),
+        // With an explicit num_key_value_heads and no head_dim: was `hidden_size % 0`, a panic
+        // in release builds too (found by the load_model fuzzer).
+        ("num_attention_heads", serde_json::json!(0)),
     ] {
         let mut v = base.clone();
         v[field] = bad.clone();
@@ -350,6 +353,9 @@ fn hostile_configs_are_errors() {
             // Query width H * Dh past 2^64 (an overflow panic in debug builds: found by this test).
             v["num_attention_heads"] = 4294967295u64.into();
             v["num_key_value_heads"] = 4294967295u64.into();
+        }
+        if field == "num_attention_heads" {
+            v.as_object_mut().unwrap().remove("head_dim");
         }
         let text = v.to_string();
         assert_mentions(&config_err(&format!("{field} = {bad}"), &text), &[&format!("`{field}`")]);
@@ -624,7 +630,8 @@ fn error_table() {
     use safetensors::tensor::{Dtype, TensorView};
     let row = |src: &str, input: &str, e: String| {
         let e = e.replace('|', "\\|").replace('\n', " ");
-        println!("| {src} | {} | `{e}` |", input.replace('|', "\\|"));
+        // Double backticks: the messages quote names in single ones.
+        println!("| {src} | {} | `` {e} `` |", input.replace('|', "\\|"));
     };
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("error-table");
     let _ = std::fs::remove_dir_all(&tmp);
@@ -869,6 +876,10 @@ fn error_table() {
         row(src, &format!("`{field}: {bad}`"), Config::from_json_str(&v.to_string()).unwrap_err().to_string());
     }
     let mut v = base.clone();
+    v["num_attention_heads"] = 0.into();
+    v.as_object_mut().unwrap().remove("head_dim");
+    row(src, "`num_attention_heads: 0`, `num_key_value_heads: 1`, no `head_dim` (was a division by zero)", Config::from_json_str(&v.to_string()).unwrap_err().to_string());
+    let mut v = base.clone();
     v["num_attention_heads"] = 4294967295u64.into();
     v["num_key_value_heads"] = 4294967295u64.into();
     v["head_dim"] = 4294967294u64.into();
@@ -925,6 +936,10 @@ fn error_table() {
     row(src, "tokenizer.json bytes `{ FF FE }`", t(&[b'{', 0xFF, 0xFE, b'}'], 64));
     row(src, "tokenizer.json empty", t(b"", 64));
     row(src, "tokenizer.json of 65 tokens for vocab_size 64", t(&serde_json::to_vec(&plt::init::tokenizer_json(65)).unwrap(), 64));
+    let mut tj = plt::init::tokenizer_json(8);
+    tj["decoder"] = serde_json::json!({"type": "ByteLevel", "add_prefix_space": true});
+    let text = serde_json::to_string(&tj).unwrap().replacen("\"add_prefix_space\"", "1", 1);
+    row(src, "tokenizer.json with `\"decoder\": {\"type\": \"ByteLevel\", 1: true}` (tokenizers panics inside)", t(text.as_bytes(), 64));
     let mut tj = plt::init::tokenizer_json(3);
     tj["model"]["vocab"]["far"] = 4_000_000_000u64.into();
     row(src, "tokenizer.json with a token id 4 000 000 000, vocab_size 64", t(&serde_json::to_vec(&tj).unwrap(), 64));

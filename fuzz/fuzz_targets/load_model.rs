@@ -2,6 +2,6 @@
 //! cargo fuzz target `load_model`: see `plt_fuzz::harness::load_model` for the input layout.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: plt_fuzz::harness::install_panic_hook(), |data: &[u8]| {
     let _ = plt_fuzz::harness::load_model(data);
 });

@@ -2,6 +2,6 @@
 //! cargo fuzz target `tokenizer`: see `plt_fuzz::harness::tokenizer` for the input layout.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: plt_fuzz::harness::install_panic_hook(), |data: &[u8]| {
     let _ = plt_fuzz::harness::tokenizer(data);
 });
