@@ -25,6 +25,9 @@ pub enum LoopMode {
     Vanilla,
 }
 
+/// The most loops per token a config may ask for (`plt_num_loops`).
+pub const MAX_LOOPS: usize = 64;
+
 /// A validated `config.json`. Symbols in comments follow PLT-SPEC.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -208,6 +211,11 @@ impl Config {
         if self.num_loops < 1 {
             return Err(Error::config("plt_num_loops", "must be at least 1"));
         }
+        // L is not fixed by the checkpoint (every loop reuses the same tensors), so a config
+        // could ask for billions of loops per token: cap it far above any trained model.
+        if self.num_loops > MAX_LOOPS {
+            return Err(Error::config("plt_num_loops", format!("{} is more than the supported {MAX_LOOPS}", self.num_loops)));
+        }
         if self.vocab_size > u32::MAX as usize / 2 {
             return Err(Error::config("vocab_size", "too large"));
         }
@@ -236,17 +244,19 @@ impl Config {
     }
 
     /// KV-cache bytes for one sequence of `t` tokens with element size `elem` (PLT-SPEC section 4).
+    /// Saturates at `usize::MAX` for sizes no machine can hold (hostile configs).
     pub fn kv_bytes(&self, t: usize, elem: usize) -> usize {
-        let per_pos = 2 * self.num_hidden_layers * self.kv_dim() * elem;
+        let per_pos = (2 * self.num_hidden_layers).saturating_mul(self.kv_dim()).saturating_mul(elem);
         let l = self.num_loops;
-        if l == 1 {
-            per_pos * t
+        let positions = if l == 1 {
+            t
         } else {
             match self.loop_mode {
-                LoopMode::Parallel => per_pos * (t + (l - 1) * self.window_slots()),
-                LoopMode::Vanilla => per_pos * l * t,
+                LoopMode::Parallel => t.saturating_add((l - 1).saturating_mul(self.window_slots())),
+                LoopMode::Vanilla => l.saturating_mul(t),
             }
-        }
+        };
+        per_pos.saturating_mul(positions)
     }
 
     /// Parameter count of the weights this config implies.
@@ -414,6 +424,8 @@ mod tests {
             (r#"{"plt_window_size": [4, 1]}"#, "plt_window_size"),
             (r#"{"plt_window_size": 4}"#, "plt_window_size"),
             (r#"{"plt_num_loops": 0}"#, "plt_num_loops"),
+            (r#"{"plt_num_loops": 65}"#, "plt_num_loops"),
+            (r#"{"plt_num_loops": 4294967295}"#, "plt_num_loops"),
             (r#"{"hidden_size": "8"}"#, "hidden_size"),
             (r#"{"hidden_size": 0}"#, "hidden_size"),
             (r#"{"hidden_size": -8}"#, "hidden_size"),

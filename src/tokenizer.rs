@@ -155,6 +155,9 @@ impl Tokenizer {
             return Ok(s);
         };
         let mut env = minijinja::Environment::new();
+        // The template comes from the model files: bound its work (nested loops can run for
+        // hours) so that a hostile one is an error, not a hang.
+        env.set_fuel(Some(CHAT_TEMPLATE_FUEL));
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
@@ -172,6 +175,11 @@ impl Tokenizer {
     }
 }
 
+/// minijinja instructions a chat template may run per rendering: real templates take a few
+/// hundred per message, so this covers conversations of tens of thousands of messages and stops
+/// a runaway template within a second or two.
+pub const CHAT_TEMPLATE_FUEL: u64 = 20_000_000;
+
 /// Incremental detokenisation: decodes a sliding window of recent ids and emits only text that
 /// is complete (a piece ending in U+FFFD is a character still missing bytes, so it waits).
 #[derive(Clone, Debug, Default)]
@@ -182,6 +190,9 @@ pub struct StreamDecoder {
     read: usize,
     skip_special: bool,
 }
+
+/// Ids a `StreamDecoder` may hold back waiting for the rest of a character (see `push`).
+const HOLD_BACK_IDS: usize = 4;
 
 impl StreamDecoder {
     pub fn new(skip_special: bool) -> StreamDecoder {
@@ -198,6 +209,21 @@ impl StreamDecoder {
             self.prefix = self.read;
             self.read = self.ids.len();
             return Ok(Some(piece));
+        }
+        // Held back while the text ends in U+FFFD: a character still missing bytes, or bytes that
+        // are not UTF-8 at all (they never complete). A character has at most 4 bytes, so once
+        // more than 4 ids are pending, the text up to the last 4 of them is final when decoding
+        // more ids did not change it: emit that, so the window (and each push's work) stays bounded.
+        let pending = self.ids.len() - self.read;
+        if pending > HOLD_BACK_IDS && now.starts_with(&before) {
+            let cut = self.ids.len() - HOLD_BACK_IDS;
+            let head = tok.decode(&self.ids[self.prefix..cut], self.skip_special)?;
+            if head.len() > before.len() && now.starts_with(&head) && head.starts_with(&before) {
+                let piece = head[before.len()..].to_string();
+                self.prefix = self.read;
+                self.read = cut;
+                return Ok(Some(piece));
+            }
         }
         if !now.starts_with(&before) {
             // Decoding is not prefix-stable here (a normaliser joined pieces): restart the window.

@@ -343,6 +343,9 @@ fn hostile_configs_are_errors() {
         ("plt_window_size", serde_json::json!([u64::MAX, 0])),
         ("plt_window_size", serde_json::json!([4294967296u64, 0])),
         ("head_dim", serde_json::json!(4294967294u64)),
+        // L is no tensor shape (an L = 2 checkpoint fits any L >= 2): was a hang in the CPU
+        // reference and an overflow in `kv_bytes`; config.rs now caps it (MAX_LOOPS).
+        ("plt_num_loops", serde_json::json!(4294967295u64)),
         // With an explicit num_key_value_heads and no head_dim: was `hidden_size % 0`, a panic
         // in release builds too (found by the load_model fuzzer).
         ("num_attention_heads", serde_json::json!(0)),
@@ -366,7 +369,6 @@ fn hostile_configs_are_errors() {
         ("vocab_size", 2147483647),
         ("hidden_size", 4294967295),
         ("intermediate_size", 4294967295),
-        ("plt_num_loops", 4294967295),
     ] {
         let mut v = base.clone();
         v[field] = huge.into();
@@ -374,11 +376,6 @@ fn hostile_configs_are_errors() {
         let what = format!("{field} = {huge}");
         let out = bounded(&what, data.len(), || harness::load_model(&data));
         assert!(out[0].1.is_ok(), "{what}: {out:?}");
-        if field == "plt_num_loops" {
-            // L is not a tensor shape: an L = 2 checkpoint loads for any L >= 2 (see
-            // docs/reliability.md, "Known gaps"). Loading it is bounded all the same.
-            continue;
-        }
         let e = out[1].1.clone().expect_err(&what);
         assert!(e.contains("has shape") || e.contains("missing"), "{what}: {e}");
     }
@@ -567,11 +564,9 @@ fn hostile_tokenizers_are_errors() {
 /// A chat template comes from the model files (tokenizer_config.json, GGUF metadata), so it is
 /// input too. minijinja caps `range` at 100 000 items and parse depth at 150, but not the work of
 /// nested loops: this template runs 10^10 iterations, so `plt chat` on such a model hangs.
-/// Known gap (docs/reliability.md): enabling minijinja's `fuel` feature and calling
-/// `env.set_fuel(Some(..))` in `Tokenizer::apply_chat_template` makes this an error; then drop
-/// the `#[ignore]`.
+/// `Tokenizer::apply_chat_template` now runs templates on minijinja fuel
+/// (`CHAT_TEMPLATE_FUEL`), so this is an error within seconds.
 #[test]
-#[ignore = "known gap: chat templates have no fuel limit"]
 fn chat_template_work_is_bounded() {
     let mut tok = Tokenizer::from_bytes(&harness::byte_tokenizer_json(), 257).unwrap();
     tok.chat_template = Some("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}".into());
@@ -584,16 +579,29 @@ fn chat_template_work_is_bounded() {
         Ok(r) => assert!(r.is_err(), "rendered: {r:?}"),
         Err(_) => panic!("rendering a 10^10-iteration chat template did not stop within 10 s"),
     }
+    // The fuel still covers a real (ChatML, SmolLM2-style) template over a long conversation.
+    let mut tok = Tokenizer::from_bytes(&harness::byte_tokenizer_json(), 257).unwrap();
+    tok.chat_template = Some(
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}\
+         {{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}\
+         {{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}\
+         {% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+            .into(),
+    );
+    let msgs: Vec<_> = (0..5000)
+        .map(|i| plt::tokenizer::ChatMessage::new(if i % 2 == 0 { "user" } else { "assistant" }, &format!("message {i}")))
+        .collect();
+    let text = tok.apply_chat_template(&msgs, true).expect("a 5000-message ChatML conversation renders");
+    assert!(text.contains("message 4999<|im_end|>") && text.ends_with("<|im_start|>assistant\n"), "{}", &text[text.len() - 80..]);
 }
 
 /// `StreamDecoder` holds text back while the decoded window ends in U+FFFD (half a character),
 /// and every `push` decodes the whole window. A run of ids that decode to U+FFFD (invalid
 /// UTF-8 bytes, or a real U+FFFD) therefore stalls streaming until a normal character comes and
 /// makes the run quadratic. Found by the `tokenizer` fuzzer (tests/fuzz-cases/tokenizer/
-/// stream-fffd-quadratic: a timeout under ASan). Known gap (docs/reliability.md): drop the
-/// `#[ignore]` once the held-back window is bounded.
+/// stream-fffd-quadratic: a timeout under ASan). Fixed: `push` emits all but the last 4 pending
+/// ids once their text is final, so the window stays bounded.
 #[test]
-#[ignore = "known gap: StreamDecoder is quadratic in a run of U+FFFD"]
 fn stream_decoding_invalid_bytes_is_linear() {
     let tok = harness::byte_tokenizer();
     // The id of the lone byte 0xFF (not UTF-8 on its own; GPT-2's byte map shows it as `ÿ`).
@@ -609,9 +617,35 @@ fn stream_decoding_invalid_bytes_is_linear() {
         assert_eq!(out.chars().count(), n);
         start.elapsed()
     };
-    let (a, b) = (time(2000), time(8000));
-    eprintln!("2000 ids: {a:?}, 8000 ids: {b:?}");
+    // Best of 3 (the machine may be busy): linear is 4x the time for 4x the ids, quadratic 16x.
+    let best = |n: usize| (0..3).map(|_| time(n)).min().unwrap();
+    let (a, b) = (best(4000), best(16000));
+    eprintln!("4000 ids: {a:?}, 16000 ids: {b:?}");
     assert!(b < a * 8, "4x the ids took {:.1}x the time", b.as_secs_f64() / a.as_secs_f64());
+}
+
+/// Bounding the held-back window must not split characters: multi-byte characters, one byte
+/// per id, after a run of invalid bytes, come out whole, and the text equals a one-shot decode.
+#[test]
+fn stream_decoding_keeps_characters_whole_after_invalid_bytes() {
+    let tok = harness::byte_tokenizer();
+    let ff = (0..256u32).find(|&i| tok.decode(&[i], false).unwrap() == "\u{FFFD}" && tok.token_text(i).as_deref() == Some("ÿ")).unwrap();
+    let text = "é😀 ok ∑x 😀😀 end";
+    let mut ids = vec![ff; 9];
+    ids.extend(tok.encode(text, false).unwrap());
+    ids.extend([ff; 3]);
+    ids.extend(tok.encode("😀", false).unwrap());
+    assert!(ids.len() > text.len(), "one id per byte");
+    let mut s = plt::tokenizer::StreamDecoder::new(false);
+    let mut pieces = Vec::new();
+    for &id in &ids {
+        pieces.extend(s.push(tok, id).unwrap());
+    }
+    pieces.extend(s.flush(tok).unwrap());
+    let out: String = pieces.concat();
+    assert_eq!(out, tok.decode(&ids, false).unwrap());
+    assert_eq!(out, format!("{}{text}{}😀", "\u{FFFD}".repeat(9), "\u{FFFD}".repeat(3)));
+    assert!(pieces.iter().all(|p| !p.is_empty()));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -870,6 +904,7 @@ fn error_table() {
         ("num_hidden_layers", serde_json::json!(1e300)),
         ("plt_window_size", serde_json::json!([-1, 0])),
         ("plt_window_size", serde_json::json!([u64::MAX, 0])),
+        ("plt_num_loops", serde_json::json!(4294967295u64)),
     ] {
         let mut v = base.clone();
         v[field] = bad.clone();

@@ -87,16 +87,16 @@ pub fn join_model_input(config: &[u8], safetensors: &[u8]) -> Vec<u8> {
 }
 
 /// `Config::from_json_str` on the config part (lossy UTF-8), then `Weights::from_bytes` of the
-/// safetensors part under that config (and `num_params` when it loads) and under `FIXED_CONFIG`.
+/// safetensors part under that config (and `plt info`'s sizes when it loads) and under `FIXED_CONFIG`.
 pub fn load_model(data: &[u8]) -> Outcome {
     let mut out = Outcome::new();
     let (config, st) = split_model_input(data);
     let text = String::from_utf8_lossy(config);
     if let Some(cfg) = record(&mut out, "Config::from_json_str", Config::from_json_str(&text)) {
         if record(&mut out, "Weights::from_bytes(parsed config)", Weights::from_bytes(st, &cfg)).is_some() {
-            // `plt info`'s parameter count of a model that loaded (its KV-cache sizes are left
-            // out: see docs/reliability.md, "Known gaps").
+            // `plt info`'s figures for a model that loaded: parameter count and KV-cache sizes.
             let _ = cfg.num_params();
+            let _ = cfg.kv_bytes(cfg.max_position_embeddings, 4);
         }
     }
     record(&mut out, "Weights::from_bytes(fixed config)", Weights::from_bytes(st, fixed_config()));
