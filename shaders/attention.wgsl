@@ -1,4 +1,4 @@
-// Attention for one pass, one workgroup per (row, query head) (PLT-SPEC s3):
+// Attention for one pass (PLT-SPEC s3):
 //   causal rows (loop 0; every loop in vanilla mode):  o = Attn(q; K, V, {0..t}) over the row's
 //       full cache slot;
 //   PLT rows (loop l >= 1): the fused gated sliding-window attention
@@ -7,7 +7,16 @@
 //       o = g * G + (1 - g) * S,  g = the per-head gate (query or hidden-state mode).
 // The local keys of positions written in this pass come from the qkv scratch (rows r, r-1, ..),
 // older ones from the loop's ring buffer; the ring is updated after this kernel (ring_store).
-// Defines: H, HKV, DH, D, TMAX, SLOTS, W, RINGS, GATE_MODE (0 none, 1 query, 2 hidden), EPS.
+//
+// Rows that attend to the same cache slot form groups of up to RG rows (the host links them:
+// Row.gnext, Row.gfollow; see src/model.rs `group_attention_rows`): in a fused PLT decode pass,
+// the L loops of one sequence; in a prefill chunk, RG consecutive positions. One workgroup per
+// (group, query head) reads each global key and value once for all the group's queries, so
+// the global branch of loops >= 1 shares its K/V reads with loop 0's attention. A row with
+// gfollow = 0 leads a group (alone when gnext = 0); a follower's workgroup exits at once.
+// Softmax per tile of WG keys: scores of all queries in workgroup memory, one thread per query
+// takes the tile's max and probabilities (online softmax), then every thread its output dims.
+// Defines: H, HKV, DH, D, TMAX, SLOTS, W, RINGS, GATE_MODE (0 none, 1 query, 2 hidden), EPS, RG.
 // Grid: (R, H).
 
 const WG: u32 = 64u;
@@ -26,27 +35,19 @@ const GW: u32 = select(DH, D, GATE_MODE == 2u);  // gate weight row width
 @group(0) @binding(5) var<storage, read> hidden: array<f32>;  // [R, D] layer input (hidden gate)
 @group(0) @binding(6) var<storage, read_write> out: array<f32>; // [R, QD]
 
-var<workgroup> sq: array<f32, DH>;    // the query head
-var<workgroup> sp: array<f32, WG>;    // scores, then probabilities, of one key tile
+var<workgroup> sq: array<f32, RG * DH>;  // the group's queries (this head)
+var<workgroup> sp: array<f32, RG * WG>;  // per query: scores, then probabilities, of one key tile
+var<workgroup> m_sh: array<f32, RG>;     // per query: running max,
+var<workgroup> l_sh: array<f32, RG>;     // running sum,
+var<workgroup> c_sh: array<f32, RG>;     // and this tile's rescale of the earlier tiles
 var<workgroup> red: array<f32, WG>;
-var<workgroup> row_sh: Row;
+var<workgroup> grp_sh: array<u32, RG>;   // the group's rows
+var<workgroup> rws_sh: array<Row, RG>;
+var<workgroup> n_sh: u32;
 
+// Query i's output dims d = tid + j*WG at o[i * ACC + j].
 struct Acc {
-    o: array<f32, ACC>,
-}
-
-fn reduce_max(tid: u32, v: f32) -> f32 {
-    red[tid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (tid < s) {
-            red[tid] = max(red[tid], red[tid + s]);
-        }
-        workgroupBarrier();
-    }
-    let m = red[0];
-    workgroupBarrier();
-    return m;
+    o: array<f32, RG * ACC>,
 }
 
 fn reduce_sum(tid: u32, v: f32) -> f32 {
@@ -88,55 +89,93 @@ fn load(local: bool, fresh_hit: bool, i: u32) -> f32 {
     return ring[i];
 }
 
-// Online-softmax attention of the workgroup's query over positions lo..=hi, one tile of WG
-// keys at a time. Returns this thread's output dims d = tid + j*WG.
-fn attend(local: bool, r: u32, pos: u32, fresh: u32, slot: u32, kvh: u32, lo: u32, hi: u32, tid: u32) -> Acc {
+// Online-softmax attention of queries q0..q0+nq (rows of sq) over positions lo..=hi, one tile
+// of WG keys at a time; query i sees positions up to lim[i]. Global (local == false): keys of
+// cache slot `slot`, shared by the queries. Local: one query (nq = 1), row `r` (`rw`), keys from
+// its ring `slot` or the scratch rows.
+fn attend(local: bool, q0: u32, nq: u32, r: u32, rw: Row, slot: u32, kvh: u32, lo: u32, hi: u32,
+          lim: array<u32, RG>, tid: u32) -> Acc {
     var acc: Acc;
-    for (var j = 0u; j < ACC; j++) {
+    for (var j = 0u; j < RG * ACC; j++) {
         acc.o[j] = 0.0;
     }
-    var m = NEG;
-    var l = 0.0;
+    if (tid < nq) {
+        m_sh[tid] = NEG;
+        l_sh[tid] = 0.0;
+    }
+    workgroupBarrier();
     let scale = inverseSqrt(f32(DH));
     for (var t0 = lo; t0 <= hi; t0 += WG) {
+        // Scores: thread tid takes key t0 + tid, read once for every query.
         let s = t0 + tid;
-        var score = NEG;
+        var dots: array<f32, RG>;
         if (s <= hi) {
-            let kb = key_base(local, r, pos, fresh, slot, s, kvh, false);
-            let hit = pos - s < fresh;
-            var dot = 0.0;
+            let kb = key_base(local, r, rw.pos, rw.fresh, slot, s, kvh, false);
+            let hit = local && rw.pos - s < rw.fresh;
             for (var d = 0u; d < DH; d++) {
-                dot += sq[d] * load(local, hit, kb + d);
+                let k = load(local, hit, kb + d);
+                for (var i = 0u; i < nq; i++) {
+                    dots[i] += sq[(q0 + i) * DH + d] * k;
+                }
             }
-            score = dot * scale;
         }
-        let m_new = max(m, reduce_max(tid, score));
-        var p = 0.0;
-        if (s <= hi) {
-            p = exp(score - m_new);
+        for (var i = 0u; i < nq; i++) {
+            sp[i * WG + tid] = select(NEG, dots[i] * scale, s <= lim[i]);
         }
-        sp[tid] = p;
-        let corr = exp(m - m_new);
-        l = l * corr + reduce_sum(tid, p);
+        workgroupBarrier();
+        // Softmax bookkeeping: thread i for query i.
         let n = min(WG, hi + 1u - t0);
+        if (tid < nq) {
+            let b = tid * WG;
+            var mt = NEG;
+            for (var j = 0u; j < n; j++) {
+                mt = max(mt, sp[b + j]);
+            }
+            let m_old = m_sh[tid];
+            let m_new = max(m_old, mt);
+            var sum = 0.0;
+            for (var j = 0u; j < n; j++) {
+                let sc = sp[b + j];
+                let p = select(0.0, exp(sc - m_new), sc > NEG);
+                sp[b + j] = p;
+                sum += p;
+            }
+            let corr = select(0.0, exp(m_old - m_new), m_old > NEG);
+            c_sh[tid] = corr;
+            l_sh[tid] = l_sh[tid] * corr + sum;
+            m_sh[tid] = m_new;
+        }
+        workgroupBarrier();
+        // Values: thread tid takes output dims tid + j*WG, each value read once for every query.
         for (var j = 0u; j < ACC; j++) {
             let d = tid + j * WG;
             if (d < DH) {
-                var a = acc.o[j] * corr;
-                for (var i = 0u; i < n; i++) {
-                    let si = t0 + i;
-                    let vb = key_base(local, r, pos, fresh, slot, si, kvh, true);
-                    a += sp[i] * load(local, pos - si < fresh, vb + d);
+                var a: array<f32, RG>;
+                for (var i = 0u; i < nq; i++) {
+                    a[i] = acc.o[i * ACC + j] * c_sh[i];
                 }
-                acc.o[j] = a;
+                for (var jj = 0u; jj < n; jj++) {
+                    let si = t0 + jj;
+                    let vb = key_base(local, r, rw.pos, rw.fresh, slot, si, kvh, true);
+                    let v = load(local, local && rw.pos - si < rw.fresh, vb + d);
+                    for (var i = 0u; i < nq; i++) {
+                        a[i] += sp[i * WG + jj] * v;
+                    }
+                }
+                for (var i = 0u; i < nq; i++) {
+                    acc.o[i * ACC + j] = a[i];
+                }
             }
         }
-        m = m_new;
         workgroupBarrier();
     }
-    for (var j = 0u; j < ACC; j++) {
-        acc.o[j] = acc.o[j] / l;
+    for (var i = 0u; i < nq; i++) {
+        let inv = 1.0 / l_sh[i];
+        for (var j = 0u; j < ACC; j++) {
+            acc.o[i * ACC + j] *= inv;
+        }
     }
+    workgroupBarrier();
     return acc;
 }
 
@@ -146,59 +185,92 @@ fn sigmoid(x: f32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    let r = wid.x;
     let h = wid.y;
     if (tid == 0u) {
-        row_sh = rows[r];
+        // Collect the group this row leads (none when it follows another row).
+        var n = 0u;
+        var i = wid.x;
+        if (rows[i].gfollow == 0u) {
+            loop {
+                grp_sh[n] = i;
+                rws_sh[n] = rows[i];
+                n++;
+                i = rows[i].gnext;
+                if (i == 0u || n == RG) {
+                    break;
+                }
+            }
+        }
+        n_sh = n;
     }
-    let row = workgroupUniformLoad(&row_sh);
+    let n = workgroupUniformLoad(&n_sh);
+    if (n == 0u) {
+        return;
+    }
+    var grp = workgroupUniformLoad(&grp_sh);
+    var rws = workgroupUniformLoad(&rws_sh);
     let kvh = h / (H / HKV);
-    for (var d = tid; d < DH; d += WG) {
-        sq[d] = qkv[r * QKVD + h * DH + d];
+    for (var e = tid; e < n * DH; e += WG) {
+        sq[e] = qkv[grp[e / DH] * QKVD + h * DH + e % DH];
+    }
+    var lim: array<u32, RG>;
+    var hi = 0u;
+    for (var i = 0u; i < n; i++) {
+        lim[i] = rws[i].pos;
+        hi = max(hi, rws[i].pos);
     }
     workgroupBarrier();
 
-    let g_acc = attend(false, r, row.pos, row.fresh, row.attn_slot, kvh, 0u, row.pos, tid);
-    if (row.ring == NONE || GATE_MODE == 0u) {
+    // Global (causal) attention of every query of the group over the shared cache slot.
+    let g_acc = attend(false, 0u, n, grp[0], rws[0], rws[0].attn_slot, kvh, 0u, hi, lim, tid);
+
+    for (var i = 0u; i < n; i++) {
+        let r = grp[i];
+        let rw = rws[i];
+        let ob = r * QD + h * DH;
+        if (rw.ring == NONE || GATE_MODE == 0u) {
+            for (var j = 0u; j < ACC; j++) {
+                let d = tid + j * WG;
+                if (d < DH) {
+                    out[ob + d] = g_acc.o[i * ACC + j];
+                }
+            }
+            continue;
+        }
+
+        let left = W - 1u;
+        let lo = select(0u, rw.pos - left, rw.pos >= left);
+        var one: array<u32, RG>;
+        one[0] = rw.pos;
+        let s_acc = attend(true, i, 1u, r, rw, rw.ring, kvh, lo, rw.pos, one, tid);
+
+        // The gate, one value per (row, head).
+        var logit = 0.0;
+        if (GATE_MODE == 1u) {
+            var part = 0.0;
+            for (var d = tid; d < DH; d += WG) {
+                part += sq[i * DH + d] * gate[h * GW + d];
+            }
+            logit = reduce_sum(tid, part);
+        } else {
+            // sigmoid(W · RMSNorm(h_in; gate_norm) + b) = sigmoid(inv_rms * sum(h*gn*w) + b)
+            var ss = 0.0;
+            var part = 0.0;
+            for (var d = tid; d < D; d += WG) {
+                let x = hidden[r * D + d];
+                ss += x * x;
+                part += x * gate[H * GW + H + d] * gate[h * GW + d];
+            }
+            let sum_sq = reduce_sum(tid, ss);
+            let dot = reduce_sum(tid, part);
+            logit = dot * inverseSqrt(sum_sq / f32(D) + EPS);
+        }
+        let g = sigmoid(logit + gate[H * GW + h]);
         for (var j = 0u; j < ACC; j++) {
             let d = tid + j * WG;
             if (d < DH) {
-                out[r * QD + h * DH + d] = g_acc.o[j];
+                out[ob + d] = g * g_acc.o[i * ACC + j] + (1.0 - g) * s_acc.o[j];
             }
-        }
-        return;
-    }
-
-    let left = W - 1u;
-    let lo = select(0u, row.pos - left, row.pos >= left);
-    let s_acc = attend(true, r, row.pos, row.fresh, row.ring, kvh, lo, row.pos, tid);
-
-    // The gate, one value per (row, head).
-    var logit = 0.0;
-    if (GATE_MODE == 1u) {
-        var part = 0.0;
-        for (var d = tid; d < DH; d += WG) {
-            part += sq[d] * gate[h * GW + d];
-        }
-        logit = reduce_sum(tid, part);
-    } else {
-        // sigmoid(W · RMSNorm(h_in; gate_norm) + b) = sigmoid(inv_rms * sum(h*gn*w) + b)
-        var ss = 0.0;
-        var part = 0.0;
-        for (var d = tid; d < D; d += WG) {
-            let x = hidden[r * D + d];
-            ss += x * x;
-            part += x * gate[H * GW + H + d] * gate[h * GW + d];
-        }
-        let sum_sq = reduce_sum(tid, ss);
-        let dot = reduce_sum(tid, part);
-        logit = dot * inverseSqrt(sum_sq / f32(D) + EPS);
-    }
-    let g = sigmoid(logit + gate[H * GW + h]);
-    for (var j = 0u; j < ACC; j++) {
-        let d = tid + j * WG;
-        if (d < DH) {
-            out[r * QD + h * DH + d] = g * g_acc.o[j] + (1.0 - g) * s_acc.o[j];
         }
     }
 }

@@ -20,8 +20,8 @@ struct Row {
     cdst: u32,       // cbuf row that receives Norm(h) after the last layer (NONE: none)
     e_scale: f32,    // a (1 for loop 0)
     c_scale: f32,    // b (0 for loop 0)
-    _p0: u32,
-    _p1: u32,
+    gnext: u32,      // next row of this row's attention group (0: none; see attention.wgsl)
+    gfollow: u32,    // 1: an earlier row's workgroup attends for this row
     _p2: u32,
 }
 

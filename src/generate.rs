@@ -41,7 +41,14 @@ pub fn read_model(path: &Path) -> Result<(Config, Weights, Option<Tokenizer>)> {
                 let bytes = serde_json::to_vec(&t.tokenizer_json).map_err(|e| Error::Tokenizer(e.to_string()))?;
                 let mut tk = Tokenizer::from_bytes(&bytes, g.cfg.vocab_size)?;
                 tk.bos = t.bos;
+                tk.add_bos = t.add_bos;
+                // EOS and end-of-turn (`eot_token_id`) both end a generation.
                 tk.eos = t.eos.into_iter().collect();
+                for &id in &g.cfg.eos_token_ids {
+                    if !tk.eos.contains(&id) {
+                        tk.eos.push(id);
+                    }
+                }
                 tk.chat_template = t.chat_template;
                 Some(tk)
             }

@@ -15,6 +15,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("embed", include_str!("../shaders/embed.wgsl")),
     ("norm", include_str!("../shaders/norm.wgsl")),
     ("matmul", include_str!("../shaders/matmul.wgsl")),
+    ("matmul_vec", include_str!("../shaders/matmul_vec.wgsl")),
     ("rope", include_str!("../shaders/rope.wgsl")),
     ("attention", include_str!("../shaders/attention.wgsl")),
     ("elementwise", include_str!("../shaders/elementwise.wgsl")),

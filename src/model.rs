@@ -42,7 +42,39 @@ pub struct Row {
     pub cdst: u32,
     pub e_scale: f32,
     pub c_scale: f32,
-    pub _pad: [u32; 3],
+    /// The next row of this row's attention group, 0 for none (`group_attention_rows`).
+    pub gnext: u32,
+    /// 1 when an earlier row of the pass leads this row's attention group.
+    pub gfollow: u32,
+    pub _pad: u32,
+}
+
+/// Rows per attention group (the `RG` define of shaders/attention.wgsl).
+pub const ATTN_GROUP_ROWS: usize = 4;
+
+/// Links the rows of one pass that attend to the same cache slot into groups of up to
+/// `ATTN_GROUP_ROWS` (in row order), so that one attention workgroup reads each cached key and
+/// value once for the whole group: in a fused PLT decode pass, the L loops of a sequence (loops
+/// >= 1 attend to loop 0's cache); in a prefill chunk, consecutive positions. Rows left at the
+/// zeroed defaults each attend alone.
+pub fn group_attention_rows(rows: &mut [Row]) {
+    // (slot, leader's last row, rows in the group) of the open groups.
+    let mut open: Vec<(u32, usize, usize)> = Vec::new();
+    for i in 0..rows.len() {
+        rows[i].gnext = 0;
+        rows[i].gfollow = 0;
+        let slot = rows[i].attn_slot;
+        match open.iter_mut().find(|g| g.0 == slot) {
+            Some(g) if g.2 < ATTN_GROUP_ROWS => {
+                rows[g.1].gnext = i as u32;
+                rows[i].gfollow = 1;
+                g.1 = i;
+                g.2 += 1;
+            }
+            Some(g) => *g = (slot, i, 1),
+            None => open.push((slot, i, 1)),
+        }
+    }
 }
 
 /// Per-pass values, mirrored by `struct Pass` in shaders/prelude.wgsl.
@@ -451,6 +483,7 @@ impl Session {
                 .u32("RINGS", rings.max(1))
                 .u32("GATE_MODE", gate_mode)
                 .f32("EPS", c.rms_norm_eps)
+                .u32("RG", ATTN_GROUP_ROWS)
         };
         let mm_defs = |k: usize, o: usize, logits: bool| {
             Defines::new().u32("K", k).u32("O", o).bool("W_F16", wf16).bool("ROWS_FROM_LOGITS", logits)
@@ -468,7 +501,12 @@ impl Session {
             let bufs = [(0, &params), (1, &pass_live), (2, x), (3, wt), (4, bias.unwrap_or(&model.dummy)), (5, y)];
             let rows_dim = if logits { Dim::LogitRows(64) } else { Dim::Rows(64) };
             let tiled = gpu.pipeline("matmul", "matmul_tiled", &defs)?;
-            let rowsk = gpu.pipeline("matmul", "matmul_rows", &defs)?;
+            // 16-byte loads when every weight row starts on a 16-byte boundary.
+            let rowsk = if k % 8 == 0 {
+                gpu.pipeline("matmul_vec", "matmul_rows_vec", &defs)?
+            } else {
+                gpu.pipeline("matmul", "matmul_rows", &defs)?
+            };
             Ok(Mm {
                 tiled: gpu.dispatch(&tiled, &bufs, [Dim::Fixed(o.div_ceil(64) as u32), rows_dim, Dim::Fixed(1)])?,
                 rows: gpu.dispatch(&rowsk, &bufs, [Dim::Fixed(o.div_ceil(32) as u32), Dim::Fixed(1), Dim::Fixed(1)])?,
@@ -637,7 +675,9 @@ impl Session {
             cdst: if plt && l + 1 < c.num_loops { cdst } else { NONE },
             e_scale: if local { c.emb_scale } else { 1.0 },
             c_scale: if local { c.hidden_scale } else { 0.0 },
-            _pad: [0; 3],
+            gnext: 0,
+            gfollow: 0,
+            _pad: 0,
         }
     }
 
@@ -761,7 +801,9 @@ impl Session {
         let row_bytes = std::mem::size_of::<Row>();
         for (p, (rows, plan)) in passes.iter().enumerate() {
             debug_assert!(rows.len() <= self.rmax);
-            q.write_buffer(&self.rows_table, (p * self.rmax * row_bytes) as u64, bytemuck::cast_slice(rows));
+            let mut rows = rows.clone();
+            group_attention_rows(&mut rows);
+            q.write_buffer(&self.rows_table, (p * self.rmax * row_bytes) as u64, bytemuck::cast_slice(&rows));
             let info = PassInfo { rows: plan.rows, logit_row0: plan.logit_row0, logit_rows: plan.logit_rows, seq0: plan.seq0 };
             q.write_buffer(&self.pass_table, (p * 16) as u64, bytemuck::bytes_of(&info));
         }

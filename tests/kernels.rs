@@ -144,7 +144,9 @@ fn row(pos: usize) -> Row {
         cdst: NONE,
         e_scale: 1.0,
         c_scale: 0.0,
-        _pad: [0; 3],
+        gnext: 0,
+        gfollow: 0,
+        _pad: 0,
     }
 }
 
@@ -209,7 +211,8 @@ fn matmul_case(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf16: b
         let ybuf = upload(&g, "y", &y0);
         let prm = params(&g, [acc as u32, has_bias as u32, 0, 0]);
         let bufs = [(0, &prm), (1, &pbuf), (2, &xbuf), (3, &wbuf), (4, &bbuf), (5, &ybuf)];
-        launch(&g, "matmul", entry, &defs, &bufs, grid, rows, logit_rows);
+        let shader = if entry == "matmul_rows_vec" { "matmul_vec" } else { "matmul" };
+        launch(&g, shader, entry, &defs, &bufs, grid, rows, logit_rows);
         let what = format!("{entry} R={r} K={k} O={o} f16={wf16} rows_from_logits={logits} accumulate={acc} bias={has_bias}");
         compare(&what, &read(&g, &ybuf, (r + extra) * o), &want, rows_of(o), TOL);
     }
@@ -217,9 +220,13 @@ fn matmul_case(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf16: b
 
 const MATMUL_SHAPES: &[(usize, usize, usize)] = &[(1, 1, 1), (1, 3, 5), (3, 17, 65), (17, 33, 70), (70, 65, 3), (65, 130, 67)];
 
+/// K a multiple of 8 (what `matmul_rows_vec` requires), rows across the 4-row register blocks.
+const MATMUL_VEC_SHAPES: &[(usize, usize, usize)] = &[(1, 8, 1), (1, 8, 5), (3, 16, 65), (6, 64, 70), (9, 40, 33), (16, 136, 67)];
+
 fn matmul_all(entry: &str, seed: u64) {
     let mut rng = Rng::new(seed);
-    for &(r, k, o) in MATMUL_SHAPES {
+    let shapes = if entry == "matmul_rows_vec" { MATMUL_VEC_SHAPES } else { MATMUL_SHAPES };
+    for &(r, k, o) in shapes {
         for wf16 in [false, true] {
             for logits in [false, true] {
                 matmul_case(&mut rng, entry, r, k, o, wf16, logits);
@@ -236,6 +243,11 @@ fn matmul_tiled_matches_cpu() {
 #[test]
 fn matmul_rows_matches_cpu() {
     matmul_all("matmul_rows", 102);
+}
+
+#[test]
+fn matmul_rows_vec_matches_cpu() {
+    matmul_all("matmul_rows_vec", 103);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -447,6 +459,7 @@ impl Shape {
             .u32("RINGS", self.rings)
             .u32("GATE_MODE", self.gate_mode)
             .f32("EPS", EPS)
+            .u32("RG", plt::model::ATTN_GROUP_ROWS)
     }
 }
 
@@ -691,20 +704,58 @@ fn attention_case(what: &str, s: Shape, rows: &[Row], seed: u64) {
     let mid = gates.iter().filter(|&&x| x > 0.05 && x < 0.95).count();
     assert!(mid * 10 >= gates.len() * 9, "{what}: gates {gates:?} saturate; adjust the test's scales");
 
-    let bufs = [
-        upload_rows(&g, rows),
-        upload(&g, "qkv", &qkv),
-        upload(&g, "kv", &kv),
-        upload(&g, "ring", &ring),
-        upload(&g, "gate", &gate),
-        upload(&g, "hidden", &hidden),
-        upload(&g, "out", &vec![poison(); want.len()]),
-    ];
-    let binds: Vec<(u32, &wgpu::Buffer)> = bufs.iter().enumerate().map(|(i, b)| (i as u32, b)).collect();
-    let grid = [Dim::Rows(1), Dim::Fixed(s.h as u32), Dim::Fixed(1)];
-    launch(&g, "attention", "attention", &s.defines(), &binds, grid, r_n, 0);
-    let what = format!("{what} (H={} HKV={} DH={} D={} W={} GATE_MODE={})", s.h, s.hkv, s.dh, s.d, s.w, s.gate_mode);
-    compare(&what, &read(&g, &bufs[6], want.len()), &want, dh, TOL);
+    // Each row alone (the rows as given), then grouped as the runtime groups them (rows on the
+    // same cache slot share one workgroup; the test's passes mix slots, loops and chunks).
+    let mut grouped = rows.to_vec();
+    plt::model::group_attention_rows(&mut grouped);
+    assert!(rows.iter().all(|rw| rw.gnext == 0 && rw.gfollow == 0), "{what}: rows come ungrouped");
+    for (how, rows) in [("rows alone", rows), ("rows grouped", &grouped[..])] {
+        let bufs = [
+            upload_rows(&g, rows),
+            upload(&g, "qkv", &qkv),
+            upload(&g, "kv", &kv),
+            upload(&g, "ring", &ring),
+            upload(&g, "gate", &gate),
+            upload(&g, "hidden", &hidden),
+            upload(&g, "out", &vec![poison(); want.len()]),
+        ];
+        let binds: Vec<(u32, &wgpu::Buffer)> = bufs.iter().enumerate().map(|(i, b)| (i as u32, b)).collect();
+        let grid = [Dim::Rows(1), Dim::Fixed(s.h as u32), Dim::Fixed(1)];
+        launch(&g, "attention", "attention", &s.defines(), &binds, grid, r_n, 0);
+        let what = format!("{what}, {how} (H={} HKV={} DH={} D={} W={} GATE_MODE={})", s.h, s.hkv, s.dh, s.d, s.w, s.gate_mode);
+        compare(&what, &read(&g, &bufs[6], want.len()), &want, dh, TOL);
+    }
+}
+
+/// The grouping the attention kernel relies on: rows on one cache slot, in row order, at most
+/// `ATTN_GROUP_ROWS` per group, each row in exactly one group.
+#[test]
+fn attention_groups_follow_cache_slots() {
+    use plt::model::{group_attention_rows, ATTN_GROUP_ROWS};
+    let mut rng = Rng::new(801);
+    for n in [1, 2, 5, 9, 33] {
+        let mut rows: Vec<Row> = (0..n).map(|i| causal(i, rng.below(3) as usize)).collect();
+        group_attention_rows(&mut rows);
+        let mut seen = vec![0; n];
+        for (i, lead) in rows.iter().enumerate().filter(|(_, rw)| rw.gfollow == 0) {
+            let (mut j, mut len) = (i, 1);
+            seen[i] += 1;
+            while rows[j].gnext != 0 {
+                let k = rows[j].gnext as usize;
+                assert!(k > j && rows[k].gfollow == 1 && rows[k].attn_slot == lead.attn_slot, "{rows:?}");
+                seen[k] += 1;
+                j = k;
+                len += 1;
+            }
+            assert!(len <= ATTN_GROUP_ROWS);
+        }
+        assert!(seen.iter().all(|&c| c == 1), "every row in one group: {seen:?}");
+    }
+    // A fused decode pass (B = 2, L = 3, loop-major rows): one group per sequence.
+    let mut rows = decode_rows(&[40, 7], 3);
+    group_attention_rows(&mut rows);
+    let links: Vec<(u32, u32)> = rows.iter().map(|rw| (rw.gnext, rw.gfollow)).collect();
+    assert_eq!(links, [(2, 0), (3, 0), (4, 1), (5, 1), (0, 1), (0, 1)]);
 }
 
 #[test]

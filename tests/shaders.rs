@@ -16,6 +16,7 @@ fn shape(gate_mode: usize, dh: usize) -> Defines {
         .u32("RINGS", 2)
         .u32("GATE_MODE", gate_mode)
         .f32("EPS", 1e-5)
+        .u32("RG", 4)
 }
 
 /// (shader, entry, defines) for every entry point, in each variant the runtime builds.
@@ -27,6 +28,8 @@ fn all() -> Vec<(&'static str, &'static str, Defines)> {
                 let d = Defines::new().u32("K", 33).u32("O", 70).bool("W_F16", f16).bool("ROWS_FROM_LOGITS", logits);
                 v.push(("matmul", entry, d));
             }
+            let d = Defines::new().u32("K", 40).u32("O", 70).bool("W_F16", f16).bool("ROWS_FROM_LOGITS", logits);
+            v.push(("matmul_vec", "matmul_rows_vec", d));
         }
         v.push(("embed", "embed_input", Defines::new().u32("D", 40).bool("W_F16", f16)));
     }

@@ -1,0 +1,120 @@
+// matmul_rows with 16-byte loads: the decode matmul (few rows, B*L) when K is a multiple of 8.
+// y[r][o] (+)= sum_k x[r][k] * W[o][k] (+ bias[o]); same bindings, parameters and results as
+// matmul.wgsl's matmul_rows, but every weight load is one vec4<u32> (8 f16 weights, or 4 f32) and
+// every activation load one vec4<f32>, so a thread issues a quarter of the loads and the address
+// arithmetic, and consecutive lanes of an output read consecutive 16-byte chunks (8 lanes read
+// 128 contiguous bytes of the weight row per step).
+// Defines: K (a multiple of 8), O, W_F16, ROWS_FROM_LOGITS.
+// Each weight chunk is read once per block of RB rows (cross-loop parallelism: one pass over the
+// weights serves all L loops of a decode step when B*L <= RB).
+
+struct Params {
+    accumulate: u32,
+    has_bias: u32,
+    _p0: u32,
+    _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<uniform> pass_: Pass;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;       // [R, K/4]
+@group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;       // [O, K/8] f16 pairs, or [O, K/4] f32 bits
+@group(0) @binding(4) var<storage, read> bias: array<f32>;          // [O] (a dummy when absent)
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;       // [R, O]
+
+fn num_rows() -> u32 {
+    if (ROWS_FROM_LOGITS) {
+        return pass_.logit_rows;
+    }
+    return pass_.rows;
+}
+
+fn store(r: u32, o: u32, v: f32) {
+    var acc = v;
+    if (params.has_bias == 1u) {
+        acc += bias[o];
+    }
+    let i = r * O + o;
+    if (params.accumulate == 1u) {
+        acc += y[i];
+    }
+    y[i] = acc;
+}
+
+// Weights per 16-byte chunk, chunks per weight row, vec4s per activation row.
+const CW: u32 = select(4u, 8u, W_F16);
+const KC: u32 = K / CW;
+const K4: u32 = K / 4u;
+
+// The chunk as two vec4s of weights (the second is zero for f32).
+struct Chunk {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+fn chunk(i: u32) -> Chunk {
+    let q = w[i];
+    if (W_F16) {
+        let a = unpack2x16float(q.x);
+        let b = unpack2x16float(q.y);
+        let c = unpack2x16float(q.z);
+        let d = unpack2x16float(q.w);
+        return Chunk(vec4<f32>(a, b), vec4<f32>(c, d));
+    }
+    return Chunk(bitcast<vec4<f32>>(q), vec4<f32>(0.0));
+}
+
+// Chunk c of weight row times the same k range of activation row r.
+fn dot_chunk(wc: Chunk, r: u32, c: u32) -> f32 {
+    if (W_F16) {
+        let base = r * K4 + 2u * c;
+        return dot(wc.lo, x[base]) + dot(wc.hi, x[base + 1u]);
+    }
+    return dot(wc.lo, x[r * K4 + c]);
+}
+
+const RB: u32 = 4u;     // rows per register block
+const LANES: u32 = 8u;  // threads per output
+const NO: u32 = 32u;    // outputs per workgroup
+var<workgroup> red: array<f32, 1024>;  // [RB][NO * LANES]
+
+@compute @workgroup_size(256)
+fn matmul_rows_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) tid: u32) {
+    let rows = num_rows();
+    let o = group_index(wid, nwg) * NO + tid / LANES;
+    let lane = tid % LANES;
+    let live = o < O;
+    let wrow = min(o, O - 1u) * KC;
+    for (var rb = 0u; rb < rows; rb += RB) {
+        var a0 = 0.0;
+        var a1 = 0.0;
+        var a2 = 0.0;
+        var a3 = 0.0;
+        let n = min(RB, rows - rb);
+        if (live) {
+            for (var c = lane; c < KC; c += LANES) {
+                let wc = chunk(wrow + c);
+                a0 += dot_chunk(wc, rb, c);
+                if (n > 1u) { a1 += dot_chunk(wc, rb + 1u, c); }
+                if (n > 2u) { a2 += dot_chunk(wc, rb + 2u, c); }
+                if (n > 3u) { a3 += dot_chunk(wc, rb + 3u, c); }
+            }
+        }
+        red[tid] = a0;
+        red[256u + tid] = a1;
+        red[512u + tid] = a2;
+        red[768u + tid] = a3;
+        workgroupBarrier();
+        if (live && lane < n) {
+            // Lane i of each output finishes row rb + i.
+            let base = lane * 256u + (tid - lane);
+            var sum = 0.0;
+            for (var l = 0u; l < LANES; l++) {
+                sum += red[base + l];
+            }
+            store(rb + lane, o, sum);
+        }
+        workgroupBarrier();
+    }
+}
