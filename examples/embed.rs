@@ -35,7 +35,7 @@ fn main() -> plt::Result<()> {
     println!("model: L = {}, {} layers, hidden {}, vocab {}", cfg.num_loops, cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size);
 
     // A session owns the caches and scratch buffers of B sequences (here 1), created once.
-    let mut session = Session::new(model, SessionOptions { batch: 1, context: 128, prefill_chunk: 64 })?;
+    let mut session = Session::new(model, SessionOptions { batch: 1, context: 128, prefill_chunk: 64, kv_f16: false })?;
     let prompt: Vec<u32> = vec![1, 17, 42, 99, 7];
     let mut logits = session.prefill_blocking(0, &prompt, Logits::Last)?;
 

@@ -15,7 +15,7 @@ fn main() -> plt::Result<()> {
     println!("adapter: {}", gpu.describe());
     let model = Arc::new(GpuModel::load_dir(gpu, std::path::Path::new(&dir), None)?);
     let v = model.cfg.vocab_size as u32;
-    let mut s = Session::new(model, SessionOptions { batch: 1, context: 256, prefill_chunk: 64 })?;
+    let mut s = Session::new(model, SessionOptions { batch: 1, context: 256, prefill_chunk: 64, kv_f16: false })?;
     s.prefill_blocking(0, &[1, 2, 3, 4], Logits::Last)?;
     let mut walls = Vec::new();
     for i in 0..10 {

@@ -16,7 +16,8 @@
 // gfollow = 0 leads a group (alone when gnext = 0); a follower's workgroup exits at once.
 // Softmax per tile of WG keys: scores of all queries in workgroup memory, one thread per query
 // takes the tile's max and probabilities (online softmax), then every thread its output dims.
-// Defines: H, HKV, DH, D, TMAX, SLOTS, W, RINGS, GATE_MODE (0 none, 1 query, 2 hidden), EPS, RG.
+// Defines: H, HKV, DH, D, TMAX, SLOTS, W, RINGS, GATE_MODE (0 none, 1 query, 2 hidden), EPS, RG,
+// KV_F16 (cache and ring elements stored as f16; attention math in f32 either way).
 // Grid: (R, H).
 
 const WG: u32 = 64u;
@@ -29,8 +30,8 @@ const GW: u32 = select(DH, D, GATE_MODE == 2u);  // gate weight row width
 
 @group(0) @binding(0) var<storage, read> rows: array<Row>;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;     // [R, QKVD], q and k after RoPE
-@group(0) @binding(2) var<storage, read> kv: array<f32>;      // [2][SLOTS][TMAX][KVD]
-@group(0) @binding(3) var<storage, read> ring: array<f32>;    // [2][RINGS][W][KVD]
+@group(0) @binding(2) var<storage, read> kv: array<u32>;      // [2][SLOTS][TMAX][KVD] f32 bits | f16 pairs
+@group(0) @binding(3) var<storage, read> ring: array<u32>;    // [2][RINGS][W][KVD], the same
 @group(0) @binding(4) var<storage, read> gate: array<f32>;    // [H*GW] weight | [H] bias | [D] gate_norm
 @group(0) @binding(5) var<storage, read> hidden: array<f32>;  // [R, D] layer input (hidden gate)
 @group(0) @binding(6) var<storage, read_write> out: array<f32>; // [R, QD]
@@ -79,14 +80,29 @@ fn key_base(local: bool, r: u32, pos: u32, fresh: u32, slot: u32, s: u32, kvh: u
     return ((part + slot) * W + s % W) * KVD + kvh * DH;
 }
 
+// Element i of the cache or ring (f32, or f16 with KV_F16; see rope.wgsl).
+fn kv_at(i: u32) -> f32 {
+    if (KV_F16) {
+        return f16_at(kv[i >> 1u], i & 1u);
+    }
+    return bitcast<f32>(kv[i]);
+}
+
+fn ring_at(i: u32) -> f32 {
+    if (KV_F16) {
+        return f16_at(ring[i >> 1u], i & 1u);
+    }
+    return bitcast<f32>(ring[i]);
+}
+
 fn load(local: bool, fresh_hit: bool, i: u32) -> f32 {
     if (!local) {
-        return kv[i];
+        return kv_at(i);
     }
     if (fresh_hit) {
         return qkv[i];
     }
-    return ring[i];
+    return ring_at(i);
 }
 
 // Online-softmax attention of queries q0..q0+nq (rows of sq) over positions lo..=hi, one tile

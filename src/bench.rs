@@ -80,6 +80,9 @@ pub struct BenchArgs {
     /// Device storage of the weight matrices: f32, f16. [default: f32,f16]
     #[arg(long, value_delimiter = ',')]
     pub dtype: Vec<String>,
+    /// KV-cache storage: f32, f16, or `same` as the weight matrices. [default: same]
+    #[arg(long)]
+    pub kv_dtype: Option<String>,
     /// `left` of the PLT local window (PLT-SPEC plt_window_size). [default: 64; quick 8]
     #[arg(long)]
     pub window: Option<usize>,
@@ -220,6 +223,8 @@ pub struct Settings {
     pub seed: u64,
     /// What a decode step reads back: "ids" (GPU sampling) or "logits".
     pub readback: String,
+    /// KV-cache storage: "f32", "f16", or "same" (as the weight matrices).
+    pub kv_dtype: String,
     pub profile: bool,
 }
 
@@ -357,6 +362,10 @@ fn resolve(a: &BenchArgs, software: bool) -> Result<Settings> {
         copy_bytes: a.copy_mib.unwrap_or(d.copy_mib).max(1) << 20,
         seed: a.seed,
         readback: if a.logits { "logits".into() } else { "ids".into() },
+        kv_dtype: match a.kv_dtype.as_deref().unwrap_or("same") {
+            k @ ("f32" | "f16" | "same") => k.to_string(),
+            k => return Err(Error::Input(format!("--kv-dtype: expected f32, f16 or same, got `{k}`"))),
+        },
         profile: a.profile,
     })
 }
@@ -922,7 +931,8 @@ fn open(gpu: &Arc<Gpu>, set: &Settings, model: &Arc<GpuModel>, kind: Kind, u: &U
     let t_setup = Instant::now();
     let before = gpu.allocated_bytes();
     let dev_before = allocator_bytes(gpu, is_kv_label);
-    let mut session = Session::new(model.clone(), SessionOptions { batch: b, context: t, prefill_chunk: set.prefill_chunk })?;
+    let kv_f16 = set.kv_dtype == "f16" || (set.kv_dtype == "same" && u.dtype == "f16");
+    let mut session = Session::new(model.clone(), SessionOptions { batch: b, context: t, prefill_chunk: set.prefill_chunk, kv_f16 })?;
     gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
     gpu.check()?;
     let session_bytes = gpu.allocated_bytes() - before;
@@ -1473,7 +1483,7 @@ pub fn markdown(r: &Report) -> String {
     s += &format!(
         "Timer: wall clock per decode call (one submit, {} read back){}. Copy bandwidth {} GB/s \
          ({} MiB x {}; buffer copy {}, copy kernel {}). {} measured steps after {} warm-up per mode; \
-         window left = {}; {} CPUs, load average {} at the start and {} at the end; {:.0} s in all.\n\n",
+         window left = {}; KV cache {}; {} CPUs, load average {} at the start and {} at the end; {:.0} s in all.\n\n",
         if set.readback == "logits" { "logits" } else { "token ids" },
         if a.timestamps { " and GPU timestamps" } else { " (no GPU timestamps on this adapter)" },
         sig(bw),
@@ -1484,6 +1494,7 @@ pub fn markdown(r: &Report) -> String {
         set.steps,
         set.warmup,
         set.window,
+        if set.kv_dtype == "same" { "in the matrices' dtype".to_string() } else { set.kv_dtype.clone() },
         r.host.cpus,
         load(r.host.loadavg_start),
         load(r.host.loadavg_end),

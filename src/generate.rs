@@ -21,6 +21,8 @@ pub struct Engine {
     pub tokenizer: Option<Arc<Tokenizer>>,
     /// Where it came from (for messages).
     pub source: String,
+    /// `TextSession`s store their KV cache in f16 (`LoadOptions::kv_f16`).
+    pub kv_f16: bool,
 }
 
 /// Options for `Engine::load`.
@@ -29,6 +31,8 @@ pub struct LoadOptions {
     /// Device storage of the matrices (default: as stored; F16 for F16 files, F32 otherwise).
     pub dtype: Option<DType>,
     pub gpu: GpuOptions,
+    /// Sessions of this engine keep their KV cache in f16 (`SessionOptions::kv_f16`).
+    pub kv_f16: bool,
 }
 
 /// Reads a model (a directory of PLT-SPEC section 1, or a `.gguf` file) into host memory:
@@ -72,7 +76,9 @@ impl Engine {
         let (cfg, w, tok) = read_model(path)?;
         progress("reading", 1.0);
         let gpu = Arc::new(Gpu::new(&opts.gpu).await?);
-        Engine::from_parts(gpu, &cfg, &w, tok, opts.dtype, &path.display().to_string(), progress)
+        let mut e = Engine::from_parts(gpu, &cfg, &w, tok, opts.dtype, &path.display().to_string(), progress)?;
+        e.kv_f16 = opts.kv_f16;
+        Ok(e)
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -91,7 +97,7 @@ impl Engine {
         progress: &mut dyn FnMut(&str, f32),
     ) -> Result<Engine> {
         let model = GpuModel::new_with_progress(gpu.clone(), cfg, w, dtype, &mut |f| progress("uploading", f))?;
-        Ok(Engine { gpu, model: Arc::new(model), tokenizer: tokenizer.map(Arc::new), source: source.to_string() })
+        Ok(Engine { gpu, model: Arc::new(model), tokenizer: tokenizer.map(Arc::new), source: source.to_string(), kv_f16: false })
     }
 
     pub fn cfg(&self) -> &Config {
@@ -221,7 +227,7 @@ pub struct TextSession {
 
 impl TextSession {
     pub fn new(engine: Arc<Engine>, context: usize) -> Result<TextSession> {
-        let opts = SessionOptions { batch: 1, context, prefill_chunk: 128.min(context) };
+        let opts = SessionOptions { batch: 1, context, prefill_chunk: 128.min(context), kv_f16: engine.kv_f16 };
         let session = Session::new(engine.model.clone(), opts)?;
         Ok(TextSession { engine, session, pending: None })
     }

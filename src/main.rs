@@ -53,6 +53,9 @@ struct ModelArgs {
     /// Use the adapter whose name contains this.
     #[arg(long)]
     adapter: Option<String>,
+    /// KV-cache storage: f32 (default) or f16 (half the memory; keys and values rounded).
+    #[arg(long)]
+    kv_dtype: Option<String>,
     /// Run on the CPU reference instead of the GPU (slow; also the fallback without an adapter).
     #[arg(long)]
     cpu: bool,
@@ -226,6 +229,9 @@ struct ScoreArgs {
     /// Pick the adapter whose name contains this.
     #[arg(long)]
     adapter: Option<String>,
+    /// KV-cache storage: f32 (default) or f16.
+    #[arg(long)]
+    kv_dtype: Option<String>,
 }
 
 fn main() {
@@ -248,6 +254,15 @@ fn main() {
 
 fn model_path(m: &Option<PathBuf>) -> PathBuf {
     m.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL))
+}
+
+/// `--kv-dtype`: true for f16.
+fn parse_kv_dtype(s: Option<&str>) -> Result<bool> {
+    match s {
+        None | Some("f32") => Ok(false),
+        Some("f16") => Ok(true),
+        Some(o) => Err(Error::Input(format!("unknown --kv-dtype `{o}` (expected f32 or f16)"))),
+    }
 }
 
 fn parse_dtype(s: &str) -> Result<DType> {
@@ -384,6 +399,7 @@ fn open(m: &ModelArgs, context: Option<usize>) -> Result<Backend> {
     let opts = LoadOptions {
         dtype: m.dtype.as_deref().map(parse_dtype).transpose()?,
         gpu: GpuOptions { adapter: m.adapter.clone(), ..Default::default() },
+        kv_f16: parse_kv_dtype(m.kv_dtype.as_deref())?,
     };
     let engine = match Engine::load_blocking(&path, &opts, &mut progress_bar) {
         Ok(e) => e,
@@ -517,7 +533,11 @@ fn chat(a: ChatArgs) -> Result<()> {
 fn perplexity(a: PerplexityArgs) -> Result<()> {
     let path = model_path(&a.model.model);
     let text = std::fs::read_to_string(&a.file).map_err(|e| Error::io(&a.file, e))?;
-    let opts = LoadOptions { dtype: a.model.dtype.as_deref().map(parse_dtype).transpose()?, gpu: GpuOptions { adapter: a.model.adapter.clone(), ..Default::default() } };
+    let opts = LoadOptions {
+        dtype: a.model.dtype.as_deref().map(parse_dtype).transpose()?,
+        gpu: GpuOptions { adapter: a.model.adapter.clone(), ..Default::default() },
+        kv_f16: parse_kv_dtype(a.model.kv_dtype.as_deref())?,
+    };
     let engine = Engine::load_blocking(&path, &opts, &mut progress_bar)?;
     let tok = engine.tokenizer()?;
     let ids = tok.encode(&text, false)?;
@@ -533,7 +553,7 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
         return Err(Error::Input(format!("{} has fewer than 2 tokens", a.file.display())));
     }
     let v = engine.cfg().vocab_size;
-    let mut s = Session::new(engine.model.clone(), SessionOptions { batch: 1, context: ctx, prefill_chunk: 128.min(ctx) })?;
+    let mut s = Session::new(engine.model.clone(), SessionOptions { batch: 1, context: ctx, prefill_chunk: 128.min(ctx), kv_f16: engine.kv_f16 })?;
     let (mut nll, mut n) = (0.0f64, 0usize);
     let start = Instant::now();
     for (i, c) in chunks.iter().enumerate() {
@@ -654,7 +674,8 @@ fn score(a: ScoreArgs) -> Result<()> {
         let gpu = Arc::new(plt::gpu::Gpu::new_blocking(&GpuOptions { adapter: a.adapter.clone(), ..Default::default() })?);
         let adapter = gpu.describe();
         let model = Arc::new(GpuModel::new(gpu, &cfg, &w, dtype)?);
-        let mut s = Session::new(model, SessionOptions { batch: 1, context: n, prefill_chunk: 128 })?;
+        let kv_f16 = parse_kv_dtype(a.kv_dtype.as_deref())?;
+        let mut s = Session::new(model, SessionOptions { batch: 1, context: n, prefill_chunk: 128, kv_f16 })?;
         let v = cfg.vocab_size;
         let mut out: Vec<Vec<f32>> = s.prefill_blocking(0, &tokens[..prefill], Logits::All)?.chunks(v).map(|c| c.to_vec()).collect();
         for &t in &tokens[prefill..n - 1] {

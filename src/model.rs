@@ -274,11 +274,14 @@ pub struct SessionOptions {
     pub context: usize,
     /// Prompt tokens per prefill pass.
     pub prefill_chunk: usize,
+    /// Store the KV cache and the local rings as f16 (half the memory and the attention's
+    /// reads; keys and values rounded to f16, the attention math stays f32). Default f32.
+    pub kv_f16: bool,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { batch: 1, context: 512, prefill_chunk: 128 }
+        SessionOptions { batch: 1, context: 512, prefill_chunk: 128, kv_f16: false }
     }
 }
 
@@ -419,6 +422,8 @@ impl Session {
         let rings = if plt { b * (l - 1) } else { 0 };
         let w = c.window_slots();
         let f4 = |n: usize| (n * 4) as u64;
+        // KV elements: 4 bytes, or 2 with kv_f16 (kvd is even: head_dim is).
+        let kv_bytes = |n: usize| (n * if opts.kv_f16 { 2 } else { 4 }) as u64;
 
         let rows_live = gpu.storage("rows", f4(rmax * 16))?;
         let rows_table = gpu.storage("rows_table", f4(l * rmax * 16))?;
@@ -456,9 +461,9 @@ impl Session {
         let mut kv = Vec::new();
         let mut ring = Vec::new();
         for i in 0..c.num_hidden_layers {
-            kv.push(gpu.storage(&format!("layers.{i}.kv_cache"), f4(2 * slots * opts.context * kvd))?);
+            kv.push(gpu.storage(&format!("layers.{i}.kv_cache"), kv_bytes(2 * slots * opts.context * kvd))?);
             if plt {
-                ring.push(gpu.storage(&format!("layers.{i}.ring"), f4(2 * rings * w * kvd))?);
+                ring.push(gpu.storage(&format!("layers.{i}.ring"), kv_bytes(2 * rings * w * kvd))?);
             }
         }
 
@@ -484,6 +489,7 @@ impl Session {
                 .u32("GATE_MODE", gate_mode)
                 .f32("EPS", c.rms_norm_eps)
                 .u32("RG", ATTN_GROUP_ROWS)
+                .bool("KV_F16", opts.kv_f16)
         };
         let mm_defs = |k: usize, o: usize, logits: bool| {
             Defines::new().u32("K", k).u32("O", o).bool("W_F16", wf16).bool("ROWS_FROM_LOGITS", logits)

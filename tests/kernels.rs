@@ -23,6 +23,9 @@ const TOL: f64 = 1e-10;
 /// RoPE: the GPU's angle is f32(pos) * inv_freq in f32 (about pos * 2^-24 radians off at the
 /// positions used here, up to 159), the reference's is f64.
 const TOL_ROPE: f64 = 1e-9;
+/// f16 cache writes: f16 has an 11-bit significand, so one ulp of disagreement in rounding is
+/// 2^-11 relative (nmse at most about 2.4e-7); a misplaced element is nmse ~1.
+const TOL_KV_F16: f64 = 1e-6;
 const EPS: f32 = 1e-5;
 const THETA: f32 = 10000.0;
 
@@ -84,6 +87,40 @@ fn rows_of(width: usize) -> usize {
 
 fn upload(g: &Gpu, label: &str, v: &[f32]) -> wgpu::Buffer {
     g.storage_init(label, bytemuck::cast_slice(v)).unwrap()
+}
+
+/// A poisoned f16 (a NaN of a fixed pattern), for KV caches stored as f16.
+const POISON_F16: u16 = 0x7e5d;
+
+/// `v` rounded to f16 and back (poison and NaN kept), as a KV_F16 cache holds it.
+fn round_f16(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| if is_poison(x) { x } else { f16::from_f32(x).to_f32() }).collect()
+}
+
+/// A KV cache or ring as the kernels bind it: f32, or f16 pairs (poison as `POISON_F16`).
+fn upload_kv(g: &Gpu, label: &str, v: &[f32], kv_f16: bool) -> wgpu::Buffer {
+    if !kv_f16 {
+        return upload(g, label, v);
+    }
+    assert!(v.len() % 2 == 0);
+    let h: Vec<u16> = v.iter().map(|&x| if is_poison(x) { POISON_F16 } else { f16::from_f32(x).to_bits() }).collect();
+    g.storage_init(label, bytemuck::cast_slice(&h)).unwrap()
+}
+
+/// Reads a cache or ring of `n` elements back as f32 (a `POISON_F16` reads as `poison()`).
+fn read_kv(g: &Gpu, b: &wgpu::Buffer, n: usize, kv_f16: bool) -> Vec<f32> {
+    if !kv_f16 {
+        return read(g, b, n);
+    }
+    let words = read(g, b, n / 2);
+    words
+        .iter()
+        .flat_map(|w| {
+            let bits = w.to_bits();
+            [bits as u16, (bits >> 16) as u16]
+        })
+        .map(|h| if h == POISON_F16 { poison() } else { f16::from_bits(h).to_f32() })
+        .collect()
 }
 
 fn upload_rows(g: &Gpu, rows: &[Row]) -> wgpu::Buffer {
@@ -433,6 +470,8 @@ struct Shape {
     w: usize,
     rings: usize,
     gate_mode: usize,
+    /// Cache and rings stored as f16 (`SessionOptions::kv_f16`).
+    kv_f16: bool,
 }
 
 impl Shape {
@@ -460,11 +499,12 @@ impl Shape {
             .u32("GATE_MODE", self.gate_mode)
             .f32("EPS", EPS)
             .u32("RG", plt::model::ATTN_GROUP_ROWS)
+            .bool("KV_F16", self.kv_f16)
     }
 }
 
 fn shape(h: usize, hkv: usize, dh: usize) -> Shape {
-    Shape { h, hkv, dh, d: 40, tmax: 160, slots: 3, w: 3, rings: 3, gate_mode: 0 }
+    Shape { h, hkv, dh, d: 40, tmax: 160, slots: 3, w: 3, rings: 3, gate_mode: 0, kv_f16: false }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -475,7 +515,8 @@ fn shape(h: usize, hkv: usize, dh: usize) -> Shape {
 fn rope_store_matches_cpu() {
     let g = gpu();
     let mut rng = Rng::new(401);
-    for (s, r) in [(shape(4, 2, 10), 17), (shape(4, 2, 10), 1), (shape(1, 1, 2), 3), (shape(2, 1, 72), 5), (shape(3, 3, 130), 4), (shape(4, 2, 10), 70)] {
+    let cases = [(shape(4, 2, 10), 17), (shape(4, 2, 10), 1), (shape(1, 1, 2), 3), (shape(2, 1, 72), 5), (shape(3, 3, 130), 4), (shape(4, 2, 10), 70)];
+    for (s, r) in cases.into_iter().flat_map(|(s, r)| [(s, r), (Shape { kv_f16: true, ..s }, r)]) {
         let (qd, kvd, qkvd) = (s.qd(), s.kvd(), s.qkvd());
         let extra = 2;
         // Positions (0 and TMAX-1 included); about a third of the rows write no K/V, the others
@@ -513,12 +554,14 @@ fn rope_store_matches_cpu() {
             }
         }
         let qb = upload(&g, "qkv", &qkv);
-        let kb = upload(&g, "kv", &vec![poison(); want_kv.len()]);
+        let kb = upload_kv(&g, "kv", &vec![poison(); want_kv.len()], s.kv_f16);
         let rb = upload_rows(&g, &rows);
         launch(&g, "rope", "rope_store", &s.defines(), &[(0, &rb), (1, &qb), (2, &kb)], [Dim::Rows(1), Dim::Fixed(1), Dim::Fixed(1)], r, 0);
-        let what = format!("rope_store H={} HKV={} DH={} R={r}", s.h, s.hkv, s.dh);
+        let what = format!("rope_store H={} HKV={} DH={} R={r} KV_F16={}", s.h, s.hkv, s.dh, s.kv_f16);
         compare(&format!("{what}: qkv"), &read(&g, &qb, qkv.len()), &want, s.dh, TOL_ROPE);
-        compare(&format!("{what}: kv cache"), &read(&g, &kb, want_kv.len()), &want_kv, s.dh, TOL_ROPE);
+        // f16: the rounding of the GPU's f32 value may differ from the reference's by an ulp.
+        let (want_kv, tol) = if s.kv_f16 { (round_f16(&want_kv), TOL_KV_F16) } else { (want_kv, TOL_ROPE) };
+        compare(&format!("{what}: kv cache"), &read_kv(&g, &kb, want_kv.len(), s.kv_f16), &want_kv, s.dh, tol);
     }
 }
 
@@ -526,7 +569,8 @@ fn rope_store_matches_cpu() {
 fn ring_store_matches_cpu() {
     let g = gpu();
     let mut rng = Rng::new(402);
-    for (s, r) in [(Shape { w: 1, ..shape(4, 2, 10) }, 5), (shape(4, 2, 10), 17), (Shape { w: 70, ..shape(2, 1, 72) }, 9), (Shape { w: 5, ..shape(1, 1, 130) }, 1), (Shape { w: 5, ..shape(1, 1, 130) }, 3)] {
+    let cases = [(Shape { w: 1, ..shape(4, 2, 10) }, 5), (shape(4, 2, 10), 17), (Shape { w: 70, ..shape(2, 1, 72) }, 9), (Shape { w: 5, ..shape(1, 1, 130) }, 1), (Shape { w: 5, ..shape(1, 1, 130) }, 3)];
+    for (s, r) in cases.into_iter().flat_map(|(s, r)| [(s, r), (Shape { kv_f16: true, ..s }, r)]) {
         let (qd, kvd, qkvd) = (s.qd(), s.kvd(), s.qkvd());
         // Writers get distinct (ring, slot) pairs; the other rows have no ring (loop 0) or a
         // ring but ring_write = 0 (prefill rows whose K/V a later row of the chunk overwrites).
@@ -555,10 +599,13 @@ fn ring_store_matches_cpu() {
             want[dv..dv + kvd].copy_from_slice(&qkv[i * qkvd + qd + kvd..(i + 1) * qkvd]);
         }
         let (rb, qb) = (upload_rows(&g, &rows), upload(&g, "qkv", &qkv));
-        let ring = upload(&g, "ring", &vec![poison(); want.len()]);
+        let ring = upload_kv(&g, "ring", &vec![poison(); want.len()], s.kv_f16);
         launch(&g, "rope", "ring_store", &s.defines(), &[(0, &rb), (1, &qb), (3, &ring)], [Dim::Rows(1), Dim::Fixed(1), Dim::Fixed(1)], r, 0);
-        // A copy: exact.
-        compare(&format!("ring_store H={} HKV={} DH={} W={} R={r}", s.h, s.hkv, s.dh, s.w), &read(&g, &ring, want.len()), &want, kvd, 0.0);
+        // A copy: exact in f32; in f16, the inputs rounded (to nearest even, as pack2x16float
+        // does for values in range).
+        let (want, tol) = if s.kv_f16 { (round_f16(&want), TOL_KV_F16) } else { (want, 0.0) };
+        let what = format!("ring_store H={} HKV={} DH={} W={} R={r} KV_F16={}", s.h, s.hkv, s.dh, s.w, s.kv_f16);
+        compare(&what, &read_kv(&g, &ring, want.len(), s.kv_f16), &want, kvd, tol);
         // ring_store binds qkv read_write but must not change it.
         compare("ring_store: qkv", &read(&g, &qb, qkv.len()), &qkv, qkvd, 0.0);
     }
@@ -603,6 +650,13 @@ fn decode_rows(pos: &[usize], loops: usize) -> Vec<Row> {
 /// compares every (row, head) with the CPU: causal rows Attn(q; cache slot, 0..=pos); PLT rows
 /// g * Attn(global) + (1 - g) * Attn(local window, from the scratch rows or the ring).
 fn attention_case(what: &str, s: Shape, rows: &[Row], seed: u64) {
+    attention_case_one(what, s, rows, seed);
+    attention_case_one(what, Shape { kv_f16: true, ..s }, rows, seed);
+}
+
+/// `attention_case` with the cache and rings stored as `s.kv_f16` says (f16: the random keys and
+/// values are rounded to f16 first, so the GPU and the CPU see the same numbers).
+fn attention_case_one(what: &str, s: Shape, rows: &[Row], seed: u64) {
     let g = gpu();
     let mut rng = Rng::new(seed);
     let (qd, kvd, qkvd, dh) = (s.qd(), s.kvd(), s.qkvd(), s.dh);
@@ -643,6 +697,10 @@ fn attention_case(what: &str, s: Shape, rows: &[Row], seed: u64) {
                 }
             }
         }
+    }
+    if s.kv_f16 {
+        kv = round_f16(&kv);
+        ring = round_f16(&ring);
     }
     let gw = if s.gate_mode == 2 { s.d } else { dh };
     let gate_w = rng.normals(s.h * gw, 0.7 / (gw as f32).sqrt());
@@ -713,8 +771,8 @@ fn attention_case(what: &str, s: Shape, rows: &[Row], seed: u64) {
         let bufs = [
             upload_rows(&g, rows),
             upload(&g, "qkv", &qkv),
-            upload(&g, "kv", &kv),
-            upload(&g, "ring", &ring),
+            upload_kv(&g, "kv", &kv, s.kv_f16),
+            upload_kv(&g, "ring", &ring, s.kv_f16),
             upload(&g, "gate", &gate),
             upload(&g, "hidden", &hidden),
             upload(&g, "out", &vec![poison(); want.len()]),
@@ -722,7 +780,7 @@ fn attention_case(what: &str, s: Shape, rows: &[Row], seed: u64) {
         let binds: Vec<(u32, &wgpu::Buffer)> = bufs.iter().enumerate().map(|(i, b)| (i as u32, b)).collect();
         let grid = [Dim::Rows(1), Dim::Fixed(s.h as u32), Dim::Fixed(1)];
         launch(&g, "attention", "attention", &s.defines(), &binds, grid, r_n, 0);
-        let what = format!("{what}, {how} (H={} HKV={} DH={} D={} W={} GATE_MODE={})", s.h, s.hkv, s.dh, s.d, s.w, s.gate_mode);
+        let what = format!("{what}, {how} (H={} HKV={} DH={} D={} W={} GATE_MODE={} KV_F16={})", s.h, s.hkv, s.dh, s.d, s.w, s.gate_mode, s.kv_f16);
         compare(&what, &read(&g, &bufs[6], want.len()), &want, dh, TOL);
     }
 }

@@ -3,7 +3,7 @@
 
 use plt::gpu::{shader_source, validate_shader, Defines, SHADERS};
 
-fn shape(gate_mode: usize, dh: usize) -> Defines {
+fn shape(gate_mode: usize, dh: usize, kv_f16: bool) -> Defines {
     Defines::new()
         .u32("H", 4)
         .u32("HKV", 2)
@@ -17,6 +17,7 @@ fn shape(gate_mode: usize, dh: usize) -> Defines {
         .u32("GATE_MODE", gate_mode)
         .f32("EPS", 1e-5)
         .u32("RG", 4)
+        .bool("KV_F16", kv_f16)
 }
 
 /// (shader, entry, defines) for every entry point, in each variant the runtime builds.
@@ -38,12 +39,14 @@ fn all() -> Vec<(&'static str, &'static str, Defines)> {
     }
     v.push(("elementwise", "swiglu", Defines::new().u32("F", 72)));
     v.push(("sample", "sample", Defines::new().u32("V", 300).u32("HMAX", 256)));
-    for entry in ["rope_store", "ring_store"] {
-        v.push(("rope", entry, shape(1, 10)));
-    }
-    for gate in [0, 1, 2] {
-        for dh in [10, 64, 130] {
-            v.push(("attention", "attention", shape(gate, dh)));
+    for kv_f16 in [false, true] {
+        for entry in ["rope_store", "ring_store"] {
+            v.push(("rope", entry, shape(1, 10, kv_f16)));
+        }
+        for gate in [0, 1, 2] {
+            for dh in [10, 64, 130] {
+                v.push(("attention", "attention", shape(gate, dh, kv_f16)));
+            }
         }
     }
     v
