@@ -1017,7 +1017,7 @@ fn error_table() {
             cfg.num_loops = 2;
             let w = random_weights(&cfg, &InitOptions { seed: 71, ..Default::default() });
             let m = Arc::new(GpuModel::new(gpu.clone(), &cfg, &w, None).unwrap());
-            let mut s = Session::new(m.clone(), SessionOptions { batch: 2, context: 6, prefill_chunk: 4 }).unwrap();
+            let mut s = Session::new(m.clone(), SessionOptions { batch: 2, context: 6, prefill_chunk: 4, kv_f16: false }).unwrap();
             let src = "model.rs (batch 2, context 6)";
             let e = |r: plt::Result<Vec<f32>>| r.unwrap_err().to_string();
             row(src, "prefill tokens [1, 999] (V = 67)", e(pollster::block_on(s.prefill(0, &[1, 999], Logits::None))));
@@ -1027,7 +1027,7 @@ fn error_table() {
             row(src, "decode 1 token for batch 2", e(pollster::block_on(s.decode(&[1], Exec::Fused, true))));
             pollster::block_on(s.prefill(0, &[1, 2, 3, 4, 5, 6], Logits::None)).unwrap();
             row(src, "decode when sequence 0 is full", e(pollster::block_on(s.decode(&[1, 1], Exec::Fused, true))));
-            let too_long = SessionOptions { batch: 1, context: cfg.max_position_embeddings + 1, prefill_chunk: 4 };
+            let too_long = SessionOptions { batch: 1, context: cfg.max_position_embeddings + 1, prefill_chunk: 4, kv_f16: false };
             row(src, "context 257 > max_position_embeddings 256", Session::new(m.clone(), too_long).err().unwrap().to_string());
             row("sampling.rs", "set_sampler on sequence 3 of 2", s.set_sampler(3, SamplerConfig::default()).unwrap_err().to_string());
             // generate.rs: a prompt longer than the session's context

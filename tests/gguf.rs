@@ -894,7 +894,7 @@ fn gpu_greedy(prompt: &[u32], n: usize) -> Vec<u32> {
             Arc::new(g)
         })
         .clone();
-    let opts = SessionOptions { batch: 1, context: prompt.len() + n + 1, prefill_chunk: 64 };
+    let opts = SessionOptions { batch: 1, context: prompt.len() + n + 1, prefill_chunk: 64, kv_f16: false };
     let mut s = Session::new(model, opts).unwrap();
     let logits = s.prefill_blocking(0, prompt, Logits::Last).unwrap();
     let mut out = vec![argmax(&logits)];

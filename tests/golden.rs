@@ -125,7 +125,7 @@ fn golden_prefill_matches() {
     let mut w = 0.0f64;
     for t in &g.texts {
         let n = t.tokens.len();
-        let mut s = Session::new(m.clone(), SessionOptions { batch: 1, context: n, prefill_chunk: 7 }).unwrap();
+        let mut s = Session::new(m.clone(), SessionOptions { batch: 1, context: n, prefill_chunk: 7, kv_f16: false }).unwrap();
         let all = s.prefill_blocking(0, &t.tokens[..n - 1], Logits::All).unwrap();
         let logits: Vec<Vec<f32>> = all.chunks(v).map(|c| c.to_vec()).collect();
         w = w.max(worst("gpu prefill", &logits, t));
@@ -145,7 +145,7 @@ fn golden_fused_decode_matches() {
     for t in [&g.texts[0], &g.texts[last]] {
         let n = t.tokens.len();
         let p = 3.min(n - 1);
-        let mut s = Session::new(m.clone(), SessionOptions { batch: 1, context: n, prefill_chunk: 16 }).unwrap();
+        let mut s = Session::new(m.clone(), SessionOptions { batch: 1, context: n, prefill_chunk: 16, kv_f16: false }).unwrap();
         let all = s.prefill_blocking(0, &t.tokens[..p], Logits::All).unwrap();
         let mut logits: Vec<Vec<f32>> = all.chunks(v).map(|c| c.to_vec()).collect();
         for &tok in &t.tokens[p..n - 1] {
@@ -164,7 +164,7 @@ fn golden_greedy_generation_matches() {
     let m = model(&g);
     for gr in &g.greedy {
         let n = gr.prompt.len() + gr.continuation.len();
-        let mut s = Session::new(m.clone(), SessionOptions { batch: 1, context: n, prefill_chunk: 16 }).unwrap();
+        let mut s = Session::new(m.clone(), SessionOptions { batch: 1, context: n, prefill_chunk: 16, kv_f16: false }).unwrap();
         let mut logits = s.prefill_blocking(0, &gr.prompt, Logits::Last).unwrap();
         let mut got = Vec::new();
         for i in 0..gr.continuation.len() {

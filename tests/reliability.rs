@@ -23,7 +23,7 @@ fn device_loss_is_an_error_and_recoverable() {
     let w = weights(&cfg, 3, DType::F32, false);
     let gpu = own_gpu(GpuOptions::default());
     let m = Arc::new(GpuModel::new(gpu.clone(), &cfg, &w, None).unwrap());
-    let mut s = Session::new(m, SessionOptions { batch: 1, context: 16, prefill_chunk: 8 }).unwrap();
+    let mut s = Session::new(m, SessionOptions { batch: 1, context: 16, prefill_chunk: 8, kv_f16: false }).unwrap();
     s.prefill_blocking(0, &[1, 2, 3], Logits::Last).unwrap();
     gpu.device.destroy();
     let t = Instant::now();
@@ -35,7 +35,7 @@ fn device_loss_is_an_error_and_recoverable() {
     // A new device works.
     let gpu2 = own_gpu(GpuOptions::default());
     let m2 = Arc::new(GpuModel::new(gpu2, &cfg, &w, None).unwrap());
-    let mut s2 = Session::new(m2, SessionOptions { batch: 1, context: 16, prefill_chunk: 8 }).unwrap();
+    let mut s2 = Session::new(m2, SessionOptions { batch: 1, context: 16, prefill_chunk: 8, kv_f16: false }).unwrap();
     let logits = s2.prefill_blocking(0, &[1, 2, 3], Logits::Last).unwrap();
     assert_eq!(logits.len(), cfg.vocab_size);
 }
@@ -54,7 +54,7 @@ fn small_adapter_limits_are_clear_errors() {
     assert!(msg.contains("layers.0.gate_up_proj"), "names the tensor: {msg}");
     // In f16 every tensor fits; the session's buffers must too (short context).
     let m = Arc::new(GpuModel::new(gpu, &cfg, &w, Some(DType::F16)).unwrap());
-    let mut s = Session::new(m, SessionOptions { batch: 1, context: 8, prefill_chunk: 4 }).unwrap();
+    let mut s = Session::new(m, SessionOptions { batch: 1, context: 8, prefill_chunk: 4, kv_f16: false }).unwrap();
     assert_eq!(s.prefill_blocking(0, &[1, 2], Logits::Last).unwrap().len(), cfg.vocab_size);
 }
 
@@ -74,7 +74,7 @@ fn dropping_frees_device_memory() {
     let w = weights(&cfg, 5, DType::F32, false);
     let m = Arc::new(GpuModel::new(gpu.clone(), &cfg, &w, None).unwrap());
     let with_model = settle(&gpu);
-    let mut s = Session::new(m.clone(), SessionOptions { batch: 2, context: 64, prefill_chunk: 16 }).unwrap();
+    let mut s = Session::new(m.clone(), SessionOptions { batch: 2, context: 64, prefill_chunk: 16, kv_f16: false }).unwrap();
     s.prefill_blocking(0, &[1, 2, 3], Logits::Last).unwrap();
     let with_session = settle(&gpu);
     assert!(with_session > with_model && with_model > base, "{base} {with_model} {with_session}");

@@ -31,7 +31,7 @@ fn gpu_pick_equals_cpu_pick() {
     let m = Arc::new(GpuModel::new(gpu(), &cfg, &w, None).unwrap());
     let list = samplers();
     let b = list.len();
-    let mut s = Session::new(m, SessionOptions { batch: b, context: 40, prefill_chunk: 8 }).unwrap();
+    let mut s = Session::new(m, SessionOptions { batch: b, context: 40, prefill_chunk: 8, kv_f16: false }).unwrap();
     for (i, sc) in list.iter().enumerate() {
         s.set_sampler(i, sc.clone()).unwrap();
         s.prefill_blocking(i, &tokens(3 + i, cfg.vocab_size, 10 + i as u64), Logits::None).unwrap();
@@ -65,11 +65,11 @@ fn prefill_sample_equals_cpu_pick_and_is_seeded() {
     let m = Arc::new(GpuModel::new(gpu(), &cfg, &w, None).unwrap());
     let prompt = tokens(9, cfg.vocab_size, 7);
     let sc = SamplerConfig { temperature: 1.0, top_p: 0.9, seed: 77, ..Default::default() };
-    let mut a = Session::new(m.clone(), SessionOptions { batch: 1, context: 32, prefill_chunk: 4 }).unwrap();
+    let mut a = Session::new(m.clone(), SessionOptions { batch: 1, context: 32, prefill_chunk: 4, kv_f16: false }).unwrap();
     let logits = a.prefill_blocking(0, &prompt, Logits::Last).unwrap();
     let want = sample_cpu(&logits, &prompt, &sc, prompt.len() as u32, 0);
     let run = || {
-        let mut s = Session::new(m.clone(), SessionOptions { batch: 1, context: 32, prefill_chunk: 4 }).unwrap();
+        let mut s = Session::new(m.clone(), SessionOptions { batch: 1, context: 32, prefill_chunk: 4, kv_f16: false }).unwrap();
         s.set_sampler(0, sc.clone()).unwrap();
         let mut t = pollster::block_on(s.prefill_sample(0, &prompt)).unwrap();
         let mut out = vec![t];
@@ -89,7 +89,7 @@ fn bad_sampler_values_are_rejected() {
     let cfg = tiny();
     let w = weights(&cfg, 8, DType::F32, false);
     let m = Arc::new(GpuModel::new(gpu(), &cfg, &w, None).unwrap());
-    let mut s = Session::new(m, SessionOptions { batch: 1, context: 8, prefill_chunk: 4 }).unwrap();
+    let mut s = Session::new(m, SessionOptions { batch: 1, context: 8, prefill_chunk: 4, kv_f16: false }).unwrap();
     let e = s.set_sampler(0, SamplerConfig { temperature: -0.5, ..Default::default() }).unwrap_err();
     assert!(e.to_string().contains("temperature"));
     let e = s.set_sampler(0, SamplerConfig { top_p: 0.0, ..Default::default() }).unwrap_err();
