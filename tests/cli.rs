@@ -58,6 +58,11 @@ fn init_and_score_every_option_gpu_matches_cpu() {
             assert_eq!(gpu["mode"], expect_mode);
             assert!(gpu["adapter"].as_str().unwrap().len() > 3);
         }
+        // An f16 KV cache: keys and values rounded, so close to the reference, not equal.
+        let got = logprobs(&score(&dir, &["--kv-dtype", "f16"]));
+        for (t, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() < 1e-2, "{v:?} --kv-dtype f16: token {t}: gpu {g} vs cpu {w}");
+        }
     }
     // --text uses the model's tokenizer.json; same numbers as the ids it encodes to.
     let dir = tmp.join("m1");
@@ -87,6 +92,7 @@ fn bad_input_is_a_one_line_error() {
         (&["score", "--model", d, "--tokens", "1"], "at least 2"),
         (&["score", "--model", d, "--tokens", "1,2", "--mode", "diagonal"], "--mode"),
         (&["score", "--model", d, "--tokens", "1,2", "--dtype", "f8"], "dtype"),
+        (&["score", "--model", d, "--tokens", "1,2", "--kv-dtype", "q4"], "--kv-dtype"),
         (&["init", x.to_str().unwrap(), "--heads", "3", "--kv-heads", "2"], "num_key_value_heads"),
         (&["init", y.to_str().unwrap(), "--gate", "sideways"], "--gate"),
     ];
