@@ -16,9 +16,17 @@
 // gfollow = 0 leads a group (alone when gnext = 0); a follower's workgroup exits at once.
 // Softmax per tile of WG keys: scores of all queries in workgroup memory, one thread per query
 // takes the tile's max and probabilities (online softmax), then every thread its output dims.
+//
+// Long contexts (flash-decoding): with SPLIT > 0, `attention` computes only the global branch,
+// split over positions: workgroup (r, h, s) takes positions s*SPLIT .. s*SPLIT+SPLIT-1 and writes,
+// per query, its running max, sum and unnormalised output to `part`; `attention_combine`, one
+// workgroup per (row, head), merges a row's splits and then runs the local branch, the gate and
+// the mix. So a decode step at batch 1 runs (groups x H x splits) workgroups instead of
+// (groups x H), each over at most SPLIT positions.
 // Defines: H, HKV, DH, D, TMAX, SLOTS, W, RINGS, GATE_MODE (0 none, 1 query, 2 hidden), EPS, RG,
-// KV_F16 (cache and ring elements stored as f16; attention math in f32 either way).
-// Grid: (R, H).
+// KV_F16 (cache and ring elements stored as f16; attention math in f32 either way), SPLIT
+// (positions per split, 0: no split), NSPLIT (splits per row: ceil(TMAX / SPLIT), 1 without).
+// Grid: (R, H), or (R, H, NSPLIT) for `attention` with SPLIT > 0.
 
 const WG: u32 = 64u;
 const QD: u32 = H * DH;
@@ -35,6 +43,9 @@ const GW: u32 = select(DH, D, GATE_MODE == 2u);  // gate weight row width
 @group(0) @binding(4) var<storage, read> gate: array<f32>;    // [H*GW] weight | [H] bias | [D] gate_norm
 @group(0) @binding(5) var<storage, read> hidden: array<f32>;  // [R, D] layer input (hidden gate)
 @group(0) @binding(6) var<storage, read_write> out: array<f32>; // [R, QD]
+// Split partials [R][H][NSPLIT][PW]: max, sum, then DH unnormalised outputs.
+@group(0) @binding(7) var<storage, read_write> part: array<f32>;
+const PW: u32 = DH + 2u;
 
 var<workgroup> sq: array<f32, RG * DH>;  // the group's queries (this head)
 var<workgroup> sp: array<f32, RG * WG>;  // per query: scores, then probabilities, of one key tile
@@ -109,8 +120,10 @@ fn load(local: bool, fresh_hit: bool, i: u32) -> f32 {
 // of WG keys at a time; query i sees positions up to lim[i]. Global (local == false): keys of
 // cache slot `slot`, shared by the queries. Local: one query (nq = 1), row `r` (`rw`), keys from
 // its ring `slot` or the scratch rows.
+// Unnormalised (normalize == false), the output is sum_t p_t v_t with p_t = exp(score - m), and
+// m_sh/l_sh hold each query's max and sum until the next call.
 fn attend(local: bool, q0: u32, nq: u32, r: u32, rw: Row, slot: u32, kvh: u32, lo: u32, hi: u32,
-          lim: array<u32, RG>, tid: u32) -> Acc {
+          lim: array<u32, RG>, normalize: bool, tid: u32) -> Acc {
     var acc: Acc;
     for (var j = 0u; j < RG * ACC; j++) {
         acc.o[j] = 0.0;
@@ -185,10 +198,12 @@ fn attend(local: bool, q0: u32, nq: u32, r: u32, rw: Row, slot: u32, kvh: u32, l
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < nq; i++) {
-        let inv = 1.0 / l_sh[i];
-        for (var j = 0u; j < ACC; j++) {
-            acc.o[i * ACC + j] *= inv;
+    if (normalize) {
+        for (var i = 0u; i < nq; i++) {
+            let inv = 1.0 / l_sh[i];
+            for (var j = 0u; j < ACC; j++) {
+                acc.o[i * ACC + j] *= inv;
+            }
         }
     }
     workgroupBarrier();
@@ -197,6 +212,56 @@ fn attend(local: bool, q0: u32, nq: u32, r: u32, rw: Row, slot: u32, kvh: u32, l
 
 fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
+}
+
+// Row r's output for head h from its global result `g` (this thread's dims): causal rows take
+// it as is; PLT rows add the local branch (query sq[i]), the gate and the mix.
+fn finish(i: u32, r: u32, rw: Row, h: u32, kvh: u32, g: array<f32, ACC>, tid: u32) {
+    let ob = r * QD + h * DH;
+    if (rw.ring == NONE || GATE_MODE == 0u) {
+        for (var j = 0u; j < ACC; j++) {
+            let d = tid + j * WG;
+            if (d < DH) {
+                out[ob + d] = g[j];
+            }
+        }
+        return;
+    }
+
+    let left = W - 1u;
+    let lo = select(0u, rw.pos - left, rw.pos >= left);
+    var one: array<u32, RG>;
+    one[0] = rw.pos;
+    let s_acc = attend(true, i, 1u, r, rw, rw.ring, kvh, lo, rw.pos, one, true, tid);
+
+    // The gate, one value per (row, head).
+    var logit = 0.0;
+    if (GATE_MODE == 1u) {
+        var part_sum = 0.0;
+        for (var d = tid; d < DH; d += WG) {
+            part_sum += sq[i * DH + d] * gate[h * GW + d];
+        }
+        logit = reduce_sum(tid, part_sum);
+    } else {
+        // sigmoid(W · RMSNorm(h_in; gate_norm) + b) = sigmoid(inv_rms * sum(h*gn*w) + b)
+        var ss = 0.0;
+        var part_sum = 0.0;
+        for (var d = tid; d < D; d += WG) {
+            let x = hidden[r * D + d];
+            ss += x * x;
+            part_sum += x * gate[H * GW + H + d] * gate[h * GW + d];
+        }
+        let sum_sq = reduce_sum(tid, ss);
+        let dot = reduce_sum(tid, part_sum);
+        logit = dot * inverseSqrt(sum_sq / f32(D) + EPS);
+    }
+    let gv = sigmoid(logit + gate[H * GW + h]);
+    for (var j = 0u; j < ACC; j++) {
+        let d = tid + j * WG;
+        if (d < DH) {
+            out[ob + d] = gv * g[j] + (1.0 - gv) * s_acc.o[j];
+        }
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -237,56 +302,80 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     }
     workgroupBarrier();
 
-    // Global (causal) attention of every query of the group over the shared cache slot.
-    let g_acc = attend(false, 0u, n, grp[0], rws[0], rws[0].attn_slot, kvh, 0u, hi, lim, tid);
-
-    for (var i = 0u; i < n; i++) {
-        let r = grp[i];
-        let rw = rws[i];
-        let ob = r * QD + h * DH;
-        if (rw.ring == NONE || GATE_MODE == 0u) {
-            for (var j = 0u; j < ACC; j++) {
-                let d = tid + j * WG;
-                if (d < DH) {
-                    out[ob + d] = g_acc.o[i * ACC + j];
+    if (SPLIT > 0u) {
+        // One split of the global branch: partials for `attention_combine`.
+        let s = wid.z;
+        let lo = s * SPLIT;
+        if (lo > hi) {
+            return;
+        }
+        let p = attend(false, 0u, n, grp[0], rws[0], rws[0].attn_slot, kvh, lo, min(hi, lo + SPLIT - 1u), lim, false, tid);
+        for (var i = 0u; i < n; i++) {
+            if (lo <= lim[i]) {
+                let b = ((grp[i] * H + h) * NSPLIT + s) * PW;
+                if (tid == 0u) {
+                    part[b] = m_sh[i];
+                    part[b + 1u] = l_sh[i];
+                }
+                for (var j = 0u; j < ACC; j++) {
+                    let d = tid + j * WG;
+                    if (d < DH) {
+                        part[b + 2u + d] = p.o[i * ACC + j];
+                    }
                 }
             }
-            continue;
         }
+        return;
+    }
 
-        let left = W - 1u;
-        let lo = select(0u, rw.pos - left, rw.pos >= left);
-        var one: array<u32, RG>;
-        one[0] = rw.pos;
-        let s_acc = attend(true, i, 1u, r, rw, rw.ring, kvh, lo, rw.pos, one, tid);
-
-        // The gate, one value per (row, head).
-        var logit = 0.0;
-        if (GATE_MODE == 1u) {
-            var part = 0.0;
-            for (var d = tid; d < DH; d += WG) {
-                part += sq[i * DH + d] * gate[h * GW + d];
-            }
-            logit = reduce_sum(tid, part);
-        } else {
-            // sigmoid(W · RMSNorm(h_in; gate_norm) + b) = sigmoid(inv_rms * sum(h*gn*w) + b)
-            var ss = 0.0;
-            var part = 0.0;
-            for (var d = tid; d < D; d += WG) {
-                let x = hidden[r * D + d];
-                ss += x * x;
-                part += x * gate[H * GW + H + d] * gate[h * GW + d];
-            }
-            let sum_sq = reduce_sum(tid, ss);
-            let dot = reduce_sum(tid, part);
-            logit = dot * inverseSqrt(sum_sq / f32(D) + EPS);
+    // Global (causal) attention of every query of the group over the shared cache slot.
+    let g_acc = attend(false, 0u, n, grp[0], rws[0], rws[0].attn_slot, kvh, 0u, hi, lim, true, tid);
+    for (var i = 0u; i < n; i++) {
+        var g: array<f32, ACC>;
+        for (var j = 0u; j < ACC; j++) {
+            g[j] = g_acc.o[i * ACC + j];
         }
-        let g = sigmoid(logit + gate[H * GW + h]);
+        finish(i, grp[i], rws[i], h, kvh, g, tid);
+    }
+}
+
+// After `attention` with SPLIT > 0: merges row r's splits 0 ..= pos/SPLIT of head h, then the
+// local branch, gate and mix. Grid: (R, H).
+@compute @workgroup_size(WG)
+fn attention_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let r = wid.x;
+    let h = wid.y;
+    if (tid == 0u) {
+        rws_sh[0] = rows[r];
+    }
+    let rws = workgroupUniformLoad(&rws_sh);
+    let rw = rws[0];
+    let kvh = h / (H / HKV);
+    for (var d = tid; d < DH; d += WG) {
+        sq[d] = qkv[r * QKVD + h * DH + d];
+    }
+    let base = (r * H + h) * NSPLIT * PW;
+    let ns = rw.pos / max(SPLIT, 1u) + 1u;
+    var mx = NEG;
+    for (var s = 0u; s < ns; s++) {
+        mx = max(mx, part[base + s * PW]);
+    }
+    var l = 0.0;
+    var g: array<f32, ACC>;
+    for (var s = 0u; s < ns; s++) {
+        let b = base + s * PW;
+        let e = exp(part[b] - mx);
+        l += part[b + 1u] * e;
         for (var j = 0u; j < ACC; j++) {
             let d = tid + j * WG;
             if (d < DH) {
-                out[ob + d] = g * g_acc.o[i * ACC + j] + (1.0 - g) * s_acc.o[j];
+                g[j] += part[b + 2u + d] * e;
             }
         }
     }
+    for (var j = 0u; j < ACC; j++) {
+        g[j] /= l;
+    }
+    workgroupBarrier();
+    finish(0u, r, rw, h, kvh, g, tid);
 }

@@ -52,6 +52,22 @@ pub struct Row {
 /// Rows per attention group (the `RG` define of shaders/attention.wgsl).
 pub const ATTN_GROUP_ROWS: usize = 4;
 
+/// Decode passes of sessions whose context exceeds this split the global attention over
+/// positions (flash-decoding: `attention` per split, then `attention_combine`).
+pub const ATTN_SPLIT_MIN: usize = 128;
+/// At most this many splits per row (longer contexts get longer splits).
+pub const ATTN_MAX_SPLITS: usize = 64;
+
+/// (positions per split, splits) of the global attention in a session of `context` positions,
+/// or None when it does not split (see `ATTN_SPLIT_MIN`).
+pub fn attention_split(context: usize) -> Option<(usize, usize)> {
+    if context <= ATTN_SPLIT_MIN {
+        return None;
+    }
+    let split = ATTN_SPLIT_MIN.max(context.div_ceil(ATTN_MAX_SPLITS)).next_multiple_of(64);
+    Some((split, context.div_ceil(split)))
+}
+
 /// Links the rows of one pass that attend to the same cache slot into groups of up to
 /// `ATTN_GROUP_ROWS` (in row order), so that one attention workgroup reads each cached key and
 /// value once for the whole group: in a fused PLT decode pass, the L loops of a sequence (loops
@@ -318,6 +334,8 @@ struct LayerOps {
     qkv: Mm,
     rope_store: Dispatch,
     attention: Dispatch,
+    /// Passes of up to ROWS_KERNEL_MAX rows in long sessions: split global attention, combine.
+    attention_split: Option<(Dispatch, Dispatch)>,
     ring_store: Option<Dispatch>,
     o_proj: Mm,
     post_norm: Dispatch,
@@ -491,6 +509,11 @@ impl Session {
                 .u32("RG", ATTN_GROUP_ROWS)
                 .bool("KV_F16", opts.kv_f16)
         };
+        let split = attention_split(opts.context);
+        let attn_defs = |split: Option<(usize, usize)>| {
+            let (len, n) = split.unwrap_or((0, 1));
+            shape_defs().u32("SPLIT", len).u32("NSPLIT", n)
+        };
         let mm_defs = |k: usize, o: usize, logits: bool| {
             Defines::new().u32("K", k).u32("O", o).bool("W_F16", wf16).bool("ROWS_FROM_LOGITS", logits)
         };
@@ -498,7 +521,19 @@ impl Session {
         let p_embed = gpu.pipeline("embed", "embed_input", &Defines::new().u32("D", d).bool("W_F16", wf16))?;
         let p_rope = gpu.pipeline("rope", "rope_store", &shape_defs())?;
         let p_ring = gpu.pipeline("rope", "ring_store", &shape_defs())?;
-        let p_attn = gpu.pipeline("attention", "attention", &shape_defs())?;
+        let p_attn = gpu.pipeline("attention", "attention", &attn_defs(None))?;
+        // Split attention: partials of up to ROWS_KERNEL_MAX rows, [rows][H][splits][Dh + 2].
+        // (The unsplit kernel binds it too, unused: a few bytes.)
+        let part_elems = split.map_or(1, |(_, n)| rmax.min(ROWS_KERNEL_MAX as usize) * h * n * (dh + 2));
+        let part = gpu.storage("attention_partials", f4(part_elems))?;
+        let split_ops = match split {
+            Some((_, n)) => {
+                let p_split = gpu.pipeline("attention", "attention", &attn_defs(split))?;
+                let p_comb = gpu.pipeline("attention", "attention_combine", &attn_defs(split))?;
+                Some((p_split, p_comb, n))
+            }
+            None => None,
+        };
         let p_swiglu = gpu.pipeline("elementwise", "swiglu", &Defines::new().u32("F", f))?;
         let uni = |acc: bool, bias: bool| gpu.uniform("mm_params", bytemuck::cast_slice(&[acc as u32, bias as u32, 0, 0]));
         let mm = |k: usize, o: usize, x: &wgpu::Buffer, wt: &wgpu::Buffer, bias: Option<&wgpu::Buffer>, y: &wgpu::Buffer, acc: bool, logits: bool| -> Result<Mm> {
@@ -541,9 +576,19 @@ impl Session {
                 )?,
                 attention: gpu.dispatch(
                     &p_attn,
-                    &[(0, &rows_live), (1, &qkv), (2, &kv[i]), (3, ring_i), (4, gate), (5, &hidden), (6, &att)],
+                    &[(0, &rows_live), (1, &qkv), (2, &kv[i]), (3, ring_i), (4, gate), (5, &hidden), (6, &att), (7, &part)],
                     [Dim::Rows(1), Dim::Fixed(h as u32), Dim::Fixed(1)],
                 )?,
+                attention_split: match &split_ops {
+                    Some((p_split, p_comb, n)) => {
+                        let binds = [(0, &rows_live), (1, &qkv), (2, &kv[i]), (3, ring_i), (4, gate), (5, &hidden), (6, &att), (7, &part)];
+                        Some((
+                            gpu.dispatch(p_split, &binds, [Dim::Rows(1), Dim::Fixed(h as u32), Dim::Fixed(*n as u32)])?,
+                            gpu.dispatch(p_comb, &binds, [Dim::Rows(1), Dim::Fixed(h as u32), Dim::Fixed(1)])?,
+                        ))
+                    }
+                    None => None,
+                },
                 ring_store: if plt {
                     Some(gpu.dispatch(
                         &p_ring,
@@ -745,7 +790,13 @@ impl Session {
             v.push(("input_norm", &layer.input_norm));
             v.push(("qkv_proj", layer.qkv.pick(r, lr, false)));
             v.push(("rope_store", &layer.rope_store)); // row 0's K/V reaches the global cache first
-            v.push(("attention", &layer.attention));
+            match &layer.attention_split {
+                Some((split, combine)) if r <= ROWS_KERNEL_MAX => {
+                    v.push(("attention", split));
+                    v.push(("attention_combine", combine));
+                }
+                _ => v.push(("attention", &layer.attention)),
+            }
             if let Some(rs) = &layer.ring_store {
                 v.push(("ring_store", rs)); // after attention has read the ring's older slots
             }

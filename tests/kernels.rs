@@ -472,6 +472,9 @@ struct Shape {
     gate_mode: usize,
     /// Cache and rings stored as f16 (`SessionOptions::kv_f16`).
     kv_f16: bool,
+    /// Global branch split every `split` positions (`attention` + `attention_combine`; 0: one
+    /// kernel, no split).
+    split: usize,
 }
 
 impl Shape {
@@ -500,11 +503,20 @@ impl Shape {
             .f32("EPS", EPS)
             .u32("RG", plt::model::ATTN_GROUP_ROWS)
             .bool("KV_F16", self.kv_f16)
+            .u32("SPLIT", self.split)
+            .u32("NSPLIT", self.nsplit())
+    }
+    fn nsplit(&self) -> usize {
+        if self.split == 0 {
+            1
+        } else {
+            self.tmax.div_ceil(self.split)
+        }
     }
 }
 
 fn shape(h: usize, hkv: usize, dh: usize) -> Shape {
-    Shape { h, hkv, dh, d: 40, tmax: 160, slots: 3, w: 3, rings: 3, gate_mode: 0, kv_f16: false }
+    Shape { h, hkv, dh, d: 40, tmax: 160, slots: 3, w: 3, rings: 3, gate_mode: 0, kv_f16: false, split: 0 }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -652,6 +664,12 @@ fn decode_rows(pos: &[usize], loops: usize) -> Vec<Row> {
 fn attention_case(what: &str, s: Shape, rows: &[Row], seed: u64) {
     attention_case_one(what, s, rows, seed);
     attention_case_one(what, Shape { kv_f16: true, ..s }, rows, seed);
+    // Split global branches: 64-key tiles inside a split (50), splits shorter than a tile (16),
+    // the runtime's smallest split (128).
+    for split in [16, 50, 128] {
+        attention_case_one(what, Shape { split, ..s }, rows, seed);
+    }
+    attention_case_one(what, Shape { split: 16, kv_f16: true, ..s }, rows, seed);
 }
 
 /// `attention_case` with the cache and rings stored as `s.kv_f16` says (f16: the random keys and
@@ -777,10 +795,22 @@ fn attention_case_one(what: &str, s: Shape, rows: &[Row], seed: u64) {
             upload(&g, "hidden", &hidden),
             upload(&g, "out", &vec![poison(); want.len()]),
         ];
-        let binds: Vec<(u32, &wgpu::Buffer)> = bufs.iter().enumerate().map(|(i, b)| (i as u32, b)).collect();
-        let grid = [Dim::Rows(1), Dim::Fixed(s.h as u32), Dim::Fixed(1)];
-        launch(&g, "attention", "attention", &s.defines(), &binds, grid, r_n, 0);
-        let what = format!("{what}, {how} (H={} HKV={} DH={} D={} W={} GATE_MODE={} KV_F16={})", s.h, s.hkv, s.dh, s.d, s.w, s.gate_mode, s.kv_f16);
+        let part = upload(&g, "part", &vec![poison(); (r_n + extra) * s.h * s.nsplit() * (dh + 2)]);
+        let mut binds: Vec<(u32, &wgpu::Buffer)> = bufs.iter().enumerate().map(|(i, b)| (i as u32, b)).collect();
+        binds.push((7, &part));
+        if s.split == 0 {
+            let grid = [Dim::Rows(1), Dim::Fixed(s.h as u32), Dim::Fixed(1)];
+            launch(&g, "attention", "attention", &s.defines(), &binds, grid, r_n, 0);
+        } else {
+            let grid = [Dim::Rows(1), Dim::Fixed(s.h as u32), Dim::Fixed(s.nsplit() as u32)];
+            launch(&g, "attention", "attention", &s.defines(), &binds, grid, r_n, 0);
+            let grid = [Dim::Rows(1), Dim::Fixed(s.h as u32), Dim::Fixed(1)];
+            launch(&g, "attention", "attention_combine", &s.defines(), &binds, grid, r_n, 0);
+        }
+        let what = format!(
+            "{what}, {how} (H={} HKV={} DH={} D={} W={} GATE_MODE={} KV_F16={} SPLIT={})",
+            s.h, s.hkv, s.dh, s.d, s.w, s.gate_mode, s.kv_f16, s.split
+        );
         compare(&what, &read(&g, &bufs[6], want.len()), &want, dh, TOL);
     }
 }

@@ -332,3 +332,64 @@ fn f16_kv_cache_matches_reference_closely_in_half_the_memory() {
         assert_eq!(f32_bytes - f16_bytes, 3 * c.cfg.kv_bytes(24, 2) as u64, "{}: f16 saves half the KV bytes", c.name);
     }
 }
+
+/// Long sessions split the global attention of decode passes over positions (flash-decoding:
+/// `model::attention_split`, per-split partials, then a combine): every option of the spec, fused
+/// and sequential, B = 1 and B = 2, against the reference's full forward.
+#[test]
+fn long_context_decode_splits_attention_and_matches_forward() {
+    let context = 600;
+    let (len, n) = plt::model::attention_split(context).expect("600 positions split");
+    assert!(n >= 3 && len * n >= context, "{len} x {n}");
+    for (i, c) in cases().iter().enumerate() {
+        let mut cfg = c.cfg.clone();
+        cfg.max_position_embeddings = context;
+        let w = weights(&cfg, 60 + i as u64, c.dtype, c.bias);
+        // Decoded positions 2 * len + 70 .. : three splits, the last one partial.
+        let p = 2 * len + 70;
+        let toks = tokens(p + 4, cfg.vocab_size, 600 + i as u64);
+        let want = reference::forward(&cfg, &w, &toks);
+        // Sequential execution for one PLT case (fused == sequential is tested above).
+        let execs: &[Exec] = if i == 3 { &[Exec::Fused, Exec::Sequential] } else { &[Exec::Fused] };
+        for &exec in execs {
+            let mut s = session(&cfg, &w, c.dtype, SessionOptions { batch: 1, context, prefill_chunk: 64, kv_f16: false });
+            pollster::block_on(s.prefill(0, &toks[..p], Logits::None)).unwrap();
+            if i == 0 && s.model.gpu.has_timestamps() {
+                // The decode pass runs the split kernels (the profile names every dispatch).
+                s.set_profiling(true).unwrap();
+                pollster::block_on(s.decode(&[toks[p]], exec, false)).unwrap();
+                let labels: Vec<&str> = s.profile().iter().map(|(l, _)| l.as_str()).collect();
+                assert!(labels.contains(&"attention_combine"), "{}: no split attention in {labels:?}", c.name);
+                s.set_profiling(false).unwrap();
+                s.reset(0).unwrap();
+                pollster::block_on(s.prefill(0, &toks[..p], Logits::None)).unwrap();
+            }
+            for t in p..toks.len() {
+                let got = pollster::block_on(s.decode(&[toks[t]], exec, true)).unwrap();
+                let e = nmse(&got, &want[t]);
+                assert!(e < TOL, "{} {exec:?}: position {t} of a {context}-position session: nmse {e:e}", c.name);
+            }
+        }
+    }
+    // Two sequences at different lengths (one in its first split, one in its third).
+    let mut cfg = tiny();
+    cfg.num_loops = 3;
+    cfg.window_left = 5;
+    cfg.max_position_embeddings = context;
+    let w = weights(&cfg, 70, DType::F32, false);
+    let seqs = [tokens(40, cfg.vocab_size, 71), tokens(2 * len + 9, cfg.vocab_size, 72)];
+    let next = [tokens(3, cfg.vocab_size, 73), tokens(3, cfg.vocab_size, 74)];
+    let mut s = session(&cfg, &w, DType::F32, SessionOptions { batch: 2, context, prefill_chunk: 64, kv_f16: false });
+    for (b, q) in seqs.iter().enumerate() {
+        pollster::block_on(s.prefill(b, q, Logits::None)).unwrap();
+    }
+    for k in 0..3 {
+        let got = split(&pollster::block_on(s.decode(&[next[0][k], next[1][k]], Exec::Fused, true)).unwrap(), cfg.vocab_size);
+        for b in 0..2 {
+            let all: Vec<u32> = seqs[b].iter().chain(&next[b][..=k]).copied().collect();
+            let want = reference::forward(&cfg, &w, &all);
+            let e = nmse(&got[b], want.last().unwrap());
+            assert!(e < TOL, "batch sequence {b} step {k}: nmse {e:e}");
+        }
+    }
+}

@@ -4,6 +4,11 @@
 use plt::gpu::{shader_source, validate_shader, Defines, SHADERS};
 
 fn shape(gate_mode: usize, dh: usize, kv_f16: bool) -> Defines {
+    shape_split(gate_mode, dh, kv_f16, 0)
+}
+
+/// With the global branch split every `split` positions (0: not split); TMAX is 64.
+fn shape_split(gate_mode: usize, dh: usize, kv_f16: bool, split: usize) -> Defines {
     Defines::new()
         .u32("H", 4)
         .u32("HKV", 2)
@@ -18,6 +23,8 @@ fn shape(gate_mode: usize, dh: usize, kv_f16: bool) -> Defines {
         .f32("EPS", 1e-5)
         .u32("RG", 4)
         .bool("KV_F16", kv_f16)
+        .u32("SPLIT", split)
+        .u32("NSPLIT", if split == 0 { 1 } else { 64usize.div_ceil(split) })
 }
 
 /// (shader, entry, defines) for every entry point, in each variant the runtime builds.
@@ -46,6 +53,8 @@ fn all() -> Vec<(&'static str, &'static str, Defines)> {
         for gate in [0, 1, 2] {
             for dh in [10, 64, 130] {
                 v.push(("attention", "attention", shape(gate, dh, kv_f16)));
+                v.push(("attention", "attention", shape_split(gate, dh, kv_f16, 16)));
+                v.push(("attention", "attention_combine", shape_split(gate, dh, kv_f16, 16)));
             }
         }
     }
