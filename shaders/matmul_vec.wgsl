@@ -4,7 +4,11 @@
 // every activation load one vec4<f32>, so a thread issues a quarter of the loads and the address
 // arithmetic, and consecutive lanes of an output read consecutive 16-byte chunks (8 lanes read
 // 128 contiguous bytes of the weight row per step).
-// Defines: K (a multiple of 8), O, W_F16, ROWS_FROM_LOGITS.
+// Defines: K (a multiple of 8), O, W_F16, ROWS_FROM_LOGITS, NORM.
+// NORM: the input is RMSNorm(x; nw) computed here (x = the raw hidden rows, and with
+// ROWS_FROM_LOGITS the rows from pass.logit_row0 on): y = inv_rms(x_r) * sum_k (W[o][k] nw[k])
+// x[r][k]. Each workgroup takes its rows' statistics first (K/256 loads per row and thread), so
+// the separate RMSNorm dispatch and its output buffer are not needed in decode passes.
 // Each weight chunk is read once per block of RB rows (cross-loop parallelism: one pass over the
 // weights serves all L loops of a decode step when B*L <= RB).
 
@@ -21,6 +25,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;       // [O, K/8] f16 pairs, or [O, K/4] f32 bits
 @group(0) @binding(4) var<storage, read> bias: array<f32>;          // [O] (a dummy when absent)
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;       // [R, O]
+@group(0) @binding(6) var<storage, read> nw: array<vec4<f32>>;      // [K/4] RMSNorm weight (NORM)
 
 fn num_rows() -> u32 {
     if (ROWS_FROM_LOGITS) {
@@ -52,31 +57,79 @@ struct Chunk {
     hi: vec4<f32>,
 }
 
-fn chunk(i: u32) -> Chunk {
+// Weight chunk c of row `row` (element offset wrow + c); with NORM, times the norm weights.
+fn chunk(i: u32, c: u32) -> Chunk {
     let q = w[i];
+    var ch: Chunk;
     if (W_F16) {
         let a = unpack2x16float(q.x);
         let b = unpack2x16float(q.y);
-        let c = unpack2x16float(q.z);
+        let cc = unpack2x16float(q.z);
         let d = unpack2x16float(q.w);
-        return Chunk(vec4<f32>(a, b), vec4<f32>(c, d));
+        ch = Chunk(vec4<f32>(a, b), vec4<f32>(cc, d));
+    } else {
+        ch = Chunk(bitcast<vec4<f32>>(q), vec4<f32>(0.0));
     }
-    return Chunk(bitcast<vec4<f32>>(q), vec4<f32>(0.0));
+    if (NORM) {
+        if (W_F16) {
+            ch.lo *= nw[2u * c];
+            ch.hi *= nw[2u * c + 1u];
+        } else {
+            ch.lo *= nw[c];
+        }
+    }
+    return ch;
+}
+
+// The x row of pass row r: with NORM and ROWS_FROM_LOGITS, the raw hidden rows from logit_row0.
+fn xrow(r: u32) -> u32 {
+    if (NORM && ROWS_FROM_LOGITS) {
+        return pass_.logit_row0 + r;
+    }
+    return r;
 }
 
 // Chunk c of weight row times the same k range of activation row r.
 fn dot_chunk(wc: Chunk, r: u32, c: u32) -> f32 {
     if (W_F16) {
-        let base = r * K4 + 2u * c;
+        let base = xrow(r) * K4 + 2u * c;
         return dot(wc.lo, x[base]) + dot(wc.hi, x[base + 1u]);
     }
-    return dot(wc.lo, x[r * K4 + c]);
+    return dot(wc.lo, x[xrow(r) * K4 + c]);
 }
 
 const RB: u32 = 4u;     // rows per register block
 const LANES: u32 = 8u;  // threads per output
 const NO: u32 = 32u;    // outputs per workgroup
 var<workgroup> red: array<f32, 1024>;  // [RB][NO * LANES]
+var<workgroup> inv_sh: array<f32, RB>;  // NORM: 1 / rms of the block's rows
+
+// NORM: inv_sh[i] = 1 / sqrt(mean(x_{rb+i}^2) + EPS) for the n rows of the block; all threads call it.
+fn row_stats(rb: u32, n: u32, tid: u32) {
+    for (var i = 0u; i < RB; i++) {
+        var ss = 0.0;
+        if (i < n) {
+            for (var c = tid; c < K4; c += 256u) {
+                let v = x[xrow(rb + i) * K4 + c];
+                ss += dot(v, v);
+            }
+        }
+        red[i * 256u + tid] = ss;
+    }
+    workgroupBarrier();
+    for (var st = 128u; st > 0u; st >>= 1u) {
+        if (tid < st) {
+            for (var i = 0u; i < RB; i++) {
+                red[i * 256u + tid] += red[i * 256u + tid + st];
+            }
+        }
+        workgroupBarrier();
+    }
+    if (tid < RB) {
+        inv_sh[tid] = inverseSqrt(red[tid * 256u] / f32(K) + EPS);
+    }
+    workgroupBarrier();
+}
 
 @compute @workgroup_size(256)
 fn matmul_rows_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -92,9 +145,12 @@ fn matmul_rows_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         var a2 = 0.0;
         var a3 = 0.0;
         let n = min(RB, rows - rb);
+        if (NORM) {
+            row_stats(rb, n, tid);
+        }
         if (live) {
             for (var c = lane; c < KC; c += LANES) {
-                let wc = chunk(wrow + c);
+                let wc = chunk(wrow + c, c);
                 a0 += dot_chunk(wc, rb, c);
                 if (n > 1u) { a1 += dot_chunk(wc, rb + 1u, c); }
                 if (n > 2u) { a2 += dot_chunk(wc, rb + 2u, c); }
@@ -112,6 +168,9 @@ fn matmul_rows_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
             var sum = 0.0;
             for (var l = 0u; l < LANES; l++) {
                 sum += red[base + l];
+            }
+            if (NORM) {
+                sum *= inv_sh[lane];
             }
             store(rb + lane, o, sum);
         }

@@ -305,6 +305,9 @@ impl Default for SessionOptions {
 struct Mm {
     tiled: Dispatch,
     rows: Dispatch,
+    /// For a matmul whose input is an RMSNorm: the decode kernel that normalises the raw rows
+    /// itself (`NORM`), so decode passes skip the norm dispatch. None where K % 8 != 0.
+    rows_normed: Option<Dispatch>,
 }
 
 impl Mm {
@@ -517,6 +520,9 @@ impl Session {
         let mm_defs = |k: usize, o: usize, logits: bool| {
             Defines::new().u32("K", k).u32("O", o).bool("W_F16", wf16).bool("ROWS_FROM_LOGITS", logits)
         };
+        let vec_defs = |k: usize, o: usize, logits: bool, norm: bool| {
+            mm_defs(k, o, logits).bool("NORM", norm).f32("EPS", c.rms_norm_eps)
+        };
         let p_rmsnorm = gpu.pipeline("norm", "rmsnorm", &norm_defs)?;
         let p_embed = gpu.pipeline("embed", "embed_input", &Defines::new().u32("D", d).bool("W_F16", wf16))?;
         let p_rope = gpu.pipeline("rope", "rope_store", &shape_defs())?;
@@ -536,21 +542,33 @@ impl Session {
         };
         let p_swiglu = gpu.pipeline("elementwise", "swiglu", &Defines::new().u32("F", f))?;
         let uni = |acc: bool, bias: bool| gpu.uniform("mm_params", bytemuck::cast_slice(&[acc as u32, bias as u32, 0, 0]));
-        let mm = |k: usize, o: usize, x: &wgpu::Buffer, wt: &wgpu::Buffer, bias: Option<&wgpu::Buffer>, y: &wgpu::Buffer, acc: bool, logits: bool| -> Result<Mm> {
+        // `norm`: (raw input rows, RMSNorm weight) when `x` is that norm's output.
+        let mm = |k: usize, o: usize, x: &wgpu::Buffer, wt: &wgpu::Buffer, bias: Option<&wgpu::Buffer>, y: &wgpu::Buffer, acc: bool, logits: bool, norm: Option<(&wgpu::Buffer, &wgpu::Buffer)>| -> Result<Mm> {
             let defs = mm_defs(k, o, logits);
             let params = uni(acc, bias.is_some());
-            let bufs = [(0, &params), (1, &pass_live), (2, x), (3, wt), (4, bias.unwrap_or(&model.dummy)), (5, y)];
+            // (Binding 6, the norm weight, is unused without NORM: a dummy.)
+            let bufs = [(0, &params), (1, &pass_live), (2, x), (3, wt), (4, bias.unwrap_or(&model.dummy)), (5, y), (6, &model.dummy)];
             let rows_dim = if logits { Dim::LogitRows(64) } else { Dim::Rows(64) };
+            let rows_grid = [Dim::Fixed(o.div_ceil(32) as u32), Dim::Fixed(1), Dim::Fixed(1)];
             let tiled = gpu.pipeline("matmul", "matmul_tiled", &defs)?;
             // 16-byte loads when every weight row starts on a 16-byte boundary.
             let rowsk = if k % 8 == 0 {
-                gpu.pipeline("matmul_vec", "matmul_rows_vec", &defs)?
+                gpu.pipeline("matmul_vec", "matmul_rows_vec", &vec_defs(k, o, logits, false))?
             } else {
                 gpu.pipeline("matmul", "matmul_rows", &defs)?
             };
+            let rows_normed = match norm {
+                Some((raw, nw)) if k % 8 == 0 => {
+                    let p = gpu.pipeline("matmul_vec", "matmul_rows_vec", &vec_defs(k, o, logits, true))?;
+                    let nbufs = [(0, &params), (1, &pass_live), (2, raw), (3, wt), (4, bias.unwrap_or(&model.dummy)), (5, y), (6, nw)];
+                    Some(gpu.dispatch(&p, &nbufs, rows_grid)?)
+                }
+                _ => None,
+            };
             Ok(Mm {
                 tiled: gpu.dispatch(&tiled, &bufs, [Dim::Fixed(o.div_ceil(64) as u32), rows_dim, Dim::Fixed(1)])?,
-                rows: gpu.dispatch(&rowsk, &bufs, [Dim::Fixed(o.div_ceil(32) as u32), Dim::Fixed(1), Dim::Fixed(1)])?,
+                rows: gpu.dispatch(&rowsk, &bufs, rows_grid)?,
+                rows_normed,
             })
         };
         let norm_apply = gpu.uniform("norm_params", bytemuck::cast_slice(&[c.normalize_per_loop as u32, 0, 0, 0]));
@@ -568,7 +586,7 @@ impl Session {
             let gate = lw.plt_gate.as_ref().unwrap_or(&model.dummy);
             layers.push(LayerOps {
                 input_norm: norm(&p_rmsnorm, &hidden, &lw.input_layernorm, &normed, Dim::Rows(1))?,
-                qkv: mm(d, qkvd, &normed, &lw.qkv_proj, lw.qkv_bias.as_ref(), &qkv, false, false)?,
+                qkv: mm(d, qkvd, &normed, &lw.qkv_proj, lw.qkv_bias.as_ref(), &qkv, false, false, Some((&hidden, &lw.input_layernorm)))?,
                 rope_store: gpu.dispatch(
                     &p_rope,
                     &[(0, &rows_live), (1, &qkv), (2, &kv[i])],
@@ -598,15 +616,15 @@ impl Session {
                 } else {
                     None
                 },
-                o_proj: mm(qd, d, &att, &lw.o_proj, None, &hidden, true, false)?,
+                o_proj: mm(qd, d, &att, &lw.o_proj, None, &hidden, true, false, None)?,
                 post_norm: norm(&p_rmsnorm, &hidden, &lw.post_attention_layernorm, &normed, Dim::Rows(1))?,
-                gate_up: mm(d, 2 * f, &normed, &lw.gate_up_proj, None, &gu, false, false)?,
+                gate_up: mm(d, 2 * f, &normed, &lw.gate_up_proj, None, &gu, false, false, Some((&hidden, &lw.post_attention_layernorm)))?,
                 swiglu: gpu.dispatch(
                     &p_swiglu,
                     &[(0, &gu), (1, &act)],
                     [Dim::Fixed(f.div_ceil(64) as u32), Dim::Rows(1), Dim::Fixed(1)],
                 )?,
-                down: mm(f, d, &act, &lw.down_proj, None, &hidden, true, false)?,
+                down: mm(f, d, &act, &lw.down_proj, None, &hidden, true, false, None)?,
             });
         }
         let graph = Graph {
@@ -624,7 +642,7 @@ impl Session {
                 &normed,
                 Dim::LogitRows(1),
             )?,
-            lm_head: mm(d, v, &normed, model.lm_head.as_ref().unwrap_or(&model.embed), None, &logits, false, true)?,
+            lm_head: mm(d, v, &normed, model.lm_head.as_ref().unwrap_or(&model.embed), None, &logits, false, true, Some((&hidden, &model.norm)))?,
             sample: gpu.dispatch(
                 &gpu.pipeline("sample", "sample", &Defines::new().u32("V", v).u32("HMAX", MAX_PENALTY_WINDOW))?,
                 &[(0, &pass_live), (1, &sample_params), (2, &history), (3, &logits), (4, &work), (5, &chosen)],
@@ -779,16 +797,27 @@ impl Session {
     }
 
     /// The dispatches of one pass, in order, with a label each.
-    fn dispatch_list(&self, plan: &PassPlan) -> Vec<(&'static str, &Dispatch)> {
+    fn dispatch_list<'a>(&'a self, plan: &PassPlan) -> Vec<(&'static str, &'a Dispatch)> {
         let (r, lr) = (plan.rows, plan.logit_rows);
         let g = &self.graph;
         let mut v: Vec<(&'static str, &Dispatch)> = Vec::new();
         if plan.embed {
             v.push(("embed_input", &g.embed));
         }
+        // An RMSNorm and the matmul that reads it, or (decode passes) the matmul normalising its
+        // input itself.
+        let normed = |v: &mut Vec<(&'static str, &'a Dispatch)>, norm: (&'static str, &'a Dispatch), mm: (&'static str, &'a Mm), logits: bool| {
+            let n = if logits { lr } else { r };
+            match &mm.1.rows_normed {
+                Some(fused) if n <= ROWS_KERNEL_MAX => v.push((mm.0, fused)),
+                _ => {
+                    v.push(norm);
+                    v.push((mm.0, mm.1.pick(r, lr, logits)));
+                }
+            }
+        };
         for layer in &g.layers {
-            v.push(("input_norm", &layer.input_norm));
-            v.push(("qkv_proj", layer.qkv.pick(r, lr, false)));
+            normed(&mut v, ("input_norm", &layer.input_norm), ("qkv_proj", &layer.qkv), false);
             v.push(("rope_store", &layer.rope_store)); // row 0's K/V reaches the global cache first
             match &layer.attention_split {
                 Some((split, combine)) if r <= ROWS_KERNEL_MAX => {
@@ -801,8 +830,7 @@ impl Session {
                 v.push(("ring_store", rs)); // after attention has read the ring's older slots
             }
             v.push(("o_proj+residual", layer.o_proj.pick(r, lr, false)));
-            v.push(("post_norm", &layer.post_norm));
-            v.push(("gate_up_proj", layer.gate_up.pick(r, lr, false)));
+            normed(&mut v, ("post_norm", &layer.post_norm), ("gate_up_proj", &layer.gate_up), false);
             v.push(("swiglu", &layer.swiglu));
             v.push(("down_proj+residual", layer.down.pick(r, lr, false)));
         }
@@ -810,8 +838,7 @@ impl Session {
             v.push(("norm_carry", &g.norm_carry));
         }
         if plan.logits {
-            v.push(("final_norm", &g.final_norm));
-            v.push(("lm_head", g.lm_head.pick(r, lr, true)));
+            normed(&mut v, ("final_norm", &g.final_norm), ("lm_head", &g.lm_head), true);
             if plan.sample {
                 v.push(("sample", &g.sample));
             }

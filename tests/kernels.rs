@@ -203,18 +203,30 @@ fn shuffled(rng: &mut Rng, n: usize) -> Vec<usize> {
 /// ROWS_FROM_LOGITS), every accumulate/bias combination. The other row count is set larger, so
 /// a kernel that used it would write rows that must keep their poison.
 #[allow(clippy::too_many_arguments)]
-fn matmul_case(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf16: bool, logits: bool) {
+/// `norm` (matmul_rows_vec only): the kernel normalises its input rows itself (`NORM`): x holds
+/// raw rows (with ROWS_FROM_LOGITS, from logit_row0 = 1 on) and y = W (RMSNorm(x; nw)).
+#[allow(clippy::too_many_arguments)]
+fn matmul_case(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf16: bool, logits: bool, norm: bool) {
     let g = gpu();
     let extra = 3;
     let (wbytes, wv) = weight_words(&rng.normals(o * k, 1.0 / (k as f32).sqrt()), wf16);
     let wbuf = g.storage_init("w", &wbytes).unwrap();
-    let x = rng.normals((r + extra) * k, 1.0);
+    let mut x = rng.normals((r + extra) * k, 1.0);
+    if norm && r > 1 {
+        // A tiny row, so that EPS matters in its statistics.
+        x[k..2 * k].iter_mut().for_each(|v| *v *= 1e-3);
+    }
     let xbuf = upload(&g, "x", &x);
+    let nw = norm_weight(rng, k);
+    let nbuf = upload(&g, "nw", &nw);
     let bias = rng.normals(o, 0.5);
     let bbuf = upload(&g, "bias", &bias);
     let (rows, logit_rows) = if logits { (r + extra, r) } else { (r, r + extra) };
     let pbuf = pass(&g, rows, 1, logit_rows);
-    let defs = Defines::new().u32("K", k).u32("O", o).bool("W_F16", wf16).bool("ROWS_FROM_LOGITS", logits);
+    let mut defs = Defines::new().u32("K", k).u32("O", o).bool("W_F16", wf16).bool("ROWS_FROM_LOGITS", logits);
+    if entry == "matmul_rows_vec" {
+        defs = defs.bool("NORM", norm).f32("EPS", EPS);
+    }
     let grid = match entry {
         "matmul_tiled" => {
             let rd = if logits { Dim::LogitRows(64) } else { Dim::Rows(64) };
@@ -222,7 +234,14 @@ fn matmul_case(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf16: b
         }
         _ => [Dim::Fixed(o.div_ceil(32) as u32), Dim::Fixed(1), Dim::Fixed(1)],
     };
-    let prod: Vec<f64> = (0..r * o).map(|i| dot(&x[i / o * k..(i / o + 1) * k], &wv[i % o * k..(i % o + 1) * k])).collect();
+    // The rows the product reads: x's first r rows, or RMSNorm of rows (logit_row0 + i) with NORM.
+    let xin: Vec<f32> = if norm {
+        let first = if logits { 1 } else { 0 };
+        reference::rmsnorm(&x[first * k..(first + r) * k], &nw, EPS)
+    } else {
+        x[..r * k].to_vec()
+    };
+    let prod: Vec<f64> = (0..r * o).map(|i| dot(&xin[i / o * k..(i / o + 1) * k], &wv[i % o * k..(i % o + 1) * k])).collect();
     for (acc, has_bias) in [(false, false), (true, false), (false, true), (true, true)] {
         let mut y0 = vec![poison(); (r + extra) * o];
         if acc {
@@ -247,10 +266,10 @@ fn matmul_case(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf16: b
             .collect();
         let ybuf = upload(&g, "y", &y0);
         let prm = params(&g, [acc as u32, has_bias as u32, 0, 0]);
-        let bufs = [(0, &prm), (1, &pbuf), (2, &xbuf), (3, &wbuf), (4, &bbuf), (5, &ybuf)];
+        let bufs = [(0, &prm), (1, &pbuf), (2, &xbuf), (3, &wbuf), (4, &bbuf), (5, &ybuf), (6, &nbuf)];
         let shader = if entry == "matmul_rows_vec" { "matmul_vec" } else { "matmul" };
         launch(&g, shader, entry, &defs, &bufs, grid, rows, logit_rows);
-        let what = format!("{entry} R={r} K={k} O={o} f16={wf16} rows_from_logits={logits} accumulate={acc} bias={has_bias}");
+        let what = format!("{entry} R={r} K={k} O={o} f16={wf16} rows_from_logits={logits} norm={norm} accumulate={acc} bias={has_bias}");
         compare(&what, &read(&g, &ybuf, (r + extra) * o), &want, rows_of(o), TOL);
     }
 }
@@ -260,13 +279,13 @@ const MATMUL_SHAPES: &[(usize, usize, usize)] = &[(1, 1, 1), (1, 3, 5), (3, 17, 
 /// K a multiple of 8 (what `matmul_rows_vec` requires), rows across the 4-row register blocks.
 const MATMUL_VEC_SHAPES: &[(usize, usize, usize)] = &[(1, 8, 1), (1, 8, 5), (3, 16, 65), (6, 64, 70), (9, 40, 33), (16, 136, 67)];
 
-fn matmul_all(entry: &str, seed: u64) {
+fn matmul_all(entry: &str, seed: u64, norm: bool) {
     let mut rng = Rng::new(seed);
     let shapes = if entry == "matmul_rows_vec" { MATMUL_VEC_SHAPES } else { MATMUL_SHAPES };
     for &(r, k, o) in shapes {
         for wf16 in [false, true] {
             for logits in [false, true] {
-                matmul_case(&mut rng, entry, r, k, o, wf16, logits);
+                matmul_case(&mut rng, entry, r, k, o, wf16, logits, norm);
             }
         }
     }
@@ -274,17 +293,28 @@ fn matmul_all(entry: &str, seed: u64) {
 
 #[test]
 fn matmul_tiled_matches_cpu() {
-    matmul_all("matmul_tiled", 101);
+    matmul_all("matmul_tiled", 101, false);
 }
 
 #[test]
 fn matmul_rows_matches_cpu() {
-    matmul_all("matmul_rows", 102);
+    matmul_all("matmul_rows", 102, false);
 }
 
 #[test]
 fn matmul_rows_vec_matches_cpu() {
-    matmul_all("matmul_rows_vec", 103);
+    matmul_all("matmul_rows_vec", 103, false);
+}
+
+/// The decode matmul with the RMSNorm of its input folded in (`NORM`), including K = 1032 (more
+/// than one element per thread in the statistics) and rows read from logit_row0.
+#[test]
+fn matmul_rows_vec_norm_matches_cpu() {
+    matmul_all("matmul_rows_vec", 104, true);
+    let mut rng = Rng::new(105);
+    for logits in [false, true] {
+        matmul_case(&mut rng, "matmul_rows_vec", 5, 1032, 40, true, logits, true);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -36,8 +36,10 @@ fn all() -> Vec<(&'static str, &'static str, Defines)> {
                 let d = Defines::new().u32("K", 33).u32("O", 70).bool("W_F16", f16).bool("ROWS_FROM_LOGITS", logits);
                 v.push(("matmul", entry, d));
             }
-            let d = Defines::new().u32("K", 40).u32("O", 70).bool("W_F16", f16).bool("ROWS_FROM_LOGITS", logits);
-            v.push(("matmul_vec", "matmul_rows_vec", d));
+            for norm in [false, true] {
+                let d = Defines::new().u32("K", 40).u32("O", 70).bool("W_F16", f16).bool("ROWS_FROM_LOGITS", logits);
+                v.push(("matmul_vec", "matmul_rows_vec", d.bool("NORM", norm).f32("EPS", 1e-5)));
+            }
         }
         v.push(("embed", "embed_input", Defines::new().u32("D", 40).bool("W_F16", f16)));
     }
