@@ -117,16 +117,22 @@ fn row_stats(rb: u32, n: u32, tid: u32) {
         red[i * 256u + tid] = ss;
     }
     workgroupBarrier();
-    for (var st = 128u; st > 0u; st >>= 1u) {
-        if (tid < st) {
-            for (var i = 0u; i < RB; i++) {
-                red[i * 256u + tid] += red[i * 256u + tid + st];
-            }
+    // Two levels of 16 (3 barriers in all, not 8): thread 16i + j sums row i's slots 16j..16j+15.
+    if (tid < RB * 16u) {
+        let b = (tid / 16u) * 256u + (tid % 16u) * 16u;
+        var t = 0.0;
+        for (var m = 0u; m < 16u; m++) {
+            t += red[b + m];
         }
-        workgroupBarrier();
+        red[b] = t;
     }
+    workgroupBarrier();
     if (tid < RB) {
-        inv_sh[tid] = inverseSqrt(red[tid * 256u] / f32(K) + EPS);
+        var t = 0.0;
+        for (var j = 0u; j < 16u; j++) {
+            t += red[tid * 256u + j * 16u];
+        }
+        inv_sh[tid] = inverseSqrt(t / f32(K) + EPS);
     }
     workgroupBarrier();
 }

@@ -165,6 +165,10 @@ pub struct GpuOptions {
     pub max_storage_buffer_binding_size: Option<u64>,
     /// Ask for at most this `max_buffer_size`.
     pub max_buffer_size: Option<u64>,
+    /// Decode passes fold each RMSNorm into the matmul that reads it (one dispatch instead of
+    /// two). Default: on for GPUs, off for CPU adapters (lavapipe), where every workgroup's
+    /// extra statistics phase costs more than the dispatch it saves (measured: docs/benchmarks.md).
+    pub fuse_norms: Option<bool>,
 }
 
 /// The device, queue and caches shared by every model and session on one adapter.
@@ -174,6 +178,8 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// `GpuOptions::fuse_norms`, resolved for this adapter.
+    pub fuse_norms: bool,
     pipelines: Mutex<HashMap<String, Arc<Pipeline>>>,
     /// Bytes of every buffer created through this context (monotonic: a per-token allocation
     /// shows up as growth between decode steps).
@@ -240,12 +246,14 @@ impl Gpu {
             *l2.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {msg}"));
         });
         log::info!("adapter: {} ({:?}, {:?}, {})", info.name, info.backend, info.device_type, info.driver);
+        let fuse_norms = opts.fuse_norms.unwrap_or(info.device_type != wgpu::DeviceType::Cpu);
         Ok(Gpu {
             device,
             queue,
             info,
             limits,
             features,
+            fuse_norms,
             pipelines: Mutex::new(HashMap::new()),
             allocated: Default::default(),
             error,

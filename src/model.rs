@@ -306,7 +306,8 @@ struct Mm {
     tiled: Dispatch,
     rows: Dispatch,
     /// For a matmul whose input is an RMSNorm: the decode kernel that normalises the raw rows
-    /// itself (`NORM`), so decode passes skip the norm dispatch. None where K % 8 != 0.
+    /// itself (`NORM`), so decode passes skip the norm dispatch. None where K % 8 != 0 or the
+    /// adapter does not fuse norms (`Gpu::fuse_norms`).
     rows_normed: Option<Dispatch>,
 }
 
@@ -558,7 +559,7 @@ impl Session {
                 gpu.pipeline("matmul", "matmul_rows", &defs)?
             };
             let rows_normed = match norm {
-                Some((raw, nw)) if k % 8 == 0 => {
+                Some((raw, nw)) if k % 8 == 0 && gpu.fuse_norms => {
                     let p = gpu.pipeline("matmul_vec", "matmul_rows_vec", &vec_defs(k, o, logits, true))?;
                     let nbufs = [(0, &params), (1, &pass_live), (2, raw), (3, wt), (4, bias.unwrap_or(&model.dummy)), (5, y), (6, nw)];
                     Some(gpu.dispatch(&p, &nbufs, rows_grid)?)

@@ -360,8 +360,10 @@ fn long_context_decode_splits_attention_and_matches_forward() {
                 pollster::block_on(s.decode(&[toks[p]], exec, false)).unwrap();
                 let labels: Vec<&str> = s.profile().iter().map(|(l, _)| l.as_str()).collect();
                 assert!(labels.contains(&"attention_combine"), "{}: no split attention in {labels:?}", c.name);
-                // Decode passes fold the RMSNorms into the matmuls that read them (K % 8 == 0).
-                assert!(!labels.iter().any(|l| l.ends_with("_norm")) && labels.contains(&"qkv_proj"), "{}: {labels:?}", c.name);
+                // Decode passes fold the RMSNorms into the matmuls that read them where the
+                // adapter fuses norms (K % 8 == 0 here).
+                let fused = !labels.iter().any(|l| l.ends_with("_norm")) && labels.contains(&"qkv_proj");
+                assert_eq!(fused, s.model.gpu.fuse_norms, "{}: {labels:?}", c.name);
                 s.set_profiling(false).unwrap();
                 s.reset(0).unwrap();
                 pollster::block_on(s.prefill(0, &toks[..p], Logits::None)).unwrap();
@@ -392,6 +394,46 @@ fn long_context_decode_splits_attention_and_matches_forward() {
             let want = reference::forward(&cfg, &w, &all);
             let e = nmse(&got[b], want.last().unwrap());
             assert!(e < TOL, "batch sequence {b} step {k}: nmse {e:e}");
+        }
+    }
+}
+
+/// `GpuOptions::fuse_norms`: decode passes fold each RMSNorm into the matmul reading it (on GPUs
+/// by default; forced here, since the test adapter is a CPU one). Every option of the spec,
+/// fused and sequential, against the reference; the profile shows no norm dispatch in decode.
+#[test]
+fn fused_norms_match_reference() {
+    for fuse in [true, false] {
+        let gpu = Arc::new(plt::gpu::Gpu::new_blocking(&plt::gpu::GpuOptions { fuse_norms: Some(fuse), ..Default::default() }).unwrap());
+        assert_eq!(gpu.fuse_norms, fuse);
+        for (i, c) in cases().iter().enumerate() {
+            let w = weights(&c.cfg, 110 + i as u64, c.dtype, c.bias);
+            let toks = tokens(10, c.cfg.vocab_size, 1100 + i as u64);
+            let want = reference::forward(&c.cfg, &w, &toks);
+            let m = Arc::new(GpuModel::new(gpu.clone(), &c.cfg, &w, Some(c.dtype)).unwrap());
+            for exec in [Exec::Fused, Exec::Sequential] {
+                let mut s = Session::new(m.clone(), SessionOptions { batch: 1, context: 16, prefill_chunk: 4, kv_f16: false }).unwrap();
+                let got = split(&pollster::block_on(s.prefill(0, &toks[..5], Logits::All)).unwrap(), c.cfg.vocab_size);
+                for t in 0..5 {
+                    let e = nmse(&got[t], &want[t]);
+                    assert!(e < TOL, "{} fuse_norms={fuse} prefill position {t}: nmse {e:e}", c.name);
+                }
+                for t in 5..toks.len() {
+                    let got = pollster::block_on(s.decode(&[toks[t]], exec, true)).unwrap();
+                    let e = nmse(&got, &want[t]);
+                    assert!(e < TOL, "{} fuse_norms={fuse} {exec:?} position {t}: nmse {e:e}", c.name);
+                }
+            }
+            if i == 0 && gpu.has_timestamps() {
+                let mut s = Session::new(m, SessionOptions { batch: 1, context: 16, prefill_chunk: 4, kv_f16: false }).unwrap();
+                pollster::block_on(s.prefill(0, &toks[..3], Logits::None)).unwrap();
+                s.set_profiling(true).unwrap();
+                pollster::block_on(s.decode(&[toks[3]], Exec::Fused, true)).unwrap();
+                let norms = s.profile().iter().filter(|(l, _)| l.ends_with("_norm")).count();
+                // Unfused: input_norm and post_norm per layer, final_norm once.
+                let want_norms = if fuse { 0 } else { 2 * c.cfg.num_hidden_layers + 1 };
+                assert_eq!(norms, want_norms, "fuse_norms={fuse}: {:?}", s.profile());
+            }
         }
     }
 }
