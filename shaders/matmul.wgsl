@@ -6,44 +6,16 @@
 //   matmul_rows:  few rows (decode, B*L rows): each weight element is read once and used for
 //                 every row of the pass (cross-loop parallelism is this sharing).
 
-struct Params {
-    accumulate: u32,
-    has_bias: u32,
-    _p0: u32,
-    _p1: u32,
-}
+// #include matmul_common
 
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<uniform> pass_: Pass;
 @group(0) @binding(2) var<storage, read> x: array<f32>;       // [R, K]
 @group(0) @binding(3) var<storage, read> w: array<u32>;       // [O, K], f32 bits or packed f16
-@group(0) @binding(4) var<storage, read> bias: array<f32>;    // [O] (a dummy when absent)
-@group(0) @binding(5) var<storage, read_write> y: array<f32>; // [R, O]
 
 fn w_at(i: u32) -> f32 {
     if (W_F16) {
         return f16_at(w[i >> 1u], i & 1u);
     }
     return bitcast<f32>(w[i]);
-}
-
-fn num_rows() -> u32 {
-    if (ROWS_FROM_LOGITS) {
-        return pass_.logit_rows;
-    }
-    return pass_.rows;
-}
-
-fn store(r: u32, o: u32, v: f32) {
-    var acc = v;
-    if (params.has_bias == 1u) {
-        acc += bias[o];
-    }
-    let i = r * O + o;
-    if (params.accumulate == 1u) {
-        acc += y[i];
-    }
-    y[i] = acc;
 }
 
 const TM: u32 = 64u;  // rows per tile
@@ -107,12 +79,7 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
 
 // matmul_rows: 32 outputs per workgroup, 8 lanes per output splitting K (lane l reads
 // k = l, l+8, ...: the 8 lanes of an output read 8 consecutive weights), all rows of a block of
-// RB rows per weight read. Partial sums meet in workgroup memory once per row block.
-const RB: u32 = 4u;     // rows per register block
-const LANES: u32 = 8u;  // threads per output
-const NO: u32 = 32u;    // outputs per workgroup
-var<workgroup> red: array<f32, 1024>;  // [RB][NO * LANES]
-
+// RB rows per weight read (matmul_common). Partial sums meet in workgroup memory once per block.
 @compute @workgroup_size(256)
 fn matmul_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) tid: u32) {
@@ -137,20 +104,6 @@ fn matmul_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
                 if (n > 3u) { a3 += wv * x[xb + 3u * K]; }
             }
         }
-        red[tid] = a0;
-        red[256u + tid] = a1;
-        red[512u + tid] = a2;
-        red[768u + tid] = a3;
-        workgroupBarrier();
-        if (live && lane < n) {
-            // Lane i of each output finishes row rb + i.
-            let base = lane * 256u + (tid - lane);
-            var sum = 0.0;
-            for (var l = 0u; l < LANES; l++) {
-                sum += red[base + l];
-            }
-            store(rb + lane, o, sum);
-        }
-        workgroupBarrier();
+        reduce_store(tid, live, o, rb, n, vec4<f32>(a0, a1, a2, a3), vec4<f32>(1.0));
     }
 }

@@ -12,39 +12,11 @@
 // Each weight chunk is read once per block of RB rows (cross-loop parallelism: one pass over the
 // weights serves all L loops of a decode step when B*L <= RB).
 
-struct Params {
-    accumulate: u32,
-    has_bias: u32,
-    _p0: u32,
-    _p1: u32,
-}
+// #include matmul_common
 
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<uniform> pass_: Pass;
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;       // [R, K/4]
 @group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;       // [O, K/8] f16 pairs, or [O, K/4] f32 bits
-@group(0) @binding(4) var<storage, read> bias: array<f32>;          // [O] (a dummy when absent)
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;       // [R, O]
 @group(0) @binding(6) var<storage, read> nw: array<vec4<f32>>;      // [K/4] RMSNorm weight (NORM)
-
-fn num_rows() -> u32 {
-    if (ROWS_FROM_LOGITS) {
-        return pass_.logit_rows;
-    }
-    return pass_.rows;
-}
-
-fn store(r: u32, o: u32, v: f32) {
-    var acc = v;
-    if (params.has_bias == 1u) {
-        acc += bias[o];
-    }
-    let i = r * O + o;
-    if (params.accumulate == 1u) {
-        acc += y[i];
-    }
-    y[i] = acc;
-}
 
 // Weights per 16-byte chunk, chunks per weight row, vec4s per activation row.
 const CW: u32 = select(4u, 8u, W_F16);
@@ -98,10 +70,6 @@ fn dot_chunk(wc: Chunk, r: u32, c: u32) -> f32 {
     return dot(wc.lo, x[xrow(r) * K4 + c]);
 }
 
-const RB: u32 = 4u;     // rows per register block
-const LANES: u32 = 8u;  // threads per output
-const NO: u32 = 32u;    // outputs per workgroup
-var<workgroup> red: array<f32, 1024>;  // [RB][NO * LANES]
 var<workgroup> inv_sh: array<f32, RB>;  // NORM: 1 / rms of the block's rows
 
 // NORM: inv_sh[i] = 1 / sqrt(mean(x_{rb+i}^2) + EPS) for the n rows of the block; all threads call it.
@@ -163,23 +131,10 @@ fn matmul_rows_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
                 if (n > 3u) { a3 += dot_chunk(wc, rb + 3u, c); }
             }
         }
-        red[tid] = a0;
-        red[256u + tid] = a1;
-        red[512u + tid] = a2;
-        red[768u + tid] = a3;
-        workgroupBarrier();
-        if (live && lane < n) {
-            // Lane i of each output finishes row rb + i.
-            let base = lane * 256u + (tid - lane);
-            var sum = 0.0;
-            for (var l = 0u; l < LANES; l++) {
-                sum += red[base + l];
-            }
-            if (NORM) {
-                sum *= inv_sh[lane];
-            }
-            store(rb + lane, o, sum);
+        var scale = vec4<f32>(1.0);
+        if (NORM) {
+            scale = vec4<f32>(inv_sh[0], inv_sh[1], inv_sh[2], inv_sh[3]);
         }
-        workgroupBarrier();
+        reduce_store(tid, live, o, rb, n, vec4<f32>(a0, a1, a2, a3), scale);
     }
 }

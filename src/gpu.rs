@@ -14,6 +14,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("prelude", include_str!("../shaders/prelude.wgsl")),
     ("embed", include_str!("../shaders/embed.wgsl")),
     ("norm", include_str!("../shaders/norm.wgsl")),
+    ("matmul_common", include_str!("../shaders/matmul_common.wgsl")),
     ("matmul", include_str!("../shaders/matmul.wgsl")),
     ("matmul_vec", include_str!("../shaders/matmul_vec.wgsl")),
     ("rope", include_str!("../shaders/rope.wgsl")),
@@ -72,7 +73,20 @@ pub fn shader_source(shader: &str, defines: &Defines) -> Result<String> {
         entry: String::new(),
         msg: "no such shader".into(),
     })?;
-    Ok(format!("{}{}\n{}", defines.render(), find("prelude").unwrap_or_default(), body))
+    // `// #include NAME` lines pull in another file of SHADERS (one level).
+    let mut text = String::new();
+    for line in body.lines() {
+        match line.strip_prefix("// #include ") {
+            Some(name) => text += find(name.trim()).ok_or_else(|| Error::Shader {
+                shader: shader.into(),
+                entry: String::new(),
+                msg: format!("includes `{}`, which is not a shader", name.trim()),
+            })?,
+            None => text += line,
+        }
+        text.push('\n');
+    }
+    Ok(format!("{}{}\n{}", defines.render(), find("prelude").unwrap_or_default(), text))
 }
 
 /// Parses and validates a shader with naga; returns the module, its info, and for `entry` the

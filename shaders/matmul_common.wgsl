@@ -1,0 +1,61 @@
+// Shared by matmul.wgsl and matmul_vec.wgsl (`// #include matmul_common`): parameters, the
+// bindings both use the same way, the row count, the epilogue (bias, residual add), and the
+// row-sharing kernels' layout and reduction.
+
+struct Params {
+    accumulate: u32,
+    has_bias: u32,
+    _p0: u32,
+    _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<uniform> pass_: Pass;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;    // [O] (a dummy when absent)
+@group(0) @binding(5) var<storage, read_write> y: array<f32>; // [R, O]
+
+fn num_rows() -> u32 {
+    if (ROWS_FROM_LOGITS) {
+        return pass_.logit_rows;
+    }
+    return pass_.rows;
+}
+
+fn store(r: u32, o: u32, v: f32) {
+    var acc = v;
+    if (params.has_bias == 1u) {
+        acc += bias[o];
+    }
+    let i = r * O + o;
+    if (params.accumulate == 1u) {
+        acc += y[i];
+    }
+    y[i] = acc;
+}
+
+// Row-sharing kernels: 32 outputs per workgroup, 8 lanes per output splitting K, all rows of a
+// block of RB rows per weight read.
+const RB: u32 = 4u;     // rows per register block
+const LANES: u32 = 8u;  // threads per output
+const NO: u32 = 32u;    // outputs per workgroup
+var<workgroup> red: array<f32, 1024>;  // [RB][NO * LANES]
+
+// The lanes' partial sums `a` (rows rb .. rb+3) meet in workgroup memory; lane i of each output
+// finishes row rb + i, times scale[i]. All threads call it.
+fn reduce_store(tid: u32, live: bool, o: u32, rb: u32, n: u32, a: vec4<f32>, scale: vec4<f32>) {
+    red[tid] = a.x;
+    red[256u + tid] = a.y;
+    red[512u + tid] = a.z;
+    red[768u + tid] = a.w;
+    workgroupBarrier();
+    let lane = tid % LANES;
+    if (live && lane < n) {
+        let base = lane * 256u + (tid - lane);
+        var sum = 0.0;
+        for (var l = 0u; l < LANES; l++) {
+            sum += red[base + l];
+        }
+        store(rb + lane, o, sum * scale[lane]);
+    }
+    workgroupBarrier();
+}
