@@ -12,7 +12,8 @@
 #        grid.{json,md,svg}  the default grid: sizes tiny, small, medium; f32 and f16; L 2, 3;
 #                            B 1, 4, 16; T 128, 1024, 4096
 #        big.{json,md,svg}   smollm2-135m and llama-850m in f16 (the shapes other runtimes were
-#                            timed on), sessions with prefill up to 8192 tokens, per-kernel profile
+#                            timed on: decode after a 512-token prompt, T = 640; and T = 4096),
+#                            batch 1, per-kernel profile
 #        *.log, nvidia-smi.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,7 +51,7 @@ start=$(date +%s)
     --json "$out/grid.json" --markdown "$out/grid.md" --plot "$out/grid.svg" \
     2>&1 >/dev/null | tee "$out/grid.log"
 "$bin" bench --adapter nvidia --time-limit 150 --profile \
-    --preset smollm2-135m,llama-850m --dtype f16 --max-prefill-tokens 8192 \
+    --preset smollm2-135m,llama-850m --dtype f16 --batch 1 --context 640,4096 --max-prefill-tokens 8192 \
     --json "$out/big.json" --markdown "$out/big.md" --plot "$out/big.svg" \
     2>&1 >/dev/null | tee "$out/big.log"
 echo "bench-nvidia: done in $(( $(date +%s) - start )) s; results in $out" >&2
