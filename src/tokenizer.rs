@@ -175,6 +175,27 @@ impl Tokenizer {
     }
 }
 
+/// GPT-2's byte-level alphabet: the printable character that byte-level BPE tokenizers use for
+/// each byte value (printable Latin-1 bytes stand for themselves, the others map to U+0100..).
+/// For building or reading byte-level vocabularies (tests, fuzz harnesses, converters).
+pub fn byte_level_alphabet() -> Vec<char> {
+    let mut bs: Vec<u32> = (33..=126).chain(161..=172).chain(174..=255).collect();
+    let mut cs = bs.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !bs.contains(&b) {
+            bs.push(b);
+            cs.push(256 + n);
+            n += 1;
+        }
+    }
+    let mut out = vec![' '; 256];
+    for (b, c) in bs.iter().zip(&cs) {
+        out[*b as usize] = char::from_u32(*c).unwrap_or(' ');
+    }
+    out
+}
+
 /// minijinja instructions a chat template may run per rendering: real templates take a few
 /// hundred per message, so this covers conversations of tens of thousands of messages and stops
 /// a runaway template within a second or two.

@@ -230,19 +230,15 @@ fn seeds_load_through_the_harness() {
 fn saved_fuzz_cases_are_clean_errors() {
     let cases = root().join("tests/fuzz-cases");
     let mut n = 0;
-    for f in files(&cases.join("load_model")) {
-        let data = std::fs::read(&f).unwrap();
-        let what = f.display().to_string();
-        let out = bounded(&what, data.len(), || harness::load_model(&data));
-        last_err(&what, &out);
-        n += 1;
-    }
-    for f in files(&cases.join("gguf")) {
-        let data = std::fs::read(&f).unwrap();
-        let what = f.display().to_string();
-        let out = bounded(&what, data.len(), || harness::gguf(&data));
-        last_err(&what, &out);
-        n += 1;
+    let loaders: [(&str, fn(&[u8]) -> harness::Outcome); 2] = [("load_model", harness::load_model), ("gguf", harness::gguf)];
+    for (target, load) in loaders {
+        for f in files(&cases.join(target)) {
+            let data = std::fs::read(&f).unwrap();
+            let what = f.display().to_string();
+            let out = bounded(&what, data.len(), || load(&data));
+            last_err(&what, &out);
+            n += 1;
+        }
     }
     for f in files(&cases.join("tokenizer")) {
         let data = std::fs::read(&f).unwrap();

@@ -11,30 +11,11 @@ use plt::DType;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// GPT-2's byte-to-character table (the byte-level alphabet of BPE tokenizers).
-fn byte_chars() -> Vec<char> {
-    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
-    let mut cs = bs.clone();
-    let mut n = 0;
-    for b in 0..256u32 {
-        if !bs.contains(&b) {
-            bs.push(b);
-            cs.push(256 + n);
-            n += 1;
-        }
-    }
-    let mut table = vec![' '; 256];
-    for (b, c) in bs.iter().zip(cs) {
-        table[*b as usize] = char::from_u32(c).unwrap();
-    }
-    table
-}
-
 /// A byte-level BPE tokenizer with one token per byte (ids 0..256) and no merges, so every
 /// multi-byte character spans several tokens; id 256 is `<|end|>`.
 fn byte_tokenizer_json() -> Vec<u8> {
     let vocab: serde_json::Map<String, serde_json::Value> =
-        byte_chars().iter().enumerate().map(|(i, c)| (c.to_string(), i.into())).chain([("<|end|>".to_string(), 256.into())]).collect();
+        plt::tokenizer::byte_level_alphabet().iter().enumerate().map(|(i, c)| (c.to_string(), i.into())).chain([("<|end|>".to_string(), 256.into())]).collect();
     serde_json::to_vec(&serde_json::json!({
         "version": "1.0", "truncation": null, "padding": null,
         "added_tokens": [{"id": 256, "content": "<|end|>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}],

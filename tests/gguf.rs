@@ -267,32 +267,13 @@ fn permute_rows<T: Clone>(data: &[T], rows: usize, heads: usize) -> Vec<T> {
 // A tiny llama GGUF with a byte-level BPE tokenizer
 // ---------------------------------------------------------------------------------------------
 
-/// GPT-2's byte → printable character map.
-fn byte_chars() -> Vec<char> {
-    let mut bs: Vec<u32> = (33..=126).chain(161..=172).chain(174..=255).collect();
-    let mut cs = bs.clone();
-    let mut n = 0;
-    for b in 0..256u32 {
-        if !bs.contains(&b) {
-            bs.push(b);
-            cs.push(256 + n);
-            n += 1;
-        }
-    }
-    let mut out = vec![' '; 256];
-    for (b, c) in bs.iter().zip(&cs) {
-        out[*b as usize] = char::from_u32(*c).unwrap();
-    }
-    out
-}
-
 const MERGES: [&str; 10] = ["h e", "l l", "he ll", "hell o", "Ġ w", "o r", "Ġw or", "l d", "Ġwor ld", "1 2"];
 
 /// Control tokens, the 256 byte tokens, one token per merge, and a user-defined `<sep>`.
 fn vocab() -> (Vec<String>, Vec<i32>) {
     let mut tokens: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"].iter().map(|s| s.to_string()).collect();
     let mut types = vec![3, 3, 3];
-    for c in byte_chars() {
+    for c in plt::tokenizer::byte_level_alphabet() {
         tokens.push(c.to_string());
         types.push(1);
     }

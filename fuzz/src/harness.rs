@@ -145,29 +145,10 @@ pub fn word_tokenizer() -> &'static Tokenizer {
     })
 }
 
-/// GPT-2's byte → printable character map.
-fn byte_chars() -> Vec<char> {
-    let mut bs: Vec<u32> = (33..=126).chain(161..=172).chain(174..=255).collect();
-    let mut cs = bs.clone();
-    let mut n = 0;
-    for b in 0..256u32 {
-        if !bs.contains(&b) {
-            bs.push(b);
-            cs.push(256 + n);
-            n += 1;
-        }
-    }
-    let mut out = vec![' '; 256];
-    for (b, c) in bs.iter().zip(&cs) {
-        out[*b as usize] = char::from_u32(*c).unwrap();
-    }
-    out
-}
-
 /// A byte-level BPE tokenizer.json with one token per byte (ids 0..256, no merges, so every
 /// multi-byte character spans several ids) and a special `<|end|>` = 256 (as tests/generate.rs).
 pub fn byte_tokenizer_json() -> Vec<u8> {
-    let vocab: serde_json::Map<String, serde_json::Value> = byte_chars()
+    let vocab: serde_json::Map<String, serde_json::Value> = plt::tokenizer::byte_level_alphabet()
         .iter()
         .enumerate()
         .map(|(i, c)| (c.to_string(), i.into()))
