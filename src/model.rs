@@ -880,15 +880,14 @@ impl Session {
         self.profiler.as_ref().map(|p| p.last.as_slice()).unwrap_or(&[])
     }
 
-    /// Uploads the rows and pass records of one call.
-    fn write_tables(&self, passes: &[(Vec<Row>, PassPlan)]) {
+    /// Links each pass's rows into attention groups and uploads them and the pass records.
+    fn write_tables(&self, passes: &mut [(Vec<Row>, PassPlan)]) {
         let q = &self.model.gpu.queue;
         let row_bytes = std::mem::size_of::<Row>();
-        for (p, (rows, plan)) in passes.iter().enumerate() {
+        for (p, (rows, plan)) in passes.iter_mut().enumerate() {
             debug_assert!(rows.len() <= self.rmax);
-            let mut rows = rows.clone();
-            group_attention_rows(&mut rows);
-            q.write_buffer(&self.rows_table, (p * self.rmax * row_bytes) as u64, bytemuck::cast_slice(&rows));
+            group_attention_rows(rows);
+            q.write_buffer(&self.rows_table, (p * self.rmax * row_bytes) as u64, bytemuck::cast_slice(rows));
             let info = PassInfo { rows: plan.rows, logit_row0: plan.logit_row0, logit_rows: plan.logit_rows, seq0: plan.seq0 };
             q.write_buffer(&self.pass_table, (p * 16) as u64, bytemuck::bytes_of(&info));
         }
@@ -1079,7 +1078,7 @@ impl Session {
                 };
                 passes.push((rows, plan));
             }
-            self.write_tables(&passes);
+            self.write_tables(&mut passes);
             if sample_here {
                 // Sampling reads row 0 of the logits: ask for the last row only.
                 debug_assert_eq!(lrn, 1);
@@ -1153,7 +1152,7 @@ impl Session {
         let row = |l: usize, b: usize| {
             self.row(b, l, self.pos[b], tokens[b], 1, true, (l * bsz + b) as u32, (out_base + l * bsz + b) as u32)
         };
-        let passes: Vec<(Vec<Row>, PassPlan)> = if plt && exec == Exec::Fused {
+        let mut passes: Vec<(Vec<Row>, PassPlan)> = if plt && exec == Exec::Fused {
             let rows: Vec<Row> = (0..l_n).flat_map(|l| (0..bsz).map(move |b| (l, b))).map(|(l, b)| row(l, b)).collect();
             let plan = PassPlan {
                 rows: (l_n * bsz) as u32,
@@ -1184,7 +1183,7 @@ impl Session {
                 })
                 .collect()
         };
-        self.write_tables(&passes);
+        self.write_tables(&mut passes);
         if sample {
             let news: Vec<&[u32]> = tokens.chunks(1).collect();
             self.write_samplers(0..bsz, &news);
