@@ -1,6 +1,7 @@
 // Linear layers: y[r][o] (+)= sum_k x[r][k] * W[o][k] (+ bias[o]), W row-major [O, K].
 // `accumulate` fuses the residual add (h = h + W x) into the product.
-// Defines: K, O, W_F16, ROWS_FROM_LOGITS (rows = pass.logit_rows instead of pass.rows).
+// Defines: K, O, W_F16, ROWS_FROM_LOGITS (rows = pass.logit_rows instead of pass.rows),
+// SUBGROUPS (matmul_rows reduces by subgroup shuffles; see matmul_common.wgsl).
 // Two entry points, one per regime:
 //   matmul_tiled: many rows (prefill): 64x64 output tiles in workgroup memory, 4x4 per thread.
 //   matmul_rows:  few rows (decode, B*L rows): each weight element is read once and used for

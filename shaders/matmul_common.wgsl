@@ -1,6 +1,7 @@
 // Shared by matmul.wgsl and matmul_vec.wgsl (`// #include matmul_common`): parameters, the
 // bindings both use the same way, the row count, the epilogue (bias, residual add), and the
-// row-sharing kernels' layout and reduction.
+// row-sharing kernels' layout and reduction (subgroup shuffles with SUBGROUPS, else workgroup
+// memory).
 
 struct Params {
     accumulate: u32,
@@ -40,6 +41,24 @@ const LANES: u32 = 8u;  // threads per output
 const NO: u32 = 32u;    // outputs per workgroup
 var<workgroup> red: array<f32, 1024>;  // [RB][NO * LANES]
 
+// #if SUBGROUPS
+enable subgroups;
+
+// The lanes' partial sums `a` (rows rb .. rb+3) meet by subgroup shuffles: the 8 lanes of an
+// output are 8 neighbouring invocations of one subgroup (Gpu::new's probe checks that layout),
+// so a butterfly over xor 4, 2, 1 leaves every lane the four totals, with no workgroup memory
+// and no barrier. Lane i stores row rb + i, times scale[i]. All threads call it (uniformly).
+fn reduce_store(tid: u32, live: bool, o: u32, rb: u32, n: u32, a: vec4<f32>, scale: vec4<f32>) {
+    var s = a;
+    s += subgroupShuffleXor(s, 4u);
+    s += subgroupShuffleXor(s, 2u);
+    s += subgroupShuffleXor(s, 1u);
+    let lane = tid % LANES;
+    if (live && lane < n) {
+        store(rb + lane, o, s[lane] * scale[lane]);
+    }
+}
+// #else
 // The lanes' partial sums `a` (rows rb .. rb+3) meet in workgroup memory; lane i of each output
 // finishes row rb + i, times scale[i]. All threads call it.
 fn reduce_store(tid: u32, live: bool, o: u32, rb: u32, n: u32, a: vec4<f32>, scale: vec4<f32>) {
@@ -59,3 +78,4 @@ fn reduce_store(tid: u32, live: bool, o: u32, rb: u32, n: u32, a: vec4<f32>, sca
     }
     workgroupBarrier();
 }
+// #endif

@@ -4,7 +4,7 @@
 // every activation load one vec4<f32>, so a thread issues a quarter of the loads and the address
 // arithmetic, and consecutive lanes of an output read consecutive 16-byte chunks (8 lanes read
 // 128 contiguous bytes of the weight row per step).
-// Defines: K (a multiple of 8), O, W_F16, ROWS_FROM_LOGITS, NORM.
+// Defines: K (a multiple of 8), O, W_F16, ROWS_FROM_LOGITS, NORM, SUBGROUPS (matmul_common.wgsl).
 // NORM: the input is RMSNorm(x; nw) computed here (x = the raw hidden rows, and with
 // ROWS_FROM_LOGITS the rows from pass.logit_row0 on): y = inv_rms(x_r) * sum_k (W[o][k] nw[k])
 // x[r][k]. Each workgroup takes its rows' statistics first (K/256 loads per row and thread), so

@@ -115,6 +115,14 @@ pub struct BenchArgs {
     /// Pick the adapter whose name contains this (case-insensitive).
     #[arg(long)]
     pub adapter: Option<String>,
+    /// Decode matmuls reduce by subgroup shuffles: auto (when the adapter has subgroups and the
+    /// probe passes), on (an error without), off. For A/B runs. [default: auto]
+    #[arg(long, default_value = "auto")]
+    pub subgroups: String,
+    /// Decode passes fold RMSNorm into the next matmul: auto (GPUs yes, CPU adapters no), on,
+    /// off. For A/B runs. [default: auto]
+    #[arg(long, default_value = "auto")]
+    pub fuse_norms: String,
     /// Where the JSON report goes.
     #[arg(long, default_value = "bench.json")]
     pub json: PathBuf,
@@ -289,6 +297,8 @@ const GPU: Defaults = Defaults {
 };
 
 fn resolve(a: &BenchArgs, software: bool) -> Result<Settings> {
+    auto_on_off("--subgroups", &a.subgroups)?;
+    auto_on_off("--fuse-norms", &a.fuse_norms)?;
     let d = if a.quick {
         &QUICK
     } else if software {
@@ -626,6 +636,10 @@ pub struct AdapterReport {
     pub max_compute_invocations_per_workgroup: u32,
     /// Whether the device allocator reports allocations (needed for `kv.allocated_bytes`).
     pub allocator_report: bool,
+    /// The subgroup size when decode matmuls reduce by subgroup shuffles (else null).
+    pub subgroup_reduction: Option<u32>,
+    /// Decode passes fold RMSNorm into the next matmul.
+    pub fuse_norms: bool,
 }
 
 /// The machine the run was on: on a software adapter the CPU is the device, and a busy one
@@ -669,10 +683,16 @@ pub struct Report {
 pub fn run(args: &BenchArgs) -> Result<()> {
     let t0 = Instant::now();
     resolve(args, false)?; // argument errors before opening the device
-    let gpu = Arc::new(Gpu::new_blocking(&GpuOptions { adapter: args.adapter.clone(), ..Default::default() })?);
+    let gpu = Arc::new(Gpu::new_blocking(&GpuOptions {
+        adapter: args.adapter.clone(),
+        subgroups: auto_on_off("--subgroups", &args.subgroups)?,
+        fuse_norms: auto_on_off("--fuse-norms", &args.fuse_norms)?,
+        ..Default::default()
+    })?);
     let set = resolve(args, gpu.is_software())?;
     let adapter = adapter_report(&gpu);
     eprintln!("plt bench on {}", gpu.describe());
+    eprintln!("decode kernels: subgroup reductions {}, norms fused {}", on_off(gpu.subgroup_size.is_some()), on_off(gpu.fuse_norms));
     let copy = copy_bandwidth(&gpu, set.copy_bytes)?;
     eprintln!(
         "copy bandwidth: {:.1} GB/s (buffer copy {:.1}, copy kernel {:.1} by {})",
@@ -1239,6 +1259,26 @@ fn adapter_report(gpu: &Gpu) -> AdapterReport {
         max_compute_workgroup_storage_size: gpu.limits.max_compute_workgroup_storage_size,
         max_compute_invocations_per_workgroup: gpu.limits.max_compute_invocations_per_workgroup,
         allocator_report: gpu.device.generate_allocator_report().is_some(),
+        subgroup_reduction: gpu.subgroup_size,
+        fuse_norms: gpu.fuse_norms,
+    }
+}
+
+/// `auto` -> None, `on` -> Some(true), `off` -> Some(false).
+fn auto_on_off(flag: &str, v: &str) -> Result<Option<bool>> {
+    match v {
+        "auto" => Ok(None),
+        "on" => Ok(Some(true)),
+        "off" => Ok(Some(false)),
+        o => Err(Error::Input(format!("{flag}: expected auto, on or off, got `{o}`"))),
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
     }
 }
 

@@ -20,6 +20,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("rope", include_str!("../shaders/rope.wgsl")),
     ("attention", include_str!("../shaders/attention.wgsl")),
     ("elementwise", include_str!("../shaders/elementwise.wgsl")),
+    ("subgroups", include_str!("../shaders/subgroups.wgsl")),
     ("sample", include_str!("../shaders/sample.wgsl")),
 ];
 
@@ -66,35 +67,70 @@ impl Defines {
 }
 
 /// Full WGSL source of a shader with its defines (also what the naga tests validate).
+///
+/// Two line directives, each at the start of a line: `// #include NAME` pulls in another file of
+/// SHADERS (one level), and `// #if NAME` / `// #else` / `// #endif` keep one of two blocks by a
+/// bool define NAME (nesting allowed). `enable` directives of the kept text move to the top,
+/// ahead of the defines, where WGSL wants them.
 pub fn shader_source(shader: &str, defines: &Defines) -> Result<String> {
+    let err = |msg: String| Error::Shader { shader: shader.into(), entry: String::new(), msg };
     let find = |name: &str| SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s);
-    let body = find(shader).ok_or_else(|| Error::Shader {
-        shader: shader.into(),
-        entry: String::new(),
-        msg: "no such shader".into(),
-    })?;
-    // `// #include NAME` lines pull in another file of SHADERS (one level).
+    let body = find(shader).ok_or_else(|| err("no such shader".into()))?;
     let mut text = String::new();
     for line in body.lines() {
         match line.strip_prefix("// #include ") {
-            Some(name) => text += find(name.trim()).ok_or_else(|| Error::Shader {
-                shader: shader.into(),
-                entry: String::new(),
-                msg: format!("includes `{}`, which is not a shader", name.trim()),
-            })?,
+            Some(name) => {
+                text += find(name.trim()).ok_or_else(|| err(format!("includes `{}`, which is not a shader", name.trim())))?
+            }
             None => text += line,
         }
         text.push('\n');
     }
-    Ok(format!("{}{}\n{}", defines.render(), find("prelude").unwrap_or_default(), text))
+    let flag = |name: &str| {
+        defines.0.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()).ok_or_else(|| err(format!("`// #if {name}` needs a bool define `{name}`; none was given")))
+    };
+    let (mut enables, mut kept) = (String::new(), String::new());
+    // (keep this block, keep the enclosing one) per open `#if`.
+    let mut open: Vec<(bool, bool)> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let live = open.last().map_or(true, |&(keep, outer)| keep && outer);
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix("// #if ") {
+            match flag(name.trim())? {
+                Define::Bool(b) => open.push((b, live)),
+                other => return Err(err(format!("`// #if {}` needs a bool define, not {other:?}", name.trim()))),
+            }
+        } else if t == "// #else" {
+            let top = open.last_mut().ok_or_else(|| err(format!("line {}: `// #else` without `// #if`", i + 1)))?;
+            top.0 = !top.0;
+        } else if t == "// #endif" {
+            open.pop().ok_or_else(|| err(format!("line {}: `// #endif` without `// #if`", i + 1)))?;
+        } else if live {
+            let out = if t.starts_with("enable ") { &mut enables } else { &mut kept };
+            *out += line;
+            out.push('\n');
+        }
+    }
+    if !open.is_empty() {
+        return Err(err("`// #if` without `// #endif`".into()));
+    }
+    Ok(format!("{enables}{}{}\n{kept}", defines.render(), find("prelude").unwrap_or_default()))
 }
 
-/// Parses and validates a shader with naga; returns the module, its info, and for `entry` the
+/// The source as naga (wgpu's native shader front end) takes it: naga 30 allows subgroup
+/// operations without `enable subgroups;` and rejects that directive, which browsers require;
+/// the line is commented out (line numbers stay the same).
+pub fn naga_dialect(source: &str) -> String {
+    source.replace("enable subgroups;", "// enable subgroups; (implied in naga)")
+}
+
+/// Parses and validates a shader (standard WGSL, as `shader_source` gives it) with naga; returns the module, its info, and for `entry` the
 /// binding numbers (group 0) that the entry point uses.
 pub fn validate_shader(shader: &str, entry: &str, source: &str) -> Result<(naga::Module, Vec<u32>)> {
     let err = |msg: String| Error::Shader { shader: shader.into(), entry: entry.into(), msg };
+    let source = &naga_dialect(source);
     let module = naga::front::wgsl::parse_str(source).map_err(|e| err(e.emit_to_string(source)))?;
-    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default() | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32)
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default() | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32 | naga::valid::Capabilities::SUBGROUP)
         .validate(&module)
         .map_err(|e| err(format!("{:?}", e.into_inner())))?;
     let index = module
@@ -183,7 +219,15 @@ pub struct GpuOptions {
     /// two). Default: on for GPUs, off for CPU adapters (lavapipe), where every workgroup's
     /// extra statistics phase costs more than the dispatch it saves (measured: docs/benchmarks.md).
     pub fuse_norms: Option<bool>,
+    /// Decode matmuls reduce their lanes with subgroup shuffles instead of workgroup memory and
+    /// barriers. Default (`None`): when the adapter has the `subgroups` feature with subgroups
+    /// of at least 8 invocations and a probe dispatch confirms the lane layout the kernels rely on
+    /// (`shaders/subgroups.wgsl`). `Some(true)` makes their absence an error; `Some(false)`: never.
+    pub subgroups: Option<bool>,
 }
+
+/// Smallest subgroup the shuffle reductions work with (8 lanes per output in the decode matmuls).
+const SUBGROUP_MIN: u32 = 8;
 
 /// The device, queue and caches shared by every model and session on one adapter.
 pub struct Gpu {
@@ -194,6 +238,9 @@ pub struct Gpu {
     pub features: wgpu::Features,
     /// `GpuOptions::fuse_norms`, resolved for this adapter.
     pub fuse_norms: bool,
+    /// The subgroup size the probe saw, when decode matmuls use subgroup shuffles
+    /// (`GpuOptions::subgroups`); `None`: workgroup-memory reductions.
+    pub subgroup_size: Option<u32>,
     pipelines: Mutex<HashMap<String, Arc<Pipeline>>>,
     /// Bytes of every buffer created through this context (monotonic: a per-token allocation
     /// shows up as growth between decode steps).
@@ -233,8 +280,22 @@ impl Gpu {
         if let Some(m) = opts.max_buffer_size {
             limits.max_buffer_size = limits.max_buffer_size.min(m);
         }
-        // Optional features, used when present: GPU timestamps for the benchmark.
-        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        // Optional features, used when present: GPU timestamps for the benchmark, subgroups.
+        let mut features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        let sub_ok = adapter.features().contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= SUBGROUP_MIN;
+        if opts.subgroups == Some(true) && !sub_ok {
+            return Err(Error::Device(format!(
+                "subgroups were required, but {} has {} (subgroup sizes {}..={}; the kernels need at least {SUBGROUP_MIN})",
+                info.name,
+                if adapter.features().contains(wgpu::Features::SUBGROUP) { "the feature" } else { "no `subgroups` feature" },
+                info.subgroup_min_size,
+                info.subgroup_max_size
+            )));
+        }
+        let want_subgroups = sub_ok && opts.subgroups != Some(false);
+        if want_subgroups {
+            features |= wgpu::Features::SUBGROUP;
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("plt"),
@@ -261,18 +322,53 @@ impl Gpu {
         });
         log::info!("adapter: {} ({:?}, {:?}, {})", info.name, info.backend, info.device_type, info.driver);
         let fuse_norms = opts.fuse_norms.unwrap_or(info.device_type != wgpu::DeviceType::Cpu);
-        Ok(Gpu {
+        let mut gpu = Gpu {
             device,
             queue,
             info,
             limits,
             features,
             fuse_norms,
+            subgroup_size: None,
             pipelines: Mutex::new(HashMap::new()),
             allocated: Default::default(),
             error,
             lost,
-        })
+        };
+        if want_subgroups {
+            // A probe that cannot even run (a browser's compiler refusing it, say) only turns the
+            // subgroup path off.
+            gpu.subgroup_size = match gpu.probe_subgroups().await {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("subgroup probe did not run ({e}): decode matmuls reduce in workgroup memory");
+                    None
+                }
+            };
+            if gpu.subgroup_size.is_none() && opts.subgroups == Some(true) {
+                return Err(Error::Device(format!("subgroups were required, but {}'s subgroups failed the layout probe", gpu.info.name)));
+            }
+        }
+        log::info!("subgroup reductions: {:?}", gpu.subgroup_size);
+        Ok(gpu)
+    }
+
+    /// Runs `subgroups.wgsl`'s probe: one workgroup of 256 reports, per invocation, the subgroup
+    /// size when its subgroup invocation id is its local index modulo that size (subgroups are
+    /// runs of consecutive invocations) and a shuffle by xor 1, 2 and 4 reached the expected
+    /// neighbours. Returns the size when every invocation agrees, it is a power of two >= 8.
+    async fn probe_subgroups(&self) -> Result<Option<u32>> {
+        let p = self.pipeline("subgroups", "subgroup_probe", &Defines::new())?;
+        let out = self.storage("subgroup_probe", 256 * 4)?;
+        let d = self.dispatch(&p, &[(0, &out)], [Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(1)])?;
+        self.run(&[&d], 1, 1)?;
+        let got: Vec<u32> = self.read_storage_f32(&out, 256).await?.iter().map(|v| v.to_bits()).collect();
+        let size = got[0];
+        let ok = size >= SUBGROUP_MIN && size.is_power_of_two() && size <= 256 && got.iter().all(|&v| v == size);
+        if !ok {
+            log::warn!("subgroup probe failed ({:?}...): decode matmuls reduce in workgroup memory", &got[..16]);
+        }
+        Ok(ok.then_some(size))
     }
 
     pub fn new_blocking(opts: &GpuOptions) -> Result<Gpu> {
@@ -334,6 +430,9 @@ impl Gpu {
             return Ok(p.clone());
         }
         let (_, used) = validate_shader(shader, entry, &source)?;
+        // Native wgpu compiles WGSL with naga; browsers take the standard text.
+        #[cfg(not(target_arch = "wasm32"))]
+        let source = naga_dialect(&source);
         let label = format!("{shader}:{entry}");
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(&label),

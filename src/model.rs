@@ -519,7 +519,12 @@ impl Session {
             shape_defs().u32("SPLIT", len).u32("NSPLIT", n)
         };
         let mm_defs = |k: usize, o: usize, logits: bool| {
-            Defines::new().u32("K", k).u32("O", o).bool("W_F16", wf16).bool("ROWS_FROM_LOGITS", logits)
+            Defines::new()
+                .u32("K", k)
+                .u32("O", o)
+                .bool("W_F16", wf16)
+                .bool("ROWS_FROM_LOGITS", logits)
+                .bool("SUBGROUPS", gpu.subgroup_size.is_some())
         };
         let vec_defs = |k: usize, o: usize, logits: bool, norm: bool| {
             mm_defs(k, o, logits).bool("NORM", norm).f32("EPS", c.rms_norm_eps)

@@ -223,10 +223,14 @@ fn matmul_case(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf16: b
     let bbuf = upload(&g, "bias", &bias);
     let (rows, logit_rows) = if logits { (r + extra, r) } else { (r, r + extra) };
     let pbuf = pass(&g, rows, 1, logit_rows);
-    let mut defs = Defines::new().u32("K", k).u32("O", o).bool("W_F16", wf16).bool("ROWS_FROM_LOGITS", logits);
-    if entry == "matmul_rows_vec" {
-        defs = defs.bool("NORM", norm).f32("EPS", EPS);
-    }
+    let defs_for = |sg: bool| {
+        let d = Defines::new().u32("K", k).u32("O", o).bool("W_F16", wf16).bool("ROWS_FROM_LOGITS", logits).bool("SUBGROUPS", sg);
+        if entry == "matmul_rows_vec" {
+            d.bool("NORM", norm).f32("EPS", EPS)
+        } else {
+            d
+        }
+    };
     let grid = match entry {
         "matmul_tiled" => {
             let rd = if logits { Dim::LogitRows(64) } else { Dim::Rows(64) };
@@ -242,7 +246,10 @@ fn matmul_case(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf16: b
         x[..r * k].to_vec()
     };
     let prod: Vec<f64> = (0..r * o).map(|i| dot(&xin[i / o * k..(i / o + 1) * k], &wv[i % o * k..(i % o + 1) * k])).collect();
-    for (acc, has_bias) in [(false, false), (true, false), (false, true), (true, true)] {
+    // Both reductions where the adapter has subgroups (workgroup memory, subgroup shuffles).
+    let variants = if g.subgroup_size.is_some() { vec![false, true] } else { vec![false] };
+    for (sg, acc, has_bias) in variants.iter().flat_map(|&sg| [(sg, false, false), (sg, true, false), (sg, false, true), (sg, true, true)]) {
+        let defs = defs_for(sg);
         let mut y0 = vec![poison(); (r + extra) * o];
         if acc {
             for v in &mut y0[..r * o] {
@@ -269,7 +276,7 @@ fn matmul_case(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf16: b
         let bufs = [(0, &prm), (1, &pbuf), (2, &xbuf), (3, &wbuf), (4, &bbuf), (5, &ybuf), (6, &nbuf)];
         let shader = if entry == "matmul_rows_vec" { "matmul_vec" } else { "matmul" };
         launch(&g, shader, entry, &defs, &bufs, grid, rows, logit_rows);
-        let what = format!("{entry} R={r} K={k} O={o} f16={wf16} rows_from_logits={logits} norm={norm} accumulate={acc} bias={has_bias}");
+        let what = format!("{entry} R={r} K={k} O={o} f16={wf16} rows_from_logits={logits} norm={norm} subgroups={sg} accumulate={acc} bias={has_bias}");
         compare(&what, &read(&g, &ybuf, (r + extra) * o), &want, rows_of(o), TOL);
     }
 }

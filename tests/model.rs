@@ -401,11 +401,17 @@ fn long_context_decode_splits_attention_and_matches_forward() {
 /// `GpuOptions::fuse_norms`: decode passes fold each RMSNorm into the matmul reading it (on GPUs
 /// by default; forced here, since the test adapter is a CPU one). Every option of the spec,
 /// fused and sequential, against the reference; the profile shows no norm dispatch in decode.
+/// The unfused run also turns subgroup reductions off (`GpuOptions::subgroups`), so the
+/// workgroup-memory reduction is checked at model level too (the other tests use the default).
 #[test]
 fn fused_norms_match_reference() {
     for fuse in [true, false] {
-        let gpu = Arc::new(plt::gpu::Gpu::new_blocking(&plt::gpu::GpuOptions { fuse_norms: Some(fuse), ..Default::default() }).unwrap());
+        let subgroups = if fuse { None } else { Some(false) };
+        let gpu = Arc::new(plt::gpu::Gpu::new_blocking(&plt::gpu::GpuOptions { fuse_norms: Some(fuse), subgroups, ..Default::default() }).unwrap());
         assert_eq!(gpu.fuse_norms, fuse);
+        if !fuse {
+            assert_eq!(gpu.subgroup_size, None);
+        }
         for (i, c) in cases().iter().enumerate() {
             let w = weights(&c.cfg, 110 + i as u64, c.dtype, c.bias);
             let toks = tokens(10, c.cfg.vocab_size, 1100 + i as u64);

@@ -32,13 +32,15 @@ fn all() -> Vec<(&'static str, &'static str, Defines)> {
     let mut v = Vec::new();
     for f16 in [false, true] {
         for logits in [false, true] {
-            for entry in ["matmul_tiled", "matmul_rows"] {
-                let d = Defines::new().u32("K", 33).u32("O", 70).bool("W_F16", f16).bool("ROWS_FROM_LOGITS", logits);
-                v.push(("matmul", entry, d));
-            }
-            for norm in [false, true] {
-                let d = Defines::new().u32("K", 40).u32("O", 70).bool("W_F16", f16).bool("ROWS_FROM_LOGITS", logits);
-                v.push(("matmul_vec", "matmul_rows_vec", d.bool("NORM", norm).f32("EPS", 1e-5)));
+            for sg in [false, true] {
+                for entry in ["matmul_tiled", "matmul_rows"] {
+                    let d = Defines::new().u32("K", 33).u32("O", 70).bool("W_F16", f16).bool("ROWS_FROM_LOGITS", logits);
+                    v.push(("matmul", entry, d.bool("SUBGROUPS", sg)));
+                }
+                for norm in [false, true] {
+                    let d = Defines::new().u32("K", 40).u32("O", 70).bool("W_F16", f16).bool("ROWS_FROM_LOGITS", logits);
+                    v.push(("matmul_vec", "matmul_rows_vec", d.bool("NORM", norm).f32("EPS", 1e-5).bool("SUBGROUPS", sg)));
+                }
             }
         }
         v.push(("embed", "embed_input", Defines::new().u32("D", 40).bool("W_F16", f16)));
@@ -47,6 +49,7 @@ fn all() -> Vec<(&'static str, &'static str, Defines)> {
         v.push(("norm", entry, Defines::new().u32("D", 40).f32("EPS", 1e-5).u32("WG", 64)));
     }
     v.push(("elementwise", "swiglu", Defines::new().u32("F", 72)));
+    v.push(("subgroups", "subgroup_probe", Defines::new()));
     v.push(("sample", "sample", Defines::new().u32("V", 300).u32("HMAX", 256)));
     for kv_f16 in [false, true] {
         for entry in ["rope_store", "ring_store"] {
@@ -74,9 +77,9 @@ fn every_entry_point_validates() {
     }
     // Every entry point of every shader file is in the list above (files without entry points,
     // the prelude and included pieces, are part of the others).
-    for (name, _) in SHADERS.iter().filter(|(n, body)| body.contains("@compute")) {
+    for (name, _) in SHADERS.iter().filter(|(_, body)| body.contains("@compute")) {
         let src = shader_source(name, &list.iter().find(|(s, _, _)| s == name).unwrap().2).unwrap();
-        let module = naga::front::wgsl::parse_str(&src).unwrap();
+        let module = naga::front::wgsl::parse_str(&plt::gpu::naga_dialect(&src)).unwrap();
         for ep in &module.entry_points {
             assert!(list.iter().any(|(s, e, _)| s == name && *e == ep.name), "{name}:{} is not validated", ep.name);
         }
@@ -91,6 +94,26 @@ fn errors_name_the_shader_and_entry() {
     let src = shader_source("elementwise", &Defines::new().u32("F", 4)).unwrap();
     let e = validate_shader("elementwise", "nope", &src).unwrap_err().to_string();
     assert!(e.contains("no such entry point"), "{e}");
+}
+
+/// `// #if NAME` blocks follow the bool define, `enable` lines move to the top, and a missing
+/// or non-bool define is an error naming it.
+#[test]
+fn conditional_blocks_and_enables() {
+    let d = |sg: bool| Defines::new().u32("K", 40).u32("O", 70).bool("W_F16", true).bool("ROWS_FROM_LOGITS", false).bool("NORM", false).f32("EPS", 1e-5).bool("SUBGROUPS", sg);
+    let on = shader_source("matmul_vec", &d(true)).unwrap();
+    let off = shader_source("matmul_vec", &d(false)).unwrap();
+    assert!(on.starts_with("enable subgroups;\n"), "{}", &on[..80]);
+    assert!(on.contains("subgroupShuffleXor") && !off.contains("subgroupShuffleXor"));
+    assert!(!off.contains("enable ") && off.contains("red[base + l]") && !on.contains("red[base + l]"));
+    let directive = |src: &str| src.lines().any(|l| l.trim_start().starts_with("// #"));
+    assert!(!directive(&on) && !directive(&off), "directive lines are not passed on");
+    assert_eq!(on.matches("fn reduce_store").count(), 1);
+    let none = Defines::new().u32("K", 40).u32("O", 70).bool("W_F16", true).bool("ROWS_FROM_LOGITS", false).bool("NORM", false).f32("EPS", 1e-5);
+    let e = shader_source("matmul_vec", &none).unwrap_err().to_string();
+    assert!(e.contains("matmul_vec") && e.contains("SUBGROUPS"), "{e}");
+    let e = shader_source("matmul_vec", &none.u32("SUBGROUPS", 1)).unwrap_err().to_string();
+    assert!(e.contains("bool define"), "{e}");
 }
 
 /// The WGSL `Row` and `Pass` structs have the host structs' sizes (the layouts must agree).
