@@ -1,9 +1,11 @@
 // Element-wise ops. Defines: F (MLP width). Grid: (ceil(F/64), R).
 
-@group(0) @binding(0) var<storage, read> gu: array<f32>;        // [R, 2F]: gate_proj | up_proj
+@group(0) @binding(0) var<storage, read> gu: array<f32>;        // [R, 2F]: (gate_j, up_j) pairs
 @group(0) @binding(1) var<storage, read_write> act: array<f32>; // [R, F]
 
-// SwiGLU: act = silu(gate) * up, silu(x) = x * sigmoid(x).
+// SwiGLU: act = silu(gate) * up, silu(x) = x * sigmoid(x). The gate_up matmul's output pairs
+// are interleaved (its weight rows are; see matmul_common.wgsl GLU); prefill passes use this
+// kernel, decode passes the matmul's GLU epilogue.
 @compute @workgroup_size(64)
 fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
     let j = gid.x;
@@ -11,7 +13,7 @@ fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (j >= F) {
         return;
     }
-    let g = gu[r * 2u * F + j];
-    let u = gu[r * 2u * F + F + j];
+    let g = gu[r * 2u * F + 2u * j];
+    let u = gu[r * 2u * F + 2u * j + 1u];
     act[r * F + j] = g / (1.0 + exp(-g)) * u;
 }

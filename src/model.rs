@@ -165,13 +165,24 @@ struct GpuLayer {
     qkv_bias: Option<wgpu::Buffer>,         // [H*Dh + 2*Hkv*Dh]
     o_proj: wgpu::Buffer,                   // [D, H*Dh]
     post_attention_layernorm: wgpu::Buffer, // [D]
-    gate_up_proj: wgpu::Buffer,             // [2F, D]: gate_proj | up_proj rows
+    gate_up_proj: wgpu::Buffer,             // [2F, D]: rows gate_0, up_0, gate_1, up_1, ..
     down_proj: wgpu::Buffer,                // [D, F]
     plt_gate: Option<wgpu::Buffer>,         // [H*GW] weight | [H] bias | [D] gate_norm
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     bytemuck::cast_slice(v).to_vec()
+}
+
+/// Rows of `a` and `b` (both [n, k]) alternated: a_0, b_0, a_1, b_1, .. (the gate/up pairs the
+/// GLU epilogue of the decode matmul pairs up; see shaders/matmul_common.wgsl).
+fn interleave_rows(a: &[f32], b: &[f32], k: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    for (ra, rb) in a.chunks_exact(k).zip(b.chunks_exact(k)) {
+        out.extend_from_slice(ra);
+        out.extend_from_slice(rb);
+    }
+    out
 }
 
 impl GpuModel {
@@ -247,7 +258,7 @@ impl GpuModel {
                 )?,
                 gate_up_proj: mat(
                     &format!("layers.{i}.gate_up_proj"),
-                    &[&l.mlp.gate_proj.weight.data, &l.mlp.up_proj.weight.data],
+                    &[&interleave_rows(&l.mlp.gate_proj.weight.data, &l.mlp.up_proj.weight.data, cfg.hidden_size)],
                 )?,
                 down_proj: mat(&format!("layers.{i}.down_proj"), &[&l.mlp.down_proj.weight.data])?,
                 plt_gate,
@@ -549,31 +560,36 @@ impl Session {
         let p_swiglu = gpu.pipeline("elementwise", "swiglu", &Defines::new().u32("F", f))?;
         let uni = |acc: bool, bias: bool| gpu.uniform("mm_params", bytemuck::cast_slice(&[acc as u32, bias as u32, 0, 0]));
         // `norm`: (raw input rows, RMSNorm weight) when `x` is that norm's output.
-        let mm = |k: usize, o: usize, x: &wgpu::Buffer, wt: &wgpu::Buffer, bias: Option<&wgpu::Buffer>, y: &wgpu::Buffer, acc: bool, logits: bool, norm: Option<(&wgpu::Buffer, &wgpu::Buffer)>| -> Result<Mm> {
-            let defs = mm_defs(k, o, logits);
+        // `glu`: the SwiGLU output buffer when the weight rows are gate/up pairs: the row-sharing
+        // kernels write silu(gate) * up there themselves (GLU), the tiled one writes `y` (the
+        // pairs; the swiglu dispatch follows it).
+        let mm = |k: usize, o: usize, x: &wgpu::Buffer, wt: &wgpu::Buffer, bias: Option<&wgpu::Buffer>, y: &wgpu::Buffer, acc: bool, logits: bool, norm: Option<(&wgpu::Buffer, &wgpu::Buffer)>, glu: Option<&wgpu::Buffer>| -> Result<Mm> {
+            let defs = mm_defs(k, o, logits).bool("GLU", false);
             let params = uni(acc, bias.is_some());
             // (Binding 6, the norm weight, is unused without NORM: a dummy.)
             let bufs = [(0, &params), (1, &pass_live), (2, x), (3, wt), (4, bias.unwrap_or(&model.dummy)), (5, y), (6, &model.dummy)];
             let rows_dim = if logits { Dim::LogitRows(64) } else { Dim::Rows(64) };
             let rows_grid = [Dim::Fixed(o.div_ceil(32) as u32), Dim::Fixed(1), Dim::Fixed(1)];
             let tiled = gpu.pipeline("matmul", "matmul_tiled", &defs)?;
+            let ry = glu.unwrap_or(y);
+            let rbufs = [(0, &params), (1, &pass_live), (2, x), (3, wt), (4, bias.unwrap_or(&model.dummy)), (5, ry), (6, &model.dummy)];
             // 16-byte loads when every weight row starts on a 16-byte boundary.
             let rowsk = if k % 8 == 0 {
-                gpu.pipeline("matmul_vec", "matmul_rows_vec", &vec_defs(k, o, logits, false))?
+                gpu.pipeline("matmul_vec", "matmul_rows_vec", &vec_defs(k, o, logits, false).bool("GLU", glu.is_some()))?
             } else {
-                gpu.pipeline("matmul", "matmul_rows", &defs)?
+                gpu.pipeline("matmul", "matmul_rows", &mm_defs(k, o, logits).bool("GLU", glu.is_some()))?
             };
             let rows_normed = match norm {
                 Some((raw, nw)) if k % 8 == 0 && gpu.fuse_norms => {
-                    let p = gpu.pipeline("matmul_vec", "matmul_rows_vec", &vec_defs(k, o, logits, true))?;
-                    let nbufs = [(0, &params), (1, &pass_live), (2, raw), (3, wt), (4, bias.unwrap_or(&model.dummy)), (5, y), (6, nw)];
+                    let p = gpu.pipeline("matmul_vec", "matmul_rows_vec", &vec_defs(k, o, logits, true).bool("GLU", glu.is_some()))?;
+                    let nbufs = [(0, &params), (1, &pass_live), (2, raw), (3, wt), (4, bias.unwrap_or(&model.dummy)), (5, ry), (6, nw)];
                     Some(gpu.dispatch(&p, &nbufs, rows_grid)?)
                 }
                 _ => None,
             };
             Ok(Mm {
                 tiled: gpu.dispatch(&tiled, &bufs, [Dim::Fixed(o.div_ceil(64) as u32), rows_dim, Dim::Fixed(1)])?,
-                rows: gpu.dispatch(&rowsk, &bufs, rows_grid)?,
+                rows: gpu.dispatch(&rowsk, &rbufs, rows_grid)?,
                 rows_normed,
             })
         };
@@ -592,7 +608,7 @@ impl Session {
             let gate = lw.plt_gate.as_ref().unwrap_or(&model.dummy);
             layers.push(LayerOps {
                 input_norm: norm(&p_rmsnorm, &hidden, &lw.input_layernorm, &normed, Dim::Rows(1))?,
-                qkv: mm(d, qkvd, &normed, &lw.qkv_proj, lw.qkv_bias.as_ref(), &qkv, false, false, Some((&hidden, &lw.input_layernorm)))?,
+                qkv: mm(d, qkvd, &normed, &lw.qkv_proj, lw.qkv_bias.as_ref(), &qkv, false, false, Some((&hidden, &lw.input_layernorm)), None)?,
                 rope_store: gpu.dispatch(
                     &p_rope,
                     &[(0, &rows_live), (1, &qkv), (2, &kv[i])],
@@ -622,15 +638,15 @@ impl Session {
                 } else {
                     None
                 },
-                o_proj: mm(qd, d, &att, &lw.o_proj, None, &hidden, true, false, None)?,
+                o_proj: mm(qd, d, &att, &lw.o_proj, None, &hidden, true, false, None, None)?,
                 post_norm: norm(&p_rmsnorm, &hidden, &lw.post_attention_layernorm, &normed, Dim::Rows(1))?,
-                gate_up: mm(d, 2 * f, &normed, &lw.gate_up_proj, None, &gu, false, false, Some((&hidden, &lw.post_attention_layernorm)))?,
+                gate_up: mm(d, 2 * f, &normed, &lw.gate_up_proj, None, &gu, false, false, Some((&hidden, &lw.post_attention_layernorm)), Some(&act))?,
                 swiglu: gpu.dispatch(
                     &p_swiglu,
                     &[(0, &gu), (1, &act)],
                     [Dim::Fixed(f.div_ceil(64) as u32), Dim::Rows(1), Dim::Fixed(1)],
                 )?,
-                down: mm(f, d, &act, &lw.down_proj, None, &hidden, true, false, None)?,
+                down: mm(f, d, &act, &lw.down_proj, None, &hidden, true, false, None, None)?,
             });
         }
         let graph = Graph {
@@ -648,7 +664,7 @@ impl Session {
                 &normed,
                 Dim::LogitRows(1),
             )?,
-            lm_head: mm(d, v, &normed, model.lm_head.as_ref().unwrap_or(&model.embed), None, &logits, false, true, Some((&hidden, &model.norm)))?,
+            lm_head: mm(d, v, &normed, model.lm_head.as_ref().unwrap_or(&model.embed), None, &logits, false, true, Some((&hidden, &model.norm)), None)?,
             sample: gpu.dispatch(
                 &gpu.pipeline("sample", "sample", &Defines::new().u32("V", v).u32("HMAX", MAX_PENALTY_WINDOW))?,
                 &[(0, &pass_live), (1, &sample_params), (2, &history), (3, &logits), (4, &work), (5, &chosen)],
@@ -837,7 +853,9 @@ impl Session {
             }
             v.push(("o_proj+residual", layer.o_proj.pick(r, lr, false)));
             normed(&mut v, ("post_norm", &layer.post_norm), ("gate_up_proj", &layer.gate_up), false);
-            v.push(("swiglu", &layer.swiglu));
+            if r > ROWS_KERNEL_MAX {
+                v.push(("swiglu", &layer.swiglu)); // (the row-sharing kernels apply it themselves)
+            }
             v.push(("down_proj+residual", layer.down.pick(r, lr, false)));
         }
         if plan.carry_out {

@@ -207,6 +207,13 @@ fn shuffled(rng: &mut Rng, n: usize) -> Vec<usize> {
 /// raw rows (with ROWS_FROM_LOGITS, from logit_row0 = 1 on) and y = W (RMSNorm(x; nw)).
 #[allow(clippy::too_many_arguments)]
 fn matmul_case(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf16: bool, logits: bool, norm: bool) {
+    matmul_case_glu(rng, entry, r, k, o, wf16, logits, norm, false);
+}
+
+/// `glu` (row-sharing kernels, O even): the weight rows are (gate, up) pairs and the kernel
+/// writes y[r][j] = silu(prod[r][2j]) * prod[r][2j + 1] into a [R, O/2] buffer (`GLU`).
+#[allow(clippy::too_many_arguments)]
+fn matmul_case_glu(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf16: bool, logits: bool, norm: bool, glu: bool) {
     let g = gpu();
     let extra = 3;
     let (wbytes, wv) = weight_words(&rng.normals(o * k, 1.0 / (k as f32).sqrt()), wf16);
@@ -224,7 +231,7 @@ fn matmul_case(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf16: b
     let (rows, logit_rows) = if logits { (r + extra, r) } else { (r, r + extra) };
     let pbuf = pass(&g, rows, 1, logit_rows);
     let defs_for = |sg: bool| {
-        let d = Defines::new().u32("K", k).u32("O", o).bool("W_F16", wf16).bool("ROWS_FROM_LOGITS", logits).bool("SUBGROUPS", sg);
+        let d = Defines::new().u32("K", k).u32("O", o).bool("W_F16", wf16).bool("ROWS_FROM_LOGITS", logits).bool("SUBGROUPS", sg).bool("GLU", glu);
         if entry == "matmul_rows_vec" {
             d.bool("NORM", norm).f32("EPS", EPS)
         } else {
@@ -248,6 +255,23 @@ fn matmul_case(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf16: b
     let prod: Vec<f64> = (0..r * o).map(|i| dot(&xin[i / o * k..(i / o + 1) * k], &wv[i % o * k..(i % o + 1) * k])).collect();
     // Both reductions where the adapter has subgroups (workgroup memory, subgroup shuffles).
     let variants = if g.subgroup_size.is_some() { vec![false, true] } else { vec![false] };
+    let shader = if entry == "matmul_rows_vec" { "matmul_vec" } else { "matmul" };
+    if glu {
+        assert!(o % 2 == 0 && entry != "matmul_tiled");
+        let f = o / 2;
+        let want: Vec<f32> = (0..(r + extra) * f)
+            .map(|i| if i >= r * f { poison() } else { (reference::silu(prod[i / f * o + 2 * (i % f)] as f32) as f64 * prod[i / f * o + 2 * (i % f) + 1]) as f32 })
+            .collect();
+        for sg in variants {
+            let ybuf = upload(&g, "y", &vec![poison(); (r + extra) * f]);
+            let prm = params(&g, [0, 0, 0, 0]);
+            let bufs = [(0, &prm), (1, &pbuf), (2, &xbuf), (3, &wbuf), (4, &bbuf), (5, &ybuf), (6, &nbuf)];
+            launch(&g, shader, entry, &defs_for(sg), &bufs, grid, rows, logit_rows);
+            let what = format!("{entry} GLU R={r} K={k} O={o} f16={wf16} rows_from_logits={logits} norm={norm} subgroups={sg}");
+            compare(&what, &read(&g, &ybuf, (r + extra) * f), &want, rows_of(f), TOL);
+        }
+        return;
+    }
     for (sg, acc, has_bias) in variants.iter().flat_map(|&sg| [(sg, false, false), (sg, true, false), (sg, false, true), (sg, true, true)]) {
         let defs = defs_for(sg);
         let mut y0 = vec![poison(); (r + extra) * o];
@@ -274,7 +298,6 @@ fn matmul_case(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf16: b
         let ybuf = upload(&g, "y", &y0);
         let prm = params(&g, [acc as u32, has_bias as u32, 0, 0]);
         let bufs = [(0, &prm), (1, &pbuf), (2, &xbuf), (3, &wbuf), (4, &bbuf), (5, &ybuf), (6, &nbuf)];
-        let shader = if entry == "matmul_rows_vec" { "matmul_vec" } else { "matmul" };
         launch(&g, shader, entry, &defs, &bufs, grid, rows, logit_rows);
         let what = format!("{entry} R={r} K={k} O={o} f16={wf16} rows_from_logits={logits} norm={norm} subgroups={sg} accumulate={acc} bias={has_bias}");
         compare(&what, &read(&g, &ybuf, (r + extra) * o), &want, rows_of(o), TOL);
@@ -321,6 +344,25 @@ fn matmul_rows_vec_norm_matches_cpu() {
     let mut rng = Rng::new(105);
     for logits in [false, true] {
         matmul_case(&mut rng, "matmul_rows_vec", 5, 1032, 40, true, logits, true);
+    }
+}
+
+/// The SwiGLU epilogue of the row-sharing kernels (`GLU`: gate/up weight rows interleaved,
+/// the kernel writes silu(gate) * up), both kernels, with and without the folded norm.
+#[test]
+fn matmul_rows_glu_matches_cpu() {
+    let mut rng = Rng::new(106);
+    for &(r, k, o) in &[(1, 3, 2), (5, 33, 70), (16, 65, 34)] {
+        for wf16 in [false, true] {
+            matmul_case_glu(&mut rng, "matmul_rows", r, k, o, wf16, false, false, true);
+        }
+    }
+    for &(r, k, o) in &[(1, 8, 2), (3, 16, 64), (6, 64, 70), (9, 40, 34), (16, 136, 66)] {
+        for wf16 in [false, true] {
+            for norm in [false, true] {
+                matmul_case_glu(&mut rng, "matmul_rows_vec", r, k, o, wf16, false, norm, true);
+            }
+        }
     }
 }
 
@@ -480,7 +522,7 @@ fn swiglu_matches_cpu() {
         let mut want = vec![poison(); (r + extra) * f];
         for i in 0..r {
             for j in 0..f {
-                let (gate, up) = (gu[i * 2 * f + j], gu[i * 2 * f + f + j]);
+                let (gate, up) = (gu[i * 2 * f + 2 * j], gu[i * 2 * f + 2 * j + 1]);
                 want[i * f + j] = (reference::silu(gate) as f64 * up as f64) as f32;
             }
         }

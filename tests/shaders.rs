@@ -35,11 +35,15 @@ fn all() -> Vec<(&'static str, &'static str, Defines)> {
             for sg in [false, true] {
                 for entry in ["matmul_tiled", "matmul_rows"] {
                     let d = Defines::new().u32("K", 33).u32("O", 70).bool("W_F16", f16).bool("ROWS_FROM_LOGITS", logits);
-                    v.push(("matmul", entry, d.bool("SUBGROUPS", sg)));
+                    for glu in [false, true] {
+                        v.push(("matmul", entry, d.clone().bool("SUBGROUPS", sg).bool("GLU", glu)));
+                    }
                 }
                 for norm in [false, true] {
                     let d = Defines::new().u32("K", 40).u32("O", 70).bool("W_F16", f16).bool("ROWS_FROM_LOGITS", logits);
-                    v.push(("matmul_vec", "matmul_rows_vec", d.bool("NORM", norm).f32("EPS", 1e-5).bool("SUBGROUPS", sg)));
+                    for glu in [false, true] {
+                        v.push(("matmul_vec", "matmul_rows_vec", d.clone().bool("NORM", norm).f32("EPS", 1e-5).bool("SUBGROUPS", sg).bool("GLU", glu)));
+                    }
                 }
             }
         }
@@ -100,7 +104,7 @@ fn errors_name_the_shader_and_entry() {
 /// or non-bool define is an error naming it.
 #[test]
 fn conditional_blocks_and_enables() {
-    let d = |sg: bool| Defines::new().u32("K", 40).u32("O", 70).bool("W_F16", true).bool("ROWS_FROM_LOGITS", false).bool("NORM", false).f32("EPS", 1e-5).bool("SUBGROUPS", sg);
+    let d = |sg: bool| Defines::new().u32("K", 40).u32("O", 70).bool("W_F16", true).bool("ROWS_FROM_LOGITS", false).bool("NORM", false).f32("EPS", 1e-5).bool("SUBGROUPS", sg).bool("GLU", false);
     let on = shader_source("matmul_vec", &d(true)).unwrap();
     let off = shader_source("matmul_vec", &d(false)).unwrap();
     assert!(on.starts_with("enable subgroups;\n"), "{}", &on[..80]);
