@@ -1,5 +1,5 @@
 // Shared by matmul.wgsl and matmul_vec.wgsl (`// #include matmul_common`): parameters, the
-// bindings both use the same way, the row count, the epilogue (bias, residual add, GLU), and the
+// bindings both use the same way, the row count, the epilogue (bias, residual add), and the
 // row-sharing kernels' layout and reduction (subgroup shuffles with SUBGROUPS, else workgroup
 // memory).
 
@@ -34,28 +34,6 @@ fn store(r: u32, o: u32, v: f32) {
     y[i] = acc;
 }
 
-// GLU (row-sharing kernels only): the weight rows are (gate, up) pairs interleaved (row 2j =
-// gate_j, row 2j + 1 = up_j, O = 2F) and the kernel writes SwiGLU's output instead of the
-// product: y[r][j] = silu(gate) * up, y being [R, O/2] (no bias, no accumulate). Both outputs of
-// a pair are in one workgroup (NO is even), neighbouring lane groups: they meet in workgroup memory.
-var<workgroup> glu_sh: array<f32, 256>;
-
-// The epilogue of lane `tid`'s value v for row r and output o (ok: a real row and output).
-// All threads call it (GLU has barriers).
-fn finish(tid: u32, ok: bool, r: u32, o: u32, v: f32) {
-    if (GLU) {
-        glu_sh[tid] = v;
-        workgroupBarrier();
-        if (ok && o % 2u == 0u) {
-            let u = glu_sh[tid + LANES];
-            y[r * (O / 2u) + o / 2u] = v / (1.0 + exp(-v)) * u;
-        }
-        workgroupBarrier();
-    } else if (ok) {
-        store(r, o, v);
-    }
-}
-
 // Row-sharing kernels: 32 outputs per workgroup, 8 lanes per output splitting K, all rows of a
 // block of RB rows per weight read.
 const RB: u32 = 4u;     // rows per register block
@@ -69,33 +47,43 @@ enable subgroups;
 // The lanes' partial sums `a` (rows rb .. rb+3) meet by subgroup shuffles: the 8 lanes of an
 // output are 8 neighbouring invocations of one subgroup (Gpu::new's probe checks that layout),
 // so a butterfly over xor 4, 2, 1 leaves every lane the four totals, with no workgroup memory
-// and no barrier. Lane i stores row rb + i, times scale[i]. All threads call it (uniformly).
-fn reduce_store(tid: u32, live: bool, o: u32, rb: u32, n: u32, a: vec4<f32>, scale: vec4<f32>) {
+// and no barrier. All threads call it (uniformly); lane i needs element i.
+fn reduce(tid: u32, a: vec4<f32>) -> vec4<f32> {
     var s = a;
     s += subgroupShuffleXor(s, 4u);
     s += subgroupShuffleXor(s, 2u);
     s += subgroupShuffleXor(s, 1u);
-    let lane = tid % LANES;
-    finish(tid, live && lane < n, rb + lane, o, s[lane] * scale[lane]);
+    return s;
 }
 // #else
-// The lanes' partial sums `a` (rows rb .. rb+3) meet in workgroup memory; lane i of each output
-// finishes row rb + i, times scale[i]. All threads call it.
-fn reduce_store(tid: u32, live: bool, o: u32, rb: u32, n: u32, a: vec4<f32>, scale: vec4<f32>) {
+// The lanes' partial sums `a` (rows rb .. rb+3) meet in workgroup memory; lane i < 4 of each
+// output gets row i's total as element i. All threads call it.
+fn reduce(tid: u32, a: vec4<f32>) -> vec4<f32> {
     red[tid] = a.x;
     red[256u + tid] = a.y;
     red[512u + tid] = a.z;
     red[768u + tid] = a.w;
     workgroupBarrier();
     let lane = tid % LANES;
-    var sum = 0.0;
-    if (live && lane < n) {
+    var t = vec4<f32>(0.0);
+    if (lane < RB) {
         let base = lane * 256u + (tid - lane);
+        var sum = 0.0;
         for (var l = 0u; l < LANES; l++) {
             sum += red[base + l];
         }
+        t[lane] = sum;
     }
     workgroupBarrier();
-    finish(tid, live && lane < n, rb + lane, o, sum * scale[lane]);
+    return t;
 }
 // #endif
+
+// Lane i of each output stores row rb + i (if i < n): its total times scale[i].
+fn reduce_store(tid: u32, live: bool, o: u32, rb: u32, n: u32, a: vec4<f32>, scale: vec4<f32>) {
+    let t = reduce(tid, a);
+    let lane = tid % LANES;
+    if (live && lane < n) {
+        store(rb + lane, o, t[lane] * scale[lane]);
+    }
+}

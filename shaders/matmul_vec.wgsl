@@ -4,7 +4,11 @@
 // every activation load one vec4<f32>, so a thread issues a quarter of the loads and the address
 // arithmetic, and consecutive lanes of an output read consecutive 16-byte chunks (8 lanes read
 // 128 contiguous bytes of the weight row per step).
-// Defines: K (a multiple of 8), O, W_F16, ROWS_FROM_LOGITS, NORM, SUBGROUPS (matmul_common.wgsl).
+// Defines: K (a multiple of 8), O, W_F16, ROWS_FROM_LOGITS, NORM, GLU, SUBGROUPS (matmul_common).
+// GLU: the weight rows are (gate, up) pairs (row 2j = gate_j, row 2j + 1 = up_j; O = 2F) and the
+// kernel writes SwiGLU's output y[r][j] = silu(gate) * up ([R, F]; no bias, no accumulate)
+// instead of the product: each lane group computes both rows of its pair, so the pair meets in
+// registers, and the swiglu dispatch and the [R, 2F] round trip are not needed in decode passes.
 // NORM: the input is RMSNorm(x; nw) computed here (x = the raw hidden rows, and with
 // ROWS_FROM_LOGITS the rows from pass.logit_row0 on): y = inv_rms(x_r) * sum_k (W[o][k] nw[k])
 // x[r][k]. Each workgroup takes its rows' statistics first (K/256 loads per row and thread), so
@@ -109,15 +113,15 @@ fn row_stats(rb: u32, n: u32, tid: u32) {
 fn matmul_rows_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) tid: u32) {
     let rows = num_rows();
+    // Output o of this lane group (with GLU: pair o, weight rows 2o and 2o + 1).
+    let outs = select(O, O / 2u, GLU);
     let o = group_index(wid, nwg) * NO + tid / LANES;
     let lane = tid % LANES;
-    let live = o < O;
-    let wrow = min(o, O - 1u) * KC;
+    let live = o < outs;
+    let wrow = select(1u, 2u, GLU) * min(o, outs - 1u) * KC;
     for (var rb = 0u; rb < rows; rb += RB) {
-        var a0 = 0.0;
-        var a1 = 0.0;
-        var a2 = 0.0;
-        var a3 = 0.0;
+        var a = vec4<f32>(0.0);
+        var b = vec4<f32>(0.0); // GLU: the up row's sums
         let n = min(RB, rows - rb);
         if (NORM) {
             row_stats(rb, n, tid);
@@ -125,16 +129,32 @@ fn matmul_rows_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         if (live) {
             for (var c = lane; c < KC; c += LANES) {
                 let wc = chunk(wrow + c, c);
-                a0 += dot_chunk(wc, rb, c);
-                if (n > 1u) { a1 += dot_chunk(wc, rb + 1u, c); }
-                if (n > 2u) { a2 += dot_chunk(wc, rb + 2u, c); }
-                if (n > 3u) { a3 += dot_chunk(wc, rb + 3u, c); }
+                a.x += dot_chunk(wc, rb, c);
+                if (n > 1u) { a.y += dot_chunk(wc, rb + 1u, c); }
+                if (n > 2u) { a.z += dot_chunk(wc, rb + 2u, c); }
+                if (n > 3u) { a.w += dot_chunk(wc, rb + 3u, c); }
+                if (GLU) {
+                    let wu = chunk(wrow + KC + c, c);
+                    b.x += dot_chunk(wu, rb, c);
+                    if (n > 1u) { b.y += dot_chunk(wu, rb + 1u, c); }
+                    if (n > 2u) { b.z += dot_chunk(wu, rb + 2u, c); }
+                    if (n > 3u) { b.w += dot_chunk(wu, rb + 3u, c); }
+                }
             }
         }
         var scale = vec4<f32>(1.0);
         if (NORM) {
             scale = vec4<f32>(inv_sh[0], inv_sh[1], inv_sh[2], inv_sh[3]);
         }
-        reduce_store(tid, live, o, rb, n, vec4<f32>(a0, a1, a2, a3), scale);
+        if (GLU) {
+            let g = reduce(tid, a) * scale;
+            let u = reduce(tid, b) * scale;
+            if (live && lane < n) {
+                let gl = g[lane];
+                y[(rb + lane) * outs + o] = gl / (1.0 + exp(-gl)) * u[lane];
+            }
+        } else {
+            reduce_store(tid, live, o, rb, n, a, scale);
+        }
     }
 }

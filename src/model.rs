@@ -320,6 +320,8 @@ struct Mm {
     /// itself (`NORM`), so decode passes skip the norm dispatch. None where K % 8 != 0 or the
     /// adapter does not fuse norms (`Gpu::fuse_norms`).
     rows_normed: Option<Dispatch>,
+    /// The row-sharing kernels apply SwiGLU themselves (gate_up, K % 8 == 0: `GLU`).
+    glu: bool,
 }
 
 impl Mm {
@@ -560,24 +562,28 @@ impl Session {
         let p_swiglu = gpu.pipeline("elementwise", "swiglu", &Defines::new().u32("F", f))?;
         let uni = |acc: bool, bias: bool| gpu.uniform("mm_params", bytemuck::cast_slice(&[acc as u32, bias as u32, 0, 0]));
         // `norm`: (raw input rows, RMSNorm weight) when `x` is that norm's output.
-        // `glu`: the SwiGLU output buffer when the weight rows are gate/up pairs: the row-sharing
-        // kernels write silu(gate) * up there themselves (GLU), the tiled one writes `y` (the
-        // pairs; the swiglu dispatch follows it).
+        // `glu`: the SwiGLU output buffer when the weight rows are gate/up pairs: the decode
+        // kernel (K % 8 == 0) writes silu(gate) * up there itself (GLU); the others write `y`
+        // (the pairs) and the swiglu dispatch follows them.
         let mm = |k: usize, o: usize, x: &wgpu::Buffer, wt: &wgpu::Buffer, bias: Option<&wgpu::Buffer>, y: &wgpu::Buffer, acc: bool, logits: bool, norm: Option<(&wgpu::Buffer, &wgpu::Buffer)>, glu: Option<&wgpu::Buffer>| -> Result<Mm> {
-            let defs = mm_defs(k, o, logits).bool("GLU", false);
+            let defs = mm_defs(k, o, logits);
             let params = uni(acc, bias.is_some());
             // (Binding 6, the norm weight, is unused without NORM: a dummy.)
             let bufs = [(0, &params), (1, &pass_live), (2, x), (3, wt), (4, bias.unwrap_or(&model.dummy)), (5, y), (6, &model.dummy)];
             let rows_dim = if logits { Dim::LogitRows(64) } else { Dim::Rows(64) };
-            let rows_grid = [Dim::Fixed(o.div_ceil(32) as u32), Dim::Fixed(1), Dim::Fixed(1)];
             let tiled = gpu.pipeline("matmul", "matmul_tiled", &defs)?;
-            let ry = glu.unwrap_or(y);
+            let glu = glu.filter(|_| k % 8 == 0);
+            let (ry, outs) = match glu {
+                Some(act) => (act, o / 2),
+                None => (y, o),
+            };
+            let rows_grid = [Dim::Fixed(outs.div_ceil(32) as u32), Dim::Fixed(1), Dim::Fixed(1)];
             let rbufs = [(0, &params), (1, &pass_live), (2, x), (3, wt), (4, bias.unwrap_or(&model.dummy)), (5, ry), (6, &model.dummy)];
             // 16-byte loads when every weight row starts on a 16-byte boundary.
             let rowsk = if k % 8 == 0 {
                 gpu.pipeline("matmul_vec", "matmul_rows_vec", &vec_defs(k, o, logits, false).bool("GLU", glu.is_some()))?
             } else {
-                gpu.pipeline("matmul", "matmul_rows", &mm_defs(k, o, logits).bool("GLU", glu.is_some()))?
+                gpu.pipeline("matmul", "matmul_rows", &defs)?
             };
             let rows_normed = match norm {
                 Some((raw, nw)) if k % 8 == 0 && gpu.fuse_norms => {
@@ -591,6 +597,7 @@ impl Session {
                 tiled: gpu.dispatch(&tiled, &bufs, [Dim::Fixed(o.div_ceil(64) as u32), rows_dim, Dim::Fixed(1)])?,
                 rows: gpu.dispatch(&rowsk, &rbufs, rows_grid)?,
                 rows_normed,
+                glu: glu.is_some(),
             })
         };
         let norm_apply = gpu.uniform("norm_params", bytemuck::cast_slice(&[c.normalize_per_loop as u32, 0, 0, 0]));
@@ -853,8 +860,8 @@ impl Session {
             }
             v.push(("o_proj+residual", layer.o_proj.pick(r, lr, false)));
             normed(&mut v, ("post_norm", &layer.post_norm), ("gate_up_proj", &layer.gate_up), false);
-            if r > ROWS_KERNEL_MAX {
-                v.push(("swiglu", &layer.swiglu)); // (the row-sharing kernels apply it themselves)
+            if r > ROWS_KERNEL_MAX || !layer.gate_up.glu {
+                v.push(("swiglu", &layer.swiglu)); // (else the decode kernel applied it)
             }
             v.push(("down_proj+residual", layer.down.pick(r, lr, false)));
         }

@@ -35,9 +35,7 @@ fn all() -> Vec<(&'static str, &'static str, Defines)> {
             for sg in [false, true] {
                 for entry in ["matmul_tiled", "matmul_rows"] {
                     let d = Defines::new().u32("K", 33).u32("O", 70).bool("W_F16", f16).bool("ROWS_FROM_LOGITS", logits);
-                    for glu in [false, true] {
-                        v.push(("matmul", entry, d.clone().bool("SUBGROUPS", sg).bool("GLU", glu)));
-                    }
+                    v.push(("matmul", entry, d.clone().bool("SUBGROUPS", sg)));
                 }
                 for norm in [false, true] {
                     let d = Defines::new().u32("K", 40).u32("O", 70).bool("W_F16", f16).bool("ROWS_FROM_LOGITS", logits);
