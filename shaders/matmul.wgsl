@@ -1,7 +1,8 @@
 // Linear layers: y[r][o] (+)= sum_k x[r][k] * W[o][k] (+ bias[o]), W row-major [O, K].
 // `accumulate` fuses the residual add (h = h + W x) into the product.
 // Defines: K, O, W_F16, ROWS_FROM_LOGITS (rows = pass.logit_rows instead of pass.rows),
-// SUBGROUPS (matmul_rows reduces by subgroup shuffles; see matmul_common.wgsl).
+// LANES, SUBGROUPS (matmul_rows: lanes per output, reduction by subgroup shuffles; see
+// matmul_common.wgsl).
 // Two entry points, one per regime:
 //   matmul_tiled: many rows (prefill): 64x64 output tiles in workgroup memory, 4x4 per thread.
 //   matmul_rows:  few rows (decode, B*L rows): each weight element is read once and used for
@@ -78,8 +79,8 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     }
 }
 
-// matmul_rows: 32 outputs per workgroup, 8 lanes per output splitting K (lane l reads
-// k = l, l+8, ...: the 8 lanes of an output read 8 consecutive weights), all rows of a block of
+// matmul_rows: 256 / LANES outputs per workgroup, LANES lanes per output splitting K (lane l
+// reads k = l, l+LANES, ...: the lanes of an output read consecutive weights), all rows of a block of
 // RB rows per weight read (matmul_common). Partial sums meet in workgroup memory once per block.
 @compute @workgroup_size(256)
 fn matmul_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

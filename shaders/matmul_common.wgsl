@@ -34,22 +34,29 @@ fn store(r: u32, o: u32, v: f32) {
     y[i] = acc;
 }
 
-// Row-sharing kernels: 32 outputs per workgroup, 8 lanes per output splitting K, all rows of a
-// block of RB rows per weight read.
-const RB: u32 = 4u;     // rows per register block
-const LANES: u32 = 8u;  // threads per output
-const NO: u32 = 32u;    // outputs per workgroup
+// Row-sharing kernels: LANES (a define: 8, 16 or 32) threads per output splitting K, 256 / LANES
+// outputs per workgroup, all rows of a block of RB rows per weight read. Few lanes per output
+// suit large O (and CPU adapters); many give a small O more workgroups (host: `decode_lanes`).
+const RB: u32 = 4u;             // rows per register block
+const NO: u32 = 256u / LANES;   // outputs per workgroup
 var<workgroup> red: array<f32, 1024>;  // [RB][NO * LANES]
 
 // #if SUBGROUPS
 enable subgroups;
 
-// The lanes' partial sums `a` (rows rb .. rb+3) meet by subgroup shuffles: the 8 lanes of an
-// output are 8 neighbouring invocations of one subgroup (Gpu::new's probe checks that layout),
-// so a butterfly over xor 4, 2, 1 leaves every lane the four totals, with no workgroup memory
-// and no barrier. All threads call it (uniformly); lane i needs element i.
+// The lanes' partial sums `a` (rows rb .. rb+3) meet by subgroup shuffles: the LANES lanes of
+// an output are neighbouring invocations of one subgroup (the host uses this path only when
+// Gpu::new's probe saw subgroups of at least LANES consecutive invocations), so a butterfly
+// over xor LANES/2, .., 2, 1 leaves every lane the four totals, with no workgroup memory and no
+// barrier. All threads call it (uniformly); lane i needs element i.
 fn reduce(tid: u32, a: vec4<f32>) -> vec4<f32> {
     var s = a;
+    if (LANES > 16u) {
+        s += subgroupShuffleXor(s, 16u);
+    }
+    if (LANES > 8u) {
+        s += subgroupShuffleXor(s, 8u);
+    }
     s += subgroupShuffleXor(s, 4u);
     s += subgroupShuffleXor(s, 2u);
     s += subgroupShuffleXor(s, 1u);

@@ -4,7 +4,8 @@
 // every activation load one vec4<f32>, so a thread issues a quarter of the loads and the address
 // arithmetic, and consecutive lanes of an output read consecutive 16-byte chunks (8 lanes read
 // 128 contiguous bytes of the weight row per step).
-// Defines: K (a multiple of 8), O, W_F16, ROWS_FROM_LOGITS, NORM, GLU, SUBGROUPS (matmul_common).
+// Defines: K (a multiple of 8), O, W_F16, ROWS_FROM_LOGITS, NORM, GLU, LANES and SUBGROUPS
+// (matmul_common).
 // GLU: the weight rows are (gate, up) pairs (row 2j = gate_j, row 2j + 1 = up_j; O = 2F) and the
 // kernel writes SwiGLU's output y[r][j] = silu(gate) * up ([R, F]; no bias, no accumulate)
 // instead of the product: each lane group computes both rows of its pair, so the pair meets in

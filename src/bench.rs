@@ -123,6 +123,10 @@ pub struct BenchArgs {
     /// off. For A/B runs. [default: auto]
     #[arg(long, default_value = "auto")]
     pub fuse_norms: String,
+    /// Threads per output in the decode matmuls: auto (8 on CPU adapters and for matrices of
+    /// 8,192 outputs or more, else 32), 8, 16 or 32. For A/B runs. [default: auto]
+    #[arg(long, default_value = "auto")]
+    pub lanes: String,
     /// Where the JSON report goes.
     #[arg(long, default_value = "bench.json")]
     pub json: PathBuf,
@@ -299,6 +303,7 @@ const GPU: Defaults = Defaults {
 fn resolve(a: &BenchArgs, software: bool) -> Result<Settings> {
     auto_on_off("--subgroups", &a.subgroups)?;
     auto_on_off("--fuse-norms", &a.fuse_norms)?;
+    parse_lanes(&a.lanes)?;
     let d = if a.quick {
         &QUICK
     } else if software {
@@ -640,6 +645,8 @@ pub struct AdapterReport {
     pub subgroup_reduction: Option<u32>,
     /// Decode passes fold RMSNorm into the next matmul.
     pub fuse_norms: bool,
+    /// `--lanes` (null: auto, per matmul: `Gpu::decode_lanes`).
+    pub decode_lanes: Option<u32>,
 }
 
 /// The machine the run was on: on a software adapter the CPU is the device, and a busy one
@@ -687,12 +694,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         adapter: args.adapter.clone(),
         subgroups: auto_on_off("--subgroups", &args.subgroups)?,
         fuse_norms: auto_on_off("--fuse-norms", &args.fuse_norms)?,
+        decode_lanes: parse_lanes(&args.lanes)?,
         ..Default::default()
     })?);
     let set = resolve(args, gpu.is_software())?;
     let adapter = adapter_report(&gpu);
     eprintln!("plt bench on {}", gpu.describe());
-    eprintln!("decode kernels: subgroup reductions {}, norms fused {}", on_off(gpu.subgroup_size.is_some()), on_off(gpu.fuse_norms));
+    eprintln!(
+        "decode kernels: subgroup reductions {} (subgroup size {:?}), norms fused {}, lanes per output {}",
+        on_off(gpu.subgroup_size.is_some()),
+        gpu.subgroup_size,
+        on_off(gpu.fuse_norms),
+        gpu.decode_lanes.map_or("auto".to_string(), |l| l.to_string())
+    );
     let copy = copy_bandwidth(&gpu, set.copy_bytes)?;
     eprintln!(
         "copy bandwidth: {:.1} GB/s (buffer copy {:.1}, copy kernel {:.1} by {})",
@@ -1261,6 +1275,16 @@ fn adapter_report(gpu: &Gpu) -> AdapterReport {
         allocator_report: gpu.device.generate_allocator_report().is_some(),
         subgroup_reduction: gpu.subgroup_size,
         fuse_norms: gpu.fuse_norms,
+        decode_lanes: gpu.decode_lanes,
+    }
+}
+
+/// `--lanes`: auto -> None, else 8, 16 or 32.
+fn parse_lanes(v: &str) -> Result<Option<u32>> {
+    match v {
+        "auto" => Ok(None),
+        "8" | "16" | "32" => Ok(Some(v.parse().unwrap_or(8))),
+        o => Err(Error::Input(format!("--lanes: expected auto, 8, 16 or 32, got `{o}`"))),
     }
 }
 

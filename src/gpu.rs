@@ -224,6 +224,9 @@ pub struct GpuOptions {
     /// of at least 8 invocations and a probe dispatch confirms the lane layout the kernels rely on
     /// (`shaders/subgroups.wgsl`). `Some(true)` makes their absence an error; `Some(false)`: never.
     pub subgroups: Option<bool>,
+    /// Threads per output in the decode matmuls (8, 16 or 32; 256 / lanes outputs per
+    /// workgroup). Default (`None`): per matmul, `Gpu::decode_lanes`.
+    pub decode_lanes: Option<u32>,
 }
 
 /// Smallest subgroup the shuffle reductions work with (8 lanes per output in the decode matmuls).
@@ -238,9 +241,13 @@ pub struct Gpu {
     pub features: wgpu::Features,
     /// `GpuOptions::fuse_norms`, resolved for this adapter.
     pub fuse_norms: bool,
-    /// The subgroup size the probe saw, when decode matmuls use subgroup shuffles
-    /// (`GpuOptions::subgroups`); `None`: workgroup-memory reductions.
+    /// The subgroup size the decode matmuls may count on (the probe's, capped by the adapter's
+    /// minimum), when they use subgroup shuffles (`GpuOptions::subgroups`); `None`:
+    /// workgroup-memory reductions. A matmul with more lanes per output than this reduces in
+    /// workgroup memory.
     pub subgroup_size: Option<u32>,
+    /// `GpuOptions::decode_lanes`.
+    pub decode_lanes: Option<u32>,
     pipelines: Mutex<HashMap<String, Arc<Pipeline>>>,
     /// Bytes of every buffer created through this context (monotonic: a per-token allocation
     /// shows up as growth between decode steps).
@@ -279,6 +286,11 @@ impl Gpu {
         }
         if let Some(m) = opts.max_buffer_size {
             limits.max_buffer_size = limits.max_buffer_size.min(m);
+        }
+        if let Some(l) = opts.decode_lanes {
+            if ![8, 16, 32].contains(&l) {
+                return Err(Error::Input(format!("decode lanes must be 8, 16 or 32, not {l}")));
+            }
         }
         // Optional features, used when present: GPU timestamps for the benchmark, subgroups.
         let mut features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
@@ -330,6 +342,7 @@ impl Gpu {
             features,
             fuse_norms,
             subgroup_size: None,
+            decode_lanes: opts.decode_lanes,
             pipelines: Mutex::new(HashMap::new()),
             allocated: Default::default(),
             error,
@@ -339,7 +352,7 @@ impl Gpu {
             // A probe that cannot even run (a browser's compiler refusing it, say) only turns the
             // subgroup path off.
             gpu.subgroup_size = match gpu.probe_subgroups().await {
-                Ok(s) => s,
+                Ok(s) => s.map(|s| s.min(gpu.info.subgroup_min_size)),
                 Err(e) => {
                     log::warn!("subgroup probe did not run ({e}): decode matmuls reduce in workgroup memory");
                     None
@@ -401,6 +414,26 @@ impl Gpu {
     /// Whether the device was lost (destroyed, reset, or its driver failed).
     pub fn is_lost(&self) -> bool {
         self.lost.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// Threads per output of a decode matmul with `outputs` outputs: `GpuOptions::decode_lanes`,
+    /// else 8 on CPU adapters (their "threads" are SIMD lanes: fewer, longer loops are cheaper)
+    /// and for large matrices, and 32 on GPUs when 8 would leave fewer than 256 workgroups (a
+    /// 576-wide projection gets 72 workgroups instead of 18, enough to spread over the SMs).
+    pub fn decode_lanes(&self, outputs: usize) -> u32 {
+        if let Some(l) = self.decode_lanes {
+            return l;
+        }
+        if self.is_software() || outputs.div_ceil(32) >= 256 {
+            8
+        } else {
+            32
+        }
+    }
+
+    /// Whether a decode matmul with `lanes` threads per output reduces by subgroup shuffles.
+    pub fn subgroup_reduce(&self, lanes: u32) -> bool {
+        self.subgroup_size.is_some_and(|s| s >= lanes)
     }
 
     pub fn has_timestamps(&self) -> bool {

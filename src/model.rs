@@ -531,16 +531,18 @@ impl Session {
             let (len, n) = split.unwrap_or((0, 1));
             shape_defs().u32("SPLIT", len).u32("NSPLIT", n)
         };
-        let mm_defs = |k: usize, o: usize, logits: bool| {
+        // `lanes`: threads per output of the row-sharing kernels (the tiled kernel ignores it).
+        let mm_defs = |k: usize, o: usize, logits: bool, lanes: u32| {
             Defines::new()
                 .u32("K", k)
                 .u32("O", o)
                 .bool("W_F16", wf16)
                 .bool("ROWS_FROM_LOGITS", logits)
-                .bool("SUBGROUPS", gpu.subgroup_size.is_some())
+                .u32("LANES", lanes as usize)
+                .bool("SUBGROUPS", gpu.subgroup_reduce(lanes))
         };
-        let vec_defs = |k: usize, o: usize, logits: bool, norm: bool| {
-            mm_defs(k, o, logits).bool("NORM", norm).f32("EPS", c.rms_norm_eps)
+        let vec_defs = |k: usize, o: usize, logits: bool, lanes: u32, norm: bool| {
+            mm_defs(k, o, logits, lanes).bool("NORM", norm).f32("EPS", c.rms_norm_eps)
         };
         let p_rmsnorm = gpu.pipeline("norm", "rmsnorm", &norm_defs)?;
         let p_embed = gpu.pipeline("embed", "embed_input", &Defines::new().u32("D", d).bool("W_F16", wf16))?;
@@ -566,7 +568,7 @@ impl Session {
         // kernel (K % 8 == 0) writes silu(gate) * up there itself (GLU); the others write `y`
         // (the pairs) and the swiglu dispatch follows them.
         let mm = |k: usize, o: usize, x: &wgpu::Buffer, wt: &wgpu::Buffer, bias: Option<&wgpu::Buffer>, y: &wgpu::Buffer, acc: bool, logits: bool, norm: Option<(&wgpu::Buffer, &wgpu::Buffer)>, glu: Option<&wgpu::Buffer>| -> Result<Mm> {
-            let defs = mm_defs(k, o, logits);
+            let defs = mm_defs(k, o, logits, 8);
             let params = uni(acc, bias.is_some());
             // (Binding 6, the norm weight, is unused without NORM: a dummy.)
             let bufs = [(0, &params), (1, &pass_live), (2, x), (3, wt), (4, bias.unwrap_or(&model.dummy)), (5, y), (6, &model.dummy)];
@@ -577,17 +579,18 @@ impl Session {
                 Some(act) => (act, o / 2),
                 None => (y, o),
             };
-            let rows_grid = [Dim::Fixed(outs.div_ceil(32) as u32), Dim::Fixed(1), Dim::Fixed(1)];
+            let lanes = gpu.decode_lanes(outs);
+            let rows_grid = [Dim::Fixed(outs.div_ceil(256 / lanes as usize) as u32), Dim::Fixed(1), Dim::Fixed(1)];
             let rbufs = [(0, &params), (1, &pass_live), (2, x), (3, wt), (4, bias.unwrap_or(&model.dummy)), (5, ry), (6, &model.dummy)];
             // 16-byte loads when every weight row starts on a 16-byte boundary.
             let rowsk = if k % 8 == 0 {
-                gpu.pipeline("matmul_vec", "matmul_rows_vec", &vec_defs(k, o, logits, false).bool("GLU", glu.is_some()))?
+                gpu.pipeline("matmul_vec", "matmul_rows_vec", &vec_defs(k, o, logits, lanes, false).bool("GLU", glu.is_some()))?
             } else {
-                gpu.pipeline("matmul", "matmul_rows", &defs)?
+                gpu.pipeline("matmul", "matmul_rows", &mm_defs(k, o, logits, lanes))?
             };
             let rows_normed = match norm {
                 Some((raw, nw)) if k % 8 == 0 && gpu.fuse_norms => {
-                    let p = gpu.pipeline("matmul_vec", "matmul_rows_vec", &vec_defs(k, o, logits, true).bool("GLU", glu.is_some()))?;
+                    let p = gpu.pipeline("matmul_vec", "matmul_rows_vec", &vec_defs(k, o, logits, lanes, true).bool("GLU", glu.is_some()))?;
                     let nbufs = [(0, &params), (1, &pass_live), (2, raw), (3, wt), (4, bias.unwrap_or(&model.dummy)), (5, ry), (6, nw)];
                     Some(gpu.dispatch(&p, &nbufs, rows_grid)?)
                 }

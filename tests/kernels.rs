@@ -52,18 +52,38 @@ fn dot(a: &[f32], b: &[f32]) -> f64 {
 /// `want` is poison must still be poison bit for bit; the others are compared per chunk by
 /// normalised MSE.
 fn compare(what: &str, got: &[f32], want: &[f32], width: usize, tol: f64) {
+    compare_scaled(what, got, want, want, width, tol);
+}
+
+/// `compare`, with the error of a chunk normalised by `scale` (per element) instead of `want`:
+/// for sums, scale = the sum of the terms' magnitudes, so that a result near zero by
+/// cancellation is judged by the size of what was summed (f32 rounding is relative to that).
+fn compare_scaled(what: &str, got: &[f32], want: &[f32], scale: &[f32], width: usize, tol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    for (c, (gc, wc)) in got.chunks(width).zip(want.chunks(width)).enumerate() {
-        let (mut g, mut w) = (Vec::new(), Vec::new());
-        for (i, (&a, &b)) in gc.iter().zip(wc).enumerate() {
+    assert_eq!(scale.len(), want.len(), "{what}: scale length");
+    for (c, ((gc, wc), sc)) in got.chunks(width).zip(want.chunks(width)).zip(scale.chunks(width)).enumerate() {
+        let (mut g, mut w, mut num, mut den) = (Vec::new(), Vec::new(), 0.0f64, 0.0f64);
+        for (i, ((&a, &b), &s)) in gc.iter().zip(wc).zip(sc).enumerate() {
             if is_poison(b) {
                 assert!(is_poison(a), "{what}: element {} (chunk {c}) must not be written, holds {a}", c * width + i);
             } else {
                 g.push(a);
                 w.push(b);
+                num += (a as f64 - b as f64).powi(2);
+                den += (s as f64).powi(2);
             }
         }
-        let e = nmse(&g, &w);
+        let e = if g.iter().all(|v| v.is_finite()) {
+            if den > 0.0 {
+                num / den
+            } else if num == 0.0 {
+                0.0
+            } else {
+                f64::INFINITY
+            }
+        } else {
+            f64::INFINITY
+        };
         if e.is_nan() || e > tol {
             let worst = (0..g.len())
                 .max_by(|&i, &j| {
@@ -230,20 +250,21 @@ fn matmul_case_glu(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf1
     let bbuf = upload(&g, "bias", &bias);
     let (rows, logit_rows) = if logits { (r + extra, r) } else { (r, r + extra) };
     let pbuf = pass(&g, rows, 1, logit_rows);
-    let defs_for = |sg: bool| {
-        let d = Defines::new().u32("K", k).u32("O", o).bool("W_F16", wf16).bool("ROWS_FROM_LOGITS", logits).bool("SUBGROUPS", sg);
+    let defs_for = |(lanes, sg): (usize, bool)| {
+        let d = Defines::new().u32("K", k).u32("O", o).bool("W_F16", wf16).bool("ROWS_FROM_LOGITS", logits).u32("LANES", lanes).bool("SUBGROUPS", sg);
         if entry == "matmul_rows_vec" {
             d.bool("NORM", norm).f32("EPS", EPS).bool("GLU", glu)
         } else {
             d
         }
     };
-    let grid = match entry {
+    let outs = if glu { o / 2 } else { o };
+    let grid = |lanes: usize| match entry {
         "matmul_tiled" => {
             let rd = if logits { Dim::LogitRows(64) } else { Dim::Rows(64) };
             [Dim::Fixed(o.div_ceil(64) as u32), rd, Dim::Fixed(1)]
         }
-        _ => [Dim::Fixed(o.div_ceil(32) as u32), Dim::Fixed(1), Dim::Fixed(1)],
+        _ => [Dim::Fixed(outs.div_ceil(256 / lanes) as u32), Dim::Fixed(1), Dim::Fixed(1)],
     };
     // The rows the product reads: x's first r rows, or RMSNorm of rows (logit_row0 + i) with NORM.
     let xin: Vec<f32> = if norm {
@@ -253,8 +274,22 @@ fn matmul_case_glu(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf1
         x[..r * k].to_vec()
     };
     let prod: Vec<f64> = (0..r * o).map(|i| dot(&xin[i / o * k..(i / o + 1) * k], &wv[i % o * k..(i % o + 1) * k])).collect();
-    // Both reductions where the adapter has subgroups (workgroup memory, subgroup shuffles).
-    let variants = if g.subgroup_size.is_some() { vec![false, true] } else { vec![false] };
+    // Sum of the terms' magnitudes: the scale of each product's rounding error.
+    let mag: Vec<f64> = (0..r * o)
+        .map(|i| xin[i / o * k..(i / o + 1) * k].iter().zip(&wv[i % o * k..(i % o + 1) * k]).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum())
+        .collect();
+    // The row-sharing kernels at 8, 16 and 32 lanes per output, each with the workgroup-memory
+    // reduction and, where the adapter's subgroups are wide enough, the subgroup one.
+    let mut variants = vec![(8, false)];
+    if entry != "matmul_tiled" {
+        variants = Vec::new();
+        for lanes in [8, 16, 32] {
+            variants.push((lanes, false));
+            if g.subgroup_reduce(lanes as u32) {
+                variants.push((lanes, true));
+            }
+        }
+    }
     let shader = if entry == "matmul_rows_vec" { "matmul_vec" } else { "matmul" };
     if glu {
         assert!(o % 2 == 0 && entry == "matmul_rows_vec");
@@ -262,18 +297,28 @@ fn matmul_case_glu(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf1
         let want: Vec<f32> = (0..(r + extra) * f)
             .map(|i| if i >= r * f { poison() } else { (reference::silu(prod[i / f * o + 2 * (i % f)] as f32) as f64 * prod[i / f * o + 2 * (i % f) + 1]) as f32 })
             .collect();
-        for sg in variants {
+        // First-order error scale of silu(g) * u (|silu'| <= 1.1): mag_g |u| + |silu(g)| mag_u.
+        let scale: Vec<f32> = (0..(r + extra) * f)
+            .map(|i| {
+                if i >= r * f {
+                    return 0.0;
+                }
+                let (gi, ui) = (i / f * o + 2 * (i % f), i / f * o + 2 * (i % f) + 1);
+                (want[i].abs() as f64 + 1.1 * mag[gi] * prod[ui].abs() + reference::silu(prod[gi] as f32).abs() as f64 * mag[ui]) as f32
+            })
+            .collect();
+        for (lanes, sg) in variants {
             let ybuf = upload(&g, "y", &vec![poison(); (r + extra) * f]);
             let prm = params(&g, [0, 0, 0, 0]);
             let bufs = [(0, &prm), (1, &pbuf), (2, &xbuf), (3, &wbuf), (4, &bbuf), (5, &ybuf), (6, &nbuf)];
-            launch(&g, shader, entry, &defs_for(sg), &bufs, grid, rows, logit_rows);
-            let what = format!("{entry} GLU R={r} K={k} O={o} f16={wf16} rows_from_logits={logits} norm={norm} subgroups={sg}");
-            compare(&what, &read(&g, &ybuf, (r + extra) * f), &want, rows_of(f), TOL);
+            launch(&g, shader, entry, &defs_for((lanes, sg)), &bufs, grid(lanes), rows, logit_rows);
+            let what = format!("{entry} GLU R={r} K={k} O={o} f16={wf16} rows_from_logits={logits} norm={norm} lanes={lanes} subgroups={sg}");
+            compare_scaled(&what, &read(&g, &ybuf, (r + extra) * f), &want, &scale, rows_of(f), TOL);
         }
         return;
     }
-    for (sg, acc, has_bias) in variants.iter().flat_map(|&sg| [(sg, false, false), (sg, true, false), (sg, false, true), (sg, true, true)]) {
-        let defs = defs_for(sg);
+    for ((lanes, sg), acc, has_bias) in variants.iter().flat_map(|&v| [(v, false, false), (v, true, false), (v, false, true), (v, true, true)]) {
+        let defs = defs_for((lanes, sg));
         let mut y0 = vec![poison(); (r + extra) * o];
         if acc {
             for v in &mut y0[..r * o] {
@@ -295,12 +340,20 @@ fn matmul_case_glu(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf1
                 v as f32
             })
             .collect();
+        let scale: Vec<f32> = (0..(r + extra) * o)
+            .map(|i| {
+                if i >= r * o {
+                    return 0.0;
+                }
+                (mag[i] + if has_bias { bias[i % o].abs() as f64 } else { 0.0 } + if acc { y0[i].abs() as f64 } else { 0.0 }) as f32
+            })
+            .collect();
         let ybuf = upload(&g, "y", &y0);
         let prm = params(&g, [acc as u32, has_bias as u32, 0, 0]);
         let bufs = [(0, &prm), (1, &pbuf), (2, &xbuf), (3, &wbuf), (4, &bbuf), (5, &ybuf), (6, &nbuf)];
-        launch(&g, shader, entry, &defs, &bufs, grid, rows, logit_rows);
-        let what = format!("{entry} R={r} K={k} O={o} f16={wf16} rows_from_logits={logits} norm={norm} subgroups={sg} accumulate={acc} bias={has_bias}");
-        compare(&what, &read(&g, &ybuf, (r + extra) * o), &want, rows_of(o), TOL);
+        launch(&g, shader, entry, &defs, &bufs, grid(lanes), rows, logit_rows);
+        let what = format!("{entry} R={r} K={k} O={o} f16={wf16} rows_from_logits={logits} norm={norm} lanes={lanes} subgroups={sg} accumulate={acc} bias={has_bias}");
+        compare_scaled(&what, &read(&g, &ybuf, (r + extra) * o), &want, &scale, rows_of(o), TOL);
     }
 }
 

@@ -401,13 +401,16 @@ fn long_context_decode_splits_attention_and_matches_forward() {
 /// `GpuOptions::fuse_norms`: decode passes fold each RMSNorm into the matmul reading it (on GPUs
 /// by default; forced here, since the test adapter is a CPU one). Every option of the spec,
 /// fused and sequential, against the reference; the profile shows no norm dispatch in decode.
-/// The unfused run also turns subgroup reductions off (`GpuOptions::subgroups`), so the
-/// workgroup-memory reduction is checked at model level too (the other tests use the default).
+/// The fused run also takes 32 lanes per output in every decode matmul (the GPU choice for
+/// narrow matrices, `GpuOptions::decode_lanes`), the unfused one turns subgroup reductions off
+/// (`GpuOptions::subgroups`), so both are checked at model level too (the other tests use the
+/// defaults: 8 lanes, subgroups where the adapter has them).
 #[test]
 fn fused_norms_match_reference() {
     for fuse in [true, false] {
         let subgroups = if fuse { None } else { Some(false) };
-        let gpu = Arc::new(plt::gpu::Gpu::new_blocking(&plt::gpu::GpuOptions { fuse_norms: Some(fuse), subgroups, ..Default::default() }).unwrap());
+        let decode_lanes = if fuse { Some(32) } else { None };
+        let gpu = Arc::new(plt::gpu::Gpu::new_blocking(&plt::gpu::GpuOptions { fuse_norms: Some(fuse), subgroups, decode_lanes, ..Default::default() }).unwrap());
         assert_eq!(gpu.fuse_norms, fuse);
         if !fuse {
             assert_eq!(gpu.subgroup_size, None);

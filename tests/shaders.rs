@@ -35,12 +35,16 @@ fn all() -> Vec<(&'static str, &'static str, Defines)> {
             for sg in [false, true] {
                 for entry in ["matmul_tiled", "matmul_rows"] {
                     let d = Defines::new().u32("K", 33).u32("O", 70).bool("W_F16", f16).bool("ROWS_FROM_LOGITS", logits);
-                    v.push(("matmul", entry, d.clone().bool("SUBGROUPS", sg)));
+                    for lanes in [8, 32] {
+                        v.push(("matmul", entry, d.clone().u32("LANES", lanes).bool("SUBGROUPS", sg)));
+                    }
                 }
                 for norm in [false, true] {
                     let d = Defines::new().u32("K", 40).u32("O", 70).bool("W_F16", f16).bool("ROWS_FROM_LOGITS", logits);
                     for glu in [false, true] {
-                        v.push(("matmul_vec", "matmul_rows_vec", d.clone().bool("NORM", norm).f32("EPS", 1e-5).bool("SUBGROUPS", sg).bool("GLU", glu)));
+                        for lanes in [8, 16, 32] {
+                            v.push(("matmul_vec", "matmul_rows_vec", d.clone().bool("NORM", norm).f32("EPS", 1e-5).u32("LANES", lanes).bool("SUBGROUPS", sg).bool("GLU", glu)));
+                        }
                     }
                 }
             }
@@ -102,7 +106,7 @@ fn errors_name_the_shader_and_entry() {
 /// or non-bool define is an error naming it.
 #[test]
 fn conditional_blocks_and_enables() {
-    let d = |sg: bool| Defines::new().u32("K", 40).u32("O", 70).bool("W_F16", true).bool("ROWS_FROM_LOGITS", false).bool("NORM", false).f32("EPS", 1e-5).bool("SUBGROUPS", sg).bool("GLU", false);
+    let d = |sg: bool| Defines::new().u32("K", 40).u32("O", 70).bool("W_F16", true).bool("ROWS_FROM_LOGITS", false).bool("NORM", false).f32("EPS", 1e-5).u32("LANES", 8).bool("SUBGROUPS", sg).bool("GLU", false);
     let on = shader_source("matmul_vec", &d(true)).unwrap();
     let off = shader_source("matmul_vec", &d(false)).unwrap();
     assert!(on.starts_with("enable subgroups;\n"), "{}", &on[..80]);
@@ -111,7 +115,7 @@ fn conditional_blocks_and_enables() {
     let directive = |src: &str| src.lines().any(|l| l.trim_start().starts_with("// #"));
     assert!(!directive(&on) && !directive(&off), "directive lines are not passed on");
     assert_eq!(on.matches("fn reduce_store").count(), 1);
-    let none = Defines::new().u32("K", 40).u32("O", 70).bool("W_F16", true).bool("ROWS_FROM_LOGITS", false).bool("NORM", false).f32("EPS", 1e-5);
+    let none = Defines::new().u32("K", 40).u32("O", 70).bool("W_F16", true).bool("ROWS_FROM_LOGITS", false).bool("NORM", false).f32("EPS", 1e-5).u32("LANES", 8);
     let e = shader_source("matmul_vec", &none).unwrap_err().to_string();
     assert!(e.contains("matmul_vec") && e.contains("SUBGROUPS"), "{e}");
     let e = shader_source("matmul_vec", &none.u32("SUBGROUPS", 1)).unwrap_err().to_string();
