@@ -516,6 +516,11 @@ pub struct Record {
     pub positions: [usize; 2],
     pub wall_ms: Dist,
     pub gpu_ms: Option<Dist>,
+    /// Host time of a step up to its submit (recording the dispatches, submitting): what the
+    /// CPU adds per step however fast the GPU is (native builds).
+    pub host_ms: Option<Dist>,
+    /// Dispatches per step.
+    pub dispatches: usize,
     /// Every measured step, in the order run (ms).
     pub wall_samples_ms: Vec<f64>,
     pub gpu_samples_ms: Option<Vec<f64>>,
@@ -949,6 +954,9 @@ struct Live {
     /// Per slot (fused, sequential): wall and GPU ms of the measured steps, (passes, rows).
     wall: [Vec<f64>; 2],
     gpu: [Option<Vec<f64>>; 2],
+    /// Host ms up to the submit, and dispatches, per measured step.
+    host: [Vec<f64>; 2],
+    dispatches: [usize; 2],
     shape: [(usize, usize); 2],
     allocated_during_decode: u64,
     profile: [Option<Vec<(String, f64)>>; 2],
@@ -1046,6 +1054,8 @@ fn open(gpu: &Arc<Gpu>, set: &Settings, model: &Arc<GpuModel>, kind: Kind, u: &U
         shape: [(0, 0); 2],
         allocated_during_decode: 0,
         profile: [None, None],
+        host: [Vec::new(), Vec::new()],
+        dispatches: [0, 0],
     })
 }
 
@@ -1089,6 +1099,12 @@ fn decode_all(gpu: &Gpu, set: &Settings, live: &mut [Live]) -> Result<()> {
                 });
             }
             l.shape[slot] = (l.session.stats.passes, l.session.stats.rows);
+            if k >= 2 * set.warmup {
+                if let Some(n) = l.session.stats.host_ns {
+                    l.host[slot].push(n as f64 * 1e-6);
+                }
+                l.dispatches[slot] = l.session.stats.dispatches;
+            }
         }
     }
     for (l, a) in live.iter_mut().zip(alloc) {
@@ -1130,6 +1146,7 @@ impl Live {
         let mut out = Vec::new();
         for &slot in slots {
             // Single-mode sessions measured both slots with the same mode: pool them.
+            let host = if pooled { [self.host[0].as_slice(), self.host[1].as_slice()].concat() } else { self.host[slot].clone() };
             let (w, g): (Vec<f64>, Option<Vec<f64>>) = if pooled {
                 let w = [self.wall[0].as_slice(), self.wall[1].as_slice()].concat();
                 let g = self.gpu[0].as_ref().zip(self.gpu[1].as_ref()).map(|(a, b)| [a.as_slice(), b.as_slice()].concat());
@@ -1157,6 +1174,8 @@ impl Live {
                 weight_gbps_gpu: gpu_ms.as_ref().map(|d| gbps(d.median)),
                 wall_ms,
                 gpu_ms,
+                host_ms: Dist::of(&host),
+                dispatches: self.dispatches[slot],
                 wall_samples_ms: w,
                 gpu_samples_ms: g,
                 prefill: self.prefill.clone(),
@@ -1588,12 +1607,12 @@ pub fn markdown(r: &Report) -> String {
         );
     }
     s += "\n### Decode steps\n\n";
-    s += "| model | dtype | mode | L | B | T | passes | median ms | p90 ms | GPU median ms | prefill tok/s | KV MiB (spec) | KV alloc = spec | session MiB | weights GB/s | of copy bw |\n";
-    s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    s += "| model | dtype | mode | L | B | T | passes | dispatches | median ms | p90 ms | GPU median ms | host ms to submit | prefill tok/s | KV MiB (spec) | KV alloc = spec | session MiB | weights GB/s | of copy bw |\n";
+    s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for x in &r.results {
         let wg = x.weight_gbps_gpu.unwrap_or(x.weight_gbps_wall);
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {}% |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {}% |\n",
             x.preset,
             x.dtype,
             x.mode,
@@ -1601,9 +1620,11 @@ pub fn markdown(r: &Report) -> String {
             x.batch,
             x.context,
             x.passes,
+            x.dispatches,
             ms(x.wall_ms.median),
             ms(x.wall_ms.p90),
             x.gpu_ms.as_ref().map(|d| ms(d.median)).unwrap_or_else(|| "-".into()),
+            x.host_ms.as_ref().map(|d| ms(d.median)).unwrap_or_else(|| "-".into()),
             x.prefill.tokens_per_s,
             mib(x.kv.spec_bytes),
             match x.kv.matches_spec {

@@ -395,6 +395,12 @@ pub struct Stats {
     pub submits: u64,
     /// GPU time of the last call from timestamp queries (where the adapter has them), in ns.
     pub gpu_ns: Option<u64>,
+    /// Dispatches (kernel launches) the last call recorded.
+    pub dispatches: usize,
+    /// Host time of the last decode call up to its submit (row tables, recording, submit), in
+    /// ns: the CPU cost per step that a GPU fast enough to hide nothing else would still pay.
+    /// Native builds only.
+    pub host_ns: Option<u64>,
 }
 
 /// Everything a batch of B sequences needs, allocated once.
@@ -426,6 +432,9 @@ pub struct Session {
     _ring: Vec<wgpu::Buffer>, // per layer [2][B*(L-1)][left+1][Hkv*Dh]
     _scratch: Vec<wgpu::Buffer>,
     pub stats: Stats,
+    /// When the current decode call began (`Stats::host_ns`).
+    #[cfg(not(target_arch = "wasm32"))]
+    call_start: Option<std::time::Instant>,
 }
 
 impl Session {
@@ -707,6 +716,8 @@ impl Session {
             _ring: ring,
             _scratch: vec![hidden, normed, qkv, att, gu, act, work],
             stats: Stats::default(),
+            #[cfg(not(target_arch = "wasm32"))]
+            call_start: None,
             opts: SessionOptions { prefill_chunk: p, ..opts },
         })
     }
@@ -962,6 +973,11 @@ impl Session {
             None => 0,
         };
         gpu.queue.submit([enc.finish()]);
+        self.stats.host_ns = None;
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            self.stats.host_ns = self.call_start.take().map(|t| t.elapsed().as_nanos() as u64);
+        }
         self.stats.submits += 1;
         self.stats.gpu_ns = None;
         if let Some(p) = &mut self.profiler {
@@ -1129,6 +1145,7 @@ impl Session {
                 self.encode_pass(&mut enc, l, plan, l == 0, l + 1 == passes.len());
             }
             let want_logits = want != Logits::None && lrn > 0;
+            self.stats.dispatches = passes.iter().map(|(_, plan)| self.dispatch_list(plan).len()).sum();
             let (logits, chosen) = self.finish(enc, lrn, want_logits, sample_here).await?;
             out.extend_from_slice(&logits);
             ids = chosen;
@@ -1167,6 +1184,10 @@ impl Session {
     }
 
     async fn decode_inner(&mut self, tokens: &[u32], exec: Exec, want_logits: bool, sample: bool) -> Result<(Vec<f32>, Vec<u32>)> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            self.call_start = Some(std::time::Instant::now());
+        }
         let bsz = self.opts.batch;
         if tokens.len() != bsz {
             return Err(Error::Input(format!("decode needs {bsz} tokens (one per sequence), got {}", tokens.len())));
@@ -1233,6 +1254,7 @@ impl Session {
             // C^{l+1} <- Norm(H^l) for l < L-1, after every loop has read its old C^l.
             Self::copy_rows(&mut enc, &self.cbuf, out_base, &self.carry, bsz, (l_n - 1) * bsz, d);
         }
+        self.stats.dispatches = passes.iter().map(|(_, plan)| self.dispatch_list(plan).len()).sum();
         let out = self.finish(enc, logit_rows as usize, want_logits, sample).await?;
         for (b, p) in self.pos.iter_mut().enumerate() {
             *p += 1;
