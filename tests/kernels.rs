@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{gpu, nmse};
+use common::gpu;
 use half::f16;
 use plt::gpu::{Defines, Dim, Gpu};
 use plt::model::{PassInfo, Row, NONE};
