@@ -705,13 +705,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let set = resolve(args, gpu.is_software())?;
     let adapter = adapter_report(&gpu);
     eprintln!("plt bench on {}", gpu.describe());
-    eprintln!(
-        "decode kernels: subgroup reductions {} (subgroup size {:?}), norms fused {}, lanes per output {}",
-        on_off(gpu.subgroup_size.is_some()),
-        gpu.subgroup_size,
-        on_off(gpu.fuse_norms),
-        gpu.decode_lanes.map_or("auto".to_string(), |l| l.to_string())
-    );
+    eprintln!("{}", gpu.kernel_summary());
     let copy = copy_bandwidth(&gpu, set.copy_bytes)?;
     eprintln!(
         "copy bandwidth: {:.1} GB/s (buffer copy {:.1}, copy kernel {:.1} by {})",
@@ -1317,13 +1311,7 @@ fn auto_on_off(flag: &str, v: &str) -> Result<Option<bool>> {
     }
 }
 
-fn on_off(b: bool) -> &'static str {
-    if b {
-        "on"
-    } else {
-        "off"
-    }
-}
+
 
 const COPY_WGSL: &str = r#"
 @group(0) @binding(0) var<storage, read> src: array<vec4<f32>>;

@@ -431,6 +431,21 @@ impl Gpu {
         }
     }
 
+    /// The adapter-dependent kernel choices in one line, e.g. "decode matmuls: 8 lanes per
+    /// output (auto), subgroup reductions (size 8); norms folded: no".
+    pub fn kernel_summary(&self) -> String {
+        let lanes = match self.decode_lanes {
+            Some(l) => format!("{l} lanes per output"),
+            None if self.is_software() => "8 lanes per output (auto)".to_string(),
+            None => "32 lanes per output below 8192 outputs, else 8 (auto)".to_string(),
+        };
+        let reduce = match self.subgroup_size {
+            Some(n) => format!("subgroup reductions (size {n})"),
+            None => "workgroup-memory reductions".to_string(),
+        };
+        format!("decode matmuls: {lanes}, {reduce}; norms folded: {}", if self.fuse_norms { "yes" } else { "no" })
+    }
+
     /// Whether a decode matmul with `lanes` threads per output reduces by subgroup shuffles.
     pub fn subgroup_reduce(&self, lanes: u32) -> bool {
         self.subgroup_size.is_some_and(|s| s >= lanes)

@@ -263,6 +263,9 @@ fn bad_bench_arguments_are_one_line_errors() {
         (&["bench", "--loops", "1"][..], "--loops"),
         (&["bench", "--dtype", "f8"][..], "--dtype"),
         (&["bench", "--batch", "0"][..], "--batch"),
+        (&["bench", "--subgroups", "maybe"][..], "--subgroups: expected auto, on or off"),
+        (&["bench", "--fuse-norms", "yes"][..], "--fuse-norms: expected auto, on or off"),
+        (&["bench", "--lanes", "12"][..], "--lanes: expected auto, 8, 16 or 32"),
     ] {
         let (ok, _, err) = plt(args);
         assert!(!ok, "plt {args:?} should fail");

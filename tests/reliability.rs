@@ -133,3 +133,23 @@ fn ten_thousand_tokens_in_one_session_with_flat_memory() {
     assert!(n >= 9_000);
     eprintln!("10,000 tokens in {:.1} s", start.elapsed().as_secs_f64());
 }
+
+/// Kernel options the adapter or the kernels cannot honour are errors naming the option, not a
+/// silently different device: lanes per output outside 8/16/32; subgroups required where the
+/// adapter has none of at least 8 (on an adapter that has them, the probe must have passed).
+#[test]
+fn kernel_options_are_checked() {
+    let e = Gpu::new_blocking(&GpuOptions { decode_lanes: Some(12), ..Default::default() }).err().expect("12 lanes must be refused");
+    assert!(e.to_string().contains("decode lanes must be 8, 16 or 32, not 12"), "{e}");
+    match Gpu::new_blocking(&GpuOptions { subgroups: Some(true), ..Default::default() }) {
+        Ok(g) => {
+            let n = g.subgroup_size.expect("subgroups required and granted: a size");
+            assert!(n >= 8 && n.is_power_of_two(), "{n}");
+            assert!(g.subgroup_reduce(8) && !g.subgroup_reduce(n * 2));
+        }
+        Err(e) => assert!(e.to_string().contains("subgroups were required"), "{e}"),
+    }
+    let g = Gpu::new_blocking(&GpuOptions { subgroups: Some(false), ..Default::default() }).unwrap();
+    assert_eq!(g.subgroup_size, None);
+    assert!(!g.subgroup_reduce(8));
+}

@@ -175,6 +175,9 @@ test('the page loads the model on the software WebGPU adapter', async () => {
   const adapter = await page.textContent('#adapter');
   console.log(`# browser adapter: ${adapter}`);
   assert.match(adapter, /BrowserWebGpu/);
+  console.log(`# browser kernels: ${d.info.kernels}`);
+  assert.match(d.info.kernels, /^decode matmuls: \d+ lanes per output/);
+  assert.equal(await page.getAttribute('#adapter', 'title'), d.info.kernels);
   assert.ok(d.info.numLoops >= 1);
 });
 

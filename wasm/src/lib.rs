@@ -137,6 +137,8 @@ struct GenResult {
 #[serde(rename_all = "camelCase")]
 struct ModelInfo {
     adapter: String,
+    /// The adapter-dependent kernel choices (`Gpu::kernel_summary`).
+    kernels: String,
     source: String,
     layers: usize,
     hidden_size: usize,
@@ -422,6 +424,7 @@ fn describe(e: &Engine, context: usize, vanilla: bool) -> String {
     }
     let info = ModelInfo {
         adapter: e.gpu.describe(),
+        kernels: e.gpu.kernel_summary(),
         source: e.source.clone(),
         layers: c.num_hidden_layers,
         hidden_size: c.hidden_size,

@@ -51,6 +51,7 @@ async function load(sources, label) {
     const info = await client.load(sources, { onProgress: setProgress });
     demo.info = info;
     $('adapter').textContent = info.adapter;
+    $('adapter').title = info.kernels;
     const mb = (info.weightBytes / 1048576).toFixed(1);
     $('modelInfo').textContent =
       `${label} · ${(info.parameters / 1e6).toFixed(2)}M parameters · ${info.layers} layers × ` +
