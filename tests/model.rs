@@ -80,6 +80,14 @@ fn cases() -> Vec<Case> {
             c.window_left = 4;
             c.head_dim = 72;
         }),
+        // K % 8 != 0 for qkv, gate/up, down and lm_head: the scalar-load decode matmul, no GLU
+        // epilogue (gate/up writes its interleaved pairs, the swiglu kernel follows).
+        case("L2 D=36 F=44 f16", DType::F16, false, |c| {
+            c.num_loops = 2;
+            c.window_left = 2;
+            c.hidden_size = 36;
+            c.intermediate_size = 44;
+        }),
         case("vanilla L2", DType::F32, false, |c| {
             c.num_loops = 2;
             c.loop_mode = LoopMode::Vanilla;
