@@ -12,8 +12,9 @@
 // registers, and the swiglu dispatch and the [R, 2F] round trip are not needed in decode passes.
 // NORM: the input is RMSNorm(x; nw) computed here (x = the raw hidden rows, and with
 // ROWS_FROM_LOGITS the rows from pass.logit_row0 on): y = inv_rms(x_r) * sum_k (W[o][k] nw[k])
-// x[r][k]. Each workgroup takes its rows' statistics first (K/256 loads per row and thread), so
-// the separate RMSNorm dispatch and its output buffer are not needed in decode passes.
+// x[r][k]. Each lane sums the squares of the activations it loads for its dot products anyway,
+// and the lanes' sums are reduced with the products: the row statistics cost no extra load and
+// no barrier, and the separate RMSNorm dispatch and its output buffer are not needed.
 // Each weight chunk is read once per block of RB rows (cross-loop parallelism: one pass over the
 // weights serves all L loops of a decode step when B*L <= RB).
 
@@ -66,48 +67,26 @@ fn xrow(r: u32) -> u32 {
     return r;
 }
 
-// Chunk c of weight row times the same k range of activation row r.
-fn dot_chunk(wc: Chunk, r: u32, c: u32) -> f32 {
+// Chunk c of weight row times the same k range of activation row r (.x), and with NORM the
+// activations' sum of squares over that range (.y): the lanes of an output together cover every
+// chunk of the row, so their reduced sums are the row's statistics, with no extra loads.
+fn dot_chunk(wc: Chunk, r: u32, c: u32) -> vec2<f32> {
     if (W_F16) {
         let base = xrow(r) * K4 + 2u * c;
-        return dot(wc.lo, x[base]) + dot(wc.hi, x[base + 1u]);
-    }
-    return dot(wc.lo, x[xrow(r) * K4 + c]);
-}
-
-var<workgroup> inv_sh: array<f32, RB>;  // NORM: 1 / rms of the block's rows
-
-// NORM: inv_sh[i] = 1 / sqrt(mean(x_{rb+i}^2) + EPS) for the n rows of the block; all threads call it.
-fn row_stats(rb: u32, n: u32, tid: u32) {
-    for (var i = 0u; i < RB; i++) {
+        let x0 = x[base];
+        let x1 = x[base + 1u];
         var ss = 0.0;
-        if (i < n) {
-            for (var c = tid; c < K4; c += 256u) {
-                let v = x[xrow(rb + i) * K4 + c];
-                ss += dot(v, v);
-            }
+        if (NORM) {
+            ss = dot(x0, x0) + dot(x1, x1);
         }
-        red[i * 256u + tid] = ss;
+        return vec2<f32>(dot(wc.lo, x0) + dot(wc.hi, x1), ss);
     }
-    workgroupBarrier();
-    // Two levels of 16 (3 barriers in all, not 8): thread 16i + j sums row i's slots 16j..16j+15.
-    if (tid < RB * 16u) {
-        let b = (tid / 16u) * 256u + (tid % 16u) * 16u;
-        var t = 0.0;
-        for (var m = 0u; m < 16u; m++) {
-            t += red[b + m];
-        }
-        red[b] = t;
+    let x0 = x[xrow(r) * K4 + c];
+    var ss = 0.0;
+    if (NORM) {
+        ss = dot(x0, x0);
     }
-    workgroupBarrier();
-    if (tid < RB) {
-        var t = 0.0;
-        for (var j = 0u; j < 16u; j++) {
-            t += red[tid * 256u + j * 16u];
-        }
-        inv_sh[tid] = inverseSqrt(t / f32(K) + EPS);
-    }
-    workgroupBarrier();
+    return vec2<f32>(dot(wc.lo, x0), ss);
 }
 
 @compute @workgroup_size(256)
@@ -122,30 +101,31 @@ fn matmul_rows_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let wrow = select(1u, 2u, GLU) * min(o, outs - 1u) * KC;
     for (var rb = 0u; rb < rows; rb += RB) {
         var a = vec4<f32>(0.0);
-        var b = vec4<f32>(0.0); // GLU: the up row's sums
+        var b = vec4<f32>(0.0);  // GLU: the up row's sums
+        var ss = vec4<f32>(0.0); // NORM: the rows' sums of squares
         let n = min(RB, rows - rb);
-        if (NORM) {
-            row_stats(rb, n, tid);
-        }
         if (live) {
             for (var c = lane; c < KC; c += LANES) {
                 let wc = chunk(wrow + c, c);
-                a.x += dot_chunk(wc, rb, c);
-                if (n > 1u) { a.y += dot_chunk(wc, rb + 1u, c); }
-                if (n > 2u) { a.z += dot_chunk(wc, rb + 2u, c); }
-                if (n > 3u) { a.w += dot_chunk(wc, rb + 3u, c); }
+                let d0 = dot_chunk(wc, rb, c);
+                a.x += d0.x;
+                ss.x += d0.y;
+                if (n > 1u) { let d = dot_chunk(wc, rb + 1u, c); a.y += d.x; ss.y += d.y; }
+                if (n > 2u) { let d = dot_chunk(wc, rb + 2u, c); a.z += d.x; ss.z += d.y; }
+                if (n > 3u) { let d = dot_chunk(wc, rb + 3u, c); a.w += d.x; ss.w += d.y; }
                 if (GLU) {
                     let wu = chunk(wrow + KC + c, c);
-                    b.x += dot_chunk(wu, rb, c);
-                    if (n > 1u) { b.y += dot_chunk(wu, rb + 1u, c); }
-                    if (n > 2u) { b.z += dot_chunk(wu, rb + 2u, c); }
-                    if (n > 3u) { b.w += dot_chunk(wu, rb + 3u, c); }
+                    b.x += dot_chunk(wu, rb, c).x;
+                    if (n > 1u) { b.y += dot_chunk(wu, rb + 1u, c).x; }
+                    if (n > 2u) { b.z += dot_chunk(wu, rb + 2u, c).x; }
+                    if (n > 3u) { b.w += dot_chunk(wu, rb + 3u, c).x; }
                 }
             }
         }
+        // NORM: y = inv_rms(x_r) * sum_k (W nw)[k] x[k], inv_rms from the reduced sums of squares.
         var scale = vec4<f32>(1.0);
         if (NORM) {
-            scale = vec4<f32>(inv_sh[0], inv_sh[1], inv_sh[2], inv_sh[3]);
+            scale = inverseSqrt(reduce(tid, ss) / f32(K) + vec4<f32>(EPS));
         }
         if (GLU) {
             let g = reduce(tid, a) * scale;
