@@ -124,8 +124,8 @@ pub fn naga_dialect(source: &str) -> String {
     source.replace("enable subgroups;", "// enable subgroups; (implied in naga)")
 }
 
-/// Parses and validates a shader (standard WGSL, as `shader_source` gives it) with naga; returns the module, its info, and for `entry` the
-/// binding numbers (group 0) that the entry point uses.
+/// Parses and validates a shader (standard WGSL, as `shader_source` gives it) with naga; returns
+/// the module, its info, and for `entry` the binding numbers (group 0) that the entry point uses.
 pub fn validate_shader(shader: &str, entry: &str, source: &str) -> Result<(naga::Module, Vec<u32>)> {
     let err = |msg: String| Error::Shader { shader: shader.into(), entry: entry.into(), msg };
     let source = &naga_dialect(source);
@@ -216,8 +216,9 @@ pub struct GpuOptions {
     /// Ask for at most this `max_buffer_size`.
     pub max_buffer_size: Option<u64>,
     /// Decode passes fold each RMSNorm into the matmul that reads it (one dispatch instead of
-    /// two). Default: on for GPUs, off for CPU adapters (lavapipe), where every workgroup's
-    /// extra statistics phase costs more than the dispatch it saves (measured: docs/benchmarks.md).
+    /// two). Default: on for GPUs, off for CPU adapters (lavapipe), where the folded kernel's
+    /// extra work per weight chunk costs more than the dispatch it saves (measured:
+    /// docs/benchmarks.md).
     pub fuse_norms: Option<bool>,
     /// Decode matmuls reduce their lanes with subgroup shuffles instead of workgroup memory and
     /// barriers. Default (`None`): when the adapter has the `subgroups` feature with subgroups
