@@ -4,7 +4,7 @@
 @group(0) @binding(1) var<storage, read_write> act: array<f32>; // [R, F]
 
 // SwiGLU: act = silu(gate) * up, silu(x) = x * sigmoid(x). The gate_up matmul's output pairs
-// are interleaved (its weight rows are; see matmul_common.wgsl GLU); prefill passes use this
+// are interleaved (its weight rows are; see matmul_vec.wgsl GLU); prefill passes use this
 // kernel, decode passes the matmul's GLU epilogue.
 @compute @workgroup_size(64)
 fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {

@@ -80,8 +80,8 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
 }
 
 // matmul_rows: 256 / LANES outputs per workgroup, LANES lanes per output splitting K (lane l
-// reads k = l, l+LANES, ...: the lanes of an output read consecutive weights), all rows of a block of
-// RB rows per weight read (matmul_common). Partial sums meet in workgroup memory once per block.
+// reads k = l, l+LANES, ...: the lanes of an output read consecutive weights), all rows of a
+// block of RB rows per weight read (matmul_common). Partial sums meet once per block (`reduce`).
 @compute @workgroup_size(256)
 fn matmul_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) tid: u32) {

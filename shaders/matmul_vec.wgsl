@@ -2,8 +2,8 @@
 // y[r][o] (+)= sum_k x[r][k] * W[o][k] (+ bias[o]); same bindings, parameters and results as
 // matmul.wgsl's matmul_rows, but every weight load is one vec4<u32> (8 f16 weights, or 4 f32) and
 // every activation load one vec4<f32>, so a thread issues a quarter of the loads and the address
-// arithmetic, and consecutive lanes of an output read consecutive 16-byte chunks (8 lanes read
-// 128 contiguous bytes of the weight row per step).
+// arithmetic, and consecutive lanes of an output read consecutive 16-byte chunks (LANES lanes
+// read LANES * 16 contiguous bytes of the weight row per step).
 // Defines: K (a multiple of 8), O, W_F16, ROWS_FROM_LOGITS, NORM, GLU, LANES and SUBGROUPS
 // (matmul_common).
 // GLU: the weight rows are (gate, up) pairs (row 2j = gate_j, row 2j + 1 = up_j; O = 2F) and the

@@ -1,8 +1,8 @@
 // The subgroup probe (run once by Gpu::new when the adapter has the `subgroups` feature): the
 // decode matmuls' shuffle reduction assumes that subgroups are runs of consecutive invocations
 // (subgroup invocation id = local index mod subgroup size) and that xor shuffles by 1, 2, .., 16
-// (those smaller than the subgroup) reach the neighbours they name. Each invocation writes the subgroup size when both hold for
-// it, else 0.
+// (those smaller than the subgroup) reach the neighbours they name. Each invocation writes the
+// subgroup size when both hold for it, else 0.
 enable subgroups;
 
 @group(0) @binding(0) var<storage, read_write> probe: array<u32>; // [256]

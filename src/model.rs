@@ -175,7 +175,7 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 /// Rows of `a` and `b` (both [n, k]) alternated: a_0, b_0, a_1, b_1, .. (the gate/up pairs the
-/// GLU epilogue of the decode matmul pairs up; see shaders/matmul_common.wgsl).
+/// GLU epilogue of the decode matmul pairs up; see shaders/matmul_vec.wgsl).
 fn interleave_rows(a: &[f32], b: &[f32], k: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(a.len() + b.len());
     for (ra, rb) in a.chunks_exact(k).zip(b.chunks_exact(k)) {
@@ -579,8 +579,10 @@ impl Session {
         let mm = |k: usize, o: usize, x: &wgpu::Buffer, wt: &wgpu::Buffer, bias: Option<&wgpu::Buffer>, y: &wgpu::Buffer, acc: bool, logits: bool, norm: Option<(&wgpu::Buffer, &wgpu::Buffer)>, glu: Option<&wgpu::Buffer>| -> Result<Mm> {
             let defs = mm_defs(k, o, logits, 8);
             let params = uni(acc, bias.is_some());
-            // (Binding 6, the norm weight, is unused without NORM: a dummy.)
-            let bufs = [(0, &params), (1, &pass_live), (2, x), (3, wt), (4, bias.unwrap_or(&model.dummy)), (5, y), (6, &model.dummy)];
+            let bias = bias.unwrap_or(&model.dummy);
+            // Input, output and norm weight of each variant (binding 6 is unused without NORM:
+            // a dummy).
+            let bind = |x, y, nw| [(0, &params), (1, &pass_live), (2, x), (3, wt), (4, bias), (5, y), (6, nw)];
             let rows_dim = if logits { Dim::LogitRows(64) } else { Dim::Rows(64) };
             let tiled = gpu.pipeline("matmul", "matmul_tiled", &defs)?;
             let glu = glu.filter(|_| k % 8 == 0);
@@ -590,7 +592,6 @@ impl Session {
             };
             let lanes = gpu.decode_lanes(outs);
             let rows_grid = [Dim::Fixed(outs.div_ceil(256 / lanes as usize) as u32), Dim::Fixed(1), Dim::Fixed(1)];
-            let rbufs = [(0, &params), (1, &pass_live), (2, x), (3, wt), (4, bias.unwrap_or(&model.dummy)), (5, ry), (6, &model.dummy)];
             // 16-byte loads when every weight row starts on a 16-byte boundary.
             let rowsk = if k % 8 == 0 {
                 gpu.pipeline("matmul_vec", "matmul_rows_vec", &vec_defs(k, o, logits, lanes, false).bool("GLU", glu.is_some()))?
@@ -600,14 +601,13 @@ impl Session {
             let rows_normed = match norm {
                 Some((raw, nw)) if k % 8 == 0 && gpu.fuse_norms => {
                     let p = gpu.pipeline("matmul_vec", "matmul_rows_vec", &vec_defs(k, o, logits, lanes, true).bool("GLU", glu.is_some()))?;
-                    let nbufs = [(0, &params), (1, &pass_live), (2, raw), (3, wt), (4, bias.unwrap_or(&model.dummy)), (5, ry), (6, nw)];
-                    Some(gpu.dispatch(&p, &nbufs, rows_grid)?)
+                    Some(gpu.dispatch(&p, &bind(raw, ry, nw), rows_grid)?)
                 }
                 _ => None,
             };
             Ok(Mm {
-                tiled: gpu.dispatch(&tiled, &bufs, [Dim::Fixed(o.div_ceil(64) as u32), rows_dim, Dim::Fixed(1)])?,
-                rows: gpu.dispatch(&rowsk, &rbufs, rows_grid)?,
+                tiled: gpu.dispatch(&tiled, &bind(x, y, &model.dummy), [Dim::Fixed(o.div_ceil(64) as u32), rows_dim, Dim::Fixed(1)])?,
+                rows: gpu.dispatch(&rowsk, &bind(x, ry, &model.dummy), rows_grid)?,
                 rows_normed,
                 glu: glu.is_some(),
             })
@@ -795,7 +795,8 @@ impl Session {
 
     /// Records pass `p` (its rows are record set `p` of `rows_table`).
     /// `first`/`last`: this pass opens/closes the call (where its timestamps are written).
-    fn encode_pass(&self, enc: &mut wgpu::CommandEncoder, p: usize, plan: &PassPlan, first: bool, last: bool) {
+    /// Returns the number of dispatches recorded (`Stats::dispatches`).
+    fn encode_pass(&self, enc: &mut wgpu::CommandEncoder, p: usize, plan: &PassPlan, first: bool, last: bool) -> usize {
         let row_bytes = std::mem::size_of::<Row>() as u64;
         enc.copy_buffer_to_buffer(
             &self.rows_table,
@@ -831,12 +832,13 @@ impl Session {
                 let mut cp = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: Some(tw) });
                 d.record(&mut cp, r, lr);
             }
-            return;
+            return list.len();
         }
         let mut cp = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("plt pass"), timestamp_writes });
         for (_, d) in &list {
             d.record(&mut cp, r, lr);
         }
+        list.len()
     }
 
     /// The dispatches of one pass, in order, with a label each.
@@ -1135,6 +1137,7 @@ impl Session {
             }
             let gpu = self.model.gpu.clone();
             let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("prefill") });
+            let mut dispatches = 0;
             for (l, (_, plan)) in passes.iter().enumerate() {
                 if plt && l > 0 {
                     // C_{p0} for loop l is the carried state; the new one is Norm(H^{l-1}) of
@@ -1142,10 +1145,10 @@ impl Session {
                     Self::copy_rows(&mut enc, &self.carry, l * bsz + seq, &self.cbuf, 0, 1, d);
                     Self::copy_rows(&mut enc, &self.cbuf, out_base + t_n - 1, &self.carry, l * bsz + seq, 1, d);
                 }
-                self.encode_pass(&mut enc, l, plan, l == 0, l + 1 == passes.len());
+                dispatches += self.encode_pass(&mut enc, l, plan, l == 0, l + 1 == passes.len());
             }
             let want_logits = want != Logits::None && lrn > 0;
-            self.stats.dispatches = passes.iter().map(|(_, plan)| self.dispatch_list(plan).len()).sum();
+            self.stats.dispatches = dispatches;
             let (logits, chosen) = self.finish(enc, lrn, want_logits, sample_here).await?;
             out.extend_from_slice(&logits);
             ids = chosen;
@@ -1247,14 +1250,15 @@ impl Session {
         if plt {
             Self::copy_rows(&mut enc, &self.carry, bsz, &self.cbuf, bsz, (l_n - 1) * bsz, d);
         }
+        let mut dispatches = 0;
         for (p, (_, plan)) in passes.iter().enumerate() {
-            self.encode_pass(&mut enc, p, plan, p == 0, p + 1 == passes.len());
+            dispatches += self.encode_pass(&mut enc, p, plan, p == 0, p + 1 == passes.len());
         }
         if plt {
             // C^{l+1} <- Norm(H^l) for l < L-1, after every loop has read its old C^l.
             Self::copy_rows(&mut enc, &self.cbuf, out_base, &self.carry, bsz, (l_n - 1) * bsz, d);
         }
-        self.stats.dispatches = passes.iter().map(|(_, plan)| self.dispatch_list(plan).len()).sum();
+        self.stats.dispatches = dispatches;
         let out = self.finish(enc, logit_rows as usize, want_logits, sample).await?;
         for (b, p) in self.pos.iter_mut().enumerate() {
             *p += 1;
