@@ -7,7 +7,7 @@
 
 use plt::gpu::{Gpu, GpuOptions};
 use plt::init::{random_weights, write_model, InitOptions};
-use plt::model::{Exec, GpuModel, Logits, Session, SessionOptions};
+use plt::model::{Schedule, GpuModel, Logits, Session, SessionOptions};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -45,7 +45,7 @@ fn main() -> plt::Result<()> {
         let next = argmax(&logits);
         out.push(next);
         // One submit: all L loops of this token run as L rows of one pass over the weights.
-        logits = session.decode_blocking(&[next], Exec::Fused, true)?;
+        logits = session.decode_blocking(&[next], Schedule::Fused, true)?;
     }
     let ms = start.elapsed().as_secs_f64() * 1000.0 / out.len() as f64;
     println!("greedy tokens: {out:?}");

@@ -8,9 +8,9 @@
 
 use plt::generate::{read_model, Engine, GenerateOptions, TextSession};
 use plt::gpu::{Gpu, GpuOptions};
-use plt::model::Exec;
+use plt::model::Schedule;
 use plt::sampling::SamplerConfig;
-use plt::LoopMode;
+use plt::Looping;
 use std::sync::Arc;
 
 fn main() {
@@ -40,14 +40,14 @@ fn run() -> plt::Result<()> {
     }
     let dir = model.ok_or_else(|| bad("--model"))?;
     let (mut cfg, weights, tok) = read_model(std::path::Path::new(&dir))?;
-    let exec = match mode.as_str() {
-        "fused" | "parallel" => Exec::Fused,
-        "sequential" => Exec::Sequential,
+    let schedule = match mode.as_str() {
+        "fused" | "parallel" => Schedule::Fused,
+        "sequential" => Schedule::Sequential,
         "vanilla" => {
             if cfg.is_plt() {
-                cfg.loop_mode = LoopMode::Vanilla;
+                cfg.looping = Looping::Vanilla;
             }
-            Exec::Fused
+            Schedule::Fused
         }
         m => return Err(plt::Error::Input(format!("--mode: expected fused, sequential or vanilla, got `{m}`"))),
     };
@@ -60,7 +60,7 @@ fn run() -> plt::Result<()> {
     let opts = GenerateOptions {
         max_tokens: n,
         sampler: SamplerConfig { temperature, seed, ..SamplerConfig::default() },
-        exec,
+        schedule,
         ..GenerateOptions::default()
     };
     let g = ts.generate_blocking(&prompt, &opts, &mut |_| true)?;

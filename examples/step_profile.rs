@@ -2,7 +2,7 @@
 //!
 //!     cargo run --release --example step_profile -- MODEL_DIR [fused|sequential]
 use plt::gpu::{Gpu, GpuOptions};
-use plt::model::{Exec, GpuModel, Logits, Session, SessionOptions};
+use plt::model::{Schedule, GpuModel, Logits, Session, SessionOptions};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,7 +10,7 @@ use std::time::Instant;
 fn main() -> plt::Result<()> {
     let mut args = std::env::args().skip(1);
     let dir = args.next().ok_or_else(|| plt::Error::Input("usage: step_profile MODEL_DIR [fused|sequential]".into()))?;
-    let exec = Exec::parse(&args.next().unwrap_or("fused".into())).unwrap_or(Exec::Fused);
+    let schedule = Schedule::parse(&args.next().unwrap_or("fused".into())).unwrap_or(Schedule::Fused);
     let gpu = Arc::new(Gpu::new_blocking(&GpuOptions::default())?);
     println!("adapter: {}", gpu.describe());
     let model = Arc::new(GpuModel::load_dir(gpu, std::path::Path::new(&dir), None)?);
@@ -20,16 +20,16 @@ fn main() -> plt::Result<()> {
     let mut walls = Vec::new();
     for i in 0..10 {
         let t = Instant::now();
-        s.decode_blocking(&[(5 + i) % v], exec, true)?;
+        s.decode_blocking(&[(5 + i) % v], schedule, true)?;
         walls.push(t.elapsed().as_secs_f64() * 1e3);
     }
     walls.sort_by(f64::total_cmp);
-    println!("{exec:?} decode step: wall median {:.2} ms, GPU {:.2} ms", walls[5], s.stats.gpu_ns.unwrap_or(0) as f64 / 1e6);
+    println!("{schedule:?} decode step: wall median {:.2} ms, GPU {:.2} ms", walls[5], s.stats.gpu_ns.unwrap_or(0) as f64 / 1e6);
     s.set_profiling(true)?;
     let mut total: BTreeMap<String, (f64, usize)> = BTreeMap::new();
     let steps = 5;
     for i in 0..steps {
-        s.decode_blocking(&[(20 + i) % v], exec, true)?;
+        s.decode_blocking(&[(20 + i) % v], schedule, true)?;
         for (label, ms) in s.profile() {
             let e = total.entry(label.clone()).or_default();
             e.0 += ms / steps as f64;

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::init::{random_weights, InitOptions};
-use crate::model::{Exec, GpuModel, Logits, Session, SessionOptions};
+use crate::model::{Schedule, GpuModel, Logits, Session, SessionOptions};
 use crate::rng::Rng;
 use crate::weights::{DType, Weights};
 use serde::Serialize;
@@ -1054,16 +1054,16 @@ fn open(gpu: &Arc<Gpu>, set: &Settings, model: &Arc<GpuModel>, kind: Kind, u: &U
 }
 
 /// One decode step of every sequence of `l`: wall ms, and the next tokens (greedy).
-fn step(l: &mut Live, exec: Exec, logits_back: bool) -> Result<f64> {
+fn step(l: &mut Live, schedule: Schedule, logits_back: bool) -> Result<f64> {
     let b = l.batch;
     let ts = Instant::now();
     let (ms, next) = if logits_back {
-        let logits = l.session.decode_blocking(&l.tokens, exec, true)?;
+        let logits = l.session.decode_blocking(&l.tokens, schedule, true)?;
         let ms = ts.elapsed().as_secs_f64() * 1e3;
         // Greedy next tokens (outside the timing).
         (ms, logits.chunks(l.model.cfg.vocab_size).map(argmax).collect::<Vec<u32>>())
     } else {
-        let (ids, _) = pollster::block_on(l.session.decode_sample(&l.tokens, exec, false))?;
+        let (ids, _) = pollster::block_on(l.session.decode_sample(&l.tokens, schedule, false))?;
         (ts.elapsed().as_secs_f64() * 1e3, ids)
     };
     if next.len() != b {
@@ -1076,14 +1076,14 @@ fn step(l: &mut Live, exec: Exec, logits_back: bool) -> Result<f64> {
 /// Decodes the sessions' windows, round-robin over the sessions step by step; within a session
 /// the two slots alternate (fused / sequential for PLT). Warm-up steps first.
 fn decode_all(gpu: &Gpu, set: &Settings, live: &mut [Live]) -> Result<()> {
-    let execs = [Exec::Fused, Exec::Sequential];
+    let schedules = [Schedule::Fused, Schedule::Sequential];
     let logits_back = set.readback == "logits";
     let timed = 2 * (set.warmup + set.steps);
     let alloc: Vec<u64> = live.iter().map(|_| gpu.allocated_bytes()).collect();
     for k in 0..timed {
         let slot = k % 2;
         for l in live.iter_mut() {
-            let ms = step(l, execs[slot], logits_back)?;
+            let ms = step(l, schedules[slot], logits_back)?;
             if k >= 2 * set.warmup {
                 l.wall[slot].push(ms);
                 let g = l.session.stats.gpu_ns;
@@ -1108,8 +1108,8 @@ fn decode_all(gpu: &Gpu, set: &Settings, live: &mut [Live]) -> Result<()> {
     if set.profile && gpu.has_timestamps() {
         for l in live.iter_mut() {
             l.session.set_profiling(true)?;
-            for (slot, &exec) in execs.iter().enumerate() {
-                step(l, exec, logits_back)?;
+            for (slot, &schedule) in schedules.iter().enumerate() {
+                step(l, schedule, logits_back)?;
                 let mut by: Vec<(String, f64)> = Vec::new();
                 for (label, ms) in l.session.profile() {
                     match by.iter_mut().find(|(x, _)| x == label) {

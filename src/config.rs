@@ -16,11 +16,13 @@ pub enum GateMode {
     Hidden,
 }
 
-/// How the loops are wired (PLT-SPEC sections 3 and 6).
+/// How the loops are wired (PLT-SPEC sections 3 and 6): what the weights were trained as.
+/// In config.json this is `plt_loop_mode`, `"parallel"` (PLT) or `"vanilla"`. How a decode step
+/// of a PLT model is scheduled on the device is a separate choice (`model::Schedule`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LoopMode {
+pub enum Looping {
     /// PLT: cross-loop shift, shared loop-0 KV, gated sliding-window attention.
-    Parallel,
+    Plt,
     /// The looped baseline: loop l takes loop l-1's output; every loop has its own full KV cache.
     Vanilla,
 }
@@ -51,7 +53,7 @@ pub struct Config {
     pub emb_scale: f32,                 // a
     pub hidden_scale: f32,              // b
     pub gate_mode: GateMode,
-    pub loop_mode: LoopMode,
+    pub looping: Looping,
 }
 
 impl Config {
@@ -142,10 +144,10 @@ impl Config {
             false => GateMode::Query,
             true => GateMode::Hidden,
         };
-        let loop_mode = match o.get("plt_loop_mode") {
-            None | Some(Value::Null) => LoopMode::Parallel,
-            Some(Value::String(s)) if s == "parallel" => LoopMode::Parallel,
-            Some(Value::String(s)) if s == "vanilla" => LoopMode::Vanilla,
+        let looping = match o.get("plt_loop_mode") {
+            None | Some(Value::Null) => Looping::Plt,
+            Some(Value::String(s)) if s == "parallel" => Looping::Plt,
+            Some(Value::String(s)) if s == "vanilla" => Looping::Vanilla,
             Some(x) => {
                 return Err(Error::config("plt_loop_mode", format!("expected \"parallel\" or \"vanilla\", got {x}")));
             }
@@ -170,7 +172,7 @@ impl Config {
             emb_scale,
             hidden_scale,
             gate_mode,
-            loop_mode,
+            looping,
         };
         c.validate()?;
         Ok(c)
@@ -240,7 +242,7 @@ impl Config {
     }
     /// True when loops l >= 1 have gates, rings and the cross-loop shift.
     pub fn is_plt(&self) -> bool {
-        self.num_loops > 1 && self.loop_mode == LoopMode::Parallel
+        self.num_loops > 1 && self.looping == Looping::Plt
     }
 
     /// KV-cache bytes for one sequence of `t` tokens with element size `elem` (PLT-SPEC section 4).
@@ -251,9 +253,9 @@ impl Config {
         let positions = if l == 1 {
             t
         } else {
-            match self.loop_mode {
-                LoopMode::Parallel => t.saturating_add((l - 1).saturating_mul(self.window_slots())),
-                LoopMode::Vanilla => l.saturating_mul(t),
+            match self.looping {
+                Looping::Plt => t.saturating_add((l - 1).saturating_mul(self.window_slots())),
+                Looping::Vanilla => l.saturating_mul(t),
             }
         };
         per_pos.saturating_mul(positions)
@@ -263,7 +265,7 @@ impl Config {
     pub fn num_params(&self) -> usize {
         let (d, f, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
         let (qd, kvd, h) = (self.q_dim(), self.kv_dim(), self.num_attention_heads);
-        let gate = if self.num_loops > 1 && self.loop_mode == LoopMode::Parallel {
+        let gate = if self.num_loops > 1 && self.looping == Looping::Plt {
             match self.gate_mode {
                 GateMode::Query => h * self.head_dim + h,
                 GateMode::Hidden => h * d + h + d,
@@ -310,9 +312,9 @@ impl Config {
         m.insert("plt_gate_use_hidden_states".into(), (self.gate_mode == GateMode::Hidden).into());
         m.insert(
             "plt_loop_mode".into(),
-            match self.loop_mode {
-                LoopMode::Parallel => "parallel",
-                LoopMode::Vanilla => "vanilla",
+            match self.looping {
+                Looping::Plt => "parallel",
+                Looping::Vanilla => "vanilla",
             }
             .into(),
         );
@@ -399,7 +401,7 @@ mod tests {
         assert!(c.normalize_per_loop);
         assert_eq!((c.emb_scale, c.hidden_scale), (1.0, 1.0));
         assert_eq!(c.gate_mode, GateMode::Query);
-        assert_eq!(c.loop_mode, LoopMode::Parallel);
+        assert_eq!(c.looping, Looping::Plt);
         assert!(!c.tie_word_embeddings);
         // null scales mean 1.0
         let c = with(r#"{"plt_emb_scale": null, "plt_hidden_scale": null, "eos_token_id": [1, 2]}"#).unwrap();

@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
-use crate::model::{Exec, GpuModel, Session, SessionOptions};
+use crate::model::{Schedule, GpuModel, Session, SessionOptions};
 use crate::sampling::SamplerConfig;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{DType, Weights};
@@ -118,8 +118,8 @@ pub struct GenerateOptions {
     pub stop: Vec<String>,
     /// End at the model's EOS token(s).
     pub stop_at_eos: bool,
-    /// Loop execution for PLT models.
-    pub exec: Exec,
+    /// How a PLT model's decode steps run its loops.
+    pub schedule: Schedule,
     /// Set from any thread to stop at the next token.
     pub cancel: Option<Arc<AtomicBool>>,
     /// When the context is full, keep its newer half (re-prefilled from position 0) and go on,
@@ -134,7 +134,7 @@ impl Default for GenerateOptions {
             sampler: SamplerConfig::default(),
             stop: Vec::new(),
             stop_at_eos: true,
-            exec: Exec::Fused,
+            schedule: Schedule::Fused,
             cancel: None,
             context_shift: false,
         }
@@ -400,7 +400,7 @@ impl<'a> Generator<'a> {
                     if self.ts.position() + 1 >= self.ts.context() {
                         self.ts.shift_context().await?;
                     }
-                    let (ids, _) = self.ts.session.decode_sample(&[next], self.opts.exec, false).await?;
+                    let (ids, _) = self.ts.session.decode_sample(&[next], self.opts.schedule, false).await?;
                     self.next = ids[0];
                     self.ts.pending = Some(self.next);
                 }

@@ -22,7 +22,7 @@
 //! splits, then ByteLevel). Its encodings equal llama.cpp's on llama.cpp's own test vectors
 //! (tests/gguf.rs, `tokenizers_match_llama_cpp_test_vectors`).
 
-use crate::config::{Config, GateMode, LoopMode};
+use crate::config::{Config, GateMode, Looping};
 use crate::error::{Error, Result};
 use crate::weights::{DType, Layer, Linear, Mlp, SelfAttn, Tensor, Weights};
 use std::collections::HashMap;
@@ -1101,7 +1101,7 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<Config> {
         emb_scale: 1.0,
         hidden_scale: 1.0,
         gate_mode: GateMode::Query,
-        loop_mode: LoopMode::Parallel,
+        looping: Looping::Plt,
     };
     cfg.validate()?;
     Ok(cfg)

@@ -16,6 +16,6 @@ pub mod sampling;
 pub mod tokenizer;
 pub mod weights;
 
-pub use config::{Config, GateMode, LoopMode};
+pub use config::{Config, GateMode, Looping};
 pub use error::{Error, Result};
 pub use weights::{DType, Weights};

@@ -4,10 +4,10 @@ use clap::{Args, Parser, Subcommand};
 use plt::generate::{read_model, Engine, FinishReason, GenerateOptions, LoadOptions, TextSession};
 use plt::gpu::GpuOptions;
 use plt::init::{random_weights, write_model, InitOptions};
-use plt::model::{Exec, GpuModel, Logits, Session, SessionOptions};
+use plt::model::{Schedule, GpuModel, Logits, Session, SessionOptions};
 use plt::sampling::{sample_cpu, SamplerConfig};
 use plt::tokenizer::{ChatMessage, StreamDecoder, Tokenizer};
-use plt::{reference, Config, DType, Error, GateMode, LoopMode, Result};
+use plt::{reference, Config, DType, Error, GateMode, Looping, Result};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -89,9 +89,10 @@ struct SampleArgs {
     /// Keep going past the end-of-sequence token.
     #[arg(long)]
     ignore_eos: bool,
-    /// Loop execution for PLT models: parallel (fused, one pass of L rows) or sequential.
-    #[arg(long, default_value = "parallel")]
-    mode: String,
+    /// How a PLT model's decode step runs its loops: fused (one pass of L rows) or sequential
+    /// (L passes). `--mode` and the value `parallel` are older spellings of the same.
+    #[arg(long, visible_alias = "mode", default_value = "fused")]
+    schedule: String,
     /// Context length of the session (default: min(2048, the model's)).
     #[arg(long)]
     context: Option<usize>,
@@ -175,9 +176,10 @@ struct InitArgs {
     /// Gate mode: query or hidden.
     #[arg(long, default_value = "query")]
     gate: String,
-    /// Loop mode: parallel (PLT) or vanilla.
-    #[arg(long, default_value = "parallel")]
-    loop_mode: String,
+    /// How the loops are wired: plt (cross-loop parallel, written as plt_loop_mode "parallel")
+    /// or vanilla. `--loop-mode` and the value `parallel` are older spellings.
+    #[arg(long, visible_alias = "loop-mode", default_value = "plt")]
+    looping: String,
     /// Carry loop outputs without the final norm (plt_normalize_per_loop = false).
     #[arg(long)]
     no_normalize_per_loop: bool,
@@ -213,10 +215,11 @@ struct ScoreArgs {
     /// Text, encoded with the model's tokenizer.json.
     #[arg(long)]
     text: Option<String>,
-    /// Decode execution for the tokens after the prefill: parallel (fused, one pass of L rows)
-    /// or sequential (L passes).
-    #[arg(long, default_value = "parallel")]
-    mode: String,
+    /// How the decode steps after the prefill run a PLT model's loops: fused (one pass of L
+    /// rows) or sequential (L passes). `--mode` and `parallel` are older spellings. The JSON's
+    /// `mode` keeps its values: "parallel" (fused), "sequential", "vanilla", "reference".
+    #[arg(long, visible_alias = "mode", default_value = "fused")]
+    schedule: String,
     /// Tokens fed by the prefill (the rest are decoded one step at a time). Default: half.
     #[arg(long)]
     prefill: Option<usize>,
@@ -269,8 +272,8 @@ fn parse_dtype(s: &str) -> Result<DType> {
     DType::parse(s).ok_or_else(|| Error::Input(format!("unknown dtype `{s}` (expected f32, f16 or bf16)")))
 }
 
-fn parse_exec(s: &str) -> Result<Exec> {
-    Exec::parse(s).ok_or_else(|| Error::Input(format!("--mode: expected parallel or sequential, got `{s}`")))
+fn parse_schedule(s: &str) -> Result<Schedule> {
+    Schedule::parse(s).ok_or_else(|| Error::Input(format!("--schedule: expected fused or sequential, got `{s}`")))
 }
 
 /// A one-line progress bar on stderr (only redrawn on a terminal).
@@ -312,7 +315,7 @@ fn options(a: &SampleArgs) -> Result<GenerateOptions> {
         sampler: sampler(a)?,
         stop: a.stop.clone(),
         stop_at_eos: !a.ignore_eos,
-        exec: parse_exec(&a.mode)?,
+        schedule: parse_schedule(&a.schedule)?,
         cancel: None,
         context_shift: a.context_shift,
     })
@@ -624,10 +627,10 @@ fn init(a: InitArgs) -> Result<()> {
             "hidden" => GateMode::Hidden,
             g => return Err(Error::Input(format!("--gate: expected query or hidden, got `{g}`"))),
         },
-        loop_mode: match a.loop_mode.as_str() {
-            "parallel" => LoopMode::Parallel,
-            "vanilla" => LoopMode::Vanilla,
-            m => return Err(Error::Input(format!("--loop-mode: expected parallel or vanilla, got `{m}`"))),
+        looping: match a.looping.as_str() {
+            "plt" | "parallel" => Looping::Plt,
+            "vanilla" => Looping::Vanilla,
+            m => return Err(Error::Input(format!("--looping: expected plt or vanilla, got `{m}`"))),
         },
     };
     cfg.validate()?;
@@ -659,13 +662,21 @@ fn score(a: ScoreArgs) -> Result<()> {
     if let Some(t) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
         return Err(Error::Input(format!("token id {t} is out of range (vocab_size {})", cfg.vocab_size)));
     }
-    let exec = parse_exec(&a.mode)?;
+    let schedule = parse_schedule(&a.schedule)?;
     let n = tokens.len();
     if n > cfg.max_position_embeddings {
         return Err(Error::Input(format!("{n} tokens exceed max_position_embeddings ({})", cfg.max_position_embeddings)));
     }
     let prefill = a.prefill.unwrap_or(n / 2).clamp(1, n);
-    let mode = if cfg.num_loops > 1 && cfg.loop_mode == LoopMode::Vanilla { "vanilla".to_string() } else { a.mode.clone() };
+    // The JSON's `mode` values are stable: "parallel" names the fused schedule.
+    let mode = if cfg.num_loops > 1 && cfg.looping == Looping::Vanilla {
+        "vanilla"
+    } else {
+        match schedule {
+            Schedule::Fused => "parallel",
+            Schedule::Sequential => "sequential",
+        }
+    };
     // logits[t] predicts tokens[t+1]; the last token's logits are not needed.
     let (logits, adapter): (Vec<Vec<f32>>, String) = if a.cpu {
         (reference::forward(&cfg, &w, &tokens[..n - 1]), "cpu-reference".into())
@@ -679,7 +690,7 @@ fn score(a: ScoreArgs) -> Result<()> {
         let v = cfg.vocab_size;
         let mut out: Vec<Vec<f32>> = s.prefill_blocking(0, &tokens[..prefill], Logits::All)?.chunks(v).map(|c| c.to_vec()).collect();
         for &t in &tokens[prefill..n - 1] {
-            out.push(s.decode_blocking(&[t], exec, true)?);
+            out.push(s.decode_blocking(&[t], schedule, true)?);
         }
         out.truncate(n - 1);
         (out, adapter)
@@ -688,7 +699,7 @@ fn score(a: ScoreArgs) -> Result<()> {
     let json = serde_json::json!({
         "logprobs": logprobs,
         "adapter": adapter,
-        "mode": if a.cpu { "reference".to_string() } else { mode },
+        "mode": if a.cpu { "reference" } else { mode },
         "tokens": tokens,
         "prefill": if a.cpu { n - 1 } else { prefill },
     });

@@ -11,7 +11,7 @@
 //! - sequential decode: L passes of B rows (the reference for the fused step),
 //! - vanilla looped mode: L passes of B rows, each loop on its own full cache (section 6).
 
-use crate::config::{Config, GateMode, LoopMode};
+use crate::config::{Config, GateMode, Looping};
 use crate::error::{Error, Result};
 use crate::gpu::{Defines, Dim, Dispatch, Gpu};
 use crate::sampling::{SamplerConfig, MAX_PENALTY_WINDOW};
@@ -119,20 +119,22 @@ struct SampleParams {
     _pad: [u32; 3],
 }
 
-/// How a PLT decode step runs its L loops.
+/// How a decode step of a PLT model schedules its L loops on the device (the model's wiring,
+/// PLT or vanilla, is `config::Looping`; vanilla models always run L passes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exec {
+pub enum Schedule {
     /// One pass of B*L rows sharing every weight read (PLT-SPEC section 5).
     Fused,
     /// L passes of B rows: the same numbers, L times the weight reads.
     Sequential,
 }
 
-impl Exec {
-    pub fn parse(s: &str) -> Option<Exec> {
+impl Schedule {
+    /// `fused` or `sequential`; `parallel` is accepted for `fused` (the CLI's older spelling).
+    pub fn parse(s: &str) -> Option<Schedule> {
         match s {
-            "parallel" | "fused" => Some(Exec::Fused),
-            "sequential" => Some(Exec::Sequential),
+            "parallel" | "fused" => Some(Schedule::Fused),
+            "sequential" => Some(Schedule::Sequential),
             _ => None,
         }
     }
@@ -461,7 +463,7 @@ impl Session {
         let rmax = p.max(b * l);
         let lmax = p.max(b);
         let plt = c.is_plt();
-        let vanilla = c.num_loops > 1 && c.loop_mode == LoopMode::Vanilla;
+        let vanilla = c.num_loops > 1 && c.looping == Looping::Vanilla;
         let slots = if vanilla { l * b } else { b };
         let rings = if plt { b * (l - 1) } else { 0 };
         let w = c.window_slots();
@@ -764,7 +766,7 @@ impl Session {
         let c = self.cfg();
         let bsz = self.opts.batch;
         let plt = c.is_plt();
-        let vanilla = c.num_loops > 1 && c.loop_mode == LoopMode::Vanilla;
+        let vanilla = c.num_loops > 1 && c.looping == Looping::Vanilla;
         let (kv_slot, attn_slot) = if vanilla {
             ((l * bsz + b) as u32, (l * bsz + b) as u32)
         } else if l == 0 {
@@ -1168,25 +1170,25 @@ impl Session {
 
     /// `decode`, blocking (native callers).
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn decode_blocking(&mut self, tokens: &[u32], exec: Exec, want_logits: bool) -> Result<Vec<f32>> {
-        pollster::block_on(self.decode(tokens, exec, want_logits))
+    pub fn decode_blocking(&mut self, tokens: &[u32], schedule: Schedule, want_logits: bool) -> Result<Vec<f32>> {
+        pollster::block_on(self.decode(tokens, schedule, want_logits))
     }
 
     /// One decode step for every sequence of the batch: `tokens[b]` at its next position.
-    /// PLT models run `exec`; vanilla models always run L passes. One submit; returns the logits
+    /// PLT models run `schedule`; vanilla models always run L passes. One submit; returns the logits
     /// [B, V] of the last loop when `want_logits`.
-    pub async fn decode(&mut self, tokens: &[u32], exec: Exec, want_logits: bool) -> Result<Vec<f32>> {
-        Ok(self.decode_inner(tokens, exec, want_logits, false).await?.0)
+    pub async fn decode(&mut self, tokens: &[u32], schedule: Schedule, want_logits: bool) -> Result<Vec<f32>> {
+        Ok(self.decode_inner(tokens, schedule, want_logits, false).await?.0)
     }
 
     /// One decode step that also draws each sequence's next token on the GPU with its sampler;
     /// reads back only the B ids (and the logits if `want_logits`).
-    pub async fn decode_sample(&mut self, tokens: &[u32], exec: Exec, want_logits: bool) -> Result<(Vec<u32>, Vec<f32>)> {
-        let (logits, ids) = self.decode_inner(tokens, exec, want_logits, true).await?;
+    pub async fn decode_sample(&mut self, tokens: &[u32], schedule: Schedule, want_logits: bool) -> Result<(Vec<u32>, Vec<f32>)> {
+        let (logits, ids) = self.decode_inner(tokens, schedule, want_logits, true).await?;
         Ok((ids, logits))
     }
 
-    async fn decode_inner(&mut self, tokens: &[u32], exec: Exec, want_logits: bool, sample: bool) -> Result<(Vec<f32>, Vec<u32>)> {
+    async fn decode_inner(&mut self, tokens: &[u32], schedule: Schedule, want_logits: bool, sample: bool) -> Result<(Vec<f32>, Vec<u32>)> {
         #[cfg(not(target_arch = "wasm32"))]
         {
             self.call_start = Some(std::time::Instant::now());
@@ -1209,7 +1211,7 @@ impl Session {
         let row = |l: usize, b: usize| {
             self.row(b, l, self.pos[b], tokens[b], 1, true, (l * bsz + b) as u32, (out_base + l * bsz + b) as u32)
         };
-        let mut passes: Vec<(Vec<Row>, PassPlan)> = if plt && exec == Exec::Fused {
+        let mut passes: Vec<(Vec<Row>, PassPlan)> = if plt && schedule == Schedule::Fused {
             let rows: Vec<Row> = (0..l_n).flat_map(|l| (0..bsz).map(move |b| (l, b))).map(|(l, b)| row(l, b)).collect();
             let plan = PassPlan {
                 rows: (l_n * bsz) as u32,

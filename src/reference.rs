@@ -6,7 +6,7 @@
 //! compares against it, so it favours the spec's wording over speed. Callers validate inputs
 //! (token ids, lengths); here a bad input is a panic with a message, not an `Error`.
 
-use crate::config::{Config, GateMode, LoopMode};
+use crate::config::{Config, GateMode, Looping};
 use crate::weights::{Layer, Tensor, Weights};
 
 // ---------------------------------------------------------------------------------------------
@@ -283,7 +283,7 @@ fn head(cfg: &Config, w: &Weights, h: &[f32]) -> Vec<f32> {
 // Forward pass over a sequence (sections 3 and 6)
 // ---------------------------------------------------------------------------------------------
 
-/// Full forward pass over `tokens` (PLT-SPEC section 3, or section 6 when cfg.loop_mode is
+/// Full forward pass over `tokens` (PLT-SPEC section 3, or section 6 when cfg.looping is
 /// Vanilla; L = 1 is a plain Llama/Qwen2 forward). Returns logits [T][V].
 pub fn forward(cfg: &Config, w: &Weights, tokens: &[u32]) -> Vec<Vec<f32>> {
     let (d, t_len) = (cfg.hidden_size, tokens.len());
@@ -297,9 +297,9 @@ pub fn forward(cfg: &Config, w: &Weights, tokens: &[u32]) -> Vec<Vec<f32>> {
     let mut k0v0 = Vec::new(); // [N] loop 0's K/V, filled by loop 0
     let mut h = stack(cfg, w, &e, 0, &mut k0v0); // H^0, [T, D]
     for l in 1..cfg.num_loops {
-        let x = match cfg.loop_mode {
-            LoopMode::Vanilla => h,
-            LoopMode::Parallel => {
+        let x = match cfg.looping {
+            Looping::Vanilla => h,
+            Looping::Plt => {
                 let mut x = Vec::with_capacity(t_len * d);
                 for t in 0..t_len {
                     // The cross-loop shift: C_t = Norm(H^{l-1}_{t-1}), C_0 = 0.
@@ -410,7 +410,7 @@ impl<'a> Decoder<'a> {
     pub fn new(cfg: &'a Config, w: &'a Weights) -> Self {
         let n = cfg.num_hidden_layers;
         let loops = cfg.num_loops;
-        let full_loops = if cfg.loop_mode == LoopMode::Vanilla {
+        let full_loops = if cfg.looping == Looping::Vanilla {
             loops
         } else {
             1
@@ -444,9 +444,9 @@ impl<'a> Decoder<'a> {
 
     /// Feeds one token at the next position and returns the logits [V] (from loop L-1).
     pub fn step(&mut self, token: u32) -> Vec<f32> {
-        let logits = match self.cfg.loop_mode {
-            LoopMode::Parallel => self.step_parallel(token),
-            LoopMode::Vanilla => self.step_vanilla(token),
+        let logits = match self.cfg.looping {
+            Looping::Plt => self.step_parallel(token),
+            Looping::Vanilla => self.step_vanilla(token),
         };
         self.pos += 1;
         logits
@@ -536,7 +536,7 @@ mod tests {
     use crate::weights::{DType, Linear, Mlp, PltGate, SelfAttn};
 
     /// A small config: V=19, D=16, F=24, N=2, H=4, Hkv=2, Dh=6 (!= D/H).
-    fn small_cfg(loops: usize, mode: LoopMode) -> Config {
+    fn small_cfg(loops: usize, mode: Looping) -> Config {
         Config {
             vocab_size: 19,
             hidden_size: 16,
@@ -557,7 +557,7 @@ mod tests {
             emb_scale: 1.0,
             hidden_scale: 1.0,
             gate_mode: GateMode::Query,
-            loop_mode: mode,
+            looping: mode,
         }
     }
 
@@ -701,7 +701,7 @@ mod tests {
     fn decoder_matches_forward() {
         let seq = 9;
         let mut cases: Vec<(String, Config, bool)> = vec![];
-        let mut c = small_cfg(1, LoopMode::Parallel);
+        let mut c = small_cfg(1, Looping::Plt);
         cases.push(("L=1".into(), c.clone(), false));
         c.tie_word_embeddings = true;
         cases.push(("L=1 tied, qkv bias".into(), c, true));
@@ -709,7 +709,7 @@ mod tests {
             for gate_mode in [GateMode::Query, GateMode::Hidden] {
                 for normalize_per_loop in [true, false] {
                     for left in [0, 1, 2, 64] {
-                        let mut c = small_cfg(loops, LoopMode::Parallel);
+                        let mut c = small_cfg(loops, Looping::Plt);
                         c.gate_mode = gate_mode;
                         c.normalize_per_loop = normalize_per_loop;
                         c.window_left = left;
@@ -723,7 +723,7 @@ mod tests {
                 }
             }
         }
-        let mut c = small_cfg(2, LoopMode::Vanilla);
+        let mut c = small_cfg(2, Looping::Vanilla);
         cases.push(("vanilla L=2".into(), c.clone(), false));
         c.num_loops = 3;
         cases.push(("vanilla L=3 qkv bias".into(), c, true));
@@ -736,8 +736,8 @@ mod tests {
     #[test]
     fn window_and_loops_change_the_result() {
         // Guards against a test that passes because the options are ignored.
-        let toks = tokens(&small_cfg(1, LoopMode::Parallel), 9, 3);
-        let mut a = small_cfg(2, LoopMode::Parallel);
+        let toks = tokens(&small_cfg(1, Looping::Plt), 9, 3);
+        let mut a = small_cfg(2, Looping::Plt);
         a.window_left = 1;
         let w = random_weights(&a, 5, false);
         let mut b = a.clone();
@@ -747,7 +747,7 @@ mod tests {
         assert!(rel_err(&fa[1], &fb[1]) < 1e-6);
         assert!(rel_err(&fa[8], &fb[8]) > 1e-4);
         let v = Config {
-            loop_mode: LoopMode::Vanilla,
+            looping: Looping::Vanilla,
             ..a.clone()
         };
         assert!(rel_err(&forward(&v, &w, &toks)[8], &fa[8]) > 1e-4);
@@ -801,8 +801,8 @@ mod tests {
     #[test]
     fn single_loop_parallel_equals_vanilla() {
         for bias in [false, true] {
-            let p = small_cfg(1, LoopMode::Parallel);
-            let v = small_cfg(1, LoopMode::Vanilla);
+            let p = small_cfg(1, Looping::Plt);
+            let v = small_cfg(1, Looping::Vanilla);
             let w = random_weights(&p, 21, bias);
             let toks = tokens(&p, 8, 4);
             let (fp, fv) = (forward(&p, &w, &toks), forward(&v, &w, &toks));
@@ -817,11 +817,11 @@ mod tests {
     #[test]
     fn forward_is_causal() {
         let mut cases = vec![
-            small_cfg(1, LoopMode::Parallel),
-            small_cfg(2, LoopMode::Vanilla),
+            small_cfg(1, Looping::Plt),
+            small_cfg(2, Looping::Vanilla),
         ];
         for gate_mode in [GateMode::Query, GateMode::Hidden] {
-            let mut c = small_cfg(3, LoopMode::Parallel);
+            let mut c = small_cfg(3, Looping::Plt);
             c.gate_mode = gate_mode;
             c.window_left = 2;
             c.emb_scale = 0.5;
@@ -850,7 +850,7 @@ mod tests {
     #[test]
     fn gqa_reads_kv_head_h_over_group() {
         // H=4, Hkv=2 must equal H=4, Hkv=4 with kv head j of the wide model = head j/2 of the narrow.
-        let narrow = small_cfg(2, LoopMode::Parallel);
+        let narrow = small_cfg(2, Looping::Plt);
         let wide = Config {
             num_key_value_heads: 4,
             ..narrow.clone()

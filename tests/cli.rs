@@ -29,7 +29,8 @@ fn init_and_score_every_option_gpu_matches_cpu() {
         &["--loops", "1"],
         &["--loops", "2", "--window", "2"],
         &["--loops", "3", "--gate", "hidden", "--window", "3", "--kv-heads", "2"],
-        &["--loops", "2", "--loop-mode", "vanilla"],
+        &["--loops", "2", "--looping", "vanilla"],
+        &["--loops", "2", "--loop-mode", "parallel", "--window", "1"], // the older spelling
         &["--loops", "2", "--tie-embeddings", "--qkv-bias", "--dtype", "f16"],
         &["--loops", "2", "--dtype", "bf16", "--shards", "3", "--kv-heads", "1", "--head-dim", "12"],
         &["--loops", "3", "--no-normalize-per-loop", "--emb-scale", "0.5", "--hidden-scale", "2", "--window", "0"],
@@ -47,8 +48,9 @@ fn init_and_score_every_option_gpu_matches_cpu() {
         let want = logprobs(&cpu);
         assert_eq!(want.len(), 10, "T-1 log-probabilities");
         assert!(want.iter().all(|x| x.is_finite() && *x < 0.0));
-        for mode in ["parallel", "sequential"] {
-            let gpu = score(&dir, &["--mode", mode]);
+        // (flag, value, the JSON's stable `mode`): the older `--mode parallel` is the fused schedule.
+        for (flag, value, mode) in [("--schedule", "fused", "parallel"), ("--schedule", "sequential", "sequential"), ("--mode", "parallel", "parallel")] {
+            let gpu = score(&dir, &[flag, value]);
             let got = logprobs(&gpu);
             assert_eq!(got.len(), want.len());
             for (t, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -90,7 +92,7 @@ fn bad_input_is_a_one_line_error() {
         (&["score", "--model", d, "--tokens", "1,2000"], "2000"),
         (&["score", "--model", d, "--tokens", "1,x"], "`x`"),
         (&["score", "--model", d, "--tokens", "1"], "at least 2"),
-        (&["score", "--model", d, "--tokens", "1,2", "--mode", "diagonal"], "--mode"),
+        (&["score", "--model", d, "--tokens", "1,2", "--schedule", "diagonal"], "--schedule"),
         (&["score", "--model", d, "--tokens", "1,2", "--dtype", "f8"], "dtype"),
         (&["score", "--model", d, "--tokens", "1,2", "--kv-dtype", "q4"], "--kv-dtype"),
         (&["init", x.to_str().unwrap(), "--heads", "3", "--kv-heads", "2"], "num_key_value_heads"),

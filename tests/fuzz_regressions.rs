@@ -1001,7 +1001,7 @@ fn error_table() {
     match plt::gpu::Gpu::new_blocking(&Default::default()) {
         Err(e) => row("model.rs", "no adapter", e.to_string()),
         Ok(gpu) => {
-            use plt::model::{Exec, GpuModel, Logits, Session, SessionOptions};
+            use plt::model::{Schedule, GpuModel, Logits, Session, SessionOptions};
             use std::sync::Arc;
             let gpu = Arc::new(gpu);
             let mut cfg = Config::from_json_str(
@@ -1020,9 +1020,9 @@ fn error_table() {
             row(src, "prefill 7 tokens", e(pollster::block_on(s.prefill(0, &[1; 7], Logits::None))));
             row(src, "prefill sequence 2", e(pollster::block_on(s.prefill(2, &[1], Logits::None))));
             row(src, "prefill no tokens", e(pollster::block_on(s.prefill(0, &[], Logits::None))));
-            row(src, "decode 1 token for batch 2", e(pollster::block_on(s.decode(&[1], Exec::Fused, true))));
+            row(src, "decode 1 token for batch 2", e(pollster::block_on(s.decode(&[1], Schedule::Fused, true))));
             pollster::block_on(s.prefill(0, &[1, 2, 3, 4, 5, 6], Logits::None)).unwrap();
-            row(src, "decode when sequence 0 is full", e(pollster::block_on(s.decode(&[1, 1], Exec::Fused, true))));
+            row(src, "decode when sequence 0 is full", e(pollster::block_on(s.decode(&[1, 1], Schedule::Fused, true))));
             let too_long = SessionOptions { batch: 1, context: cfg.max_position_embeddings + 1, prefill_chunk: 4, kv_f16: false };
             row(src, "context 257 > max_position_embeddings 256", Session::new(m.clone(), too_long).err().unwrap().to_string());
             row("sampling.rs", "set_sampler on sequence 3 of 2", s.set_sampler(3, SamplerConfig::default()).unwrap_err().to_string());

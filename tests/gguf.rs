@@ -9,7 +9,7 @@
 mod common;
 use plt::gguf::{dequantize, load_gguf, load_gguf_bytes, GgmlType, GgufFile, GgufModel, GgufTokenizer};
 use plt::init::named_tensors;
-use plt::model::{Exec, GpuModel, Logits, Session, SessionOptions};
+use plt::model::{Schedule, GpuModel, Logits, Session, SessionOptions};
 use plt::rng::Rng;
 use plt::weights::{Layer, Linear, Mlp, SelfAttn, Tensor};
 use plt::{reference, Config, DType, Error, Weights};
@@ -880,7 +880,7 @@ fn gpu_greedy(prompt: &[u32], n: usize) -> Vec<u32> {
     let logits = s.prefill_blocking(0, prompt, Logits::Last).unwrap();
     let mut out = vec![argmax(&logits)];
     while out.len() < n {
-        let logits = s.decode_blocking(&[*out.last().unwrap()], Exec::Fused, true).unwrap();
+        let logits = s.decode_blocking(&[*out.last().unwrap()], Schedule::Fused, true).unwrap();
         out.push(argmax(&logits));
     }
     out

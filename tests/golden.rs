@@ -7,7 +7,7 @@
 
 mod common;
 use common::*;
-use plt::model::{Exec, GpuModel, Logits, Session, SessionOptions};
+use plt::model::{Schedule, GpuModel, Logits, Session, SessionOptions};
 use plt::tokenizer::Tokenizer;
 use plt::{reference, Config, Weights};
 use serde_json::Value;
@@ -149,7 +149,7 @@ fn golden_fused_decode_matches() {
         let all = s.prefill_blocking(0, &t.tokens[..p], Logits::All).unwrap();
         let mut logits: Vec<Vec<f32>> = all.chunks(v).map(|c| c.to_vec()).collect();
         for &tok in &t.tokens[p..n - 1] {
-            logits.push(s.decode_blocking(&[tok], Exec::Fused, true).unwrap());
+            logits.push(s.decode_blocking(&[tok], Schedule::Fused, true).unwrap());
         }
         w = w.max(worst("gpu fused decode", &logits, t));
     }
@@ -171,7 +171,7 @@ fn golden_greedy_generation_matches() {
             let next = argmax(&logits);
             got.push(next);
             if i + 1 < gr.continuation.len() {
-                logits = s.decode_blocking(&[next], Exec::Fused, true).unwrap();
+                logits = s.decode_blocking(&[next], Schedule::Fused, true).unwrap();
             }
         }
         assert_eq!(got, gr.continuation, "greedy continuation of prompt {:?}", gr.prompt);

@@ -4,9 +4,9 @@
 
 mod common;
 use common::*;
-use plt::model::{Exec, GpuModel, Logits, Session, SessionOptions};
+use plt::model::{Schedule, GpuModel, Logits, Session, SessionOptions};
 use plt::reference;
-use plt::{Config, DType, GateMode, LoopMode, Weights};
+use plt::{Config, DType, GateMode, Looping, Weights};
 use std::sync::Arc;
 
 /// GPU f32 accumulation against the reference's f64: logits agree to about 1e-6 relative.
@@ -90,11 +90,11 @@ fn cases() -> Vec<Case> {
         }),
         case("vanilla L2", DType::F32, false, |c| {
             c.num_loops = 2;
-            c.loop_mode = LoopMode::Vanilla;
+            c.looping = Looping::Vanilla;
         }),
         case("vanilla L3 f16", DType::F16, false, |c| {
             c.num_loops = 3;
-            c.loop_mode = LoopMode::Vanilla;
+            c.looping = Looping::Vanilla;
         }),
     ]
 }
@@ -125,7 +125,7 @@ fn decode_after_prefill_matches_forward() {
         let w = weights(&c.cfg, 20 + i as u64, c.dtype, c.bias);
         let toks = tokens(12, c.cfg.vocab_size, 200 + i as u64);
         let want = reference::forward(&c.cfg, &w, &toks);
-        for exec in [Exec::Fused, Exec::Sequential] {
+        for exec in [Schedule::Fused, Schedule::Sequential] {
             let mut s = session(&c.cfg, &w, c.dtype, SessionOptions { batch: 1, context: 16, prefill_chunk: 4, kv_f16: false });
             let last = pollster::block_on(s.prefill(0, &toks[..5], Logits::Last)).unwrap();
             let e = nmse(&last, &want[4]);
@@ -148,7 +148,7 @@ fn decode_from_empty_matches_forward() {
     let want = reference::forward(&c.cfg, &w, &toks);
     let mut s = session(&c.cfg, &w, c.dtype, SessionOptions { batch: 1, context: 8, prefill_chunk: 4, kv_f16: false });
     for t in 0..toks.len() {
-        let got = pollster::block_on(s.decode(&[toks[t]], Exec::Fused, true)).unwrap();
+        let got = pollster::block_on(s.decode(&[toks[t]], Schedule::Fused, true)).unwrap();
         assert!(nmse(&got, &want[t]) < TOL, "position {t}");
     }
 }
@@ -164,7 +164,7 @@ fn fused_equals_sequential_over_32_steps() {
     let w = weights(&cfg, 31, DType::F16, false);
     let prompt = tokens(6, cfg.vocab_size, 32);
     let mut runs = Vec::new();
-    for exec in [Exec::Fused, Exec::Sequential] {
+    for exec in [Schedule::Fused, Schedule::Sequential] {
         let mut s = session(&cfg, &w, DType::F16, SessionOptions { batch: 1, context: 48, prefill_chunk: 8, kv_f16: false });
         let mut logits = pollster::block_on(s.prefill(0, &prompt, Logits::Last)).unwrap();
         let mut toks = Vec::new();
@@ -176,8 +176,8 @@ fn fused_equals_sequential_over_32_steps() {
             logits = pollster::block_on(s.decode(&[next], exec, true)).unwrap();
             assert_eq!(s.stats.submits, before + 1, "one submit per decode step");
             match exec {
-                Exec::Fused => assert_eq!((s.stats.passes, s.stats.rows), (1, 3), "one pass of L rows"),
-                Exec::Sequential => assert_eq!((s.stats.passes, s.stats.rows), (3, 3), "L passes of one row"),
+                Schedule::Fused => assert_eq!((s.stats.passes, s.stats.rows), (1, 3), "one pass of L rows"),
+                Schedule::Sequential => assert_eq!((s.stats.passes, s.stats.rows), (3, 3), "L passes of one row"),
             }
             all.push(logits.clone());
         }
@@ -213,7 +213,7 @@ fn batch_equals_each_sequence_alone() {
     }
     let mut batched = Vec::new();
     for st in &steps {
-        let out = pollster::block_on(batch.decode(st, Exec::Fused, true)).unwrap();
+        let out = pollster::block_on(batch.decode(st, Schedule::Fused, true)).unwrap();
         assert_eq!((batch.stats.passes, batch.stats.rows), (1, 6), "one pass of B*L rows");
         batched.push(split(&out, cfg.vocab_size));
     }
@@ -221,7 +221,7 @@ fn batch_equals_each_sequence_alone() {
         let mut alone = session(&cfg, &w, DType::F32, opts(1));
         pollster::block_on(alone.prefill(0, p, Logits::None)).unwrap();
         for (i, st) in steps.iter().enumerate() {
-            let out = pollster::block_on(alone.decode(&[st[b]], Exec::Fused, true)).unwrap();
+            let out = pollster::block_on(alone.decode(&[st[b]], Schedule::Fused, true)).unwrap();
             let e = nmse(&batched[i][b], &out);
             assert!(e < 1e-12, "sequence {b} step {i}: batch vs alone nmse {e:e}");
         }
@@ -259,10 +259,10 @@ fn bad_calls_are_clear_errors() {
     assert!(err(pollster::block_on(s.prefill(0, &[1; 7], Logits::None))).contains("context"));
     assert!(err(pollster::block_on(s.prefill(2, &[1], Logits::None))).contains("batch"));
     assert!(err(pollster::block_on(s.prefill(0, &[], Logits::None))).contains("at least one"));
-    assert!(err(pollster::block_on(s.decode(&[1], Exec::Fused, true))).contains("2 tokens"));
+    assert!(err(pollster::block_on(s.decode(&[1], Schedule::Fused, true))).contains("2 tokens"));
     assert_eq!(s.position(0), 0, "a failed call changes nothing");
     pollster::block_on(s.prefill(0, &[1, 2, 3, 4, 5, 6], Logits::None)).unwrap();
-    assert!(err(pollster::block_on(s.decode(&[1, 1], Exec::Fused, true))).contains("full"));
+    assert!(err(pollster::block_on(s.decode(&[1, 1], Schedule::Fused, true))).contains("full"));
     let too_long = SessionOptions { batch: 1, context: cfg.max_position_embeddings + 1, prefill_chunk: 4, kv_f16: false };
     let m = Arc::new(GpuModel::new(gpu(), &cfg, &w, None).unwrap());
     assert!(Session::new(m, too_long).err().unwrap().to_string().contains("max_position_embeddings"));
@@ -281,16 +281,16 @@ fn no_allocation_per_decode_step() {
     let mut s = Session::new(m, SessionOptions { batch: 2, context: 16, prefill_chunk: 4, kv_f16: false }).unwrap();
     s.prefill_blocking(0, &[1, 2, 3], Logits::Last).unwrap();
     s.prefill_blocking(1, &[4, 5], Logits::Last).unwrap();
-    s.decode_blocking(&[1, 2], Exec::Fused, true).unwrap();
+    s.decode_blocking(&[1, 2], Schedule::Fused, true).unwrap();
     let before = gpu.allocated_bytes();
     assert!(before > 0);
     for i in 0..8 {
-        let exec = if i % 2 == 0 { Exec::Fused } else { Exec::Sequential };
+        let exec = if i % 2 == 0 { Schedule::Fused } else { Schedule::Sequential };
         s.decode_blocking(&[3, 4], exec, i % 3 != 0).unwrap();
     }
     assert_eq!(gpu.allocated_bytes(), before, "buffers were allocated during decoding");
     if gpu.has_timestamps() {
-        s.decode_blocking(&[3, 4], Exec::Fused, true).unwrap();
+        s.decode_blocking(&[3, 4], Schedule::Fused, true).unwrap();
         assert!(s.stats.gpu_ns.is_some_and(|ns| ns > 0), "timestamps give a GPU time");
     }
 }
@@ -308,7 +308,7 @@ fn f16_kv_cache_matches_reference_closely_in_half_the_memory() {
         let toks = tokens(12, c.cfg.vocab_size, 900 + i as u64);
         let want = reference::forward(&c.cfg, &w, &toks);
         let mut worst: f64 = 0.0;
-        for exec in [Exec::Fused, Exec::Sequential] {
+        for exec in [Schedule::Fused, Schedule::Sequential] {
             let mut s = session(&c.cfg, &w, c.dtype, SessionOptions { batch: 1, context: 16, prefill_chunk: 4, kv_f16: true });
             let got = split(&pollster::block_on(s.prefill(0, &toks[..6], Logits::All)).unwrap(), c.cfg.vocab_size);
             for t in 0..6 {
@@ -358,7 +358,7 @@ fn long_context_decode_splits_attention_and_matches_forward() {
         let toks = tokens(p + 4, cfg.vocab_size, 600 + i as u64);
         let want = reference::forward(&cfg, &w, &toks);
         // Sequential execution for one PLT case (fused == sequential is tested above).
-        let execs: &[Exec] = if i == 3 { &[Exec::Fused, Exec::Sequential] } else { &[Exec::Fused] };
+        let execs: &[Schedule] = if i == 3 { &[Schedule::Fused, Schedule::Sequential] } else { &[Schedule::Fused] };
         for &exec in execs {
             let mut s = session(&cfg, &w, c.dtype, SessionOptions { batch: 1, context, prefill_chunk: 64, kv_f16: false });
             pollster::block_on(s.prefill(0, &toks[..p], Logits::None)).unwrap();
@@ -396,7 +396,7 @@ fn long_context_decode_splits_attention_and_matches_forward() {
         pollster::block_on(s.prefill(b, q, Logits::None)).unwrap();
     }
     for k in 0..3 {
-        let got = split(&pollster::block_on(s.decode(&[next[0][k], next[1][k]], Exec::Fused, true)).unwrap(), cfg.vocab_size);
+        let got = split(&pollster::block_on(s.decode(&[next[0][k], next[1][k]], Schedule::Fused, true)).unwrap(), cfg.vocab_size);
         for b in 0..2 {
             let all: Vec<u32> = seqs[b].iter().chain(&next[b][..=k]).copied().collect();
             let want = reference::forward(&cfg, &w, &all);
@@ -428,7 +428,7 @@ fn fused_norms_match_reference() {
             let toks = tokens(10, c.cfg.vocab_size, 1100 + i as u64);
             let want = reference::forward(&c.cfg, &w, &toks);
             let m = Arc::new(GpuModel::new(gpu.clone(), &c.cfg, &w, Some(c.dtype)).unwrap());
-            for exec in [Exec::Fused, Exec::Sequential] {
+            for exec in [Schedule::Fused, Schedule::Sequential] {
                 let mut s = Session::new(m.clone(), SessionOptions { batch: 1, context: 16, prefill_chunk: 4, kv_f16: false }).unwrap();
                 let got = split(&pollster::block_on(s.prefill(0, &toks[..5], Logits::All)).unwrap(), c.cfg.vocab_size);
                 for t in 0..5 {
@@ -445,7 +445,7 @@ fn fused_norms_match_reference() {
                 let mut s = Session::new(m, SessionOptions { batch: 1, context: 16, prefill_chunk: 4, kv_f16: false }).unwrap();
                 pollster::block_on(s.prefill(0, &toks[..3], Logits::None)).unwrap();
                 s.set_profiling(true).unwrap();
-                pollster::block_on(s.decode(&[toks[3]], Exec::Fused, true)).unwrap();
+                pollster::block_on(s.decode(&[toks[3]], Schedule::Fused, true)).unwrap();
                 let norms = s.profile().iter().filter(|(l, _)| l.ends_with("_norm")).count();
                 // Unfused: input_norm and post_norm per layer, final_norm once.
                 let want_norms = if fuse { 0 } else { 2 * c.cfg.num_hidden_layers + 1 };

@@ -4,7 +4,7 @@ mod common;
 use common::*;
 use plt::generate::{Engine, FinishReason, GenerateOptions, TextSession};
 use plt::gpu::{Gpu, GpuOptions};
-use plt::model::{Exec, GpuModel, Logits, Session, SessionOptions};
+use plt::model::{Schedule, GpuModel, Logits, Session, SessionOptions};
 use plt::sampling::SamplerConfig;
 use plt::DType;
 use std::sync::Arc;
@@ -27,11 +27,11 @@ fn device_loss_is_an_error_and_recoverable() {
     s.prefill_blocking(0, &[1, 2, 3], Logits::Last).unwrap();
     gpu.device.destroy();
     let t = Instant::now();
-    let r = s.decode_blocking(&[4], Exec::Fused, true);
+    let r = s.decode_blocking(&[4], Schedule::Fused, true);
     assert!(t.elapsed() < Duration::from_secs(30), "the call returned promptly");
     let e = r.expect_err("a decode on a lost device fails");
     assert!(e.to_string().to_lowercase().contains("lost") || e.to_string().contains("GPU"), "{e}");
-    assert!(s.decode_blocking(&[4], Exec::Fused, true).is_err(), "and keeps failing");
+    assert!(s.decode_blocking(&[4], Schedule::Fused, true).is_err(), "and keeps failing");
     // A new device works.
     let gpu2 = own_gpu(GpuOptions::default());
     let m2 = Arc::new(GpuModel::new(gpu2, &cfg, &w, None).unwrap());

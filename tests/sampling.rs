@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use plt::model::{Exec, GpuModel, Logits, Session, SessionOptions};
+use plt::model::{Schedule, GpuModel, Logits, Session, SessionOptions};
 use plt::sampling::{sample_cpu, SamplerConfig};
 use plt::DType;
 use std::sync::Arc;
@@ -39,7 +39,7 @@ fn gpu_pick_equals_cpu_pick() {
     let mut next: Vec<u32> = (0..b as u32).collect();
     let mut draws = 0;
     for step in 0..24 {
-        let exec = if step % 2 == 0 { Exec::Fused } else { Exec::Sequential };
+        let exec = if step % 2 == 0 { Schedule::Fused } else { Schedule::Sequential };
         let (ids, logits) = pollster::block_on(s.decode_sample(&next, exec, true)).unwrap();
         assert_eq!(ids.len(), b);
         for (i, sc) in list.iter().enumerate() {
@@ -74,7 +74,7 @@ fn prefill_sample_equals_cpu_pick_and_is_seeded() {
         let mut t = pollster::block_on(s.prefill_sample(0, &prompt)).unwrap();
         let mut out = vec![t];
         for _ in 0..10 {
-            t = pollster::block_on(s.decode_sample(&[t], Exec::Fused, false)).unwrap().0[0];
+            t = pollster::block_on(s.decode_sample(&[t], Schedule::Fused, false)).unwrap().0[0];
             out.push(t);
         }
         out

@@ -14,10 +14,10 @@
 use js_sys::{Function, Promise};
 use plt::generate::{Engine, FinishReason, GenerateOptions, Generator, TextSession};
 use plt::gpu::{Gpu, GpuOptions};
-use plt::model::Exec;
+use plt::model::Schedule;
 use plt::sampling::SamplerConfig;
 use plt::tokenizer::Tokenizer;
-use plt::{Config, LoopMode, Weights};
+use plt::{Config, Looping, Weights};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -272,7 +272,7 @@ impl Model {
             let session = TextSession::new(engine.clone(), context).map_err(js_err)?;
             let vanilla_src = cfg.is_plt().then(|| {
                 let mut vc = cfg.clone();
-                vc.loop_mode = LoopMode::Vanilla;
+                vc.looping = Looping::Vanilla;
                 (vc, w, tok, extras)
             });
             let info = describe(&engine, context, vanilla_src.is_some());
@@ -321,10 +321,10 @@ impl Model {
             };
             let mut guard = inner.try_borrow_mut().map_err(|_| js_err("a generation is already running"))?;
             let inner = guard.as_mut().ok_or_else(|| js_err("the model was freed"))?;
-            let (exec, vanilla) = match o.mode.as_str() {
-                "fused" | "parallel" | "" => (Exec::Fused, false),
-                "sequential" => (Exec::Sequential, false),
-                "vanilla" => (Exec::Fused, true),
+            let (schedule, vanilla) = match o.mode.as_str() {
+                "fused" | "parallel" | "" => (Schedule::Fused, false),
+                "sequential" => (Schedule::Sequential, false),
+                "vanilla" => (Schedule::Fused, true),
                 m => return Err(js_err(format!("mode: expected fused, sequential or vanilla, got `{m}`"))),
             };
             let ts = if let (true, Some((vc, w, tok, extras))) = (vanilla, inner.vanilla_src.as_ref()) {
@@ -353,7 +353,7 @@ impl Model {
                 },
                 stop: o.stop.clone(),
                 stop_at_eos: o.stop_at_eos,
-                exec,
+                schedule,
                 cancel: Some(cancel.clone()),
                 ..GenerateOptions::default()
             };
@@ -388,7 +388,7 @@ impl Model {
                     FinishReason::Cancelled => "cancelled".into(),
                     FinishReason::ContextFull => "context_full".into(),
                 },
-                mode: if vanilla { "vanilla".into() } else { format!("{exec:?}").to_lowercase() },
+                mode: if vanilla { "vanilla".into() } else { format!("{schedule:?}").to_lowercase() },
                 prompt_token_count: gen.timings.prompt_tokens,
                 prefill_ms: t1 - t0,
                 generated_tokens: n,
@@ -430,9 +430,9 @@ fn describe(e: &Engine, context: usize, vanilla: bool) -> String {
         hidden_size: c.hidden_size,
         vocab_size: c.vocab_size,
         num_loops: c.num_loops,
-        loop_mode: match c.loop_mode {
-            LoopMode::Parallel => "parallel".into(),
-            LoopMode::Vanilla => "vanilla".into(),
+        loop_mode: match c.looping {
+            Looping::Plt => "parallel".into(),
+            Looping::Vanilla => "vanilla".into(),
         },
         window: c.window_left + 1,
         parameters: c.num_params(),
