@@ -52,6 +52,19 @@ impl Defines {
         self.0.push((name, Define::Bool(v)));
         self
     }
+    /// The names, in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.0.iter().map(|(n, _)| *n).collect()
+    }
+    /// These defines without `name` (tests of the errors a missing define gives).
+    pub fn without(mut self, name: &str) -> Self {
+        self.0.retain(|(n, _)| *n != name);
+        self
+    }
+    /// Replaces the value of `name` with a u32 (tests of the errors a wrongly typed define gives).
+    pub fn with_u32(self, name: &'static str, v: usize) -> Self {
+        self.without(name).u32(name, v)
+    }
     fn render(&self) -> String {
         let mut s = String::new();
         for (name, v) in &self.0 {
@@ -372,9 +385,8 @@ impl Gpu {
     /// runs of consecutive invocations) and a shuffle by xor 1, 2 and 4 reached the expected
     /// neighbours. Returns the size when every invocation agrees, it is a power of two >= 8.
     async fn probe_subgroups(&self) -> Result<Option<u32>> {
-        let p = self.pipeline("subgroups", "subgroup_probe", &Defines::new())?;
         let out = self.storage("subgroup_probe", 256 * 4)?;
-        let d = self.dispatch(&p, &[(0, &out)], [Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(1)])?;
+        let d = crate::kernels::SubgroupProbe.dispatch(self, &out)?;
         self.run(&[&d], 1, 1)?;
         let got: Vec<u32> = self.read_storage_f32(&out, 256).await?.iter().map(|v| v.to_bits()).collect();
         let size = got[0];

@@ -9,6 +9,7 @@ pub mod generate;
 pub mod gguf;
 pub mod gpu;
 pub mod init;
+pub mod kernels;
 pub mod model;
 pub mod reference;
 pub mod rng;
