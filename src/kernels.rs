@@ -189,7 +189,12 @@ pub struct Norm {
     pub d: usize,
     pub eps: f32,
     pub rows: NormRows,
+    /// Threads per row (the runtime uses `NORM_WG`; tests also try others).
+    pub wg: usize,
 }
+
+/// Threads per row of the runtime's norms.
+pub const NORM_WG: usize = 64;
 
 pub struct NormIo<'a> {
     /// `NormParams::bytes` in a uniform buffer.
@@ -221,7 +226,7 @@ impl Norm {
             NormRows::Logits => "rmsnorm_logits",
             NormRows::Carry => "norm_carry",
         };
-        Variant { shader: "norm", entry, defines: Defines::new().u32("D", self.d).f32("EPS", self.eps).u32("WG", 64) }
+        Variant { shader: "norm", entry, defines: Defines::new().u32("D", self.d).f32("EPS", self.eps).u32("WG", self.wg) }
     }
 
     pub fn grid(&self) -> [Dim; 3] {
@@ -510,7 +515,7 @@ pub fn all_variants() -> Vec<Variant> {
         v.push(Embed { d: 40, storage }.variant());
     }
     for rows in [NormRows::Pass, NormRows::Logits, NormRows::Carry] {
-        v.push(Norm { d: 40, eps: 1e-5, rows }.variant());
+        v.push(Norm { d: 40, eps: 1e-5, rows, wg: NORM_WG }.variant());
     }
     v.push(Swiglu { f: 72 }.variant());
     v.push(SubgroupProbe.variant());

@@ -13,7 +13,9 @@ mod common;
 
 use common::gpu;
 use half::f16;
-use plt::gpu::{Defines, Dim, Gpu};
+use plt::gpu::{Dispatch, Gpu};
+use plt::kernels::*;
+use plt::DType;
 use plt::model::{PassInfo, Row, NONE};
 use plt::reference;
 use plt::rng::Rng;
@@ -152,20 +154,15 @@ fn pass(g: &Gpu, rows: usize, logit_row0: usize, logit_rows: usize) -> wgpu::Buf
     g.uniform("pass", bytemuck::bytes_of(&p))
 }
 
-fn params(g: &Gpu, p: [u32; 4]) -> wgpu::Buffer {
-    g.uniform("params", bytemuck::cast_slice(&p))
-}
-
 fn read(g: &Gpu, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
     pollster::block_on(g.read_storage_f32(b, n)).unwrap()
 }
 
-/// Builds `shader`'s `entry` with `defs`, binds `bufs` and runs one pass of `rows` rows.
-#[allow(clippy::too_many_arguments)]
-fn launch(g: &Gpu, shader: &str, entry: &str, defs: &Defines, bufs: &[(u32, &wgpu::Buffer)], grid: [Dim; 3], rows: usize, logit_rows: usize) {
-    let p = g.pipeline(shader, entry, defs).unwrap_or_else(|e| panic!("{shader}:{entry}: {e}"));
-    let d = g.dispatch(&p, bufs, grid).unwrap();
-    g.run(&[&d], rows as u32, logit_rows as u32).unwrap_or_else(|e| panic!("{shader}:{entry}: {e}"));
+/// Runs `dispatch` (a kernel descriptor's, bound to the test's buffers) as one pass of `rows` rows.
+fn launch(g: &Gpu, dispatch: plt::Result<Dispatch>, rows: usize, logit_rows: usize) {
+    let d = dispatch.unwrap_or_else(|e| panic!("{e}"));
+    let label = d.pipeline.label.clone();
+    g.run(&[&d], rows as u32, logit_rows as u32).unwrap_or_else(|e| panic!("{label}: {e}"));
 }
 
 /// A weight matrix as the kernels bind it (array<u32>: f32 bits, or f16 packed two per word,
@@ -226,14 +223,14 @@ fn shuffled(rng: &mut Rng, n: usize) -> Vec<usize> {
 /// `norm` (matmul_rows_vec only): the kernel normalises its input rows itself (`NORM`): x holds
 /// raw rows (with ROWS_FROM_LOGITS, from logit_row0 = 1 on) and y = W (RMSNorm(x; nw)).
 #[allow(clippy::too_many_arguments)]
-fn matmul_case(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf16: bool, logits: bool, norm: bool) {
-    matmul_case_glu(rng, entry, r, k, o, wf16, logits, norm, false);
+fn matmul_case(rng: &mut Rng, path: MatmulPath, r: usize, k: usize, o: usize, wf16: bool, logits: bool, norm: bool) {
+    matmul_case_glu(rng, path, r, k, o, wf16, logits, norm, false);
 }
 
 /// `glu` (matmul_rows_vec, O even): the weight rows are (gate, up) pairs and the kernel
 /// writes y[r][j] = silu(prod[r][2j]) * prod[r][2j + 1] into a [R, O/2] buffer (`GLU`).
 #[allow(clippy::too_many_arguments)]
-fn matmul_case_glu(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf16: bool, logits: bool, norm: bool, glu: bool) {
+fn matmul_case_glu(rng: &mut Rng, path: MatmulPath, r: usize, k: usize, o: usize, wf16: bool, logits: bool, norm: bool, glu: bool) {
     let g = gpu();
     let extra = 3;
     let (wbytes, wv) = weight_words(&rng.normals(o * k, 1.0 / (k as f32).sqrt()), wf16);
@@ -250,22 +247,20 @@ fn matmul_case_glu(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf1
     let bbuf = upload(&g, "bias", &bias);
     let (rows, logit_rows) = if logits { (r + extra, r) } else { (r, r + extra) };
     let pbuf = pass(&g, rows, 1, logit_rows);
-    let defs_for = |(lanes, sg): (usize, bool)| {
-        let d = Defines::new().u32("K", k).u32("O", o).bool("W_F16", wf16).bool("ROWS_FROM_LOGITS", logits).u32("LANES", lanes).bool("SUBGROUPS", sg);
-        if entry == "matmul_rows_vec" {
-            d.bool("NORM", norm).f32("EPS", EPS).bool("GLU", glu)
-        } else {
-            d
-        }
+    let storage = if wf16 { DType::F16 } else { DType::F32 };
+    let kernel = |(lanes, subgroups): (u32, bool)| Matmul {
+        k,
+        n: o,
+        storage,
+        path,
+        lanes,
+        subgroups,
+        logit_rows: logits,
+        norm_eps: norm.then_some(EPS),
+        glu,
     };
-    let outs = if glu { o / 2 } else { o };
-    let grid = |lanes: usize| match entry {
-        "matmul_tiled" => {
-            let rd = if logits { Dim::LogitRows(64) } else { Dim::Rows(64) };
-            [Dim::Fixed(o.div_ceil(64) as u32), rd, Dim::Fixed(1)]
-        }
-        _ => [Dim::Fixed(outs.div_ceil(256 / lanes) as u32), Dim::Fixed(1), Dim::Fixed(1)],
-    };
+    let entry = kernel((8, false)).variant().entry;
+    assert!(!(norm || glu) || kernel((8, false)).vec_loads(), "NORM and GLU are options of the vec kernel (K % 8 == 0)");
     // The rows the product reads: x's first r rows, or RMSNorm of rows (logit_row0 + i) with NORM.
     let xin: Vec<f32> = if norm {
         let first = if logits { 1 } else { 0 };
@@ -281,18 +276,17 @@ fn matmul_case_glu(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf1
     // The row-sharing kernels at 8, 16 and 32 lanes per output, each with the workgroup-memory
     // reduction and, where the adapter's subgroups are wide enough, the subgroup one.
     let mut variants = vec![(8, false)];
-    if entry != "matmul_tiled" {
+    if path == MatmulPath::RowSharing {
         variants = Vec::new();
         for lanes in [8, 16, 32] {
             variants.push((lanes, false));
-            if g.subgroup_reduce(lanes as u32) {
+            if g.subgroup_reduce(lanes) {
                 variants.push((lanes, true));
             }
         }
     }
-    let shader = if entry == "matmul_rows_vec" { "matmul_vec" } else { "matmul" };
     if glu {
-        assert!(o % 2 == 0 && entry == "matmul_rows_vec");
+        assert!(o % 2 == 0);
         let f = o / 2;
         let want: Vec<f32> = (0..(r + extra) * f)
             .map(|i| if i >= r * f { poison() } else { (reference::silu(prod[i / f * o + 2 * (i % f)] as f32) as f64 * prod[i / f * o + 2 * (i % f) + 1]) as f32 })
@@ -309,16 +303,15 @@ fn matmul_case_glu(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf1
             .collect();
         for (lanes, sg) in variants {
             let ybuf = upload(&g, "y", &vec![poison(); (r + extra) * f]);
-            let prm = params(&g, [0, 0, 0, 0]);
-            let bufs = [(0, &prm), (1, &pbuf), (2, &xbuf), (3, &wbuf), (4, &bbuf), (5, &ybuf), (6, &nbuf)];
-            launch(&g, shader, entry, &defs_for((lanes, sg)), &bufs, grid(lanes), rows, logit_rows);
+            let prm = g.uniform("params", &MatmulParams::default().bytes());
+            let io = MatmulIo { params: &prm, pass: &pbuf, x: &xbuf, w: &wbuf, bias: &bbuf, y: &ybuf, norm_weight: &nbuf };
+            launch(&g, kernel((lanes, sg)).dispatch(&g, &io), rows, logit_rows);
             let what = format!("{entry} GLU R={r} K={k} O={o} f16={wf16} rows_from_logits={logits} norm={norm} lanes={lanes} subgroups={sg}");
             compare_scaled(&what, &read(&g, &ybuf, (r + extra) * f), &want, &scale, rows_of(f), TOL);
         }
         return;
     }
     for ((lanes, sg), acc, has_bias) in variants.iter().flat_map(|&v| [(v, false, false), (v, true, false), (v, false, true), (v, true, true)]) {
-        let defs = defs_for((lanes, sg));
         let mut y0 = vec![poison(); (r + extra) * o];
         if acc {
             for v in &mut y0[..r * o] {
@@ -349,9 +342,9 @@ fn matmul_case_glu(rng: &mut Rng, entry: &str, r: usize, k: usize, o: usize, wf1
             })
             .collect();
         let ybuf = upload(&g, "y", &y0);
-        let prm = params(&g, [acc as u32, has_bias as u32, 0, 0]);
-        let bufs = [(0, &prm), (1, &pbuf), (2, &xbuf), (3, &wbuf), (4, &bbuf), (5, &ybuf), (6, &nbuf)];
-        launch(&g, shader, entry, &defs, &bufs, grid(lanes), rows, logit_rows);
+        let prm = g.uniform("params", &MatmulParams { accumulate: acc, bias: has_bias }.bytes());
+        let io = MatmulIo { params: &prm, pass: &pbuf, x: &xbuf, w: &wbuf, bias: &bbuf, y: &ybuf, norm_weight: &nbuf };
+        launch(&g, kernel((lanes, sg)).dispatch(&g, &io), rows, logit_rows);
         let what = format!("{entry} R={r} K={k} O={o} f16={wf16} rows_from_logits={logits} norm={norm} lanes={lanes} subgroups={sg} accumulate={acc} bias={has_bias}");
         compare_scaled(&what, &read(&g, &ybuf, (r + extra) * o), &want, &scale, rows_of(o), TOL);
     }
@@ -362,13 +355,12 @@ const MATMUL_SHAPES: &[(usize, usize, usize)] = &[(1, 1, 1), (1, 3, 5), (3, 17, 
 /// K a multiple of 8 (what `matmul_rows_vec` requires), rows across the 4-row register blocks.
 const MATMUL_VEC_SHAPES: &[(usize, usize, usize)] = &[(1, 8, 1), (1, 8, 5), (3, 16, 65), (6, 64, 70), (9, 40, 33), (16, 136, 67)];
 
-fn matmul_all(entry: &str, seed: u64, norm: bool) {
+fn matmul_all(path: MatmulPath, shapes: &[(usize, usize, usize)], seed: u64, norm: bool) {
     let mut rng = Rng::new(seed);
-    let shapes = if entry == "matmul_rows_vec" { MATMUL_VEC_SHAPES } else { MATMUL_SHAPES };
     for &(r, k, o) in shapes {
         for wf16 in [false, true] {
             for logits in [false, true] {
-                matmul_case(&mut rng, entry, r, k, o, wf16, logits, norm);
+                matmul_case(&mut rng, path, r, k, o, wf16, logits, norm);
             }
         }
     }
@@ -376,27 +368,29 @@ fn matmul_all(entry: &str, seed: u64, norm: bool) {
 
 #[test]
 fn matmul_tiled_matches_cpu() {
-    matmul_all("matmul_tiled", 101, false);
+    matmul_all(MatmulPath::Tiled, MATMUL_SHAPES, 101, false);
 }
 
 #[test]
 fn matmul_rows_matches_cpu() {
-    matmul_all("matmul_rows", 102, false);
+    // K % 8 != 0 throughout: the scalar row-sharing kernel.
+    assert!(MATMUL_SHAPES.iter().all(|&(_, k, _)| k % 8 != 0));
+    matmul_all(MatmulPath::RowSharing, MATMUL_SHAPES, 102, false);
 }
 
 #[test]
 fn matmul_rows_vec_matches_cpu() {
-    matmul_all("matmul_rows_vec", 103, false);
+    matmul_all(MatmulPath::RowSharing, MATMUL_VEC_SHAPES, 103, false);
 }
 
 /// The decode matmul with the RMSNorm of its input folded in (`NORM`), including K = 1032 (more
 /// than one element per thread in the statistics) and rows read from logit_row0.
 #[test]
 fn matmul_rows_vec_norm_matches_cpu() {
-    matmul_all("matmul_rows_vec", 104, true);
+    matmul_all(MatmulPath::RowSharing, MATMUL_VEC_SHAPES, 104, true);
     let mut rng = Rng::new(105);
     for logits in [false, true] {
-        matmul_case(&mut rng, "matmul_rows_vec", 5, 1032, 40, true, logits, true);
+        matmul_case(&mut rng, MatmulPath::RowSharing, 5, 1032, 40, true, logits, true);
     }
 }
 
@@ -408,7 +402,7 @@ fn matmul_rows_glu_matches_cpu() {
     for &(r, k, o) in &[(1, 8, 2), (3, 16, 64), (6, 64, 70), (9, 40, 34), (16, 136, 66)] {
         for wf16 in [false, true] {
             for norm in [false, true] {
-                matmul_case_glu(&mut rng, "matmul_rows_vec", r, k, o, wf16, false, norm, true);
+                matmul_case_glu(&mut rng, MatmulPath::RowSharing, r, k, o, wf16, false, norm, true);
             }
         }
     }
@@ -418,8 +412,12 @@ fn matmul_rows_glu_matches_cpu() {
 // norm.wgsl
 // ---------------------------------------------------------------------------------------------
 
-fn norm_defs(d: usize, wg: usize) -> Defines {
-    Defines::new().u32("D", d).f32("EPS", EPS).u32("WG", wg)
+/// Runs an RMSNorm kernel over a pass of `r` rows (`lr0`, `lrn`: its logit rows).
+#[allow(clippy::too_many_arguments)]
+fn run_norm(g: &Gpu, norm: Norm, normalize_carry: bool, rows: &wgpu::Buffer, x: &wgpu::Buffer, w: &wgpu::Buffer, out: &wgpu::Buffer, (r, lr0, lrn): (usize, usize, usize)) {
+    let params = g.uniform("params", &NormParams { normalize_carry }.bytes());
+    let pb = pass(g, r, lr0, lrn);
+    launch(g, norm.dispatch(g, &NormIo { params: &params, pass: &pb, rows, x, weight: w, out }), r, lrn);
 }
 
 /// Random rows; row 1 (when there is one) is tiny, so that EPS matters in its statistics.
@@ -448,9 +446,8 @@ fn rmsnorm_matches_cpu() {
         let mut want = reference::rmsnorm(&x[..r * d], &w, EPS);
         want.resize((r + extra) * d, poison());
         let out = upload(&g, "out", &vec![poison(); (r + extra) * d]);
-        let (xb, wb, pb) = (upload(&g, "x", &x), upload(&g, "w", &w), pass(&g, r, 0, r + extra));
-        let bufs = [(1, &pb), (3, &xb), (4, &wb), (5, &out)];
-        launch(&g, "norm", "rmsnorm", &norm_defs(d, wg), &bufs, [Dim::Rows(1), Dim::Fixed(1), Dim::Fixed(1)], r, r + extra);
+        let (xb, wb, rb) = (upload(&g, "x", &x), upload(&g, "w", &w), upload_rows(&g, &[row(0)]));
+        run_norm(&g, Norm { d, eps: EPS, rows: NormRows::Pass, wg }, true, &rb, &xb, &wb, &out, (r, 0, r + extra));
         compare(&format!("rmsnorm R={r} D={d} WG={wg}"), &read(&g, &out, (r + extra) * d), &want, d, TOL);
     }
 }
@@ -466,9 +463,8 @@ fn rmsnorm_logits_matches_cpu() {
         let mut want = reference::rmsnorm(&x[lr0 * d..(lr0 + lrn) * d], &w, EPS);
         want.resize(r * d, poison());
         let out = upload(&g, "out", &vec![poison(); r * d]);
-        let (xb, wb, pb) = (upload(&g, "x", &x), upload(&g, "w", &w), pass(&g, r, lr0, lrn));
-        let bufs = [(1, &pb), (3, &xb), (4, &wb), (5, &out)];
-        launch(&g, "norm", "rmsnorm_logits", &norm_defs(d, 64), &bufs, [Dim::LogitRows(1), Dim::Fixed(1), Dim::Fixed(1)], r, lrn);
+        let (xb, wb, rb) = (upload(&g, "x", &x), upload(&g, "w", &w), upload_rows(&g, &[row(0)]));
+        run_norm(&g, Norm { d, eps: EPS, rows: NormRows::Logits, wg: NORM_WG }, true, &rb, &xb, &wb, &out, (r, lr0, lrn));
         compare(&format!("rmsnorm_logits R={r} logit_row0={lr0} logit_rows={lrn} D={d}"), &read(&g, &out, r * d), &want, d, TOL);
     }
 }
@@ -478,12 +474,12 @@ fn norm_carry_matches_cpu() {
     let g = gpu();
     let mut rng = Rng::new(203);
     for (r, d) in [(1, 3), (2, 1), (5, 17), (17, 65), (70, 130)] {
-        for apply in [1u32, 0] {
+        for apply in [true, false] {
             // cbuf has more rows than the pass; rows get distinct destinations, some none.
             let m = r + 3;
             let dst = shuffled(&mut rng, m);
             let rows: Vec<Row> = (0..r)
-                .map(|i| Row { cdst: if (i % 4 == 1) || (r == 1 && apply == 0) { NONE } else { dst[i] as u32 }, ..row(i) })
+                .map(|i| Row { cdst: if (i % 4 == 1) || (r == 1 && !apply) { NONE } else { dst[i] as u32 }, ..row(i) })
                 .collect();
             let x = norm_input(&mut rng, r, d);
             let w = norm_weight(&mut rng, d);
@@ -491,18 +487,16 @@ fn norm_carry_matches_cpu() {
             let mut want = vec![poison(); m * d];
             for (i, rw) in rows.iter().enumerate() {
                 if rw.cdst != NONE {
-                    let src = if apply == 1 { &normed } else { &x };
+                    let src = if apply { &normed } else { &x };
                     let c = rw.cdst as usize;
                     want[c * d..(c + 1) * d].copy_from_slice(&src[i * d..(i + 1) * d]);
                 }
             }
             let out = upload(&g, "cbuf", &vec![poison(); m * d]);
-            let (prm, pb, rb) = (params(&g, [apply, 0, 0, 0]), pass(&g, r, 0, 0), upload_rows(&g, &rows));
-            let (xb, wb) = (upload(&g, "x", &x), upload(&g, "w", &w));
-            let bufs = [(0, &prm), (1, &pb), (2, &rb), (3, &xb), (4, &wb), (5, &out)];
-            launch(&g, "norm", "norm_carry", &norm_defs(d, 64), &bufs, [Dim::Rows(1), Dim::Fixed(1), Dim::Fixed(1)], r, 0);
-            // apply = 0 is a copy: exact.
-            let tol = if apply == 1 { TOL } else { 0.0 };
+            let (rb, xb, wb) = (upload_rows(&g, &rows), upload(&g, "x", &x), upload(&g, "w", &w));
+            run_norm(&g, Norm { d, eps: EPS, rows: NormRows::Carry, wg: NORM_WG }, apply, &rb, &xb, &wb, &out, (r, 0, 0));
+            // Without the norm it is a copy: exact.
+            let tol = if apply { TOL } else { 0.0 };
             compare(&format!("norm_carry R={r} D={d} apply={apply}"), &read(&g, &out, m * d), &want, d, tol);
         }
     }
@@ -553,9 +547,8 @@ fn embed_input_matches_cpu() {
         let out = upload(&g, "x", &vec![poison(); (r + extra) * d]);
         let eb = g.storage_init("emb", &ebytes).unwrap();
         let (rb, cb) = (upload_rows(&g, &rows), upload(&g, "cbuf", &cbuf));
-        let defs = Defines::new().u32("D", d).bool("W_F16", wf16);
-        let grid = [Dim::Fixed(d.div_ceil(64) as u32), Dim::Rows(1), Dim::Fixed(1)];
-        launch(&g, "embed", "embed_input", &defs, &[(0, &rb), (1, &eb), (2, &cb), (3, &out)], grid, r, 0);
+        let storage = if wf16 { DType::F16 } else { DType::F32 };
+        launch(&g, Embed { d, storage }.dispatch(&g, &EmbedIo { rows: &rb, embed: &eb, carried: &cb, out: &out }), r, 0);
         compare(&format!("embed_input R={r} D={d} V={v} f16={wf16}"), &read(&g, &out, (r + extra) * d), &want, rows_of(d), TOL);
     }
 }
@@ -576,8 +569,7 @@ fn swiglu_matches_cpu() {
         }
         let out = upload(&g, "act", &vec![poison(); (r + extra) * f]);
         let gb = upload(&g, "gu", &gu);
-        let grid = [Dim::Fixed(f.div_ceil(64) as u32), Dim::Rows(1), Dim::Fixed(1)];
-        launch(&g, "elementwise", "swiglu", &Defines::new().u32("F", f), &[(0, &gb), (1, &out)], grid, r, 0);
+        launch(&g, Swiglu { f }.dispatch(&g, &SwigluIo { gate_up: &gb, out: &out }), r, 0);
         compare(&format!("swiglu R={r} F={f}"), &read(&g, &out, (r + extra) * f), &want, f, TOL);
     }
 }
@@ -596,7 +588,7 @@ struct Shape {
     slots: usize,
     w: usize,
     rings: usize,
-    gate_mode: usize,
+    gate_mode: u32,
     /// Cache and rings stored as f16 (`SessionOptions::kv_f16`).
     kv_f16: bool,
     /// Global branch split every `split` positions (`attention` + `attention_combine`; 0: one
@@ -614,24 +606,22 @@ impl Shape {
     fn qkvd(&self) -> usize {
         self.qd() + 2 * self.kvd()
     }
-    /// The defines the runtime gives rope.wgsl and attention.wgsl.
-    fn defines(&self) -> Defines {
-        Defines::new()
-            .u32("H", self.h)
-            .u32("HKV", self.hkv)
-            .u32("DH", self.dh)
-            .u32("D", self.d)
-            .f32("THETA", THETA)
-            .u32("TMAX", self.tmax)
-            .u32("SLOTS", self.slots)
-            .u32("W", self.w)
-            .u32("RINGS", self.rings)
-            .u32("GATE_MODE", self.gate_mode)
-            .f32("EPS", EPS)
-            .u32("RG", plt::model::ATTN_GROUP_ROWS)
-            .bool("KV_F16", self.kv_f16)
-            .u32("SPLIT", self.split)
-            .u32("NSPLIT", self.nsplit())
+    /// The shape the runtime specialises rope.wgsl and attention.wgsl with.
+    fn attn(&self) -> AttnShape {
+        AttnShape {
+            heads: self.h,
+            kv_heads: self.hkv,
+            head_dim: self.dh,
+            hidden: self.d,
+            rope_theta: THETA,
+            positions: self.tmax,
+            slots: self.slots,
+            window: self.w,
+            rings: self.rings,
+            gate_mode: self.gate_mode,
+            eps: EPS,
+            kv_f16: self.kv_f16,
+        }
     }
     fn nsplit(&self) -> usize {
         if self.split == 0 {
@@ -695,7 +685,8 @@ fn rope_store_matches_cpu() {
         let qb = upload(&g, "qkv", &qkv);
         let kb = upload_kv(&g, "kv", &vec![poison(); want_kv.len()], s.kv_f16);
         let rb = upload_rows(&g, &rows);
-        launch(&g, "rope", "rope_store", &s.defines(), &[(0, &rb), (1, &qb), (2, &kb)], [Dim::Rows(1), Dim::Fixed(1), Dim::Fixed(1)], r, 0);
+        let io = RopeIo { rows: &rb, qkv: &qb, kv: &kb, ring: &kb };
+        launch(&g, Rope { shape: s.attn(), ring: false }.dispatch(&g, &io), r, 0);
         let what = format!("rope_store H={} HKV={} DH={} R={r} KV_F16={}", s.h, s.hkv, s.dh, s.kv_f16);
         compare(&format!("{what}: qkv"), &read(&g, &qb, qkv.len()), &want, s.dh, TOL_ROPE);
         // f16: the rounding of the GPU's f32 value may differ from the reference's by an ulp.
@@ -739,7 +730,8 @@ fn ring_store_matches_cpu() {
         }
         let (rb, qb) = (upload_rows(&g, &rows), upload(&g, "qkv", &qkv));
         let ring = upload_kv(&g, "ring", &vec![poison(); want.len()], s.kv_f16);
-        launch(&g, "rope", "ring_store", &s.defines(), &[(0, &rb), (1, &qb), (3, &ring)], [Dim::Rows(1), Dim::Fixed(1), Dim::Fixed(1)], r, 0);
+        let io = RopeIo { rows: &rb, qkv: &qb, kv: &ring, ring: &ring };
+        launch(&g, Rope { shape: s.attn(), ring: true }.dispatch(&g, &io), r, 0);
         // A copy: exact in f32; in f16, the inputs rounded (to nearest even, as pack2x16float
         // does for values in range).
         let (want, tol) = if s.kv_f16 { (round_f16(&want), TOL_KV_F16) } else { (want, 0.0) };
@@ -923,16 +915,23 @@ fn attention_case_one(what: &str, s: Shape, rows: &[Row], seed: u64) {
             upload(&g, "out", &vec![poison(); want.len()]),
         ];
         let part = upload(&g, "part", &vec![poison(); (r_n + extra) * s.h * s.nsplit() * (dh + 2)]);
-        let mut binds: Vec<(u32, &wgpu::Buffer)> = bufs.iter().enumerate().map(|(i, b)| (i as u32, b)).collect();
-        binds.push((7, &part));
+        let io = AttentionIo {
+            rows: &bufs[0],
+            qkv: &bufs[1],
+            kv: &bufs[2],
+            ring: &bufs[3],
+            gate: &bufs[4],
+            hidden: &bufs[5],
+            out: &bufs[6],
+            partials: &part,
+        };
+        let attention = |split| Attention { shape: s.attn(), split }.dispatch(&g, &io);
         if s.split == 0 {
-            let grid = [Dim::Rows(1), Dim::Fixed(s.h as u32), Dim::Fixed(1)];
-            launch(&g, "attention", "attention", &s.defines(), &binds, grid, r_n, 0);
+            launch(&g, attention(AttnSplit::Whole), r_n, 0);
         } else {
-            let grid = [Dim::Rows(1), Dim::Fixed(s.h as u32), Dim::Fixed(s.nsplit() as u32)];
-            launch(&g, "attention", "attention", &s.defines(), &binds, grid, r_n, 0);
-            let grid = [Dim::Rows(1), Dim::Fixed(s.h as u32), Dim::Fixed(1)];
-            launch(&g, "attention", "attention_combine", &s.defines(), &binds, grid, r_n, 0);
+            let (len, splits) = (s.split, s.nsplit());
+            launch(&g, attention(AttnSplit::Partials { len, splits }), r_n, 0);
+            launch(&g, attention(AttnSplit::Combine { len, splits }), r_n, 0);
         }
         let what = format!(
             "{what}, {how} (H={} HKV={} DH={} D={} W={} GATE_MODE={} KV_F16={} SPLIT={})",

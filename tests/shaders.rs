@@ -28,7 +28,7 @@ fn every_entry_point_validates() {
 
 #[test]
 fn errors_name_the_shader_and_entry() {
-    let v = Norm { d: 4, eps: 1e-5, rows: NormRows::Pass }.variant();
+    let v = Norm { d: 4, eps: 1e-5, rows: NormRows::Pass, wg: 64 }.variant();
     let missing = v.defines.names()[1];
     let src = shader_source(v.shader, &v.defines.clone().without(missing)).unwrap();
     let e = validate_shader(v.shader, v.entry, &src).unwrap_err().to_string();

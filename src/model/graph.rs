@@ -138,7 +138,7 @@ impl Graph {
         let norm_params = gpu.uniform("norm_params", &NormParams { normalize_carry: c.normalize_per_loop }.bytes());
         let norm = |rows: NormRows, x: &wgpu::Buffer, weight: &wgpu::Buffer, out: &wgpu::Buffer| {
             let io = NormIo { params: &norm_params, pass: &bufs.pass, rows: &bufs.rows, x, weight, out };
-            Norm { d, eps: c.rms_norm_eps, rows }.dispatch(gpu, &io)
+            Norm { d, eps: c.rms_norm_eps, rows, wg: NORM_WG }.dispatch(gpu, &io)
         };
         let split = attention_split(opts.context);
         let mut layers = Vec::new();

@@ -369,3 +369,70 @@ impl Planner<'_> {
         plan
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(loops: usize, looping: Looping) -> Config {
+        let json = serde_json::json!({
+            "vocab_size": 50, "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "max_position_embeddings": 64,
+            "plt_num_loops": loops, "plt_window_size": [3, 0],
+        });
+        let mut c = Config::from_json_str(&json.to_string()).unwrap();
+        c.looping = looping;
+        c
+    }
+
+    /// Plans are built and checked without a device: the fused step is one pass of B*L rows,
+    /// loop-major, loop 0 writing the global cache and later loops reading it and their ring.
+    #[test]
+    fn fused_decode_is_one_loop_major_pass() {
+        let c = cfg(3, Looping::Plt);
+        let p = Planner { cfg: &c, batch: 2 };
+        let plan = p.decode(&[5, 9], &[7, 8], Schedule::Fused, true, true);
+        assert_eq!(plan.passes.len(), 1);
+        let pass = &plan.passes[0];
+        assert_eq!(pass.rows.len(), 6);
+        assert_eq!((pass.logit_row0, pass.logit_rows, pass.sample), (4, 2, true));
+        assert_eq!(pass.body, MatmulPath::RowSharing);
+        for (i, r) in pass.rows.iter().enumerate() {
+            let (l, b) = (i / 2, i % 2);
+            assert_eq!((r.lp as usize, r.seq as usize, r.token), (l, b, [7, 8][b]));
+            assert_eq!(r.kv_slot, if l == 0 { b as u32 } else { NONE });
+            assert_eq!(r.attn_slot, b as u32);
+            assert_eq!(r.ring == NONE, l == 0);
+            assert_eq!(r.cdst == NONE, l == 2, "the last loop carries nothing");
+        }
+        // Loops 0 and 1 of a sequence (and 2) attend together: one group per sequence.
+        assert_eq!((pass.rows[0].gnext, pass.rows[2].gfollow), (2, 1));
+        assert_eq!(pass.before, vec![RowCopy { src: RowBuf::Carry, src_row: 2, dst: RowBuf::Scratch, dst_row: 2, rows: 4 }]);
+        assert_eq!(plan.after, vec![RowCopy { src: RowBuf::Scratch, src_row: 6, dst: RowBuf::Carry, dst_row: 2, rows: 4 }]);
+        let seq = p.decode(&[5, 9], &[7, 8], Schedule::Sequential, true, false);
+        assert_eq!(seq.passes.iter().map(|p| p.rows.len()).collect::<Vec<_>>(), vec![2, 2, 2]);
+        assert!(seq.passes.iter().all(|p| p.embed) && !seq.passes[0].logits && seq.passes[2].logits);
+    }
+
+    /// Vanilla models give each loop its own cache slot and no cross-loop input; a long prefill
+    /// chunk takes the tiled path.
+    #[test]
+    fn vanilla_and_prefill_rows() {
+        let c = cfg(2, Looping::Vanilla);
+        let p = Planner { cfg: &c, batch: 2 };
+        let plan = p.decode(&[0, 0], &[1, 2], Schedule::Fused, false, false);
+        assert_eq!(plan.passes.len(), 2, "vanilla models always run L passes");
+        assert_eq!(plan.passes[1].rows[1].kv_slot, 3);
+        assert!(!plan.passes[1].embed && plan.after.is_empty());
+        let c = cfg(2, Looping::Plt);
+        let p = Planner { cfg: &c, batch: 1 };
+        let chunk: Vec<u32> = (0..20).collect();
+        let plan = p.prefill(0, 4, &chunk, (19, 1), false);
+        assert_eq!(plan.passes.len(), 2);
+        let l1 = &plan.passes[1];
+        assert_eq!((l1.body, l1.head), (MatmulPath::Tiled, MatmulPath::RowSharing));
+        assert_eq!((l1.rows[0].csrc, l1.rows[5].csrc), (0, (p.out_base() + 4) as u32));
+        assert_eq!(l1.rows.iter().filter(|r| r.ring_write == 1).count(), c.window_slots());
+        assert_eq!(l1.before.len(), 2);
+    }
+}
