@@ -1,74 +1,123 @@
 #!/usr/bin/env bash
-# `plt bench` on a lent NVIDIA GPU (an H100 here), prepared so that the GPU machine builds nothing.
+# Measures plt on an NVIDIA GPU (through Vulkan): first a correctness check of the GPU kernels
+# against the CPU reference, then `plt bench` over the default grid, the two large model shapes
+# with a per-kernel profile, and A/B runs of the kernel choices that depend on the adapter. Each
+# bench run stops itself at a time limit, so the whole script takes about eight minutes.
+# docs/benchmarks.md ("NVIDIA GPU") says how to read the results.
 #
-#   1. Here, on the build machine:   scripts/bench-nvidia.sh prepare
-#      builds target/release/plt and puts the Vulkan loader and ../shared/gpu/nvidia-vulkan.sh
-#      into .gpu/ (ignored by git), as ../shared/gpu/README.md describes.
-#   2. On the GPU machine, from the repository root, with target/release/plt and .gpu carried
-#      along (device tool: carry ["target/release/plt", ".gpu"], timeout_s 540):
-#          scripts/bench-nvidia.sh
-#      A correctness check, two runs each cut off by --time-limit, and three short A/B runs, so
-#      that the whole script ends within about eight minutes; results go to $OUT (the device tool's output folder) or target/bench-nvidia:
-#        grid.{json,md,svg}  the default grid: sizes tiny, small, medium; f32 and f16; L 2, 3;
-#                            B 1, 4, 16; T 128, 1024, 4096
-#        big.{json,md,svg}   smollm2-135m and llama-850m in f16 (the shapes other runtimes were
-#                            timed on: decode after a 512-token prompt, T = 640; and T = 4096),
-#                            batch 1, per-kernel profile
-#        ab-subgroupsoff.*, ab-fusenormsoff.*, ab-lanes8.*  big's smollm2-135m PLT-2 T = 640
-#                            session with subgroup reductions off / norm folding off / 8 lanes
-#                            per output everywhere (compare with big.md)
-#        check-*.json, check.txt  the correctness check (score: GPU vs --cpu)
-#        *.log, nvidia-smi.txt
+# Usage (from any directory; it runs in the repository root):
+#   scripts/bench-nvidia.sh [OUT_DIR]   # results in OUT_DIR, else $OUT, else target/bench-nvidia
+#   scripts/bench-nvidia.sh prepare     # only build and bundle (see "No toolchain" below)
+#
+# Needs the NVIDIA driver (with its Vulkan driver), a Vulkan loader (libvulkan.so.1; Debian:
+# libvulkan1) and target/release/plt, which is built with cargo when it is missing. python3, when
+# present, summarises the correctness check.
+#
+# Headless servers: the driver's Vulkan ICD file may name libGLX_nvidia.so.0, which fails without
+# an X server (the loader says "Could not get 'vkCreateInstance' via 'vk_icdGetInstanceProcAddr'"
+# and wgpu finds no adapter). libEGL_nvidia.so.0 carries the same Vulkan driver and works
+# headless. PLT_NVIDIA_ICD=egl makes the script write an ICD file that names it and point
+# VK_ICD_FILENAMES there; PLT_NVIDIA_ICD=system keeps the system's ICD files. The default is egl
+# when none of DISPLAY, WAYLAND_DISPLAY, VK_ICD_FILENAMES and VK_DRIVER_FILES is set, else system.
+#
+# No toolchain on the GPU machine: run `scripts/bench-nvidia.sh prepare` on an x86-64 Linux build
+# machine (it builds target/release/plt and copies that machine's libvulkan.so.1 into .gpu/,
+# which git ignores), copy the repository with target/release/plt and .gpu/ to the GPU machine,
+# and run `scripts/bench-nvidia.sh` there: .gpu/ goes on LD_LIBRARY_PATH, so a machine without a
+# Vulkan loader uses the copied one.
+#
+# Output (OUT_DIR):
+#   nvidia-smi.txt            the GPU, driver, memory, clocks and power limit
+#   check-*.json, check.txt   correctness: `plt score` of the shipped model on the GPU (fused and
+#                             sequential schedules) against --cpu; every |difference| of a
+#                             log-probability must be below 1e-4
+#   grid.{json,md,svg}        the default grid on a GPU: sizes tiny, small, medium; f32 and f16;
+#                             L 2, 3; B 1, 4, 16; T 128, 1024, 4096
+#   big.{json,md,svg}         smollm2-135m and llama-850m in f16, batch 1, decoding at T = 640
+#                             (after a 512-token prompt) and T = 4096, with a per-kernel profile
+#   ab-subgroupsoff.*, ab-fusenormsoff.*, ab-lanes8.*
+#                             the smollm2-135m PLT-2 session of big (f16, B = 1, T = 640) with
+#                             subgroup reductions off / RMSNorm folding off / 8 lanes per output;
+#                             compare each with big.md
+#   *.log                     progress and errors of each bench run
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bin=target/release/plt
 
 if [[ "${1:-}" == "prepare" ]]; then
-    shared="${SHARED:-../shared}"
     cargo build --release --bin plt
     mkdir -p .gpu
-    install -m 0755 "$shared/gpu/nvidia-vulkan.sh" .gpu/nvidia-vulkan.sh
     loader="$(ldconfig -p | awk '/libvulkan\.so\.1 .*x86-64/ {print $NF; exit}')"
     [[ -n "$loader" ]] || loader=/usr/lib/x86_64-linux-gnu/libvulkan.so.1
     install -m 0644 "$loader" .gpu/libvulkan.so.1
-    ls -l target/release/plt .gpu
-    echo "prepared: run scripts/bench-nvidia.sh on the GPU machine with target/release/plt and .gpu carried"
+    ls -l "$bin" .gpu
+    echo "prepared: copy the repository with $bin and .gpu/ to the GPU machine and run scripts/bench-nvidia.sh there"
     exit 0
 fi
 
-out="${OUT:-target/bench-nvidia}"
+out="${1:-${OUT:-target/bench-nvidia}}"
 mkdir -p "$out"
-bin=target/release/plt
-if [[ ! -x "$bin" || ! -f .gpu/nvidia-vulkan.sh ]]; then
-    echo "missing $bin or .gpu/nvidia-vulkan.sh: run 'scripts/bench-nvidia.sh prepare' on the build machine first" >&2
-    exit 2
+if [[ ! -x "$bin" ]]; then
+    if command -v cargo >/dev/null; then
+        cargo build --release --bin plt
+    else
+        echo "bench-nvidia: $bin is missing and there is no cargo here: build it elsewhere ('scripts/bench-nvidia.sh prepare') and copy it" >&2
+        exit 2
+    fi
 fi
-# shellcheck disable=SC1091
-source .gpu/nvidia-vulkan.sh
+
+# Vulkan set-up (see "Headless servers" above).
+if [[ -f .gpu/libvulkan.so.1 ]]; then
+    export LD_LIBRARY_PATH="$PWD/.gpu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+icd_mode="${PLT_NVIDIA_ICD:-}"
+if [[ -z "$icd_mode" ]]; then
+    if [[ -z "${DISPLAY:-}${WAYLAND_DISPLAY:-}${VK_ICD_FILENAMES:-}${VK_DRIVER_FILES:-}" ]]; then
+        icd_mode=egl
+    else
+        icd_mode=system
+    fi
+fi
+if [[ "$icd_mode" == egl ]]; then
+    # The Vulkan version the driver declares, from its own ICD file when there is one.
+    api=$(sed -n 's/.*"api_version" *: *"\([0-9.]*\)".*/\1/p' \
+        /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json 2>/dev/null | head -n1 || true)
+    icd="${TMPDIR:-/tmp}/plt-nvidia-egl-icd.json"
+    printf '{"file_format_version":"1.0.1","ICD":{"library_path":"libEGL_nvidia.so.0","api_version":"%s"}}\n' \
+        "${api:-1.3.0}" > "$icd"
+    export VK_ICD_FILENAMES="$icd"
+fi
+export WGPU_BACKEND="${WGPU_BACKEND:-vulkan}"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+echo "bench-nvidia: Vulkan ICD: $icd_mode${VK_ICD_FILENAMES:+ ($VK_ICD_FILENAMES)}; results in $out" >&2
 (nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,power.limit --format=csv || true) \
     > "$out/nvidia-smi.txt" 2>&1
 
-# --adapter nvidia: fail rather than measure a software adapter by mistake.
+# Every GPU run passes --adapter nvidia: it fails rather than measure a software adapter.
 start=$(date +%s)
-# Correctness first: the GPU's kernel variants (32 lanes per output, subgroup shuffles of 32,
-# norm folding) are not the ones the CI's software adapter runs by default. The shipped model's
-# log-probabilities on the GPU (fused, sequential) against the CPU reference; |diff| < 1e-4.
+# Correctness first: on a GPU the kernels take variants that the software adapter of the CI does
+# not run by default (32 lanes per output, subgroup shuffles over 32 lanes, RMSNorm folded into
+# the matmuls). The shipped model's log-probabilities on the GPU, under both schedules, against
+# the CPU reference.
 text="ROMEO: What light through yonder window breaks? It is the east, and Juliet is the sun."
 "$bin" score --model models/plt2-shakespeare --text "$text" --cpu > "$out/check-cpu.json"
-for mode in parallel sequential; do
-    "$bin" score --model models/plt2-shakespeare --text "$text" --mode $mode --adapter nvidia > "$out/check-$mode.json"
+for schedule in fused sequential; do
+    "$bin" score --model models/plt2-shakespeare --text "$text" --schedule $schedule --adapter nvidia \
+        > "$out/check-$schedule.json"
 done
 if command -v python3 >/dev/null; then
     python3 - "$out" <<'PY' | tee "$out/check.txt"
 import json, sys
 d = sys.argv[1]
 want = json.load(open(f"{d}/check-cpu.json"))["logprobs"]
-for mode in ("parallel", "sequential"):
-    got = json.load(open(f"{d}/check-{mode}.json"))["logprobs"]
+for schedule in ("fused", "sequential"):
+    got = json.load(open(f"{d}/check-{schedule}.json"))["logprobs"]
     worst = max(abs(g - w) for g, w in zip(got, want))
-    print(f"check {mode}: {len(got)} log-probabilities, max |gpu - cpu| = {worst:.2e}", "ok" if worst < 1e-4 and len(got) == len(want) else "FAILED")
+    ok = worst < 1e-4 and len(got) == len(want)
+    print(f"check {schedule}: {len(got)} log-probabilities, max |gpu - cpu| = {worst:.2e}", "ok" if ok else "FAILED")
 PY
 fi
+
 # The markdown goes to the .md files; progress and errors to the logs and this terminal.
 "$bin" bench --adapter nvidia --time-limit 150 \
     --json "$out/grid.json" --markdown "$out/grid.md" --plot "$out/grid.svg" \
@@ -77,8 +126,9 @@ fi
     --preset smollm2-135m,llama-850m --dtype f16 --batch 1 --context 640,4096 --max-prefill-tokens 8192 \
     --json "$out/big.json" --markdown "$out/big.md" --plot "$out/big.svg" \
     2>&1 >/dev/null | tee "$out/big.log"
-# A/B of the adapter-dependent kernel choices (GPU defaults, unmeasured on a GPU so far): the
-# smollm2-135m shape, f16, B = 1, T = 640, PLT-2, with each one turned off.
+# A/B of the kernel choices a GPU gets by default (subgroup reductions, RMSNorm folding, 32 lanes
+# per output for narrow matrices): the smollm2-135m shape, f16, B = 1, T = 640, PLT-2, with each
+# choice turned off in turn.
 for ab in "--subgroups off" "--fuse-norms off" "--lanes 8"; do
     tag=$(echo "$ab" | tr -d ' -')
     # shellcheck disable=SC2086

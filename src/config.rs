@@ -75,7 +75,7 @@ impl Config {
         let num_hidden_layers = req_usize(o, "num_hidden_layers")?;
         let num_attention_heads = req_usize(o, "num_attention_heads")?;
         // Checked here, before the divisions below (0 with an explicit num_key_value_heads and no
-        // head_dim was a division by zero: found by fuzzing).
+        // head_dim would divide by zero).
         if num_attention_heads == 0 {
             return Err(Error::config("num_attention_heads", "must be at least 1"));
         }

@@ -1,4 +1,4 @@
-//! Fuzz regressions (issue 5). Every input the fuzzers of `fuzz/` found that panicked, hung or
+//! Fuzz regressions. Every input the fuzzers of `fuzz/` found that panicked, hung or
 //! allocated without bound is saved under `tests/fuzz-cases/<target>/` and replayed here through
 //! the same harness (`fuzz/src/harness.rs`, included by path); hand-made hostile inputs for each
 //! loader follow. Each must come back as an `Err`, never a panic, within seconds, and the call
@@ -224,7 +224,7 @@ fn seeds_load_through_the_harness() {
     assert!(n >= 30, "only {n} seeds");
 }
 
-/// Every input a fuzzer flagged (tests/fuzz-cases/<target>/) now fails cleanly: no panic, no
+/// Every input a fuzzer flagged (tests/fuzz-cases/<target>/) fails cleanly: no panic, no
 /// abort, bounded time and memory. For the loaders the final call must be an error.
 #[test]
 fn saved_fuzz_cases_are_clean_errors() {
@@ -335,15 +335,15 @@ fn hostile_configs_are_errors() {
         ("eos_token_id", serde_json::json!([1, 2, u64::MAX])),
         ("plt_window_size", serde_json::json!([-1, 0])),
         // left + 1 ring slots wrapped to 0: a shader division by zero on the GPU, an overflow
-        // panic in debug builds (found while writing these tests; config.rs now caps left).
+        // panic in debug builds without the cap on left in config.rs.
         ("plt_window_size", serde_json::json!([u64::MAX, 0])),
         ("plt_window_size", serde_json::json!([4294967296u64, 0])),
         ("head_dim", serde_json::json!(4294967294u64)),
-        // L is no tensor shape (an L = 2 checkpoint fits any L >= 2): was a hang in the CPU
-        // reference and an overflow in `kv_bytes`; config.rs now caps it (MAX_LOOPS).
+        // L is no tensor shape (an L = 2 checkpoint fits any L >= 2): uncapped, a hang in the CPU
+        // reference and an overflow in `kv_bytes`; config.rs caps it (MAX_LOOPS).
         ("plt_num_loops", serde_json::json!(4294967295u64)),
-        // With an explicit num_key_value_heads and no head_dim: was `hidden_size % 0`, a panic
-        // in release builds too (found by the load_model fuzzer).
+        // With an explicit num_key_value_heads and no head_dim: `hidden_size % 0` unless checked
+        // first, a panic in release builds too (found by the load_model fuzzer).
         ("num_attention_heads", serde_json::json!(0)),
     ] {
         let mut v = base.clone();
@@ -527,7 +527,7 @@ fn hostile_tokenizers_are_errors() {
     // More tokens than the model's vocabulary.
     let json = serde_json::to_vec(&plt::init::tokenizer_json(65)).unwrap();
     assert_mentions(&tok_err("65 tokens for V = 64", &json), &["65 tokens", "64"]);
-    // Few tokens, but one id far past the vocabulary (was accepted: found by this test).
+    // Few tokens, but one id far past the vocabulary (checking only the count accepts it).
     let mut t = plt::init::tokenizer_json(3);
     t["model"]["vocab"]["far"] = 4_000_000_000u64.into();
     let json = serde_json::to_vec(&t).unwrap();
@@ -559,8 +559,8 @@ fn hostile_tokenizers_are_errors() {
 
 /// A chat template comes from the model files (tokenizer_config.json, GGUF metadata), so it is
 /// input too. minijinja caps `range` at 100 000 items and parse depth at 150, but not the work of
-/// nested loops: this template runs 10^10 iterations, so `plt chat` on such a model hangs.
-/// `Tokenizer::apply_chat_template` now runs templates on minijinja fuel
+/// nested loops: this template runs 10^10 iterations, so without a limit `plt chat` on such a
+/// model hangs. `Tokenizer::apply_chat_template` runs templates on minijinja fuel
 /// (`CHAT_TEMPLATE_FUEL`), so this is an error within seconds.
 #[test]
 fn chat_template_work_is_bounded() {

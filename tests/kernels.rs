@@ -1,4 +1,4 @@
-//! Every WGSL kernel in shaders/ against a CPU computation (DESIGN.md "Testing").
+//! Every WGSL kernel in shaders/ against a CPU computation.
 //!
 //! Inputs are fresh random values; shapes include sizes that do not divide the workgroup sizes
 //! (1, 3, 17, 65, 70, 130 rows/columns, odd K). Every output buffer is poisoned before the run
