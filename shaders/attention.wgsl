@@ -52,7 +52,7 @@ var<workgroup> sp: array<f32, RG * WG>;  // per query: scores, then probabilitie
 var<workgroup> m_sh: array<f32, RG>;     // per query: running max,
 var<workgroup> l_sh: array<f32, RG>;     // running sum,
 var<workgroup> c_sh: array<f32, RG>;     // and this tile's rescale of the earlier tiles
-var<workgroup> red: array<f32, WG>;
+// #include reduce
 var<workgroup> grp_sh: array<u32, RG>;   // the group's rows
 var<workgroup> rws_sh: array<Row, RG>;
 var<workgroup> n_sh: u32;
@@ -60,20 +60,6 @@ var<workgroup> n_sh: u32;
 // Query i's output dims d = tid + j*WG at o[i * ACC + j].
 struct Acc {
     o: array<f32, RG * ACC>,
-}
-
-fn reduce_sum(tid: u32, v: f32) -> f32 {
-    red[tid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (tid < s) {
-            red[tid] += red[tid + s];
-        }
-        workgroupBarrier();
-    }
-    let m = red[0];
-    workgroupBarrier();
-    return m;
 }
 
 // Offset of key (value: +KVD... see below) element 0 of kv head `kvh` at position s.
@@ -241,7 +227,7 @@ fn finish(i: u32, r: u32, rw: Row, h: u32, kvh: u32, g: array<f32, ACC>, tid: u3
         for (var d = tid; d < DH; d += WG) {
             part_sum += sq[i * DH + d] * gate[h * GW + d];
         }
-        logit = reduce_sum(tid, part_sum);
+        logit = wg_sum(tid, part_sum);
     } else {
         // sigmoid(W · RMSNorm(h_in; gate_norm) + b) = sigmoid(inv_rms * sum(h*gn*w) + b)
         var ss = 0.0;
@@ -251,8 +237,8 @@ fn finish(i: u32, r: u32, rw: Row, h: u32, kvh: u32, g: array<f32, ACC>, tid: u3
             ss += x * x;
             part_sum += x * gate[H * GW + H + d] * gate[h * GW + d];
         }
-        let sum_sq = reduce_sum(tid, ss);
-        let dot = reduce_sum(tid, part_sum);
+        let sum_sq = wg_sum(tid, ss);
+        let dot = wg_sum(tid, part_sum);
         logit = dot * inverseSqrt(sum_sq / f32(D) + EPS);
     }
     let gv = sigmoid(logit + gate[H * GW + h]);

@@ -15,7 +15,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read> w: array<f32>;        // [D]
 @group(0) @binding(5) var<storage, read_write> out: array<f32>; // [R, D] or cbuf rows
 
-var<workgroup> red: array<f32, WG>;
+// #include reduce
 
 // Writes RMSNorm(x[src]) * w (or a copy when `apply` is false) into out[dst]; all threads call it.
 fn norm_row(src: u32, dst: u32, tid: u32, apply: bool) {
@@ -24,15 +24,7 @@ fn norm_row(src: u32, dst: u32, tid: u32, apply: bool) {
         let v = x[src * D + d];
         ss += v * v;
     }
-    red[tid] = ss;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (tid < s) {
-            red[tid] += red[tid + s];
-        }
-        workgroupBarrier();
-    }
-    let inv = inverseSqrt(red[0] / f32(D) + EPS);
+    let inv = inverseSqrt(wg_sum(tid, ss) / f32(D) + EPS);
     for (var d = tid; d < D; d += WG) {
         if (apply) {
             out[dst * D + d] = x[src * D + d] * inv * w[d];

@@ -25,8 +25,8 @@ struct SampleParams {
 @group(0) @binding(5) var<storage, read_write> chosen: array<u32>;    // [rows]
 
 const WG: u32 = 256u;
-var<workgroup> red_f: array<f32, WG>;
-var<workgroup> red_u: array<u32, WG>;
+// #include reduce
+// #include reduce_u32
 var<workgroup> sh: SampleParams;
 
 fn pcg(v: u32) -> u32 {
@@ -50,48 +50,6 @@ fn key(x: f32) -> u32 {
     return b | 0x80000000u;
 }
 
-fn sum_f(tid: u32, v: f32) -> f32 {
-    red_f[tid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (tid < s) {
-            red_f[tid] += red_f[tid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red_f[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn max_f(tid: u32, v: f32) -> f32 {
-    red_f[tid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (tid < s) {
-            red_f[tid] = max(red_f[tid], red_f[tid + s]);
-        }
-        workgroupBarrier();
-    }
-    let r = red_f[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn sum_u(tid: u32, v: u32) -> u32 {
-    red_u[tid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (tid < s) {
-            red_u[tid] += red_u[tid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red_u[0];
-    workgroupBarrier();
-    return r;
-}
-
 // Mass of the values with key >= t: sum exp(z - zmax).
 fn mass(base: u32, tid: u32, t: u32, temp: f32, zmax: f32) -> f32 {
     var m = 0.0;
@@ -101,7 +59,7 @@ fn mass(base: u32, tid: u32, t: u32, temp: f32, zmax: f32) -> f32 {
             m += exp(z - zmax);
         }
     }
-    return sum_f(tid, m);
+    return wg_sum(tid, m);
 }
 
 @compute @workgroup_size(WG)
@@ -173,7 +131,7 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     for (var i = tid; i < V; i += WG) {
         local_max = max(local_max, work[base + i] / temp);
     }
-    let zmax = max_f(tid, local_max);
+    let zmax = wg_max(tid, local_max);
     var tau = 0u;
     if (p.top_k > 0u && p.top_k < V) {
         var t = 0u;
@@ -183,7 +141,7 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
             for (var i = tid; i < V; i += WG) {
                 c += u32(key(work[base + i] / temp) >= cand);
             }
-            if (sum_u(tid, c) >= p.top_k) {
+            if (wg_sum_u32(tid, c) >= p.top_k) {
                 t = cand;
             }
         }

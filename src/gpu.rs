@@ -14,6 +14,8 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("prelude", include_str!("../shaders/prelude.wgsl")),
     ("embed", include_str!("../shaders/embed.wgsl")),
     ("norm", include_str!("../shaders/norm.wgsl")),
+    ("reduce", include_str!("../shaders/reduce.wgsl")),
+    ("reduce_u32", include_str!("../shaders/reduce_u32.wgsl")),
     ("matmul_common", include_str!("../shaders/matmul_common.wgsl")),
     ("matmul", include_str!("../shaders/matmul.wgsl")),
     ("matmul_vec", include_str!("../shaders/matmul_vec.wgsl")),
