@@ -57,6 +57,7 @@ fn all() -> Vec<(&'static str, &'static str, Defines)> {
     v.push(("elementwise", "swiglu", Defines::new().u32("F", 72)));
     v.push(("subgroups", "subgroup_probe", Defines::new()));
     v.push(("sample", "sample", Defines::new().u32("V", 300).u32("HMAX", 256)));
+    v.push(("copy", "copy", Defines::new()));
     for kv_f16 in [false, true] {
         for entry in ["rope_store", "ring_store"] {
             v.push(("rope", entry, shape(1, 10, kv_f16)));
