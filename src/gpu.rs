@@ -24,6 +24,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("elementwise", include_str!("../shaders/elementwise.wgsl")),
     ("subgroups", include_str!("../shaders/subgroups.wgsl")),
     ("sample", include_str!("../shaders/sample.wgsl")),
+    ("copy", include_str!("../shaders/copy.wgsl")),
 ];
 
 /// A compile-time constant prepended to a shader.

@@ -481,6 +481,29 @@ impl SubgroupProbe {
     }
 }
 
+/// dst = src, one vec4 per invocation over `vec4s` elements (`plt bench`'s copy bandwidth).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Copy {
+    pub vec4s: u64,
+}
+
+impl Copy {
+    pub fn variant(&self) -> Variant {
+        Variant { shader: "copy", entry: "copy", defines: Defines::new() }
+    }
+
+    /// Workgroups of 256 covering the elements, split over y past 32,768 along x.
+    pub fn grid(&self) -> [Dim; 3] {
+        let groups = self.vec4s.div_ceil(256) as u32;
+        let gx = groups.clamp(1, 32768);
+        [Dim::Fixed(gx), Dim::Fixed(groups.div_ceil(gx)), Dim::Fixed(1)]
+    }
+
+    pub fn dispatch(&self, gpu: &Gpu, src: &wgpu::Buffer, dst: &wgpu::Buffer) -> Result<Dispatch> {
+        bind(gpu, &self.variant(), &[(0, src), (1, dst)], self.grid())
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Every variant
 // ---------------------------------------------------------------------------------------------
@@ -519,6 +542,7 @@ pub fn all_variants() -> Vec<Variant> {
     }
     v.push(Swiglu { f: 72 }.variant());
     v.push(SubgroupProbe.variant());
+    v.push(Copy { vec4s: 1 }.variant());
     v.push(Sample { vocab: 300, history: 256 }.variant());
     for kv_f16 in [false, true] {
         for gate_mode in [0, 1, 2] {

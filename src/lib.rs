@@ -11,6 +11,9 @@ pub mod gpu;
 pub mod init;
 pub mod kernels;
 pub mod model;
+// A progress bar on a terminal (stderr): native only.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod progress;
 pub mod reference;
 pub mod rng;
 pub mod sampling;

@@ -5,6 +5,7 @@ use plt::generate::{read_model, Engine, FinishReason, GenerateOptions, LoadOptio
 use plt::gpu::GpuOptions;
 use plt::init::{random_weights, write_model, InitOptions};
 use plt::model::{Schedule, GpuModel, Logits, Session, SessionOptions};
+use plt::progress::Progress;
 use plt::sampling::{sample_cpu, SamplerConfig};
 use plt::tokenizer::{ChatMessage, StreamDecoder, Tokenizer};
 use plt::{reference, Config, DType, Error, GateMode, Looping, Result};
@@ -276,20 +277,6 @@ fn parse_schedule(s: &str) -> Result<Schedule> {
     Schedule::parse(s).ok_or_else(|| Error::Input(format!("--schedule: expected fused or sequential, got `{s}`")))
 }
 
-/// A one-line progress bar on stderr (only redrawn on a terminal).
-fn progress_bar(stage: &str, fraction: f32) {
-    let tty = std::io::stderr().is_terminal();
-    if !tty && fraction < 1.0 {
-        return;
-    }
-    let w = 30;
-    let done = ((fraction.clamp(0.0, 1.0)) * w as f32) as usize;
-    eprint!("\r{stage:>10} [{}{}] {:3.0}%", "#".repeat(done), " ".repeat(w - done), fraction * 100.0);
-    if fraction >= 1.0 {
-        eprintln!();
-    }
-}
-
 fn sampler(a: &SampleArgs) -> Result<SamplerConfig> {
     let seed = a.seed.unwrap_or_else(|| {
         let s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
@@ -404,7 +391,8 @@ fn open(m: &ModelArgs, context: Option<usize>) -> Result<Backend> {
         gpu: GpuOptions { adapter: m.adapter.clone(), ..Default::default() },
         kv_f16: parse_kv_dtype(m.kv_dtype.as_deref())?,
     };
-    let engine = match Engine::load_blocking(&path, &opts, &mut progress_bar) {
+    let mut bar = Progress::new(1.0, true);
+    let engine = match Engine::load_blocking(&path, &opts, &mut |stage, f| bar.stage(stage, f)) {
         Ok(e) => e,
         Err(Error::NoAdapter(msg)) => return cpu_session(&format!("no GPU adapter ({msg})")),
         Err(e) => return Err(e),
@@ -541,7 +529,8 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
         gpu: GpuOptions { adapter: a.model.adapter.clone(), ..Default::default() },
         kv_f16: parse_kv_dtype(a.model.kv_dtype.as_deref())?,
     };
-    let engine = Engine::load_blocking(&path, &opts, &mut progress_bar)?;
+    let mut bar = Progress::new(1.0, true);
+    let engine = Engine::load_blocking(&path, &opts, &mut |stage, f| bar.stage(stage, f))?;
     let tok = engine.tokenizer()?;
     let ids = tok.encode(&text, false)?;
     let ctx = a.context.unwrap_or(256).min(engine.cfg().max_position_embeddings);
@@ -566,7 +555,7 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
             nll -= reference::logprob(&logits[t * v..(t + 1) * v], c[t + 1]);
             n += 1;
         }
-        progress_bar("perplexity", (i + 1) as f32 / chunks.len() as f32);
+        bar.stage("perplexity", (i + 1) as f32 / chunks.len() as f32);
     }
     let ppl = (nll / n as f64).exp();
     println!(

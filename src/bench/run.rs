@@ -1,0 +1,311 @@
+//! The run: planning the configurations, uploading the model variants, and measuring every
+//! (size, dtype, B, T) with one session per variant, within the time limit.
+
+use super::args::{auto_on_off, parse_lanes, resolve, BenchArgs, Dtype, Settings};
+use super::copy::copy_bandwidth;
+use super::render::{markdown, svg};
+use super::report::{ratios, write_json, AdapterReport, Host, Kind, ModelInfo, Report, Skip};
+use super::session::{self, decode_all, settle, Variant};
+use crate::config::Looping;
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, GpuOptions};
+use crate::init::{random_weights, InitOptions};
+use crate::model::GpuModel;
+use crate::progress::Progress;
+use crate::weights::{DType, Weights};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One (size, dtype, B, T): a session per model variant.
+#[derive(Clone, Debug)]
+struct Unit {
+    /// Index in `Settings::sizes`.
+    size: usize,
+    dtype: Dtype,
+    batch: usize,
+    context: usize,
+    /// Relative cost, for the progress estimate and the time limit.
+    weight: f64,
+}
+
+/// Runs `plt bench`: opens the adapter, measures its copy bandwidth, then every planned
+/// configuration; writes the JSON (after every configuration, and complete at the end), prints
+/// the markdown to stdout, and writes the optional markdown file and plot.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let t0 = Instant::now();
+    resolve(args, false)?; // argument errors before opening the device
+    let gpu = Arc::new(Gpu::new_blocking(&GpuOptions {
+        adapter: args.adapter.clone(),
+        subgroups: auto_on_off("--subgroups", &args.subgroups)?,
+        fuse_norms: auto_on_off("--fuse-norms", &args.fuse_norms)?,
+        decode_lanes: parse_lanes(&args.lanes)?,
+        ..Default::default()
+    })?);
+    let set = resolve(args, gpu.is_software())?;
+    let adapter = adapter_report(&gpu);
+    eprintln!("plt bench on {}", gpu.describe());
+    eprintln!("{}", gpu.kernel_summary());
+    let copy = copy_bandwidth(&gpu, set.copy_bytes)?;
+    eprintln!(
+        "copy bandwidth: {:.1} GB/s (buffer copy {:.1}, copy kernel {:.1} by {})",
+        copy.gbps, copy.buffer_copy_gbps, copy.shader_copy_gbps, copy.shader_copy_timer
+    );
+
+    let mut report = Report {
+        schema: 1,
+        plt_version: env!("CARGO_PKG_VERSION").to_string(),
+        command: std::env::args().collect(),
+        complete: false,
+        elapsed_s: 0.0,
+        adapter,
+        host: Host {
+            os: std::env::consts::OS.into(),
+            arch: std::env::consts::ARCH.into(),
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            loadavg_start: loadavg(),
+            loadavg_end: None,
+        },
+        settings: set.clone(),
+        copy_bandwidth: copy,
+        models: Vec::new(),
+        results: Vec::new(),
+        ratios: Vec::new(),
+        skipped: Vec::new(),
+    };
+
+    // Plan: one unit per (size, dtype, B, T), measuring every model variant there; what cannot
+    // run is listed as skipped with the reason.
+    let room = set.decode_positions();
+    let max_ctx = set.context.iter().copied().max().unwrap_or(1);
+    let mut kinds = vec![Kind::NonLooped];
+    kinds.extend(set.loops.iter().map(|&l| Kind::Plt(l)));
+    kinds.extend(set.loops.iter().map(|&l| Kind::Vanilla(l)));
+    let mut units = Vec::new();
+    for (si, s) in set.sizes.iter().enumerate() {
+        for &dt in &set.dtype {
+            for &b in &set.batch {
+                for &t in &set.context {
+                    let reason = if t <= room {
+                        Some(format!("context {t} leaves no prompt before {room} decode positions (--steps/--warmup)"))
+                    } else {
+                        set.max_prefill_tokens
+                            .filter(|&m| b * (t - room) > m)
+                            .map(|m| format!("prefill of {} tokens is over --max-prefill-tokens {m}", b * (t - room)))
+                    };
+                    if let Some(reason) = reason {
+                        for k in &kinds {
+                            report.skipped.push(Skip::new(s, dt, *k, b, t, &reason));
+                        }
+                        continue;
+                    }
+                    // Cost model for the progress bar: prefill token-passes (attention grows with
+                    // T) plus the decode steps, over every variant.
+                    let l_all: usize = kinds.iter().map(|k| k.loops()).sum();
+                    let params = (s.layers * (4 * s.hidden * s.hidden + 3 * s.hidden * s.ffn) + s.vocab * s.hidden) as f64;
+                    let w = l_all as f64 * ((b * (t - room)) as f64 * (params + (t * s.layers * s.kv_heads * s.head_dim) as f64) + (room * b) as f64 * params)
+                        + 2e7;
+                    units.push(Unit { size: si, dtype: dt, batch: b, context: t, weight: w });
+                }
+            }
+        }
+    }
+    let mut progress = Progress::new(units.iter().map(|u| u.weight).sum(), !args.no_progress);
+    // Would work of this weight, at the pace so far, end after the time limit?
+    let over_time = |p: &Progress, w: f64| set.time_limit_s.is_some_and(|lim| t0.elapsed().as_secs_f64() + w * p.seconds_per_unit() > lim);
+
+    // One set of weights per size (generated once, with the PLT gates; the non-looped and vanilla
+    // uploads leave them out), uploaded once per (dtype, variant); then per (B, T) one session
+    // per variant, all prefilled, and their decode steps interleaved round-robin, so that every
+    // variant sees the same conditions (a busy machine, clocks) at the same time.
+    let mut weights = WeightCache::default();
+    let mut i = 0;
+    while i < units.len() {
+        let (si, dt) = (units[i].size, units[i].dtype);
+        let group_end = (i..units.len()).find(|&j| units[j].size != si || units[j].dtype != dt).unwrap_or(units.len());
+        let s = &set.sizes[si];
+        let mut models: Vec<Variant> = Vec::new();
+        if !over_time(&progress, 0.0) {
+            for &kind in &kinds {
+                progress.show(&format!("{} {dt} {kind}: uploading weights", s.name), kind == Kind::NonLooped);
+                match upload(&gpu, &set, &mut weights, si, dt, kind, max_ctx) {
+                    Ok((v, info)) => {
+                        models.push(v);
+                        report.models.push(info);
+                    }
+                    Err(e) => {
+                        for u in &units[i..group_end] {
+                            report.skipped.push(Skip::new(s, dt, kind, u.batch, u.context, &format!("model does not fit: {e}")));
+                        }
+                    }
+                }
+            }
+        }
+        for u in units[i..group_end].iter().cloned() {
+            if over_time(&progress, u.weight) {
+                for k in &kinds {
+                    report.skipped.push(Skip::new(s, dt, *k, u.batch, u.context, &format!("--time-limit {:.0} s: would end too late at the pace so far", set.time_limit_s.unwrap_or(0.0))));
+                }
+                progress.advance(u.weight);
+                continue;
+            }
+            let what = format!("{} {} B={} T={}", s.name, dt, u.batch, u.context);
+            let mut live = Vec::new();
+            for v in &models {
+                progress.show(&format!("{what}: {} prefill", v.kind), v.kind == Kind::NonLooped);
+                match session::open(&gpu, &set, v, u.batch, u.context) {
+                    Ok(l) => live.push(l),
+                    Err(e) => report.skipped.push(Skip::new(s, dt, v.kind, u.batch, u.context, &format!("session failed: {e}"))),
+                }
+            }
+            progress.show(&format!("{what}: decoding"), false);
+            match decode_all(&gpu, &set, &mut live) {
+                Ok(()) => {
+                    for l in live {
+                        report.results.extend(l.records(s, &set));
+                    }
+                }
+                Err(e) => {
+                    for l in &live {
+                        report.skipped.push(Skip::new(s, dt, l.variant.kind, u.batch, u.context, &format!("decode failed: {e}")));
+                    }
+                }
+            }
+            settle(&gpu);
+            progress.advance(u.weight);
+            report.ratios = ratios(&report.results);
+            report.elapsed_s = t0.elapsed().as_secs_f64();
+            write_json(&args.json, &report)?;
+        }
+        drop(models);
+        settle(&gpu);
+        i = group_end;
+    }
+    progress.finish();
+
+    report.ratios = ratios(&report.results);
+    report.elapsed_s = t0.elapsed().as_secs_f64();
+    report.host.loadavg_end = loadavg();
+    report.complete = true;
+    write_json(&args.json, &report)?;
+    let md = markdown(&report);
+    print!("{md}");
+    if let Some(p) = &args.markdown {
+        std::fs::write(p, &md).map_err(|e| Error::Io { path: p.clone(), source: e })?;
+    }
+    if let Some(p) = &args.plot {
+        std::fs::write(p, svg(&report)).map_err(|e| Error::Io { path: p.clone(), source: e })?;
+    }
+    eprintln!(
+        "wrote {}{}{} in {:.1} s",
+        args.json.display(),
+        args.markdown.as_ref().map(|p| format!(", {}", p.display())).unwrap_or_default(),
+        args.plot.as_ref().map(|p| format!(", {}", p.display())).unwrap_or_default(),
+        report.elapsed_s
+    );
+    Ok(())
+}
+
+/// The random weights of one size (with the PLT gates; the non-looped and vanilla uploads leave
+/// them out), kept while that size's variants are uploaded and dropped before the next size's
+/// are generated. Owned by the run.
+#[derive(Default)]
+struct WeightCache {
+    /// (index of the size in `Settings::sizes`, its weights).
+    current: Option<(usize, Arc<Weights>)>,
+}
+
+impl WeightCache {
+    /// The weights of `set.sizes[size]`, generated on first use (every tensor's values depend
+    /// only on the seed and the tensor's name); in f32, rounded to f16 by an f16 upload.
+    fn get(&mut self, set: &Settings, size: usize) -> Result<Arc<Weights>> {
+        if let Some((i, w)) = &self.current {
+            if *i == size {
+                return Ok(w.clone());
+            }
+        }
+        self.current = None; // free the previous size's weights first
+        // Gates belong to the physical layer: the same for any L.
+        let cfg = set.sizes[size].config(2, Looping::Plt, set.window, 2)?;
+        let w = Arc::new(random_weights(&cfg, &InitOptions { seed: set.seed, dtype: DType::F32, shards: 1, qkv_bias: false }));
+        self.current = Some((size, w.clone()));
+        Ok(w)
+    }
+}
+
+/// Uploads variant `kind` of `set.sizes[size]` in `dtype`: the model and its report entry.
+fn upload(gpu: &Arc<Gpu>, set: &Settings, weights: &mut WeightCache, size: usize, dtype: Dtype, kind: Kind, max_ctx: usize) -> Result<(Variant, ModelInfo)> {
+    let s = &set.sizes[size];
+    let cfg = kind.config(s, set, max_ctx)?;
+    let w = weights.get(set, size)?;
+    settle(gpu);
+    let before = gpu.allocated_bytes();
+    let t = Instant::now();
+    let model = GpuModel::new(gpu.clone(), &cfg, &w, Some(dtype.storage()))?;
+    gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
+    gpu.check()?;
+    let model_bytes = gpu.allocated_bytes() - before;
+    let info = ModelInfo {
+        preset: s.name.clone(),
+        dtype,
+        model: kind,
+        loops: kind.loops(),
+        parameters: cfg.num_params(),
+        weight_bytes: model.weight_bytes(),
+        model_bytes,
+        upload_s: t.elapsed().as_secs_f64(),
+    };
+    Ok((Variant { kind, dtype, model: Arc::new(model), model_bytes }, info))
+}
+
+/// The load averages over 1, 5 and 15 minutes, where the system reports them.
+fn loadavg() -> Option<[f64; 3]> {
+    let t = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let v: Vec<f64> = t.split_whitespace().take(3).filter_map(|x| x.parse().ok()).collect();
+    (v.len() == 3).then(|| [v[0], v[1], v[2]])
+}
+
+fn feature_names(f: wgpu::Features) -> Vec<String> {
+    f.iter_names().map(|(n, _)| n.to_string()).collect()
+}
+
+/// The adapter of `gpu`, its limits and the kernel choices the runtime made for it.
+fn adapter_report(gpu: &Gpu) -> AdapterReport {
+    let i = &gpu.info;
+    // `Gpu` keeps only the features it enabled; the adapter's full set comes from
+    // enumerating the adapters again and finding the same one.
+    let adapter_features = pollster::block_on(async {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        instance
+            .enumerate_adapters(wgpu::Backends::all())
+            .await
+            .into_iter()
+            .find(|a| {
+                let o = a.get_info();
+                o.name == i.name && o.backend == i.backend && o.device == i.device && o.vendor == i.vendor
+            })
+            .map(|a| feature_names(a.features()))
+    })
+    .unwrap_or_else(|| feature_names(gpu.features));
+    AdapterReport {
+        name: i.name.clone(),
+        backend: format!("{:?}", i.backend),
+        device_type: format!("{:?}", i.device_type),
+        driver: i.driver.clone(),
+        driver_info: i.driver_info.clone(),
+        vendor: i.vendor,
+        device: i.device,
+        describe: gpu.describe(),
+        software: gpu.is_software(),
+        timestamps: gpu.has_timestamps(),
+        adapter_features,
+        device_features: feature_names(gpu.features),
+        max_storage_buffer_binding_size: gpu.limits.max_storage_buffer_binding_size,
+        max_buffer_size: gpu.limits.max_buffer_size,
+        max_compute_workgroup_storage_size: gpu.limits.max_compute_workgroup_storage_size,
+        max_compute_invocations_per_workgroup: gpu.limits.max_compute_invocations_per_workgroup,
+        allocator_report: gpu.device.generate_allocator_report().is_some(),
+        subgroup_reduction: gpu.subgroup_size,
+        fuse_norms: gpu.fuse_norms,
+        decode_lanes: gpu.decode_lanes,
+    }
+}
