@@ -9,7 +9,7 @@
 // older ones from the loop's ring buffer; the ring is updated after this kernel (ring_store).
 //
 // Rows that attend to the same cache slot form groups of up to RG rows (the host links them:
-// Row.gnext, Row.gfollow; see src/model.rs `group_attention_rows`): in a fused PLT decode pass,
+// Row.gnext, Row.gfollow; see src/model/plan.rs `group_attention_rows`): in a fused PLT decode pass,
 // the L loops of one sequence; in a prefill chunk, RG consecutive positions. One workgroup per
 // (group, query head) reads each global key and value once for all the group's queries, so
 // the global branch of loops >= 1 shares its K/V reads with loop 0's attention. A row with

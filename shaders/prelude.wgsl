@@ -5,7 +5,7 @@
 
 const NONE: u32 = 0xffffffffu;
 
-// Per-row metadata of one pass (see src/model.rs `Row`). One row = one (sequence, loop, position).
+// Per-row metadata of one pass (see src/model/plan.rs `Row`, where each field is documented). One row = one (sequence, loop, position).
 struct Row {
     pos: u32,        // absolute position t (RoPE, cache slot)
     lp: u32,         // loop l
@@ -25,7 +25,7 @@ struct Row {
     _p2: u32,
 }
 
-// Per-pass values, copied in before each pass (see src/model.rs `PassInfo`).
+// Per-pass values, copied in before each pass (see src/model/plan.rs `PassInfo`).
 struct Pass {
     rows: u32,        // rows in this pass
     logit_row0: u32,  // first row whose logits are wanted

@@ -26,7 +26,7 @@ fn allocator_bytes(gpu: &Gpu, pred: impl Fn(&str) -> bool) -> Option<(u64, u64, 
     Some((m.clone().map(|a| a.size).sum(), m.count() as u64, r.total_allocated_bytes))
 }
 
-/// The session's KV buffers, by the labels `model.rs` gives them: `layers.{i}.kv_cache` (the
+/// The session's KV buffers, by the labels `model::buffers` gives them: `layers.{i}.kv_cache` (the
 /// global cache, or the L full caches of vanilla) and `layers.{i}.ring` (PLT's local rings).
 fn is_kv_label(name: &str) -> bool {
     name.starts_with("layers.") && (name.ends_with(".kv_cache") || name.ends_with(".ring"))
