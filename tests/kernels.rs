@@ -184,24 +184,7 @@ fn weight_words(v: &[f32], wf16: bool) -> (Vec<u8>, Vec<f32>) {
 
 /// A row with no cache write, no ring, no carried input or output.
 fn row(pos: usize) -> Row {
-    Row {
-        pos: pos as u32,
-        lp: 0,
-        seq: 0,
-        token: 0,
-        kv_slot: NONE,
-        attn_slot: 0,
-        ring: NONE,
-        fresh: 1,
-        ring_write: 0,
-        csrc: NONE,
-        cdst: NONE,
-        e_scale: 1.0,
-        c_scale: 0.0,
-        gnext: 0,
-        gfollow: 0,
-        _pad: 0,
-    }
+    Row::plain(pos, 0)
 }
 
 fn shuffled(rng: &mut Rng, n: usize) -> Vec<usize> {
