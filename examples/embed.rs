@@ -8,6 +8,7 @@
 use plt::gpu::{Gpu, GpuOptions};
 use plt::init::{random_weights, write_model, InitOptions};
 use plt::model::{Schedule, GpuModel, Logits, Session, SessionOptions};
+use plt::sampling::argmax;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -51,8 +52,4 @@ fn main() -> plt::Result<()> {
     println!("greedy tokens: {out:?}");
     println!("{ms:.2} ms per decode step");
     Ok(())
-}
-
-fn argmax(x: &[f32]) -> u32 {
-    (0..x.len()).max_by(|&a, &b| x[a].total_cmp(&x[b])).unwrap_or(0) as u32
 }

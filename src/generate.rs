@@ -2,16 +2,27 @@
 //! open a session, stream text through a callback or an iterator, stop on EOS, stop strings or
 //! a token budget, cancel, and keep the session for the next turn. Async inside; `_blocking`
 //! wrappers for native callers.
+//!
+//! - this file: `Engine` (a model on a device), the options and results of a generation;
+//! - `step`: `StepSession`, the face of one sequence on a backend (prefill, decode, draw),
+//!   with the GPU `model::Session` and the CPU `ReferenceSession` behind it;
+//! - `text`: `TextSession` and `Generator`, the one generation logic over any `StepSession`.
+
+mod step;
+mod text;
+
+pub use step::{MaybeSend, ReferenceSession, StepFuture, StepSession};
+pub use text::{Generator, TextSession};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
-use crate::model::{Schedule, GpuModel, Session, SessionOptions};
+use crate::model::{GpuModel, Schedule};
 use crate::sampling::SamplerConfig;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{DType, Weights};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// A model on a device, with its tokenizer.
@@ -185,6 +196,7 @@ pub struct Generation {
     pub timings: Timings,
 }
 
+/// Milliseconds of host wall time.
 fn now_ms() -> f64 {
     #[cfg(not(target_arch = "wasm32"))]
     {
@@ -201,252 +213,4 @@ fn now_ms() -> f64 {
 fn js_now() -> f64 {
     // std's clocks panic on wasm32-unknown-unknown; the JS clock works in pages and workers.
     js_sys::Date::now()
-}
-
-/// Longest suffix of `text` that is a proper prefix of one of `stops` (held back while streaming).
-fn held_back(text: &str, stops: &[String]) -> usize {
-    let mut keep = 0;
-    for s in stops {
-        for n in (1..s.len()).rev() {
-            if n <= text.len() && text.is_char_boundary(text.len() - n) && s.is_char_boundary(n) && text.ends_with(&s[..n]) {
-                keep = keep.max(n);
-                break;
-            }
-        }
-    }
-    keep
-}
-
-/// A conversation with one model: one sequence whose caches persist across `generate` calls.
-pub struct TextSession {
-    pub engine: Arc<Engine>,
-    session: Session,
-    /// A token drawn but not yet fed to the model (fed first by the next call).
-    pending: Option<u32>,
-}
-
-impl TextSession {
-    pub fn new(engine: Arc<Engine>, context: usize) -> Result<TextSession> {
-        let opts = SessionOptions { batch: 1, context, prefill_chunk: 128.min(context), kv_f16: engine.kv_f16 };
-        let session = Session::new(engine.model.clone(), opts)?;
-        Ok(TextSession { engine, session, pending: None })
-    }
-
-    /// Forgets the conversation.
-    pub fn reset(&mut self) -> Result<()> {
-        self.pending = None;
-        self.session.reset(0)
-    }
-
-    /// Drops the older half of the context: the newer half is prefilled again from position 0
-    /// (RoPE positions and PLT's carried states are recomputed, so the caches stay exact).
-    pub async fn shift_context(&mut self) -> Result<()> {
-        let all = self.session.tokens(0).to_vec();
-        let keep = all[all.len() - (self.context() / 2).min(all.len())..].to_vec();
-        self.session.reset(0)?;
-        if !keep.is_empty() {
-            self.session.prefill(0, &keep, crate::model::Logits::None).await?;
-        }
-        Ok(())
-    }
-
-    /// Tokens in the context so far.
-    pub fn position(&self) -> usize {
-        self.session.position(0)
-    }
-
-    pub fn context(&self) -> usize {
-        self.session.opts.context
-    }
-
-    /// Continues the conversation with `prompt` (its text is encoded; BOS is added at the start
-    /// of a conversation) and generates. `on_text` receives each complete piece of text and
-    /// returns false to stop.
-    pub async fn generate(&mut self, prompt: &str, opts: &GenerateOptions, on_text: &mut dyn FnMut(&str) -> bool) -> Result<Generation> {
-        let ids = self.encode_prompt(prompt)?;
-        self.generate_ids(&ids, opts, on_text).await
-    }
-
-    /// `generate` from token ids (fed as they are).
-    pub async fn generate_ids(&mut self, ids: &[u32], opts: &GenerateOptions, on_text: &mut dyn FnMut(&str) -> bool) -> Result<Generation> {
-        let mut g = Generator::start(self, ids, opts.clone()).await?;
-        while let Some(piece) = g.next_piece().await? {
-            if !on_text(&piece) {
-                g.cancel();
-            }
-        }
-        Ok(g.finish())
-    }
-
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn generate_blocking(&mut self, prompt: &str, opts: &GenerateOptions, on_text: &mut dyn FnMut(&str) -> bool) -> Result<Generation> {
-        pollster::block_on(self.generate(prompt, opts, on_text))
-    }
-
-    /// The prompt's ids (BOS at the start of a conversation, when the model wants one).
-    pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
-        let first = self.position() == 0 && self.pending.is_none();
-        self.engine.tokenizer()?.encode(prompt, first)
-    }
-
-    /// A blocking iterator over the text pieces of one generation (native callers).
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn stream(&mut self, prompt: &str, opts: GenerateOptions) -> Result<Generator<'_>> {
-        let ids = self.encode_prompt(prompt)?;
-        pollster::block_on(Generator::start(self, &ids, opts))
-    }
-}
-
-/// One generation in progress: prefill done at `start`, then one decode step (one submit, one
-/// small readback) per `next_piece` until a stop condition.
-pub struct Generator<'a> {
-    ts: &'a mut TextSession,
-    tok: Arc<Tokenizer>,
-    opts: GenerateOptions,
-    stream: crate::tokenizer::StreamDecoder,
-    next: u32,
-    out_ids: Vec<u32>,
-    text: String,
-    emitted: usize,
-    timings: Timings,
-    t_decode: f64,
-    finish: Option<FinishReason>,
-}
-
-impl<'a> Generator<'a> {
-    /// Feeds the pending token and `prompt`, and draws the first token.
-    pub async fn start(ts: &'a mut TextSession, prompt: &[u32], opts: GenerateOptions) -> Result<Generator<'a>> {
-        opts.sampler.validate()?;
-        let tok = ts.engine.tokenizer.clone().ok_or_else(|| Error::Tokenizer(format!("{} has no tokenizer", ts.engine.source)))?;
-        let feed: Vec<u32> = ts.pending.iter().copied().chain(prompt.iter().copied()).collect();
-        if feed.is_empty() {
-            return Err(Error::Input("the prompt is empty".into()));
-        }
-        let room = ts.context() - ts.position();
-        if feed.len() >= room {
-            return Err(Error::Input(format!(
-                "the prompt needs {} tokens but only {} of the context's {} are left",
-                feed.len(),
-                room.saturating_sub(1),
-                ts.context()
-            )));
-        }
-        ts.session.set_sampler(0, opts.sampler.clone())?;
-        let t0 = now_ms();
-        let next = ts.session.prefill_sample(0, &feed).await?;
-        ts.pending = Some(next);
-        let t1 = now_ms();
-        let timings = Timings { prompt_tokens: feed.len(), prefill_ms: t1 - t0, ..Default::default() };
-        Ok(Generator {
-            ts,
-            tok,
-            opts,
-            stream: crate::tokenizer::StreamDecoder::new(true),
-            next,
-            out_ids: Vec::new(),
-            text: String::new(),
-            emitted: 0,
-            timings,
-            t_decode: t1,
-            finish: None,
-        })
-    }
-
-    /// Tokens generated so far.
-    pub fn generated(&self) -> usize {
-        self.out_ids.len()
-    }
-
-    /// Stops at the next step.
-    pub fn cancel(&mut self) {
-        if self.finish.is_none() {
-            self.finish = Some(FinishReason::Cancelled);
-        }
-    }
-
-    /// The next piece of text (never empty), or `None` when the generation is over.
-    pub async fn next_piece(&mut self) -> Result<Option<String>> {
-        loop {
-            if self.finish.is_some() {
-                return Ok(self.drain());
-            }
-            let next = self.next;
-            if self.opts.stop_at_eos && self.tok.is_eos(next) {
-                self.finish = Some(FinishReason::Eos);
-                continue;
-            }
-            self.out_ids.push(next);
-            if let Some(piece) = self.stream.push(&self.tok, next)? {
-                self.text += &piece;
-            }
-            let stop = self.opts.stop.iter().filter_map(|s| self.text.find(s.as_str()).map(|i| (i, s.clone()))).min_by_key(|(i, _)| *i);
-            let mut piece = None;
-            if let Some((at, s)) = stop {
-                self.text.truncate(at);
-                self.finish = Some(FinishReason::Stop(s));
-            } else {
-                let safe = self.text.len() - held_back(&self.text, &self.opts.stop);
-                if safe > self.emitted {
-                    piece = Some(self.text[self.emitted..safe].to_string());
-                    self.emitted = safe;
-                }
-                if self.opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
-                    self.finish = Some(FinishReason::Cancelled);
-                } else if self.out_ids.len() >= self.opts.max_tokens {
-                    self.finish = Some(FinishReason::MaxTokens);
-                } else if self.ts.position() + 1 >= self.ts.context() && !self.opts.context_shift {
-                    self.finish = Some(FinishReason::ContextFull);
-                } else {
-                    if self.ts.position() + 1 >= self.ts.context() {
-                        self.ts.shift_context().await?;
-                    }
-                    let (ids, _) = self.ts.session.decode_sample(&[next], self.opts.schedule, false).await?;
-                    self.next = ids[0];
-                    self.ts.pending = Some(self.next);
-                }
-            }
-            if piece.is_some() {
-                return Ok(piece);
-            }
-        }
-    }
-
-    /// Text still held back once the generation is over.
-    fn drain(&mut self) -> Option<String> {
-        if !matches!(self.finish, Some(FinishReason::Stop(_))) {
-            if let Ok(Some(rest)) = self.stream.flush(&self.tok) {
-                self.text += &rest;
-            }
-        }
-        if self.text.len() > self.emitted {
-            let p = self.text[self.emitted..].to_string();
-            self.emitted = self.text.len();
-            return Some(p);
-        }
-        None
-    }
-
-    /// The whole generation (call after `next_piece` returned `None`, or to stop early).
-    pub fn finish(mut self) -> Generation {
-        if self.finish.is_none() {
-            self.finish = Some(FinishReason::Cancelled);
-        }
-        self.drain();
-        self.timings.generated_tokens = self.out_ids.len();
-        self.timings.decode_ms = now_ms() - self.t_decode;
-        Generation {
-            text: std::mem::take(&mut self.text),
-            tokens: std::mem::take(&mut self.out_ids),
-            finish: self.finish.clone().unwrap_or(FinishReason::Cancelled),
-            timings: self.timings,
-        }
-    }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-impl Iterator for Generator<'_> {
-    type Item = Result<String>;
-    fn next(&mut self) -> Option<Result<String>> {
-        pollster::block_on(self.next_piece()).transpose()
-    }
 }

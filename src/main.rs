@@ -1,13 +1,13 @@
 //! The `plt` command: generate, chat, perplexity, info, score, init, bench.
 
 use clap::{Args, Parser, Subcommand};
-use plt::generate::{read_model, Engine, FinishReason, GenerateOptions, LoadOptions, TextSession};
+use plt::generate::{read_model, Engine, FinishReason, GenerateOptions, LoadOptions, ReferenceSession, TextSession};
 use plt::gpu::GpuOptions;
 use plt::init::{random_weights, write_model, InitOptions};
 use plt::model::{Schedule, GpuModel, Logits, Session, SessionOptions};
 use plt::progress::Progress;
-use plt::sampling::{sample_cpu, SamplerConfig};
-use plt::tokenizer::{ChatMessage, StreamDecoder, Tokenizer};
+use plt::sampling::SamplerConfig;
+use plt::tokenizer::ChatMessage;
 use plt::{reference, Config, DType, Error, GateMode, Looping, Result};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -308,83 +308,26 @@ fn options(a: &SampleArgs) -> Result<GenerateOptions> {
     })
 }
 
-/// Text generation on the GPU, or on the CPU reference (`--cpu`, or loudly when no adapter).
-enum Backend {
-    Gpu(Box<TextSession>),
-    Cpu(Box<CpuSession>),
-}
-
-/// The CPU fallback: the reference's step-by-step decoder and the reference sampler.
-struct CpuSession {
-    tok: Tokenizer,
-    dec: reference::Decoder<'static>,
-    tokens: Vec<u32>,
-    pending: Option<u32>,
-    context: usize,
-}
-
-impl CpuSession {
-    fn generate(&mut self, prompt: &str, opts: &GenerateOptions, out: &mut dyn FnMut(&str) -> bool) -> Result<(usize, f64)> {
-        let first = self.tokens.is_empty() && self.pending.is_none();
-        let ids: Vec<u32> = self.pending.take().into_iter().chain(self.tok.encode(prompt, first)?).collect();
-        if self.tokens.len() + ids.len() >= self.context {
-            return Err(Error::Input(format!("the prompt does not fit the context of {}", self.context)));
-        }
-        let mut logits = Vec::new();
-        for &t in &ids {
-            logits = self.dec.step(t);
-            self.tokens.push(t);
-        }
-        let mut stream = StreamDecoder::new(true);
-        let (mut n, start) = (0, Instant::now());
-        let mut text = String::new();
-        loop {
-            let next = sample_cpu(&logits, &self.tokens, &opts.sampler, self.tokens.len() as u32, 0);
-            self.pending = Some(next);
-            if opts.stop_at_eos && self.tok.is_eos(next) {
-                break;
-            }
-            n += 1;
-            if let Some(p) = stream.push(&self.tok, next)? {
-                text += &p;
-                if opts.stop.iter().any(|s| text.contains(s.as_str())) || !out(&p) {
-                    break;
-                }
-            }
-            if n >= opts.max_tokens || self.tokens.len() + 1 >= self.context {
-                break;
-            }
-            logits = self.dec.step(next);
-            self.tokens.push(next);
-            self.pending = None;
-        }
-        if let Some(p) = stream.flush(&self.tok)? {
-            out(&p);
-        }
-        Ok((n, start.elapsed().as_secs_f64()))
-    }
-}
-
-fn open(m: &ModelArgs, context: Option<usize>) -> Result<Backend> {
+/// A text session on the GPU, or on the CPU reference (`--cpu`, or loudly when no adapter):
+/// the same generation either way.
+fn open(m: &ModelArgs, context: Option<usize>) -> Result<TextSession> {
     let path = model_path(&m.model);
     if m.model.is_none() && !path.exists() {
         return Err(Error::Input(format!("the default model is missing at {}; pass --model DIR", path.display())));
     }
-    let cpu_session = |reason: &str| -> Result<Backend> {
+    let on_cpu = |reason: &str| -> Result<TextSession> {
         if !reason.is_empty() {
             eprintln!("warning: {reason}");
             eprintln!("warning: falling back to the CPU reference: correct but SLOW. On Linux, `apt-get install -y mesa-vulkan-drivers` gives a software GPU adapter.");
         }
         let (cfg, w, tok) = read_model(&path)?;
-        let tok = tok.ok_or_else(|| Error::Tokenizer(format!("{} has no tokenizer", path.display())))?;
-        let weights: &'static plt::Weights = Box::leak(Box::new(w));
-        let cfg2: &'static Config = Box::leak(Box::new(cfg.clone()));
         let context = context.unwrap_or(2048).min(cfg.max_position_embeddings);
-        // The process keeps the weights until it exits (the decoder borrows them).
-        Ok(Backend::Cpu(Box::new(CpuSession { dec: reference::Decoder::new(cfg2, weights), tok, tokens: vec![], pending: None, context })))
+        let session = ReferenceSession::new(&cfg, Arc::new(w), context)?;
+        eprintln!("{} on the CPU reference", path.display());
+        Ok(TextSession::with_backend(Box::new(session), tok.map(Arc::new), &path.display().to_string()))
     };
     if m.cpu {
-        return cpu_session("");
+        return on_cpu("");
     }
     let opts = LoadOptions {
         dtype: m.dtype.as_deref().map(parse_dtype).transpose()?,
@@ -394,12 +337,12 @@ fn open(m: &ModelArgs, context: Option<usize>) -> Result<Backend> {
     let mut bar = Progress::new(1.0, true);
     let engine = match Engine::load_blocking(&path, &opts, &mut |stage, f| bar.stage(stage, f)) {
         Ok(e) => e,
-        Err(Error::NoAdapter(msg)) => return cpu_session(&format!("no GPU adapter ({msg})")),
+        Err(Error::NoAdapter(msg)) => return on_cpu(&format!("no GPU adapter ({msg})")),
         Err(e) => return Err(e),
     };
     eprintln!("{} on {}", path.display(), engine.gpu.describe());
     let context = context.unwrap_or(2048).min(engine.cfg().max_position_embeddings);
-    Ok(Backend::Gpu(Box::new(TextSession::new(Arc::new(engine), context)?)))
+    TextSession::new(Arc::new(engine), context)
 }
 
 fn print_piece(p: &str) -> bool {
@@ -407,59 +350,44 @@ fn print_piece(p: &str) -> bool {
     out.write_all(p.as_bytes()).is_ok() && out.flush().is_ok()
 }
 
-fn run_turn(b: &mut Backend, prompt: &str, opts: &GenerateOptions) -> Result<()> {
-    match b {
-        Backend::Gpu(ts) => {
-            let g = ts.generate_blocking(prompt, opts, &mut print_piece)?;
-            let t = g.timings;
-            let why = match &g.finish {
-                FinishReason::Eos => "end of sequence".to_string(),
-                FinishReason::Stop(s) => format!("stop string {s:?}"),
-                FinishReason::MaxTokens => "max tokens".into(),
-                FinishReason::Cancelled => "cancelled".into(),
-                FinishReason::ContextFull => "context full".into(),
-            };
-            eprintln!(
-                "\n[{} prompt tokens in {:.0} ms; {} tokens, {:.1} tok/s, {:.1} ms/token; stopped: {why}]",
-                t.prompt_tokens,
-                t.prefill_ms,
-                t.generated_tokens,
-                t.tokens_per_second(),
-                t.ms_per_token()
-            );
-        }
-        Backend::Cpu(cs) => {
-            let (n, secs) = cs.generate(prompt, opts, &mut print_piece)?;
-            eprintln!("\n[CPU reference: {n} tokens, {:.2} tok/s]", n as f64 / secs.max(1e-9));
-        }
-    }
+fn run_turn(ts: &mut TextSession, prompt: &str, opts: &GenerateOptions) -> Result<()> {
+    let g = ts.generate_blocking(prompt, opts, &mut print_piece)?;
+    let t = g.timings;
+    let why = match &g.finish {
+        FinishReason::Eos => "end of sequence".to_string(),
+        FinishReason::Stop(s) => format!("stop string {s:?}"),
+        FinishReason::MaxTokens => "max tokens".into(),
+        FinishReason::Cancelled => "cancelled".into(),
+        FinishReason::ContextFull => "context full".into(),
+    };
+    eprintln!(
+        "\n[{} prompt tokens in {:.0} ms; {} tokens, {:.1} tok/s, {:.1} ms/token; stopped: {why}]",
+        t.prompt_tokens,
+        t.prefill_ms,
+        t.generated_tokens,
+        t.tokens_per_second(),
+        t.ms_per_token()
+    );
     Ok(())
-}
-
-fn tokenizer_of(b: &Backend) -> Result<&Tokenizer> {
-    match b {
-        Backend::Gpu(ts) => ts.engine.tokenizer(),
-        Backend::Cpu(cs) => Ok(&cs.tok),
-    }
 }
 
 fn generate(a: GenerateArgs) -> Result<()> {
     let opts = options(&a.sample)?;
-    let mut b = open(&a.model, a.sample.context)?;
+    let mut ts = open(&a.model, a.sample.context)?;
     let prompt = if a.chat {
-        tokenizer_of(&b)?.apply_chat_template(&[ChatMessage::new("user", &a.prompt)], true)?
+        ts.tokenizer()?.apply_chat_template(&[ChatMessage::new("user", &a.prompt)], true)?
     } else {
         a.prompt.clone()
     };
     if !a.chat {
         print_piece(&a.prompt);
     }
-    run_turn(&mut b, &prompt, &opts)
+    run_turn(&mut ts, &prompt, &opts)
 }
 
 fn chat(a: ChatArgs) -> Result<()> {
     let opts = options(&a.sample)?;
-    let mut b = open(&a.model, a.sample.context)?;
+    let mut ts = open(&a.model, a.sample.context)?;
     let mut messages: Vec<ChatMessage> = a.system.iter().map(|s| ChatMessage::new("system", s)).collect();
     // What has been fed so far, as text; each turn feeds only what the template adds to it.
     let mut fed = String::new();
@@ -480,23 +408,18 @@ fn chat(a: ChatArgs) -> Result<()> {
             "/reset" => {
                 messages.retain(|m| m.role == "system");
                 fed.clear();
-                match &mut b {
-                    Backend::Gpu(ts) => ts.reset()?,
-                    Backend::Cpu(_) => b = open(&a.model, a.sample.context)?,
-                }
+                ts.reset()?;
                 continue;
             }
             _ => {}
         }
         messages.push(ChatMessage::new("user", line));
-        let full = tokenizer_of(&b)?.apply_chat_template(&messages, true)?;
+        let full = ts.tokenizer()?.apply_chat_template(&messages, true)?;
         let new = match full.strip_prefix(fed.as_str()) {
             Some(rest) => rest.to_string(),
             None => {
                 // The template rewrote earlier turns: start the context over.
-                if let Backend::Gpu(ts) = &mut b {
-                    ts.reset()?;
-                }
+                ts.reset()?;
                 full.clone()
             }
         };
@@ -505,18 +428,10 @@ fn chat(a: ChatArgs) -> Result<()> {
             reply += p;
             print_piece(p)
         };
-        match &mut b {
-            Backend::Gpu(ts) => {
-                let g = ts.generate_blocking(&new, &opts, &mut show)?;
-                eprintln!("\n[{} tokens, {:.1} tok/s]", g.timings.generated_tokens, g.timings.tokens_per_second());
-            }
-            Backend::Cpu(cs) => {
-                cs.generate(&new, &opts, &mut show)?;
-                println!();
-            }
-        }
+        let g = ts.generate_blocking(&new, &opts, &mut show)?;
+        eprintln!("\n[{} tokens, {:.1} tok/s]", g.timings.generated_tokens, g.timings.tokens_per_second());
         messages.push(ChatMessage::new("assistant", reply.trim()));
-        fed = tokenizer_of(&b)?.apply_chat_template(&messages, false)?;
+        fed = ts.tokenizer()?.apply_chat_template(&messages, false)?;
     }
     Ok(())
 }

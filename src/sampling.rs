@@ -91,6 +91,18 @@ pub fn order_key(x: f32) -> u32 {
     }
 }
 
+/// The index of the largest value, the lowest one on ties (rule 2, the greedy choice); 0 for an
+/// empty slice.
+pub fn argmax(x: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
 /// The reference sampler: the token for one row of logits. `history` is the sequence so far.
 pub fn sample_cpu(logits: &[f32], history: &[u32], cfg: &SamplerConfig, step: u32, row: u32) -> u32 {
     let mut z: Vec<f32> = logits.to_vec();
@@ -105,13 +117,7 @@ pub fn sample_cpu(logits: &[f32], history: &[u32], cfg: &SamplerConfig, step: u3
         }
     }
     if cfg.temperature == 0.0 {
-        let mut best = 0;
-        for (i, &v) in z.iter().enumerate() {
-            if v > z[best] {
-                best = i;
-            }
-        }
-        return best as u32;
+        return argmax(&z);
     }
     for v in z.iter_mut() {
         *v /= cfg.temperature;

@@ -111,3 +111,25 @@ fn bad_input_is_a_one_line_error() {
     assert!(!ok && err.contains("not valid JSON"), "{err}");
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+#[test]
+fn generate_on_gpu_and_cpu_prints_the_same() {
+    let tmp = std::env::temp_dir().join(format!("plt-cli-gen-{}", std::process::id()));
+    let dir = tmp.join("m");
+    let (ok, _, err) = plt(&["init", dir.to_str().unwrap(), "--seed", "5", "--loops", "2", "--window", "3"]);
+    assert!(ok, "{err}");
+    let d = dir.to_str().unwrap();
+    for extra in [&["--temperature", "0"][..], &["--temperature", "0.9", "--seed", "11"]] {
+        let mut args = vec!["generate", "ab", "--model", d, "-n", "12", "--ignore-eos", "--context", "10", "--context-shift"];
+        args.extend_from_slice(extra);
+        let (ok, gpu, err) = plt(&args);
+        assert!(ok, "{args:?}: {err}");
+        assert!(gpu.starts_with("ab") && gpu.len() > 2, "{gpu:?}");
+        args.push("--cpu");
+        let (ok, cpu, err) = plt(&args);
+        assert!(ok, "{args:?}: {err}");
+        assert!(err.contains("CPU reference"), "{err}");
+        assert_eq!(gpu, cpu, "{extra:?}");
+    }
+    std::fs::remove_dir_all(&tmp).ok();
+}

@@ -1,11 +1,12 @@
 //! Text generation: streaming UTF-8, the library API (stop strings, budgets, cancel, next
-//! turns), chat templates, and greedy GPU generation against the CPU reference.
+//! turns), chat templates, greedy GPU generation against the CPU reference, and the same
+//! generation on the GPU and CPU backends.
 
 mod common;
 use common::*;
-use plt::generate::{Engine, FinishReason, GenerateOptions, TextSession};
+use plt::generate::{Engine, FinishReason, GenerateOptions, Generation, ReferenceSession, TextSession};
 use plt::reference;
-use plt::sampling::SamplerConfig;
+use plt::sampling::{argmax, SamplerConfig};
 use plt::tokenizer::{ChatMessage, StreamDecoder, Tokenizer};
 use plt::DType;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -113,7 +114,7 @@ fn greedy_generation_matches_the_reference() {
     for (i, &got) in g.tokens.iter().enumerate() {
         let logits = reference::forward(&cfg, &w, &seq);
         let last = logits.last().unwrap();
-        let want = (0..last.len()).max_by(|&a, &b| last[a].total_cmp(&last[b]).then(b.cmp(&a))).unwrap() as u32;
+        let want = argmax(last);
         assert_eq!(got, want, "token {i}");
         seq.push(got);
     }
@@ -184,4 +185,117 @@ fn a_session_continues_across_turns_and_iterates() {
     let sampled = GenerateOptions { sampler: SamplerConfig { temperature: 1.0, top_p: 0.9, seed: 5, ..Default::default() }, ..greedy(8) };
     let run = || TextSession::new(e.clone(), 96).unwrap().generate_blocking("ab", &sampled, &mut |_| true).unwrap().tokens;
     assert_eq!(run(), run());
+}
+
+/// The same tiny model on both backends: fresh GPU and CPU text sessions of `context`
+/// positions whose tokenizer ends at `eos`.
+struct Backends {
+    cfg: plt::Config,
+    w: Arc<plt::Weights>,
+    gpu: Arc<Engine>,
+    tok: Arc<Tokenizer>,
+}
+
+impl Backends {
+    fn new(loops: usize, eos: &[u32]) -> Backends {
+        let mut cfg = tiny();
+        cfg.vocab_size = 257;
+        cfg.num_loops = loops;
+        cfg.window_left = 3;
+        let w = weights(&cfg, 23, DType::F16, false);
+        let tok = || {
+            let mut t = Tokenizer::from_bytes(&byte_tokenizer_json(), 257).unwrap();
+            t.eos = eos.to_vec();
+            t
+        };
+        let gpu = Arc::new(Engine::from_parts(gpu(), &cfg, &w, Some(tok()), None, "test", &mut |_, _| {}).unwrap());
+        Backends { cfg, w: Arc::new(w), gpu, tok: Arc::new(tok()) }
+    }
+
+    fn sessions(&self, context: usize) -> [TextSession; 2] {
+        let cpu = ReferenceSession::new(&self.cfg, self.w.clone(), context).unwrap();
+        [
+            TextSession::new(self.gpu.clone(), context).unwrap(),
+            TextSession::with_backend(Box::new(cpu), Some(self.tok.clone()), "test (cpu)"),
+        ]
+    }
+
+    /// Runs `turns` (prompt, options, pieces to stream before cancelling) in one session per
+    /// backend; checks that both give the same ids, text, streamed pieces and finish reason,
+    /// and hold the same tokens; returns the GPU's generations.
+    fn same(&self, context: usize, turns: &[(&str, &GenerateOptions, usize)]) -> Vec<Generation> {
+        let [mut gpu, mut cpu] = self.sessions(context);
+        let mut out = Vec::new();
+        for (i, &(prompt, opts, pieces)) in turns.iter().enumerate() {
+            let run = |ts: &mut TextSession| {
+                let mut streamed = Vec::new();
+                let g = ts
+                    .generate_blocking(prompt, opts, &mut |p| {
+                        streamed.push(p.to_string());
+                        streamed.len() < pieces
+                    })
+                    .unwrap();
+                assert_eq!(streamed.concat(), g.text, "the streamed pieces are the text");
+                (g, streamed)
+            };
+            let (g, gs) = run(&mut gpu);
+            let (c, cs) = run(&mut cpu);
+            let what = format!("turn {i} {prompt:?} {:?}", opts.sampler);
+            assert_eq!(g.tokens, c.tokens, "{what}: ids");
+            assert_eq!(g.text, c.text, "{what}: text");
+            assert_eq!(gs, cs, "{what}: pieces");
+            assert_eq!(g.finish, c.finish, "{what}: finish");
+            assert_eq!(g.timings.prompt_tokens, c.timings.prompt_tokens, "{what}: prompt tokens");
+            assert_eq!(gpu.backend().tokens(), cpu.backend().tokens(), "{what}: tokens held");
+            assert_eq!(gpu.position(), cpu.position());
+            out.push(g);
+        }
+        out
+    }
+}
+
+#[test]
+fn gpu_and_cpu_backends_generate_the_same() {
+    let b = Backends::new(2, &[256]);
+    let sampled = SamplerConfig { temperature: 0.9, top_k: 40, top_p: 0.95, min_p: 0.05, repetition_penalty: 1.1, repeat_last_n: 64, seed: 7 };
+    let mut texts = Vec::new();
+    for sampler in [SamplerConfig::greedy(), sampled] {
+        let base = GenerateOptions { sampler: sampler.clone(), ..greedy(16) };
+        let all = usize::MAX;
+        // The token budget; then a stop string taken from that text, and a cancel.
+        let full = b.same(64, &[("To be, or", &base, all)]).remove(0);
+        assert_eq!(full.finish, FinishReason::MaxTokens);
+        assert_eq!(full.tokens.len(), 16);
+        let chars: Vec<char> = full.text.chars().collect();
+        assert!(chars.len() >= 6, "{:?}", full.text);
+        let cut: String = chars[3..5].iter().collect();
+        let stop = GenerateOptions { stop: vec!["never in the text".into(), cut.clone()], ..base.clone() };
+        let g = b.same(64, &[("To be, or", &stop, all)]).remove(0);
+        assert_eq!(g.finish, FinishReason::Stop(cut));
+        let g = b.same(64, &[("To be, or", &base, 2)]).remove(0);
+        assert_eq!(g.finish, FinishReason::Cancelled);
+        // A full context ends the generation; with context shift it goes on.
+        let g = b.same(12, &[("abc", &base, all)]).remove(0);
+        assert_eq!(g.finish, FinishReason::ContextFull);
+        let shift = GenerateOptions { context_shift: true, ..base.clone() };
+        let g = b.same(12, &[("abc", &shift, all)]).remove(0);
+        assert_eq!((g.finish, g.tokens.len()), (FinishReason::MaxTokens, 16));
+        // A second turn feeds the first turn's last token and the new prompt.
+        b.same(96, &[("ab", &base, all), ("cd", &base, all)]);
+        // The model's EOS (a token the generation reaches), and past it with stop_at_eos off.
+        let eos = full.tokens[6];
+        let first = full.tokens.iter().position(|&t| t == eos).unwrap();
+        let e = Backends::new(2, &[eos]);
+        let g = e.same(64, &[("To be, or", &GenerateOptions { stop_at_eos: true, ..base.clone() }, all)]).remove(0);
+        assert_eq!((g.finish, g.tokens.len()), (FinishReason::Eos, first));
+        let g = e.same(64, &[("To be, or", &base, all)]).remove(0);
+        assert_eq!(g.tokens, full.tokens);
+        texts.push(full.text);
+    }
+    assert_ne!(texts[0], texts[1], "the seeded sampler draws, not the argmax");
+    // A vanilla looped model and a single-loop one run on both as well.
+    for loops in [1, 3] {
+        let b = Backends::new(loops, &[256]);
+        b.same(32, &[("To be", &greedy(10), usize::MAX)]);
+    }
 }

@@ -11,6 +11,7 @@ use plt::gguf::{dequantize, load_gguf, load_gguf_bytes, GgmlType, GgufFile, Gguf
 use plt::init::named_tensors;
 use plt::model::{Schedule, GpuModel, Logits, Session, SessionOptions};
 use plt::rng::Rng;
+use plt::sampling::argmax;
 use plt::weights::{Layer, Linear, Mlp, SelfAttn, Tensor};
 use plt::{reference, Config, DType, Error, Weights};
 use std::path::Path;
@@ -853,15 +854,6 @@ fn smollm2_tokenizer() -> Tok {
     Tok(hf(m.tokenizer.as_ref().unwrap(), m.cfg.vocab_size))
 }
 
-fn argmax(x: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in x.iter().enumerate() {
-        if v > x[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
 
 /// Greedy tokens on the GPU: prefill, then `n - 1` fused decode steps (L = 1).
 fn gpu_greedy(prompt: &[u32], n: usize) -> Vec<u32> {

@@ -8,6 +8,7 @@
 mod common;
 use common::*;
 use plt::model::{Schedule, GpuModel, Logits, Session, SessionOptions};
+use plt::sampling::argmax;
 use plt::tokenizer::Tokenizer;
 use plt::{reference, Config, Weights};
 use serde_json::Value;
@@ -81,15 +82,6 @@ fn model(g: &Golden) -> Arc<GpuModel> {
     Arc::new(GpuModel::new(gpu(), &g.cfg, &g.w, None).unwrap())
 }
 
-fn argmax(x: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in x.iter().enumerate() {
-        if v > x[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
 
 /// Largest |logprob - golden| over positions; `logits[t]` predicts `tokens[t+1]`.
 fn worst(name: &str, logits: &[Vec<f32>], t: &Text) -> f64 {

@@ -87,12 +87,8 @@ fn compare_scaled(what: &str, got: &[f32], want: &[f32], scale: &[f32], width: u
             f64::INFINITY
         };
         if e.is_nan() || e > tol {
-            let worst = (0..g.len())
-                .max_by(|&i, &j| {
-                    let d = |k: usize| if g[k].is_finite() { (g[k] - w[k]).abs() } else { f32::INFINITY };
-                    d(i).total_cmp(&d(j))
-                })
-                .unwrap_or(0);
+            let errors: Vec<f32> = g.iter().zip(&w).map(|(&a, &b)| if (a - b).is_finite() { (a - b).abs() } else { f32::INFINITY }).collect();
+            let worst = plt::sampling::argmax(&errors) as usize;
             panic!(
                 "{what}: chunk {c} (width {width}): nmse {e:e} > {tol:e}; worst element {worst} of the chunk's written ones: got {} want {}",
                 g[worst], w[worst]

@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use plt::model::{Schedule, GpuModel, Logits, Session, SessionOptions};
 use plt::reference;
+use plt::sampling::argmax;
 use plt::{Config, DType, GateMode, Looping, Weights};
 use std::sync::Arc;
 
@@ -21,15 +22,6 @@ fn split(all: &[f32], v: usize) -> Vec<Vec<f32>> {
     all.chunks(v).map(|c| c.to_vec()).collect()
 }
 
-fn argmax(x: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in x.iter().enumerate() {
-        if v > x[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
 
 /// A named variant of the tiny config.
 struct Case {

@@ -165,7 +165,7 @@ fn step(l: &mut Live, schedule: Schedule, logits_back: bool) -> Result<f64> {
         let logits = l.session.decode_blocking(&l.tokens, schedule, true)?;
         let ms = ts.elapsed().as_secs_f64() * 1e3;
         // Greedy next tokens (outside the timing).
-        (ms, logits.chunks(l.variant.model.cfg.vocab_size).map(argmax).collect::<Vec<u32>>())
+        (ms, logits.chunks(l.variant.model.cfg.vocab_size).map(crate::sampling::argmax).collect::<Vec<u32>>())
     } else {
         let (ids, _) = pollster::block_on(l.session.decode_sample(&l.tokens, schedule, false))?;
         (ts.elapsed().as_secs_f64() * 1e3, ids)
@@ -290,15 +290,4 @@ impl Live {
         }
         out
     }
-}
-
-/// Index of the largest value (the first of equal ones).
-fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in row.iter().enumerate() {
-        if x > row[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
