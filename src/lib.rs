@@ -10,6 +10,7 @@ pub mod gguf;
 pub mod gpu;
 pub mod init;
 pub mod kernels;
+pub mod load;
 pub mod model;
 pub mod reference;
 pub mod rng;
