@@ -18,6 +18,6 @@ pub mod sampling;
 pub mod tokenizer;
 pub mod weights;
 
-pub use config::{Config, GateMode, Looping};
+pub use config::{Config, Dims, GateMode, Looping};
 pub use error::{Error, Result};
 pub use weights::{DType, Weights};

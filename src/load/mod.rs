@@ -119,18 +119,18 @@ impl<'a> OpenModel<'a> {
 }
 
 /// Opens a model: reads its headers and makes the plan (no tensor data is read).
-pub fn open(src: &ModelSource) -> Result<OpenModel<'_>> {
+pub fn open(src: &ModelSource) -> Result<OpenModel<'static>> {
     open_as(src, None)
 }
 
 /// `open` with `cfg` in place of the model's own configuration (config.json or GGUF metadata):
 /// the same weights wired differently (a vanilla looped reading of a PLT checkpoint), or a
 /// config already read.
-pub fn open_with_config(src: &ModelSource, cfg: Config) -> Result<OpenModel<'_>> {
+pub fn open_with_config(src: &ModelSource, cfg: Config) -> Result<OpenModel<'static>> {
     open_as(src, Some(cfg))
 }
 
-fn open_as(src: &ModelSource, cfg: Option<Config>) -> Result<OpenModel<'_>> {
+fn open_as(src: &ModelSource, cfg: Option<Config>) -> Result<OpenModel<'static>> {
     match src {
         ModelSource::Path(path) => {
             if path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
@@ -158,10 +158,8 @@ fn open_as(src: &ModelSource, cfg: Option<Config>) -> Result<OpenModel<'_>> {
                     Config::from_json_str(text)?
                 }
             };
-            let mut sources: Vec<Box<dyn ByteSource + '_>> = vec![Box::new(MemorySource::new("model.safetensors", &m.safetensors))];
-            let mut plan = safetensors::plan(m.name.clone(), cfg, &mut sources)?;
             let json = |name: &str, b: &Option<Bytes>| b.as_ref().map(|b| TokenizerInputs::parse_json(name, b)).transpose();
-            plan.tokenizer = match &m.tokenizer {
+            let tokenizer = match &m.tokenizer {
                 None => None,
                 Some(t) => Some(TokenizerInputs {
                     json: t.to_vec(),
@@ -169,7 +167,10 @@ fn open_as(src: &ModelSource, cfg: Option<Config>) -> Result<OpenModel<'_>> {
                     tokenizer_config: json("tokenizer_config.json", &m.tokenizer_config)?,
                 }),
             };
-            Ok(OpenModel::new(plan, sources))
+            let sources: Vec<Box<dyn ByteSource>> = vec![Box::new(MemorySource::new("model.safetensors", m.safetensors.clone()))];
+            let mut model = open_safetensors(&m.name, cfg, sources)?;
+            model.plan.tokenizer = tokenizer;
+            Ok(model)
         }
     }
 }
@@ -187,15 +188,25 @@ pub fn open_checkpoint(dir: &Path, cfg: Config) -> Result<OpenModel<'static>> {
     for f in safetensors::checkpoint_files(dir)? {
         sources.push(Box::new(FileSource::open(&f)?));
     }
-    let plan = safetensors::plan(dir.display().to_string(), cfg, &mut sources)?;
-    Ok(OpenModel::new(plan, sources))
+    open_safetensors(&dir.display().to_string(), cfg, sources)
 }
 
 /// One safetensors file in memory under `cfg` (no tokenizer).
 pub fn open_safetensors_bytes(bytes: &[u8], cfg: Config) -> Result<OpenModel<'_>> {
-    let mut sources: Vec<Box<dyn ByteSource + '_>> = vec![Box::new(MemorySource::new("model.safetensors", bytes))];
-    let plan = safetensors::plan("model.safetensors".into(), cfg, &mut sources)?;
+    open_safetensors("model.safetensors", cfg, vec![Box::new(MemorySource::new("model.safetensors", bytes))])
+}
+
+/// safetensors files (one, or every shard) from any byte sources, under `cfg`; `name` is for
+/// messages. The headers are read now, the tensors when the model is streamed.
+pub fn open_safetensors<'a>(name: &str, cfg: Config, mut sources: Vec<Box<dyn ByteSource + 'a>>) -> Result<OpenModel<'a>> {
+    let plan = safetensors::plan(name.to_string(), cfg, &mut sources)?;
     Ok(OpenModel::new(plan, sources))
+}
+
+/// A GGUF file from any byte source, with its own configuration and tokenizer.
+pub fn open_gguf<'a>(src: Box<dyn ByteSource + 'a>) -> Result<OpenModel<'a>> {
+    let name = src.name().to_string();
+    Ok(crate::gguf::open(src, name, None)?.0)
 }
 
 /// Reads a model into host memory: config, weights (f32) and tokenizer.

@@ -62,7 +62,8 @@ impl ByteSource for FileSource {
 pub enum Bytes {
     /// Borrowed for the program's life (`include_bytes!`).
     Static(&'static [u8]),
-    Shared(Arc<[u8]>),
+    /// Owned, shared by clones without a copy.
+    Shared(Arc<Vec<u8>>),
 }
 
 impl std::ops::Deref for Bytes {
@@ -83,7 +84,7 @@ impl std::fmt::Debug for Bytes {
 
 impl From<Vec<u8>> for Bytes {
     fn from(v: Vec<u8>) -> Bytes {
-        Bytes::Shared(v.into())
+        Bytes::Shared(Arc::new(v))
     }
 }
 
@@ -93,19 +94,19 @@ impl From<&'static [u8]> for Bytes {
     }
 }
 
-/// A file whose bytes are in memory.
-pub struct MemorySource<'a> {
+/// A file whose bytes are in memory: a slice, a `Vec`, or `Bytes`.
+pub struct MemorySource<B> {
     name: String,
-    bytes: &'a [u8],
+    bytes: B,
 }
 
-impl<'a> MemorySource<'a> {
-    pub fn new(name: &str, bytes: &'a [u8]) -> MemorySource<'a> {
+impl<B: std::ops::Deref<Target = [u8]>> MemorySource<B> {
+    pub fn new(name: &str, bytes: B) -> MemorySource<B> {
         MemorySource { name: name.to_string(), bytes }
     }
 }
 
-impl ByteSource for MemorySource<'_> {
+impl<B: std::ops::Deref<Target = [u8]>> ByteSource for MemorySource<B> {
     fn name(&self) -> &str {
         &self.name
     }
@@ -113,10 +114,11 @@ impl ByteSource for MemorySource<'_> {
         self.bytes.len() as u64
     }
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let start = usize::try_from(offset).ok().filter(|&s| s <= self.bytes.len());
-        let range = start.and_then(|s| Some(s..s.checked_add(buf.len())?)).filter(|r| r.end <= self.bytes.len());
+        let len = self.bytes.len();
+        let start = usize::try_from(offset).ok().filter(|&s| s <= len);
+        let range = start.and_then(|s| Some(s..s.checked_add(buf.len())?)).filter(|r| r.end <= len);
         let Some(range) = range else {
-            return Err(Error::Input(format!("{}: a read of {} bytes at {offset} is past the end ({} bytes)", self.name, buf.len(), self.bytes.len())));
+            return Err(Error::Input(format!("{}: a read of {} bytes at {offset} is past the end ({len} bytes)", self.name, buf.len())));
         };
         buf.copy_from_slice(&self.bytes[range]);
         Ok(())
@@ -149,6 +151,13 @@ impl<'s> SeqReader<'s> {
         self.size().saturating_sub(self.pos)
     }
 
+    /// The bytes fetched but not parsed yet, and the offset they start at.
+    pub(crate) fn into_rest(mut self) -> (Vec<u8>, u64) {
+        let parsed = ((self.pos - self.buf_at) as usize).min(self.buf.len());
+        self.buf.drain(..parsed);
+        (self.buf, self.pos)
+    }
+
     /// The next `n` bytes; the caller has checked that the file has them.
     pub(crate) fn take(&mut self, n: u64) -> Result<&[u8]> {
         let end = self.pos + n;
@@ -167,5 +176,43 @@ impl<'s> SeqReader<'s> {
         let start = (self.pos - self.buf_at) as usize;
         self.pos = end;
         Ok(&self.buf[start..start + n as usize])
+    }
+}
+
+/// A source some of whose bytes a header parser has already fetched: reads of those are
+/// served from memory, so the source itself is still read only forward.
+pub(crate) struct ReadAhead<'a> {
+    src: Box<dyn ByteSource + 'a>,
+    buf: Vec<u8>,
+    buf_at: u64,
+}
+
+impl<'a> ReadAhead<'a> {
+    pub(crate) fn new(src: Box<dyn ByteSource + 'a>, buf: Vec<u8>, buf_at: u64) -> ReadAhead<'a> {
+        ReadAhead { src, buf, buf_at }
+    }
+}
+
+impl ByteSource for ReadAhead<'_> {
+    fn name(&self) -> &str {
+        self.src.name()
+    }
+    fn size(&self) -> u64 {
+        self.src.size()
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let end = self.buf_at + self.buf.len() as u64;
+        let mut done = 0;
+        if offset >= self.buf_at && offset < end {
+            let from = (offset - self.buf_at) as usize;
+            done = buf.len().min(self.buf.len() - from);
+            buf[..done].copy_from_slice(&self.buf[from..from + done]);
+        }
+        if done < buf.len() {
+            // Past the fetched bytes: they are not needed again.
+            self.buf = Vec::new();
+            self.src.read_at(offset + done as u64, &mut buf[done..])?;
+        }
+        Ok(())
     }
 }

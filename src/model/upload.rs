@@ -97,6 +97,43 @@ impl GpuModel {
         GpuModel::load(gpu, crate::load::open_checkpoint(dir, cfg)?, dtype, &mut |_| {})
     }
 
+    /// Every weight buffer's label and bytes as the device holds them (sizes rounded up to 16
+    /// bytes), in upload order: for tests that check what the loader wrote.
+    pub async fn read_back(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut named: Vec<(String, &wgpu::Buffer)> = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let parts = [
+                ("qkv_bias", l.qkv_bias.as_ref()),
+                ("plt_gate", l.plt_gate.as_ref()),
+                ("input_layernorm", Some(&l.input_layernorm)),
+                ("qkv_proj", Some(&l.qkv_proj)),
+                ("o_proj", Some(&l.o_proj)),
+                ("post_attention_layernorm", Some(&l.post_attention_layernorm)),
+                ("gate_up_proj", Some(&l.gate_up_proj)),
+                ("down_proj", Some(&l.down_proj)),
+            ];
+            for (name, b) in parts {
+                if let Some(b) = b {
+                    named.push((format!("layers.{i}.{name}"), b));
+                }
+            }
+        }
+        named.push(("embed_tokens".into(), &self.embed));
+        if let Some(b) = &self.lm_head {
+            named.push(("lm_head".into(), b));
+        }
+        named.push(("norm".into(), &self.norm));
+        let mut out = Vec::with_capacity(named.len());
+        for (name, b) in named {
+            let rb = self.gpu.readback(&name, b.size())?;
+            let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read back") });
+            enc.copy_buffer_to_buffer(b, 0, &rb, 0, b.size());
+            self.gpu.queue.submit([enc.finish()]);
+            out.push((name, self.gpu.read(&rb, b.size()).await?));
+        }
+        Ok(out)
+    }
+
     /// Bytes of weights one pass reads (every matrix once, plus the lm_head rows it needs).
     pub fn weight_bytes(&self) -> u64 {
         let c = &self.cfg;
@@ -108,7 +145,7 @@ impl GpuModel {
 
 /// Bytes written between submits: each submit lets wgpu release the staging memory of the
 /// writes before it, so uploading never holds more than about this much of it.
-const SUBMIT_EVERY: usize = 64 << 20;
+const SUBMIT_EVERY: usize = 16 << 20;
 
 /// The sink that writes a plan's tensors into device buffers.
 struct DeviceSink<'g> {
