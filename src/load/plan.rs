@@ -71,38 +71,36 @@ impl WeightId {
 
     /// Every weight `cfg` implies, in load-check order, and whether it must be present (the
     /// q/k/v biases are optional; `lm_head` is absent when tied; the gate exists only for PLT).
-    pub fn all(cfg: &Config) -> Vec<(WeightId, bool)> {
+    /// Lazy: a config may claim billions of layers, and the first missing tensor ends the walk.
+    pub fn all(cfg: &Config) -> impl Iterator<Item = (WeightId, bool)> {
         use LayerWeight as L;
-        let mut out = Vec::new();
-        for i in 0..cfg.num_hidden_layers {
-            let l = |w| WeightId::Layer(i, w);
-            if cfg.is_plt() {
-                out.extend([(l(L::PltGate), true), (l(L::PltGateBias), true)]);
-                if cfg.gate_mode == GateMode::Hidden {
-                    out.push((l(L::PltGateNorm), true));
-                }
-            }
-            out.extend([
-                (l(L::InputLayernorm), true),
-                (l(L::QProj), true),
-                (l(L::QBias), false),
-                (l(L::KProj), true),
-                (l(L::KBias), false),
-                (l(L::VProj), true),
-                (l(L::VBias), false),
-                (l(L::OProj), true),
-                (l(L::PostAttentionLayernorm), true),
-                (l(L::GateProj), true),
-                (l(L::UpProj), true),
-                (l(L::DownProj), true),
-            ]);
-        }
-        out.push((WeightId::EmbedTokens, true));
-        out.push((WeightId::Norm, true));
-        if !cfg.tie_word_embeddings {
-            out.push((WeightId::LmHead, true));
-        }
-        out
+        let (plt, hidden, tied) = (cfg.is_plt(), cfg.gate_mode == GateMode::Hidden, cfg.tie_word_embeddings);
+        let layer = move |i: usize| {
+            let gate: &[(L, bool)] = match (plt, hidden) {
+                (false, _) => &[],
+                (true, false) => &[(L::PltGate, true), (L::PltGateBias, true)],
+                (true, true) => &[(L::PltGate, true), (L::PltGateBias, true), (L::PltGateNorm, true)],
+            };
+            let rest = [
+                (L::InputLayernorm, true),
+                (L::QProj, true),
+                (L::QBias, false),
+                (L::KProj, true),
+                (L::KBias, false),
+                (L::VProj, true),
+                (L::VBias, false),
+                (L::OProj, true),
+                (L::PostAttentionLayernorm, true),
+                (L::GateProj, true),
+                (L::UpProj, true),
+                (L::DownProj, true),
+            ];
+            gate.iter().copied().chain(rest).map(move |(w, required)| (WeightId::Layer(i, w), required))
+        };
+        (0..cfg.num_hidden_layers)
+            .flat_map(layer)
+            .chain([(WeightId::EmbedTokens, true), (WeightId::Norm, true)])
+            .chain((!tied).then_some((WeightId::LmHead, true)))
     }
 }
 
@@ -310,9 +308,9 @@ impl LoadPlan {
     pub(crate) fn new(source: String, format: Format, cfg: Config, stored_dtype: DType, files: Vec<FileInfo>, mut tensors: Vec<PlannedTensor>) -> LoadPlan {
         tensors.sort_by_key(|t| (t.file, t.offset));
         let mut buffers = Vec::new();
-        let used = |id: BufferId| tensors.iter().any(|t| t.target.buffer == id);
+        let used: std::collections::HashSet<BufferId> = tensors.iter().map(|t| t.target.buffer).collect();
         let mut add = |id: BufferId| {
-            if used(id) {
+            if used.contains(&id) {
                 buffers.push(BufferPlan::new(id, &cfg));
             }
         };
