@@ -422,6 +422,7 @@ impl fmt::Display for LoadPlan {
     /// its destination.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.summary())?;
+        f.write_str(&self.notes)?;
         for t in &self.tensors {
             let label = self.buffers.iter().find(|b| b.id == t.target.buffer).map(|b| b.label.as_str()).unwrap_or("?");
             let place = match t.target.place {
