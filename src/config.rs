@@ -56,7 +56,53 @@ pub struct Config {
     pub looping: Looping,
 }
 
+/// The sizes every model states (the required fields of config.json).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    pub vocab_size: usize,              // V
+    pub hidden_size: usize,             // D
+    pub intermediate_size: usize,       // F
+    pub num_hidden_layers: usize,       // N
+    pub num_attention_heads: usize,     // H
+    pub max_position_embeddings: usize,
+}
+
+/// `rms_norm_eps` when config.json has none.
+pub const DEFAULT_RMS_NORM_EPS: f32 = 1e-5;
+/// `rope_theta` when config.json has none.
+pub const DEFAULT_ROPE_THETA: f32 = 10000.0;
+
 impl Config {
+    /// A config of the sizes `d` with PLT-SPEC section 1's default for every other field:
+    /// Hkv = H, Dh = D / H, eps 1e-5, theta 10000, untied, no special tokens, L = 1, window
+    /// [64, 0], per-loop norm on, a = b = 1, query gate, PLT looping. Every reader (config.json,
+    /// GGUF metadata, `plt init`) starts here and sets what it reads; none of them is validated
+    /// yet (`validate`).
+    pub fn with_defaults(d: Dims) -> Config {
+        Config {
+            vocab_size: d.vocab_size,
+            hidden_size: d.hidden_size,
+            intermediate_size: d.intermediate_size,
+            num_hidden_layers: d.num_hidden_layers,
+            num_attention_heads: d.num_attention_heads,
+            num_key_value_heads: d.num_attention_heads,
+            head_dim: d.hidden_size.checked_div(d.num_attention_heads).unwrap_or(0),
+            rms_norm_eps: DEFAULT_RMS_NORM_EPS,
+            rope_theta: DEFAULT_ROPE_THETA,
+            max_position_embeddings: d.max_position_embeddings,
+            tie_word_embeddings: false,
+            bos_token_id: None,
+            eos_token_ids: Vec::new(),
+            num_loops: 1,
+            window_left: 64,
+            normalize_per_loop: true,
+            emb_scale: 1.0,
+            hidden_scale: 1.0,
+            gate_mode: GateMode::Query,
+            looping: Looping::Plt,
+        }
+    }
+
     pub fn from_file(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Config::from_json_str(&text)
@@ -101,18 +147,30 @@ impl Config {
         if head_dim % 2 != 0 {
             return Err(Error::config("head_dim", format!("{head_dim} must be even (RoPE rotates half-pairs)")));
         }
-        let rms_norm_eps = opt_f32(o, "rms_norm_eps")?.unwrap_or(1e-5);
+        let rms_norm_eps = opt_f32(o, "rms_norm_eps")?.unwrap_or(DEFAULT_RMS_NORM_EPS);
         if !(rms_norm_eps > 0.0) {
             return Err(Error::config("rms_norm_eps", format!("{rms_norm_eps} must be positive")));
         }
-        let rope_theta = opt_f32(o, "rope_theta")?.unwrap_or(10000.0);
+        let rope_theta = opt_f32(o, "rope_theta")?.unwrap_or(DEFAULT_ROPE_THETA);
         if !(rope_theta > 0.0) {
             return Err(Error::config("rope_theta", format!("{rope_theta} must be positive")));
         }
         let max_position_embeddings = req_usize(o, "max_position_embeddings")?;
-        let tie_word_embeddings = opt_bool(o, "tie_word_embeddings")?.unwrap_or(false);
-        let bos_token_id = opt_token(o, "bos_token_id", vocab_size)?;
-        let eos_token_ids = match o.get("eos_token_id") {
+        let mut c = Config::with_defaults(Dims {
+            vocab_size,
+            hidden_size,
+            intermediate_size,
+            num_hidden_layers,
+            num_attention_heads,
+            max_position_embeddings,
+        });
+        c.num_key_value_heads = num_key_value_heads;
+        c.head_dim = head_dim;
+        c.rms_norm_eps = rms_norm_eps;
+        c.rope_theta = rope_theta;
+        c.tie_word_embeddings = opt_bool(o, "tie_word_embeddings")?.unwrap_or(c.tie_word_embeddings);
+        c.bos_token_id = opt_token(o, "bos_token_id", vocab_size)?;
+        c.eos_token_ids = match o.get("eos_token_id") {
             None | Some(Value::Null) => vec![],
             Some(Value::Array(a)) => a
                 .iter()
@@ -120,9 +178,9 @@ impl Config {
                 .collect::<Result<Vec<_>>>()?,
             Some(x) => vec![token_value(x, "eos_token_id", vocab_size)?],
         };
-        let num_loops = opt_usize(o, "plt_num_loops")?.unwrap_or(1);
-        let window_left = match o.get("plt_window_size") {
-            None | Some(Value::Null) => 64,
+        c.num_loops = opt_usize(o, "plt_num_loops")?.unwrap_or(c.num_loops);
+        c.window_left = match o.get("plt_window_size") {
+            None | Some(Value::Null) => c.window_left,
             Some(Value::Array(a)) if a.len() == 2 => {
                 // At most 2^32-1 like every other size (left + 1 ring slots must not overflow).
                 let left = a[0].as_u64().filter(|&n| n <= u32::MAX as u64).ok_or_else(|| {
@@ -137,42 +195,19 @@ impl Config {
                 return Err(Error::config("plt_window_size", format!("expected [left, 0], got {x}")));
             }
         };
-        let normalize_per_loop = opt_bool(o, "plt_normalize_per_loop")?.unwrap_or(true);
-        let emb_scale = opt_f32(o, "plt_emb_scale")?.unwrap_or(1.0);
-        let hidden_scale = opt_f32(o, "plt_hidden_scale")?.unwrap_or(1.0);
-        let gate_mode = match opt_bool(o, "plt_gate_use_hidden_states")?.unwrap_or(false) {
-            false => GateMode::Query,
-            true => GateMode::Hidden,
-        };
-        let looping = match o.get("plt_loop_mode") {
-            None | Some(Value::Null) => Looping::Plt,
+        c.normalize_per_loop = opt_bool(o, "plt_normalize_per_loop")?.unwrap_or(c.normalize_per_loop);
+        c.emb_scale = opt_f32(o, "plt_emb_scale")?.unwrap_or(c.emb_scale);
+        c.hidden_scale = opt_f32(o, "plt_hidden_scale")?.unwrap_or(c.hidden_scale);
+        if let Some(hidden) = opt_bool(o, "plt_gate_use_hidden_states")? {
+            c.gate_mode = if hidden { GateMode::Hidden } else { GateMode::Query };
+        }
+        c.looping = match o.get("plt_loop_mode") {
+            None | Some(Value::Null) => c.looping,
             Some(Value::String(s)) if s == "parallel" => Looping::Plt,
             Some(Value::String(s)) if s == "vanilla" => Looping::Vanilla,
             Some(x) => {
                 return Err(Error::config("plt_loop_mode", format!("expected \"parallel\" or \"vanilla\", got {x}")));
             }
-        };
-        let c = Config {
-            vocab_size,
-            hidden_size,
-            intermediate_size,
-            num_hidden_layers,
-            num_attention_heads,
-            num_key_value_heads,
-            head_dim,
-            rms_norm_eps,
-            rope_theta,
-            max_position_embeddings,
-            tie_word_embeddings,
-            bos_token_id,
-            eos_token_ids,
-            num_loops,
-            window_left,
-            normalize_per_loop,
-            emb_scale,
-            hidden_scale,
-            gate_mode,
-            looping,
         };
         c.validate()?;
         Ok(c)

@@ -17,6 +17,7 @@ pub use text::{Generator, TextSession};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
+use crate::load::{ModelSource, OpenModel};
 use crate::model::{GpuModel, Schedule};
 use crate::sampling::SamplerConfig;
 use crate::tokenizer::Tokenizer;
@@ -47,54 +48,37 @@ pub struct LoadOptions {
 }
 
 /// Reads a model (a directory of PLT-SPEC section 1, or a `.gguf` file) into host memory:
-/// config, weights and tokenizer.
+/// config, weights and tokenizer (`load::read_host`).
 pub fn read_model(path: &Path) -> Result<(Config, Weights, Option<Tokenizer>)> {
-    if path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
-        let g = crate::gguf::load_gguf(path)?;
-        let tok = match g.tokenizer {
-            Some(t) => {
-                let bytes = serde_json::to_vec(&t.tokenizer_json).map_err(|e| Error::Tokenizer(e.to_string()))?;
-                let mut tk = Tokenizer::from_bytes(&bytes, g.cfg.vocab_size)?;
-                tk.bos = t.bos;
-                tk.add_bos = t.add_bos;
-                // EOS and end-of-turn (`eot_token_id`) both end a generation.
-                tk.eos = t.eos.into_iter().collect();
-                for &id in &g.cfg.eos_token_ids {
-                    if !tk.eos.contains(&id) {
-                        tk.eos.push(id);
-                    }
-                }
-                tk.chat_template = t.chat_template;
-                Some(tk)
-            }
-            None => None,
-        };
-        return Ok((g.cfg, g.weights, tok));
-    }
-    if !path.is_dir() {
-        return Err(Error::Input(format!("{}: not a model directory or a .gguf file", path.display())));
-    }
-    let cfg = Config::from_file(&path.join("config.json"))?;
-    let weights = Weights::load_dir(path, &cfg)?;
-    let tok = Tokenizer::from_dir(path, &cfg)?;
-    Ok((cfg, weights, tok))
+    crate::load::read_host(&path.into())
 }
 
 impl Engine {
-    /// Loads `path` onto a new device. `progress(stage, fraction)` reports reading and upload.
-    pub async fn load(path: &Path, opts: &LoadOptions, progress: &mut dyn FnMut(&str, f32)) -> Result<Engine> {
+    /// Loads a model (a path, or files in memory) onto a new device: its headers are read and
+    /// its plan made, then the tensors stream from the files to the device.
+    /// `progress(stage, fraction)` reports the upload.
+    pub async fn load(src: impl Into<ModelSource>, opts: &LoadOptions, progress: &mut dyn FnMut(&str, f32)) -> Result<Engine> {
+        let src = src.into();
         progress("reading", 0.0);
-        let (cfg, w, tok) = read_model(path)?;
+        let model = crate::load::open(&src)?;
         progress("reading", 1.0);
         let gpu = Arc::new(Gpu::new(&opts.gpu).await?);
-        let mut e = Engine::from_parts(gpu, &cfg, &w, tok, opts.dtype, &path.display().to_string(), progress)?;
+        let mut e = Engine::from_model(gpu, model, opts.dtype, &src.to_string(), progress)?;
         e.kv_f16 = opts.kv_f16;
         Ok(e)
     }
 
+    /// An engine on `gpu` from an opened model (`load::open`): its tokenizer is built and its
+    /// tensors are streamed to the device.
+    pub fn from_model(gpu: Arc<Gpu>, model: OpenModel<'_>, dtype: Option<DType>, source: &str, progress: &mut dyn FnMut(&str, f32)) -> Result<Engine> {
+        let tokenizer = model.tokenizer()?;
+        let model = GpuModel::load(gpu.clone(), model, dtype, &mut |f| progress("uploading", f))?;
+        Ok(Engine { gpu, model: Arc::new(model), tokenizer: tokenizer.map(Arc::new), source: source.to_string(), kv_f16: false })
+    }
+
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn load_blocking(path: &Path, opts: &LoadOptions, progress: &mut dyn FnMut(&str, f32)) -> Result<Engine> {
-        pollster::block_on(Engine::load(path, opts, progress))
+    pub fn load_blocking(src: impl Into<ModelSource>, opts: &LoadOptions, progress: &mut dyn FnMut(&str, f32)) -> Result<Engine> {
+        pollster::block_on(Engine::load(src, opts, progress))
     }
 
     /// An engine from weights already in memory (e.g. fetched by a browser).

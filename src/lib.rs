@@ -10,6 +10,7 @@ pub mod gguf;
 pub mod gpu;
 pub mod init;
 pub mod kernels;
+pub mod load;
 pub mod model;
 // A progress bar on a terminal (stderr): native only.
 #[cfg(not(target_arch = "wasm32"))]
@@ -20,6 +21,6 @@ pub mod sampling;
 pub mod tokenizer;
 pub mod weights;
 
-pub use config::{Config, GateMode, Looping};
+pub use config::{Config, Dims, GateMode, Looping};
 pub use error::{Error, Result};
 pub use weights::{DType, Weights};

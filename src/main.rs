@@ -1,21 +1,38 @@
 //! The `plt` command: generate, chat, perplexity, info, score, init, bench.
 
 use clap::{Args, Parser, Subcommand};
-use plt::generate::{read_model, Engine, FinishReason, GenerateOptions, LoadOptions, ReferenceSession, TextSession};
+use plt::generate::{Engine, FinishReason, GenerateOptions, LoadOptions, ReferenceSession, TextSession};
 use plt::gpu::GpuOptions;
 use plt::init::{random_weights, write_model, InitOptions};
+use plt::load::{Bytes, MemoryModel, ModelSource};
 use plt::model::{Schedule, GpuModel, Logits, Session, SessionOptions};
 use plt::progress::Progress;
 use plt::sampling::SamplerConfig;
 use plt::tokenizer::ChatMessage;
-use plt::{reference, Config, DType, Error, GateMode, Looping, Result};
+use plt::{reference, Config, DType, Dims, Error, GateMode, Looping, Result};
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The shipped default model (`models/`), used when `--model` is not given.
-const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/plt2-shakespeare");
+/// The shipped default model (`models/plt2-shakespeare`), built into the binary so that `plt`
+/// runs wherever it is installed; used when `--model` is not given. Its files are the ones the
+/// directory has (it has no generation_config.json).
+fn default_model() -> ModelSource {
+    macro_rules! shipped {
+        ($name:literal) => {
+            Bytes::Static(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/models/plt2-shakespeare/", $name)))
+        };
+    }
+    ModelSource::Memory(MemoryModel {
+        name: "plt2-shakespeare (built in)".into(),
+        config: shipped!("config.json"),
+        safetensors: shipped!("model.safetensors"),
+        tokenizer: Some(shipped!("tokenizer.json")),
+        generation_config: None,
+        tokenizer_config: Some(shipped!("tokenizer_config.json")),
+    })
+}
 
 #[derive(Parser)]
 #[command(name = "plt", version, about = "A wgpu runtime for the Parallel Loop Transformer")]
@@ -143,8 +160,13 @@ struct PerplexityArgs {
 
 #[derive(Args)]
 struct InfoArgs {
+    /// A model directory or a .gguf file (default: the shipped PLT model).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Print the load plan (every tensor: storage, shape, bytes, offset, destination) instead
+    /// of the JSON summary.
+    #[arg(long)]
+    plan: bool,
 }
 
 #[derive(Args)]
@@ -208,8 +230,8 @@ struct InitArgs {
 
 #[derive(Args)]
 struct ScoreArgs {
-    #[arg(long)]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Comma-separated token ids.
     #[arg(long, conflicts_with = "text")]
     tokens: Option<String>,
@@ -224,18 +246,6 @@ struct ScoreArgs {
     /// Tokens fed by the prefill (the rest are decoded one step at a time). Default: half.
     #[arg(long)]
     prefill: Option<usize>,
-    /// Use the CPU reference instead of the GPU.
-    #[arg(long)]
-    cpu: bool,
-    /// Device storage of the matrices: f32 or f16 (default: as stored, BF16 as f32).
-    #[arg(long)]
-    dtype: Option<String>,
-    /// Pick the adapter whose name contains this.
-    #[arg(long)]
-    adapter: Option<String>,
-    /// KV-cache storage: f32 (default) or f16.
-    #[arg(long)]
-    kv_dtype: Option<String>,
 }
 
 fn main() {
@@ -245,7 +255,7 @@ fn main() {
         Cmd::Generate(a) => generate(a),
         Cmd::Chat(a) => chat(a),
         Cmd::Perplexity(a) => perplexity(a),
-        Cmd::Info(a) => info(&model_path(&a.model)),
+        Cmd::Info(a) => info(&model_source(&a.model), a.plan),
         Cmd::Score(a) => score(a),
         Cmd::Init(a) => init(a),
         Cmd::Bench(a) => plt::bench::run(&a),
@@ -256,8 +266,8 @@ fn main() {
     }
 }
 
-fn model_path(m: &Option<PathBuf>) -> PathBuf {
-    m.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL))
+fn model_source(m: &Option<PathBuf>) -> ModelSource {
+    m.as_ref().map(ModelSource::from).unwrap_or_else(default_model)
 }
 
 /// `--kv-dtype`: true for f16.
@@ -311,20 +321,17 @@ fn options(a: &SampleArgs) -> Result<GenerateOptions> {
 /// A text session on the GPU, or on the CPU reference (`--cpu`, or loudly when no adapter):
 /// the same generation either way.
 fn open(m: &ModelArgs, context: Option<usize>) -> Result<TextSession> {
-    let path = model_path(&m.model);
-    if m.model.is_none() && !path.exists() {
-        return Err(Error::Input(format!("the default model is missing at {}; pass --model DIR", path.display())));
-    }
+    let path = model_source(&m.model);
     let on_cpu = |reason: &str| -> Result<TextSession> {
         if !reason.is_empty() {
             eprintln!("warning: {reason}");
             eprintln!("warning: falling back to the CPU reference: correct but SLOW. On Linux, `apt-get install -y mesa-vulkan-drivers` gives a software GPU adapter.");
         }
-        let (cfg, w, tok) = read_model(&path)?;
+        let (cfg, w, tok) = plt::load::read_host(&path)?;
         let context = context.unwrap_or(2048).min(cfg.max_position_embeddings);
         let session = ReferenceSession::new(&cfg, Arc::new(w), context)?;
-        eprintln!("{} on the CPU reference", path.display());
-        Ok(TextSession::with_backend(Box::new(session), tok.map(Arc::new), &path.display().to_string()))
+        eprintln!("{path} on the CPU reference");
+        Ok(TextSession::with_backend(Box::new(session), tok.map(Arc::new), &path.to_string()))
     };
     if m.cpu {
         return on_cpu("");
@@ -340,7 +347,7 @@ fn open(m: &ModelArgs, context: Option<usize>) -> Result<TextSession> {
         Err(Error::NoAdapter(msg)) => return on_cpu(&format!("no GPU adapter ({msg})")),
         Err(e) => return Err(e),
     };
-    eprintln!("{} on {}", path.display(), engine.gpu.describe());
+    eprintln!("{path} on {}", engine.gpu.describe());
     let context = context.unwrap_or(2048).min(engine.cfg().max_position_embeddings);
     TextSession::new(Arc::new(engine), context)
 }
@@ -437,7 +444,7 @@ fn chat(a: ChatArgs) -> Result<()> {
 }
 
 fn perplexity(a: PerplexityArgs) -> Result<()> {
-    let path = model_path(&a.model.model);
+    let path = model_source(&a.model.model);
     let text = std::fs::read_to_string(&a.file).map_err(|e| Error::io(&a.file, e))?;
     let opts = LoadOptions {
         dtype: a.model.dtype.as_deref().map(parse_dtype).transpose()?,
@@ -484,21 +491,30 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
     Ok(())
 }
 
-fn info(path: &Path) -> Result<()> {
-    let (cfg, w, tok) = read_model(path)?;
+fn info(src: &ModelSource, print_plan: bool) -> Result<()> {
+    let model = plt::load::open(src)?;
+    let plan = &model.plan;
+    if print_plan {
+        // A closed pipe (`| head`) ends the listing, not the program.
+        let _ = std::io::stdout().lock().write_all(plan.to_string().as_bytes());
+        return Ok(());
+    }
+    let cfg = &plan.cfg;
+    let tok = model.tokenizer()?;
     let layer_kv = 2 * cfg.num_hidden_layers * cfg.kv_dim() * 4;
     let json = serde_json::json!({
-        "model": path.display().to_string(),
+        "model": src.to_string(),
         "config": cfg.to_json(),
         "parameters": cfg.num_params(),
-        "stored_dtype": w.dtype.name(),
+        "stored_dtype": plan.stored_dtype.name(),
         "weight_bytes_f16": cfg.num_params() * 2,
         "weight_bytes_f32": cfg.num_params() * 4,
         "kv_bytes_per_token_f32": layer_kv,
         "kv_bytes_fixed_f32": cfg.kv_bytes(0, 4),
         "kv_bytes_at_max_positions_f32": cfg.kv_bytes(cfg.max_position_embeddings, 4),
+        "load_plan": plan.summary_json(),
         "tokenizer": tok.as_ref().map(|t| serde_json::json!({
-            "vocab": t.vocab_size(), "bos": t.bos, "eos": t.eos, "chat_template": t.chat_template.is_some(),
+            "vocab": t.vocab_size(), "bos": t.bos, "eos": t.eos, "add_bos": t.add_bos, "chat_template": t.chat_template.is_some(),
         })),
     });
     println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
@@ -507,35 +523,35 @@ fn info(path: &Path) -> Result<()> {
 
 fn init(a: InitArgs) -> Result<()> {
     let head_dim = a.head_dim.unwrap_or(if a.heads > 0 { a.hidden / a.heads } else { 0 });
-    let cfg = Config {
+    let mut cfg = Config::with_defaults(Dims {
         vocab_size: a.vocab,
         hidden_size: a.hidden,
         intermediate_size: a.intermediate,
         num_hidden_layers: a.layers,
         num_attention_heads: a.heads,
-        num_key_value_heads: a.kv_heads.unwrap_or(a.heads),
-        head_dim,
-        rms_norm_eps: a.rms_norm_eps,
-        rope_theta: a.rope_theta,
         max_position_embeddings: a.max_positions,
-        tie_word_embeddings: a.tie_embeddings,
-        bos_token_id: (a.vocab > 1).then_some(1),
-        eos_token_ids: if a.vocab > 2 { vec![2] } else { vec![] },
-        num_loops: a.loops,
-        window_left: a.window,
-        normalize_per_loop: !a.no_normalize_per_loop,
-        emb_scale: a.emb_scale,
-        hidden_scale: a.hidden_scale,
-        gate_mode: match a.gate.as_str() {
-            "query" => GateMode::Query,
-            "hidden" => GateMode::Hidden,
-            g => return Err(Error::Input(format!("--gate: expected query or hidden, got `{g}`"))),
-        },
-        looping: match a.looping.as_str() {
-            "plt" | "parallel" => Looping::Plt,
-            "vanilla" => Looping::Vanilla,
-            m => return Err(Error::Input(format!("--looping: expected plt or vanilla, got `{m}`"))),
-        },
+    });
+    cfg.num_key_value_heads = a.kv_heads.unwrap_or(a.heads);
+    cfg.head_dim = head_dim;
+    cfg.rms_norm_eps = a.rms_norm_eps;
+    cfg.rope_theta = a.rope_theta;
+    cfg.tie_word_embeddings = a.tie_embeddings;
+    cfg.bos_token_id = (a.vocab > 1).then_some(1);
+    cfg.eos_token_ids = if a.vocab > 2 { vec![2] } else { vec![] };
+    cfg.num_loops = a.loops;
+    cfg.window_left = a.window;
+    cfg.normalize_per_loop = !a.no_normalize_per_loop;
+    cfg.emb_scale = a.emb_scale;
+    cfg.hidden_scale = a.hidden_scale;
+    cfg.gate_mode = match a.gate.as_str() {
+        "query" => GateMode::Query,
+        "hidden" => GateMode::Hidden,
+        g => return Err(Error::Input(format!("--gate: expected query or hidden, got `{g}`"))),
+    };
+    cfg.looping = match a.looping.as_str() {
+        "plt" | "parallel" => Looping::Plt,
+        "vanilla" => Looping::Vanilla,
+        m => return Err(Error::Input(format!("--looping: expected plt or vanilla, got `{m}`"))),
     };
     cfg.validate()?;
     let opts = InitOptions { seed: a.seed, dtype: parse_dtype(&a.dtype)?, shards: a.shards, qkv_bias: a.qkv_bias };
@@ -554,10 +570,12 @@ fn parse_tokens(s: &str) -> Result<Vec<u32>> {
 }
 
 fn score(a: ScoreArgs) -> Result<()> {
-    let (cfg, w, tok) = read_model(&a.model)?;
+    let src = model_source(&a.model.model);
+    let model = plt::load::open(&src)?;
+    let cfg = model.plan.cfg.clone();
     let tokens = match (&a.tokens, &a.text) {
         (Some(t), _) => parse_tokens(t)?,
-        (None, Some(text)) => tok.ok_or_else(|| Error::Tokenizer("the model has no tokenizer.json".into()))?.encode(text, true)?,
+        (None, Some(text)) => model.tokenizer()?.ok_or_else(|| Error::Tokenizer("the model has no tokenizer.json".into()))?.encode(text, true)?,
         (None, None) => return Err(Error::Input("give --tokens or --text".into())),
     };
     if tokens.len() < 2 {
@@ -581,16 +599,19 @@ fn score(a: ScoreArgs) -> Result<()> {
             Schedule::Sequential => "sequential",
         }
     };
+    let cpu = a.model.cpu;
     // logits[t] predicts tokens[t+1]; the last token's logits are not needed.
-    let (logits, adapter): (Vec<Vec<f32>>, String) = if a.cpu {
+    let (logits, adapter): (Vec<Vec<f32>>, String) = if cpu {
+        let w = model.read_weights()?;
         (reference::forward(&cfg, &w, &tokens[..n - 1]), "cpu-reference".into())
     } else {
-        let dtype = a.dtype.as_deref().map(parse_dtype).transpose()?;
-        let gpu = Arc::new(plt::gpu::Gpu::new_blocking(&GpuOptions { adapter: a.adapter.clone(), ..Default::default() })?);
+        let dtype = a.model.dtype.as_deref().map(parse_dtype).transpose()?;
+        let gpu = Arc::new(plt::gpu::Gpu::new_blocking(&GpuOptions { adapter: a.model.adapter.clone(), ..Default::default() })?);
         let adapter = gpu.describe();
-        let model = Arc::new(GpuModel::new(gpu, &cfg, &w, dtype)?);
-        let kv_f16 = parse_kv_dtype(a.kv_dtype.as_deref())?;
-        let mut s = Session::new(model, SessionOptions { batch: 1, context: n, prefill_chunk: 128, kv_f16 })?;
+        // The tensors stream from the files to the device: no host copy of the weights.
+        let gpu_model = Arc::new(GpuModel::load(gpu, model, dtype, &mut |_| {})?);
+        let kv_f16 = parse_kv_dtype(a.model.kv_dtype.as_deref())?;
+        let mut s = Session::new(gpu_model, SessionOptions { batch: 1, context: n, prefill_chunk: 128, kv_f16 })?;
         let v = cfg.vocab_size;
         let mut out: Vec<Vec<f32>> = s.prefill_blocking(0, &tokens[..prefill], Logits::All)?.chunks(v).map(|c| c.to_vec()).collect();
         for &t in &tokens[prefill..n - 1] {
@@ -603,9 +624,9 @@ fn score(a: ScoreArgs) -> Result<()> {
     let json = serde_json::json!({
         "logprobs": logprobs,
         "adapter": adapter,
-        "mode": if a.cpu { "reference" } else { mode },
+        "mode": if cpu { "reference" } else { mode },
         "tokens": tokens,
-        "prefill": if a.cpu { n - 1 } else { prefill },
+        "prefill": if cpu { n - 1 } else { prefill },
     });
     println!("{json}");
     Ok(())

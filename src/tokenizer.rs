@@ -7,6 +7,45 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use std::path::Path;
 
+/// What a model's tokenizer is built from (`Tokenizer::for_model`): the bytes of its
+/// tokenizer.json and the values of the optional generation_config.json and
+/// tokenizer_config.json. A GGUF file's tokenizer metadata is turned into the same three.
+#[derive(Clone, Debug, Default)]
+pub struct TokenizerInputs {
+    pub json: Vec<u8>,
+    pub generation_config: Option<serde_json::Value>,
+    pub tokenizer_config: Option<serde_json::Value>,
+}
+
+impl TokenizerInputs {
+    /// The text of one of the optional JSON files, parsed (the error names the file).
+    pub fn parse_json(name: &str, bytes: &[u8]) -> Result<serde_json::Value> {
+        serde_json::from_slice(bytes).map_err(|e| Error::Tokenizer(format!("{name}: not valid JSON: {e}")))
+    }
+
+    /// The files of a model directory; `None` when it has no tokenizer.json.
+    pub fn from_dir(dir: &Path) -> Result<Option<TokenizerInputs>> {
+        let path = dir.join("tokenizer.json");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let json = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let read_json = |name: &str| -> Result<Option<serde_json::Value>> {
+            let p = dir.join(name);
+            if !p.exists() {
+                return Ok(None);
+            }
+            let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+            TokenizerInputs::parse_json(name, &bytes).map(Some)
+        };
+        Ok(Some(TokenizerInputs {
+            json,
+            generation_config: read_json("generation_config.json")?,
+            tokenizer_config: read_json("tokenizer_config.json")?,
+        }))
+    }
+}
+
 /// One chat message.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ChatMessage {
@@ -55,25 +94,25 @@ impl Tokenizer {
         Tokenizer::from_bytes(&bytes, vocab_size)
     }
 
-    /// The tokenizer of a model directory, with its special tokens and chat template; `None`
+    /// The tokenizer of a model directory (`TokenizerInputs::from_dir`, `for_model`); `None`
     /// when the directory has no tokenizer.json.
     pub fn from_dir(dir: &Path, cfg: &Config) -> Result<Option<Tokenizer>> {
-        let path = dir.join("tokenizer.json");
-        if !path.exists() {
-            return Ok(None);
-        }
-        let mut t = Tokenizer::from_file(&path, cfg.vocab_size)?;
+        TokenizerInputs::from_dir(dir)?.map(|i| Tokenizer::for_model(&i, cfg)).transpose()
+    }
+
+    /// A model's tokenizer with its special tokens and chat template, by one set of rules for
+    /// every kind of model (a directory, a GGUF file, the browser's fetched files):
+    /// - BOS and EOS ids from config.json, replaced by generation_config.json's `bos_token_id` /
+    ///   `eos_token_id` (an id or a list) where it has them;
+    /// - tokenizer_config.json's `chat_template` and `add_bos_token`, and its `bos_token` /
+    ///   `eos_token` (text, or `{"content": text}`) for BOS / EOS still unset.
+    ///
+    /// Every special id must be inside the model's vocabulary.
+    pub fn for_model(inputs: &TokenizerInputs, cfg: &Config) -> Result<Tokenizer> {
+        let mut t = Tokenizer::from_bytes(&inputs.json, cfg.vocab_size)?;
         t.bos = cfg.bos_token_id;
         t.eos = cfg.eos_token_ids.clone();
-        let read_json = |name: &str| -> Result<Option<serde_json::Value>> {
-            let p = dir.join(name);
-            if !p.exists() {
-                return Ok(None);
-            }
-            let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-            serde_json::from_str(&text).map(Some).map_err(|e| Error::Tokenizer(format!("{name}: not valid JSON: {e}")))
-        };
-        if let Some(g) = read_json("generation_config.json")? {
+        if let Some(g) = &inputs.generation_config {
             if let Some(b) = g.get("bos_token_id").and_then(|v| v.as_u64()) {
                 t.bos = Some(b as u32);
             }
@@ -83,7 +122,7 @@ impl Tokenizer {
                 _ => {}
             }
         }
-        if let Some(tc) = read_json("tokenizer_config.json")? {
+        if let Some(tc) = &inputs.tokenizer_config {
             if let Some(s) = tc.get("chat_template").and_then(|v| v.as_str()) {
                 t.chat_template = Some(s.to_string());
             }
@@ -105,7 +144,7 @@ impl Tokenizer {
                 return Err(Error::Tokenizer(format!("special token id {id} is outside the vocabulary ({})", cfg.vocab_size)));
             }
         }
-        Ok(Some(t))
+        Ok(t)
     }
 
     /// Token ids of `text`. Special-token strings in the text (e.g. `<|im_start|>`) become their

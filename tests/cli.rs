@@ -1,5 +1,6 @@
 //! The `plt` binary: `init` writes models of every option, `score` prints stable JSON, the GPU
-//! agrees with `--cpu` (the reference), and bad input is a one-line error, never a panic.
+//! agrees with `--cpu` (the reference), bad input is a one-line error, never a panic, and the
+//! shipped model is built in (no `--model`, from anywhere).
 
 use std::path::Path;
 use std::process::Command;
@@ -130,6 +131,35 @@ fn generate_on_gpu_and_cpu_prints_the_same() {
         assert!(ok, "{args:?}: {err}");
         assert!(err.contains("CPU reference"), "{err}");
         assert_eq!(gpu, cpu, "{extra:?}");
+    }
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+/// With no `--model`, the binary runs the shipped model, which it carries inside: from another
+/// directory, and from a copy of the binary away from the source tree. The built-in model gives
+/// the same numbers as the directory it was built from.
+#[test]
+fn the_default_model_is_built_in() {
+    let tmp = std::env::temp_dir().join(format!("plt-cli-default-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let copy = tmp.join("plt-copy");
+    std::fs::copy(env!("CARGO_BIN_EXE_plt"), &copy).unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/plt2-shakespeare");
+    let (ok, want, err) = plt(&["score", "--model", dir.to_str().unwrap(), "--tokens", "5,9,13,7,40", "--cpu"]);
+    assert!(ok, "{err}");
+    for bin in [Path::new(env!("CARGO_BIN_EXE_plt")), copy.as_path()] {
+        let run = |args: &[&str]| {
+            let out = Command::new(bin).args(args).current_dir(&tmp).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap();
+            let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+            assert!(out.status.success(), "{} {args:?}: {stderr}", bin.display());
+            stdout
+        };
+        let info: serde_json::Value = serde_json::from_str(&run(&["info"])).unwrap();
+        assert_eq!(info["config"]["num_hidden_layers"], 4, "{info}");
+        assert!(info["model"].as_str().unwrap().contains("built in"), "{info}");
+        assert_eq!(run(&["score", "--tokens", "5,9,13,7,40", "--cpu"]), want, "{}: built-in vs directory", bin.display());
+        let text = run(&["generate", "ROMEO:", "-n", "12", "--temperature", "0"]);
+        assert!(text.starts_with("ROMEO:") && text.len() > "ROMEO:".len(), "{}: {text:?}", bin.display());
     }
     std::fs::remove_dir_all(&tmp).ok();
 }

@@ -1,11 +1,15 @@
 //! Weights on the device (`GpuModel`): every matrix in the storage the kernels read, with the
-//! fusions the graph relies on made at upload (q/k/v rows concatenated, gate/up rows
-//! interleaved, the PLT gate's parts in one buffer).
+//! fusions the graph relies on (q/k/v rows concatenated, gate/up rows interleaved, the PLT
+//! gate's parts in one buffer) made by the load plan's targets. The device sink writes each
+//! chunk of a tensor where its target says, with `queue.write_buffer` at an offset into buffers
+//! created from the plan's sizes.
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::load::{host_plan, BufferId, HostSource, LayerBuffer, LoadPlan, OpenModel, Place, PlannedTensor, Sink};
 use crate::weights::{DType, Weights};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Weights on the device. Matrices are stored as f32 or packed f16; vectors as f32.
@@ -32,29 +36,14 @@ pub(crate) struct GpuLayer {
     pub(crate) plt_gate: Option<wgpu::Buffer>,         // [H*GW] weight | [H] bias | [D] gate_norm
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    bytemuck::cast_slice(v).to_vec()
-}
-
-/// Rows of `a` and `b` (both [n, k]) alternated: a_0, b_0, a_1, b_1, .. (the gate/up pairs the
-/// GLU epilogue of the decode matmul pairs up; see shaders/matmul_vec.wgsl).
-fn interleave_rows(a: &[f32], b: &[f32], k: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    for (ra, rb) in a.chunks_exact(k).zip(b.chunks_exact(k)) {
-        out.extend_from_slice(ra);
-        out.extend_from_slice(rb);
-    }
-    out
-}
-
 impl GpuModel {
-    /// Uploads `w`. `dtype` is the matrices' device storage: F32 or F16 (BF16 is stored as F32);
-    /// `None` keeps F16 for F16 checkpoints and F32 otherwise.
+    /// Uploads `w` (weights already in host memory). `dtype` is the matrices' device storage:
+    /// F32 or F16 (BF16 is stored as F32); `None` keeps F16 for F16 checkpoints and F32 otherwise.
     pub fn new(gpu: Arc<Gpu>, cfg: &Config, w: &Weights, dtype: Option<DType>) -> Result<GpuModel> {
         GpuModel::new_with_progress(gpu, cfg, w, dtype, &mut |_| {})
     }
 
-    /// `new`, calling `progress(fraction)` as layers are uploaded.
+    /// `new`, calling `progress(fraction)` as tensors are uploaded.
     pub fn new_with_progress(
         gpu: Arc<Gpu>,
         cfg: &Config,
@@ -63,87 +52,86 @@ impl GpuModel {
         progress: &mut dyn FnMut(f32),
     ) -> Result<GpuModel> {
         cfg.validate()?;
-        if w.layers.len() != cfg.num_hidden_layers {
-            return Err(Error::Input(format!(
-                "the weights have {} layers, the config {}",
-                w.layers.len(),
-                cfg.num_hidden_layers
-            )));
-        }
-        let dtype = match dtype.unwrap_or(w.dtype) {
-            DType::F16 => DType::F16,
-            _ => DType::F32,
-        };
-        let mat = |label: &str, parts: &[&[f32]]| -> Result<wgpu::Buffer> {
-            let bytes: Vec<u8> = match dtype {
-                DType::F16 => {
-                    let mut h: Vec<half::f16> =
-                        parts.iter().flat_map(|p| p.iter().map(|&x| half::f16::from_f32(x))).collect();
-                    if h.len() % 2 == 1 {
-                        h.push(half::f16::ZERO);
-                    }
-                    bytemuck::cast_slice(&h).to_vec()
-                }
-                _ => parts.iter().flat_map(|p| f32_bytes(p)).collect(),
-            };
-            gpu.storage_init(label, &bytes)
-        };
-        let vec = |label: &str, v: &[f32]| gpu.storage_init(label, &f32_bytes(v));
+        let plan = host_plan(cfg, w)?;
+        let source = HostSource::new(&plan, w);
+        GpuModel::load(gpu, OpenModel::new(plan, vec![Box::new(source)]), dtype, progress)
+    }
+
+    /// Streams an opened model's tensors into device buffers made from its plan (see `new`
+    /// for `dtype`); no tensor is held whole in host memory.
+    pub fn load(gpu: Arc<Gpu>, mut model: OpenModel<'_>, dtype: Option<DType>, progress: &mut dyn FnMut(f32)) -> Result<GpuModel> {
+        let cfg = model.plan.cfg.clone();
+        cfg.validate()?;
+        let dtype = model.plan.device_dtype(dtype);
+        let mut sink = DeviceSink { gpu: &gpu, dtype, buffers: HashMap::new(), matrix: HashMap::new(), held: HashMap::new(), bytes: Vec::new(), unsubmitted: 0 };
+        model.stream(&mut sink, progress)?;
+        let mut b = sink.buffers;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-        for (i, l) in w.layers.iter().enumerate() {
-            let a = &l.self_attn;
-            let (q, k, v) = (&a.q_proj, &a.k_proj, &a.v_proj);
-            let qkv_bias = if q.bias.is_some() || k.bias.is_some() || v.bias.is_some() {
-                let b = |lin: &crate::weights::Linear, n: usize| {
-                    lin.bias.as_ref().map(|t| t.data.clone()).unwrap_or_else(|| vec![0.0; n])
-                };
-                let all = [b(q, cfg.q_dim()), b(k, cfg.kv_dim()), b(v, cfg.kv_dim())].concat();
-                Some(vec(&format!("layers.{i}.qkv_bias"), &all)?)
-            } else {
-                None
-            };
-            let plt_gate = match &a.plt_gate {
-                Some(g) if cfg.is_plt() => {
-                    let gn = g.gate_norm.as_ref().map(|t| t.data.clone()).unwrap_or_default();
-                    Some(vec(&format!("layers.{i}.plt_gate"), &[g.weight.data.clone(), g.bias.data.clone(), gn].concat())?)
-                }
-                _ => None,
-            };
+        for i in 0..cfg.num_hidden_layers {
+            let mut take = |lb: LayerBuffer| b.remove(&BufferId::Layer(i, lb));
+            let missing = |what: &str| Error::Input(format!("the load plan has no `layers.{i}.{what}`"));
             layers.push(GpuLayer {
-                input_layernorm: vec(&format!("layers.{i}.input_layernorm"), &l.input_layernorm.data)?,
-                qkv_proj: mat(&format!("layers.{i}.qkv_proj"), &[&q.weight.data, &k.weight.data, &v.weight.data])?,
-                qkv_bias,
-                o_proj: mat(&format!("layers.{i}.o_proj"), &[&a.o_proj.weight.data])?,
-                post_attention_layernorm: vec(
-                    &format!("layers.{i}.post_attention_layernorm"),
-                    &l.post_attention_layernorm.data,
-                )?,
-                gate_up_proj: mat(
-                    &format!("layers.{i}.gate_up_proj"),
-                    &[&interleave_rows(&l.mlp.gate_proj.weight.data, &l.mlp.up_proj.weight.data, cfg.hidden_size)],
-                )?,
-                down_proj: mat(&format!("layers.{i}.down_proj"), &[&l.mlp.down_proj.weight.data])?,
-                plt_gate,
+                input_layernorm: take(LayerBuffer::InputLayernorm).ok_or_else(|| missing("input_layernorm"))?,
+                qkv_proj: take(LayerBuffer::QkvProj).ok_or_else(|| missing("qkv_proj"))?,
+                qkv_bias: take(LayerBuffer::QkvBias),
+                o_proj: take(LayerBuffer::OProj).ok_or_else(|| missing("o_proj"))?,
+                post_attention_layernorm: take(LayerBuffer::PostAttentionLayernorm).ok_or_else(|| missing("post_attention_layernorm"))?,
+                gate_up_proj: take(LayerBuffer::GateUpProj).ok_or_else(|| missing("gate_up_proj"))?,
+                down_proj: take(LayerBuffer::DownProj).ok_or_else(|| missing("down_proj"))?,
+                plt_gate: take(LayerBuffer::PltGate).filter(|_| cfg.is_plt()),
             });
-            progress((i + 1) as f32 / (cfg.num_hidden_layers + 1) as f32);
         }
-        let embed = mat("embed_tokens", &[&w.embed_tokens.data])?;
-        let lm_head = match &w.lm_head {
-            Some(t) => Some(mat("lm_head", &[&t.data])?),
-            None => None,
-        };
-        let norm = vec("norm", &w.norm.data)?;
+        let missing = |what: &str| Error::Input(format!("the load plan has no `{what}`"));
+        let embed = b.remove(&BufferId::EmbedTokens).ok_or_else(|| missing("embed_tokens"))?;
+        let lm_head = b.remove(&BufferId::LmHead);
+        let norm = b.remove(&BufferId::Norm).ok_or_else(|| missing("norm"))?;
         let dummy = gpu.storage("dummy", 16)?;
         gpu.check()?;
         progress(1.0);
-        Ok(GpuModel { cfg: cfg.clone(), gpu, dtype, embed, lm_head, norm, layers, dummy })
+        Ok(GpuModel { cfg, gpu, dtype, embed, lm_head, norm, layers, dummy })
     }
 
     /// Loads `config.json` and the safetensors of `dir` onto `gpu` (see `new` for `dtype`).
     pub fn load_dir(gpu: Arc<Gpu>, dir: &std::path::Path, dtype: Option<DType>) -> Result<GpuModel> {
         let cfg = Config::from_file(&dir.join("config.json"))?;
-        let w = Weights::load_dir(dir, &cfg)?;
-        GpuModel::new(gpu, &cfg, &w, dtype)
+        GpuModel::load(gpu, crate::load::open_checkpoint(dir, cfg)?, dtype, &mut |_| {})
+    }
+
+    /// Every weight buffer's label and bytes as the device holds them (sizes rounded up to 16
+    /// bytes), in upload order: for tests that check what the loader wrote.
+    pub async fn read_back(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut named: Vec<(String, &wgpu::Buffer)> = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let parts = [
+                ("qkv_bias", l.qkv_bias.as_ref()),
+                ("plt_gate", l.plt_gate.as_ref()),
+                ("input_layernorm", Some(&l.input_layernorm)),
+                ("qkv_proj", Some(&l.qkv_proj)),
+                ("o_proj", Some(&l.o_proj)),
+                ("post_attention_layernorm", Some(&l.post_attention_layernorm)),
+                ("gate_up_proj", Some(&l.gate_up_proj)),
+                ("down_proj", Some(&l.down_proj)),
+            ];
+            for (name, b) in parts {
+                if let Some(b) = b {
+                    named.push((format!("layers.{i}.{name}"), b));
+                }
+            }
+        }
+        named.push(("embed_tokens".into(), &self.embed));
+        if let Some(b) = &self.lm_head {
+            named.push(("lm_head".into(), b));
+        }
+        named.push(("norm".into(), &self.norm));
+        let mut out = Vec::with_capacity(named.len());
+        for (name, b) in named {
+            let rb = self.gpu.readback(&name, b.size())?;
+            let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read back") });
+            enc.copy_buffer_to_buffer(b, 0, &rb, 0, b.size());
+            self.gpu.queue.submit([enc.finish()]);
+            out.push((name, self.gpu.read(&rb, b.size()).await?));
+        }
+        Ok(out)
     }
 
     /// Bytes of weights one pass reads (every matrix once, plus the lm_head rows it needs).
@@ -154,3 +142,127 @@ impl GpuModel {
     }
 }
 
+
+/// Bytes written between submits: each submit lets wgpu release the staging memory of the
+/// writes before it, so uploading never holds more than about this much of it.
+const SUBMIT_EVERY: usize = 16 << 20;
+
+/// The sink that writes a plan's tensors into device buffers.
+struct DeviceSink<'g> {
+    gpu: &'g Gpu,
+    /// Storage of the matrices (F32 or F16); vectors are F32.
+    dtype: DType,
+    buffers: HashMap<BufferId, wgpu::Buffer>,
+    /// Whether each buffer holds a matrix.
+    matrix: HashMap<BufferId, bool>,
+    /// The first tensor of an interleaved pair (gate or up), in device bytes, until its partner
+    /// arrives: (lane, bytes).
+    held: HashMap<BufferId, (usize, Vec<u8>)>,
+    /// Scratch for one chunk's device bytes.
+    bytes: Vec<u8>,
+    unsubmitted: usize,
+}
+
+impl DeviceSink<'_> {
+    fn elem_size(&self, id: BufferId) -> usize {
+        if self.dtype == DType::F16 && self.matrix.get(&id).copied().unwrap_or(false) {
+            2
+        } else {
+            4
+        }
+    }
+
+    /// `values` in the storage of buffer `id`, appended to `out`.
+    fn encode(&self, id: BufferId, values: &[f32], out: &mut Vec<u8>) {
+        if self.elem_size(id) == 2 {
+            out.extend(values.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()));
+        } else {
+            out.extend_from_slice(bytemuck::cast_slice(values));
+        }
+    }
+
+    /// Writes `data` at byte `offset` of buffer `id`; a write of a length that is not a multiple
+    /// of 4 (the last value of an odd-length f16 matrix) is padded with zeros, which the buffer
+    /// holds anyway (its size is rounded up to 16 bytes).
+    fn write(&mut self, id: BufferId, offset: u64, data: &mut Vec<u8>) -> Result<()> {
+        let buf = self.buffers.get(&id).ok_or_else(|| Error::Input(format!("the load plan has no buffer for {id:?}")))?;
+        if offset % wgpu::COPY_BUFFER_ALIGNMENT != 0 {
+            return Err(Error::Gpu(format!("a write into {id:?} at byte {offset} is not 4-byte aligned")));
+        }
+        while data.len() % wgpu::COPY_BUFFER_ALIGNMENT as usize != 0 {
+            data.push(0);
+        }
+        if !data.is_empty() {
+            self.gpu.queue.write_buffer(buf, offset, data);
+        }
+        self.unsubmitted += data.len();
+        if self.unsubmitted >= SUBMIT_EVERY {
+            self.gpu.queue.submit(std::iter::empty());
+            let _ = self.gpu.device.poll(wgpu::PollType::Poll);
+            self.unsubmitted = 0;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for DeviceSink<'_> {
+    /// Creates every buffer of the plan (zero-filled, so absent biases read as zeros).
+    fn begin(&mut self, plan: &LoadPlan) -> Result<()> {
+        for b in &plan.buffers {
+            let bytes = b.bytes(self.dtype);
+            self.matrix.insert(b.id, b.matrix);
+            self.buffers.insert(b.id, self.gpu.storage(&b.label, bytes)?);
+        }
+        Ok(())
+    }
+
+    fn rows(&mut self, t: &PlannedTensor, first_row: usize, values: &[f32]) -> Result<()> {
+        let id = t.target.buffer;
+        let size = self.elem_size(id);
+        let cols = t.cols();
+        let mut bytes = std::mem::take(&mut self.bytes);
+        bytes.clear();
+        match t.target.place {
+            Place::At(at) => {
+                self.encode(id, values, &mut bytes);
+                self.write(id, ((at + first_row * cols) * size) as u64, &mut bytes)?;
+            }
+            Place::Interleaved(lane) => match self.held.remove(&id) {
+                // The partner is whole (tensors arrive one after another): pair the rows.
+                Some((held_lane, other)) if held_lane != lane => {
+                    let row = cols * size;
+                    let rows = values.len() / cols.max(1);
+                    let mut mine = Vec::with_capacity(values.len() * size);
+                    self.encode(id, values, &mut mine);
+                    for r in 0..rows {
+                        let theirs = &other[(first_row + r) * row..(first_row + r + 1) * row];
+                        let ours = &mine[r * row..(r + 1) * row];
+                        let (a, b) = if lane == 0 { (ours, theirs) } else { (theirs, ours) };
+                        bytes.extend_from_slice(a);
+                        bytes.extend_from_slice(b);
+                    }
+                    self.write(id, (2 * first_row * row) as u64, &mut bytes)?;
+                    if first_row + rows < t.rows() {
+                        self.held.insert(id, (held_lane, other));
+                    }
+                }
+                // The first of the pair: keep it until the other arrives.
+                held => {
+                    let (_, mut mine) = held.unwrap_or((lane, Vec::new()));
+                    self.encode(id, values, &mut mine);
+                    self.held.insert(id, (lane, mine));
+                }
+            },
+        }
+        self.bytes = bytes;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        if let Some(id) = self.held.keys().next() {
+            return Err(Error::Input(format!("{id:?}: one half of the interleaved pair never arrived")));
+        }
+        self.gpu.queue.submit(std::iter::empty());
+        Ok(())
+    }
+}

@@ -14,10 +14,10 @@
 use js_sys::{Function, Promise};
 use plt::generate::{Engine, FinishReason, GenerateOptions, Generator, TextSession};
 use plt::gpu::{Gpu, GpuOptions};
+use plt::load::{Bytes, MemoryModel, ModelSource};
 use plt::model::Schedule;
 use plt::sampling::SamplerConfig;
-use plt::tokenizer::Tokenizer;
-use plt::{Config, Looping, Weights};
+use plt::{Config, Looping};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -157,70 +157,10 @@ struct Inner {
     session: TextSession,
     /// The same weights as a vanilla looped model, built on first use (PLT models only).
     vanilla: Option<TextSession>,
-    /// Host copy of the weights and the tokenizer's files, kept to build `vanilla`.
-    vanilla_src: Option<(Config, Weights, Vec<u8>, TokenizerExtras)>,
+    /// The vanilla config and the model's files (kept as fetched), to build `vanilla`.
+    vanilla_src: Option<(Config, ModelSource)>,
     dtype: Option<plt::DType>,
     context: usize,
-}
-
-/// The optional files of a model directory that set the tokenizer's special tokens.
-#[derive(Clone, Default)]
-struct TokenizerExtras {
-    generation_config: Option<serde_json::Value>,
-    tokenizer_config: Option<serde_json::Value>,
-}
-
-/// The tokenizer with its special tokens, read as `Tokenizer::from_dir` reads a directory:
-/// config.json's BOS/EOS, then generation_config.json's, then tokenizer_config.json's
-/// `add_bos_token`, `chat_template` and (when still unset) `bos_token`/`eos_token`. The browser
-/// test checks that the prompt ids equal the native ones.
-fn tokenizer(bytes: &[u8], cfg: &Config, x: &TokenizerExtras) -> plt::Result<Tokenizer> {
-    let mut t = Tokenizer::from_bytes(bytes, cfg.vocab_size)?;
-    t.bos = cfg.bos_token_id;
-    t.eos = cfg.eos_token_ids.clone();
-    if let Some(g) = &x.generation_config {
-        if let Some(b) = g.get("bos_token_id").and_then(|v| v.as_u64()) {
-            t.bos = Some(b as u32);
-        }
-        match g.get("eos_token_id") {
-            Some(serde_json::Value::Array(a)) => t.eos = a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect(),
-            Some(v) if v.is_u64() => t.eos = v.as_u64().map(|v| v as u32).into_iter().collect(),
-            _ => {}
-        }
-    }
-    if let Some(tc) = &x.tokenizer_config {
-        if let Some(s) = tc.get("chat_template").and_then(|v| v.as_str()) {
-            t.chat_template = Some(s.to_string());
-        }
-        if let Some(b) = tc.get("add_bos_token").and_then(|v| v.as_bool()) {
-            t.add_bos = b;
-        }
-        let special = |key: &str| {
-            let v = tc.get(key)?;
-            v.as_str().or_else(|| v.get("content").and_then(|c| c.as_str())).map(str::to_string)
-        };
-        let id_of = |key: &str| -> Option<u32> {
-            let s = special(key)?;
-            // Encoding a special token's text gives its id (the wrapper has no token_to_id).
-            match t.encode(&s, false).ok()?.as_slice() {
-                [id] => Some(*id),
-                _ => None,
-            }
-        };
-        let bos = if t.bos.is_none() { id_of("bos_token") } else { t.bos };
-        let eos = if t.eos.is_empty() { id_of("eos_token").into_iter().collect() } else { t.eos.clone() };
-        (t.bos, t.eos) = (bos, eos);
-    }
-    for &id in t.bos.iter().chain(&t.eos) {
-        if id as usize >= cfg.vocab_size {
-            return Err(plt::Error::Tokenizer(format!("special token id {id} is outside the vocabulary ({})", cfg.vocab_size)));
-        }
-    }
-    Ok(t)
-}
-
-fn parse_json(name: &str, text: Option<&str>) -> Result<Option<serde_json::Value>, JsValue> {
-    text.map(|t| serde_json::from_str(t).map_err(|e| js_err(format!("{name}: not valid JSON: {e}")))).transpose()
 }
 
 /// A model on the browser's WebGPU device, with one text session per loop mode.
@@ -250,30 +190,33 @@ impl Model {
                 }
             };
             progress("parsing", 0.0);
-            let text = std::str::from_utf8(&config).map_err(|e| js_err(format!("config.json: {e}")))?;
-            let cfg = Config::from_json_str(text).map_err(|e| js_err(format!("config.json: {e}")))?;
-            let w = Weights::from_bytes(&weights, &cfg).map_err(|e| js_err(format!("model.safetensors: {e}")))?;
-            drop(weights);
-            let extras = TokenizerExtras {
-                generation_config: parse_json("generation_config.json", opts.generation_config.as_deref())?,
-                tokenizer_config: parse_json("tokenizer_config.json", opts.tokenizer_config.as_deref())?,
-            };
-            let tk = tokenizer(&tok, &cfg, &extras).map_err(|e| js_err(format!("tokenizer.json: {e}")))?;
+            let source = opts.source.unwrap_or_else(|| "model.safetensors".into());
+            // The files as fetched; the tokenizer's special tokens, BOS rule and chat template
+            // follow the same rules as a native model directory (`Tokenizer::for_model`).
+            let src = ModelSource::Memory(MemoryModel {
+                name: source.clone(),
+                config: Bytes::from(config),
+                safetensors: Bytes::from(weights),
+                tokenizer: Some(Bytes::from(tok)),
+                generation_config: opts.generation_config.map(|t| Bytes::from(t.into_bytes())),
+                tokenizer_config: opts.tokenizer_config.map(|t| Bytes::from(t.into_bytes())),
+            });
+            let model = plt::load::open(&src).map_err(js_err)?;
+            let cfg = model.plan.cfg.clone();
             let dtype = match opts.dtype.as_deref() {
                 None | Some("") => None,
                 Some(s) => Some(plt::DType::parse(s).ok_or_else(|| js_err(format!("dtype: expected f32 or f16, got `{s}`")))?),
             };
             progress("parsing", 1.0);
             let gpu = Arc::new(Gpu::new(&GpuOptions::default()).await.map_err(js_err)?);
-            let source = opts.source.unwrap_or_else(|| "model.safetensors".into());
-            let engine = Arc::new(Engine::from_parts(gpu.clone(), &cfg, &w, Some(tk), dtype, &source, &mut progress).map_err(js_err)?);
+            let engine = Arc::new(Engine::from_model(gpu.clone(), model, dtype, &source, &mut progress).map_err(js_err)?);
             gpu.check().map_err(js_err)?;
             let context = opts.context.unwrap_or(2048).min(cfg.max_position_embeddings).max(2);
             let session = TextSession::new(engine.clone(), context).map_err(js_err)?;
             let vanilla_src = cfg.is_plt().then(|| {
                 let mut vc = cfg.clone();
                 vc.looping = Looping::Vanilla;
-                (vc, w, tok, extras)
+                (vc, src)
             });
             let info = describe(&engine, context, vanilla_src.is_some());
             let inner = Inner { engine, session, vanilla: None, vanilla_src, dtype, context };
@@ -327,10 +270,10 @@ impl Model {
                 "vanilla" => (Schedule::Fused, true),
                 m => return Err(js_err(format!("mode: expected fused, sequential or vanilla, got `{m}`"))),
             };
-            let ts = if let (true, Some((vc, w, tok, extras))) = (vanilla, inner.vanilla_src.as_ref()) {
+            let ts = if let (true, Some((vc, src))) = (vanilla, inner.vanilla_src.as_ref()) {
                 if inner.vanilla.is_none() {
-                    let tk = tokenizer(tok, vc, extras).map_err(js_err)?;
-                    let e = Engine::from_parts(inner.engine.gpu.clone(), vc, w, Some(tk), inner.dtype, &inner.engine.source, &mut |_, _| {})
+                    let model = plt::load::open_with_config(src, vc.clone()).map_err(js_err)?;
+                    let e = Engine::from_model(inner.engine.gpu.clone(), model, inner.dtype, &inner.engine.source, &mut |_, _| {})
                         .map_err(js_err)?;
                     inner.vanilla = Some(TextSession::new(Arc::new(e), inner.context).map_err(js_err)?);
                 }

@@ -1,0 +1,255 @@
+//! A llama GGUF as a model: the configuration from `llama.*` metadata, the tensor names
+//! (`blk.{i}.attn_q.weight`, ...) mapped to the model's weights, and llama.cpp's q/k row
+//! permutation undone.
+//!
+//! llama.cpp's converter permutes the rows of `attn_q` / `attn_k` (and their biases) so that its
+//! interleaved RoPE applies. PLT-SPEC uses rotate_half RoPE, so the loader undoes it per head:
+//! within a head's Dh rows, GGUF row `2j + i` is original row `i*Dh/2 + j` (i in {0, 1},
+//! j < Dh/2). Skipping this gives fluent-looking garbage.
+
+use super::err;
+use super::header::{GgmlType, GgufFile};
+use super::tokenizer::END_OF_GENERATION_KEYS;
+use super::value::Value;
+use crate::config::{Config, Dims};
+use crate::error::{Error, Result};
+use crate::load::plan::{plan_tensors, FileInfo, Format, Found, LayerWeight, LoadPlan, WeightId};
+use crate::weights::{DType, Tensor};
+use std::fmt::Write as _;
+
+/// The model configuration from `{arch}.*` metadata (llama only) and the tokenizer.
+pub fn config_from_gguf(f: &GgufFile) -> Result<Config> {
+    let arch = f.str_("general.architecture")?.ok_or_else(|| err("metadata `general.architecture` is absent"))?;
+    if arch != "llama" {
+        return Err(err(format!("architecture `{arch}` is not supported (only `llama`)")));
+    }
+    let k = |s: &str| format!("{arch}.{s}");
+    let hidden_size = f.req_usize(&k("embedding_length"))?;
+    let num_hidden_layers = f.req_usize(&k("block_count"))?;
+    let intermediate_size = f.req_usize(&k("feed_forward_length"))?;
+    let num_attention_heads = f.req_usize(&k("attention.head_count"))?;
+    let num_key_value_heads = f.usize_(&k("attention.head_count_kv"))?.unwrap_or(num_attention_heads);
+    for (key, v) in [
+        ("embedding_length", hidden_size),
+        ("block_count", num_hidden_layers),
+        ("feed_forward_length", intermediate_size),
+        ("attention.head_count", num_attention_heads),
+        ("attention.head_count_kv", num_key_value_heads),
+    ] {
+        if v == 0 {
+            return Err(err(format!("metadata `{}` must be at least 1", k(key))));
+        }
+    }
+    if num_attention_heads % num_key_value_heads != 0 {
+        return Err(err(format!(
+            "metadata `{}` = {num_key_value_heads} does not divide `{}` = {num_attention_heads}",
+            k("attention.head_count_kv"),
+            k("attention.head_count")
+        )));
+    }
+    // Dh: attention.key_length, else rope.dimension_count, else D / H.
+    let key_length = f.usize_(&k("attention.key_length"))?;
+    let rope_dims = f.usize_(&k("rope.dimension_count"))?;
+    let head_dim = match key_length.or(rope_dims) {
+        Some(d) => d,
+        None if hidden_size % num_attention_heads == 0 => hidden_size / num_attention_heads,
+        None => {
+            return Err(err(format!(
+                "`{}` ({hidden_size}) is not divisible by `{}` ({num_attention_heads}) and no head size is given",
+                k("embedding_length"),
+                k("attention.head_count")
+            )))
+        }
+    };
+    if head_dim == 0 || head_dim % 2 != 0 {
+        return Err(err(format!("head size {head_dim} must be even and positive")));
+    }
+    if let Some(r) = rope_dims.filter(|&r| r != head_dim) {
+        return Err(err(format!(
+            "metadata `{}` = {r} differs from the head size {head_dim} (partial RoPE is not supported)",
+            k("rope.dimension_count")
+        )));
+    }
+    if let Some(v) = f.usize_(&k("attention.value_length"))?.filter(|&v| v != head_dim) {
+        return Err(err(format!("metadata `{}` = {v} differs from the key head size {head_dim}", k("attention.value_length"))));
+    }
+    if let Some(e) = f.usize_(&k("expert_count"))?.filter(|&e| e > 0) {
+        return Err(err(format!("metadata `{}` = {e}: mixture-of-experts models are not supported", k("expert_count"))));
+    }
+    if let Some(t) = f.str_(&k("rope.scaling.type"))?.filter(|t| *t != "none") {
+        let factor = f.f32_(&k("rope.scaling.factor"))?;
+        if factor.is_some_and(|x| x != 1.0) || factor.is_none() {
+            return Err(err(format!("metadata `{}` = `{t}`: RoPE scaling is not supported", k("rope.scaling.type"))));
+        }
+    }
+    if f.tensor("rope_freqs.weight").is_some() {
+        return Err(err("tensor `rope_freqs.weight` (Llama 3.1 RoPE frequency scaling) is not supported"));
+    }
+    let rms_norm_eps = f.f32_(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5);
+    let rope_theta = f.f32_(&k("rope.freq_base"))?.unwrap_or(10000.0);
+    for (key, v) in [("attention.layer_norm_rms_epsilon", rms_norm_eps), ("rope.freq_base", rope_theta)] {
+        if v <= 0.0 {
+            return Err(err(format!("metadata `{}` = {v} must be positive", k(key))));
+        }
+    }
+    let max_position_embeddings = f.req_usize(&k("context_length"))?.max(1);
+    // V: the tokenizer's token count, else `{arch}.vocab_size`, else the embedding's rows.
+    let vocab_size = match f.get("tokenizer.ggml.tokens") {
+        Some(Value::Array(a)) => a.len(),
+        Some(v) => return Err(err(format!("metadata `tokenizer.ggml.tokens` must be an array, got {}", v.type_name()))),
+        None => match f.usize_(&k("vocab_size"))? {
+            Some(v) => v,
+            None => match f.tensor("token_embd.weight") {
+                Some(t) if t.dims.len() == 2 => t.dims[1] as usize,
+                _ => return Err(err("cannot tell the vocabulary size (no tokenizer, no vocab_size, no 2-D token_embd)")),
+            },
+        },
+    };
+    if vocab_size == 0 || vocab_size > u32::MAX as usize / 2 {
+        return Err(err(format!("vocabulary size {vocab_size} is out of range")));
+    }
+    let bos_token_id = f.token_("tokenizer.ggml.bos_token_id", vocab_size)?;
+    let mut eos_token_ids = Vec::new();
+    for key in END_OF_GENERATION_KEYS {
+        if let Some(id) = f.token_(key, vocab_size)? {
+            if !eos_token_ids.contains(&id) {
+                eos_token_ids.push(id);
+            }
+        }
+    }
+    let mut cfg = Config::with_defaults(Dims {
+        vocab_size,
+        hidden_size,
+        intermediate_size,
+        num_hidden_layers,
+        num_attention_heads,
+        max_position_embeddings,
+    });
+    cfg.num_key_value_heads = num_key_value_heads;
+    cfg.head_dim = head_dim;
+    cfg.rms_norm_eps = rms_norm_eps;
+    cfg.rope_theta = rope_theta;
+    cfg.tie_word_embeddings = f.tensor("output.weight").is_none();
+    cfg.bos_token_id = bos_token_id;
+    cfg.eos_token_ids = eos_token_ids;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// A weight's name in a llama GGUF (the PLT gate names are this loader's own: llama files have none).
+pub fn tensor_name(w: WeightId) -> String {
+    use LayerWeight as L;
+    let (i, part) = match w {
+        WeightId::EmbedTokens => return "token_embd.weight".into(),
+        WeightId::Norm => return "output_norm.weight".into(),
+        WeightId::LmHead => return "output.weight".into(),
+        WeightId::Layer(i, l) => (
+            i,
+            match l {
+                L::InputLayernorm => "attn_norm.weight",
+                L::QProj => "attn_q.weight",
+                L::QBias => "attn_q.bias",
+                L::KProj => "attn_k.weight",
+                L::KBias => "attn_k.bias",
+                L::VProj => "attn_v.weight",
+                L::VBias => "attn_v.bias",
+                L::OProj => "attn_output.weight",
+                L::PostAttentionLayernorm => "ffn_norm.weight",
+                L::GateProj => "ffn_gate.weight",
+                L::UpProj => "ffn_up.weight",
+                L::DownProj => "ffn_down.weight",
+                L::PltGate => "plt_gate.weight",
+                L::PltGateBias => "plt_gate.bias",
+                L::PltGateNorm => "plt_gate_norm.weight",
+            },
+        ),
+    };
+    format!("blk.{i}.{part}")
+}
+
+/// The load plan of a GGUF file under `cfg` (`file` is the file's name and size). Matrices
+/// are F16 (or BF16) on the device only when every matrix was stored in that type, and F32
+/// otherwise (quantised or mixed files): dequantised values such as `d*q + m` are generally
+/// not representable in f16, so the default device storage keeps them exactly.
+pub(crate) fn plan(f: &GgufFile, cfg: Config, source: String, file: FileInfo) -> Result<LoadPlan> {
+    let mut matrix_types: Vec<GgmlType> = Vec::new();
+    let mut find = |name: &str, shape: &[usize]| -> Result<Option<Found>> {
+        let Some(t) = f.tensor(name) else { return Ok(None) };
+        let got = t.shape();
+        if got != shape {
+            return Err(Error::TensorShape { name: name.to_string(), expected: shape.to_vec(), got });
+        }
+        if !t.ty.can_dequantize() {
+            return Err(err(format!(
+                "tensor `{name}` has type {}, which this loader does not dequantise \
+                 (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)",
+                t.ty.name()
+            )));
+        }
+        if shape.len() == 2 {
+            matrix_types.push(t.ty);
+        }
+        Ok(Some(Found { storage: t.ty, shape: got, file: 0, offset: f.data_offset() + t.offset, bytes: t.n_bytes }))
+    };
+    let tensors = plan_tensors(&cfg, &tensor_name, &mut find, true)?;
+    let stored_dtype = if !matrix_types.is_empty() && matrix_types.iter().all(|&t| t == GgmlType::F16) {
+        DType::F16
+    } else if !matrix_types.is_empty() && matrix_types.iter().all(|&t| t == GgmlType::BF16) {
+        DType::BF16
+    } else {
+        DType::F32
+    };
+    let mut notes = f.summary();
+    let c = &cfg;
+    let _ = writeln!(
+        notes,
+        "  model: N={} D={} F={} H={} Hkv={} Dh={} V={} theta={} eps={:e} context={} tied={} weights {}",
+        c.num_hidden_layers,
+        c.hidden_size,
+        c.intermediate_size,
+        c.num_attention_heads,
+        c.num_key_value_heads,
+        c.head_dim,
+        c.vocab_size,
+        c.rope_theta,
+        c.rms_norm_eps,
+        c.max_position_embeddings,
+        c.tie_word_embeddings,
+        stored_dtype.name()
+    );
+    let mut p = LoadPlan::new(source, Format::Gguf, cfg, stored_dtype, vec![file], tensors);
+    p.notes = notes;
+    Ok(p)
+}
+
+/// Undoes llama.cpp's q/k row permutation in place on whole heads: `values` holds groups of
+/// `head_rows` rows of `row_len` values; within each, GGUF row `2j + i` holds original row
+/// `i*head_rows/2 + j`.
+pub fn unpermute_rows(values: &mut [f32], row_len: usize, head_rows: usize) {
+    let (group, half) = (head_rows * row_len, head_rows / 2);
+    if group == 0 {
+        return;
+    }
+    let mut tmp = vec![0f32; group];
+    for g in values.chunks_exact_mut(group) {
+        tmp.copy_from_slice(g);
+        for j in 0..half {
+            for i in 0..2 {
+                let (src, dst) = (2 * j + i, i * half + j);
+                g[dst * row_len..(dst + 1) * row_len].copy_from_slice(&tmp[src * row_len..(src + 1) * row_len]);
+            }
+        }
+    }
+}
+
+/// `unpermute_rows` on a [rows, cols] matrix or a [rows] bias split into `heads` heads.
+pub fn unpermute_qk(t: &Tensor, heads: usize, name: &str) -> Result<Tensor> {
+    let rows = t.shape.first().copied().unwrap_or(0);
+    let cols = t.data.len().checked_div(rows).unwrap_or(0);
+    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
+        return Err(err(format!("tensor `{name}`: {rows} rows cannot be split into {heads} heads of even size")));
+    }
+    let mut data = t.data.clone();
+    unpermute_rows(&mut data, cols, rows / heads);
+    Ok(Tensor::new(t.shape.clone(), data))
+}
