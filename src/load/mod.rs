@@ -1,4 +1,4 @@
-//! Loading a model, in one place and as a stream (DESIGN.md, "Loading is a stream"):
+//! Loading a model, in one place and as a stream (ARCHITECTURE.md, decision 24):
 //!
 //! 1. header: the safetensors headers (one file or shards) or the GGUF header and metadata are
 //!    read without touching tensor data (`safetensors`, `crate::gguf`);
