@@ -90,13 +90,18 @@ async function handle(msg) {
       await ready;
       if (!('gpu' in navigator)) throw new Error('This browser has no WebGPU (navigator.gpu is missing).');
       const { sources, options } = msg;
-      const [config, weights, tokenizer, tokenizerConfig, generationConfig] = await Promise.all([
+      // Fetched together; a failure is reported for the first file in this order (config.json
+      // first), whichever request happened to fail first.
+      const settled = await Promise.allSettled([
         bytesOf('config.json', sources.config, id),
         bytesOf('model.safetensors', sources.weights, id),
         bytesOf('tokenizer.json', sources.tokenizer, id),
         optionalText('tokenizer_config.json', sources.tokenizerConfig),
         optionalText('generation_config.json', sources.generationConfig),
       ]);
+      const failed = settled.find((r) => r.status === 'rejected');
+      if (failed) throw failed.reason;
+      const [config, weights, tokenizer, tokenizerConfig, generationConfig] = settled.map((r) => r.value);
       if (model) {
         model.dispose();
         model.free();
