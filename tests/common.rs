@@ -224,3 +224,36 @@ fn download(tmp: &Path, dest: &Path) -> Result<(), String> {
     // The rename is atomic: readers see no file or the whole, checked one.
     std::fs::rename(&part, dest).map_err(|e| format!("moving the model to {}: {e}", dest.display()))
 }
+
+/// A fresh empty directory under the target's tmp dir, unique per (test binary, test name).
+pub fn tmp_dir(group: &str, name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(group).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A small config: V=37, D=16, F=24, H=4, Hkv=2 (grouped-query), Dh=4.
+pub fn small_config(layers: usize, loops: usize, hidden_gate: bool, tied: bool) -> Config {
+    let v = serde_json::json!({
+        "vocab_size": 37, "hidden_size": 16, "intermediate_size": 24,
+        "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "max_position_embeddings": 64, "tie_word_embeddings": tied,
+        "plt_num_loops": loops, "plt_window_size": [3, 0],
+        "plt_gate_use_hidden_states": hidden_gate, "bos_token_id": 1, "eos_token_id": 2,
+    });
+    Config::from_json(v.as_object().unwrap()).unwrap()
+}
+
+/// Asserts that `got` holds exactly the tensors of `want`: same names, shapes and bits.
+pub fn assert_same_weights(got: &Weights, want: &Weights, what: &str) {
+    let (g, w) = (plt::init::named_tensors(got), plt::init::named_tensors(want));
+    let names = |t: &[(String, &plt::weights::Tensor)]| t.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&g), names(&w), "{what}: tensor names differ");
+    for ((name, a), (_, b)) in g.iter().zip(&w) {
+        assert_eq!(a.shape, b.shape, "{what}: {name} shape");
+        let bits = |t: &plt::weights::Tensor| t.data.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(bits(a) == bits(b), "{what}: {name} values differ");
+    }
+    assert_eq!(got.dtype, want.dtype, "{what}: dtype");
+}

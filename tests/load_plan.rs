@@ -11,42 +11,13 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
 
-/// A fresh empty directory under the target's tmp dir, unique per test name.
 fn tmp_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("load_plan").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A small config: V=37, D=16, F=24, H=4, Hkv=2 (grouped-query), Dh=4.
-fn config(layers: usize, loops: usize, hidden_gate: bool, tied: bool) -> Config {
-    let v = serde_json::json!({
-        "vocab_size": 37, "hidden_size": 16, "intermediate_size": 24,
-        "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "max_position_embeddings": 64, "tie_word_embeddings": tied,
-        "plt_num_loops": loops, "plt_window_size": [3, 0],
-        "plt_gate_use_hidden_states": hidden_gate, "bos_token_id": 1, "eos_token_id": 2,
-    });
-    Config::from_json(v.as_object().unwrap()).unwrap()
-}
-
-/// Asserts that `got` holds exactly the tensors of `want`: same names, shapes and bits.
-fn assert_same(got: &Weights, want: &Weights, what: &str) {
-    let (g, w) = (named_tensors(got), named_tensors(want));
-    let names = |t: &[(String, &plt::weights::Tensor)]| t.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&g), names(&w), "{what}: tensor names differ");
-    for ((name, a), (_, b)) in g.iter().zip(&w) {
-        assert_eq!(a.shape, b.shape, "{what}: {name} shape");
-        let bits = |t: &plt::weights::Tensor| t.data.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert!(bits(a) == bits(b), "{what}: {name} values differ");
-    }
-    assert_eq!(got.dtype, want.dtype, "{what}: dtype");
+    common::tmp_dir("load_plan", name)
 }
 
 /// A valid single-file model directory plus its config and weights.
 fn good_model(name: &str) -> (PathBuf, Config, Weights) {
-    let cfg = config(2, 2, true, false);
+    let cfg = common::small_config(2, 2, true, false);
     let opts = InitOptions { seed: 11, qkv_bias: true, ..Default::default() };
     let w = random_weights(&cfg, &opts);
     let dir = tmp_dir(name);
@@ -87,7 +58,7 @@ fn the_plan_places_every_tensor() {
         assert!(text.contains(&name), "the printed plan lists {name}");
     }
     assert!(text.contains("F32") && text.contains("gate_up_proj rows 2i+1"), "{text}");
-    assert_same(&model.read_weights().unwrap(), &w, "through the plan");
+    common::assert_same_weights(&model.read_weights().unwrap(), &w, "through the plan");
 }
 
 /// Every shard is read once, front to back (header, then tensors in offset order), in pieces of
@@ -114,7 +85,7 @@ fn files_are_read_front_to_back_in_bounded_pieces() {
         sources.push(Box::new(common::Recording { inner: Box::new(inner), reads }));
     }
     let model = plt::load::open_safetensors("two shards", cfg.clone(), sources).unwrap();
-    assert_same(&model.read_weights().unwrap(), &w, "streamed");
+    common::assert_same_weights(&model.read_weights().unwrap(), &w, "streamed");
     for (size, reads) in logs {
         let reads = reads.borrow();
         let total: u64 = reads.iter().map(|&(_, n)| n as u64).sum();

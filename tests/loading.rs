@@ -1,42 +1,15 @@
 //! Model directories (PLT-SPEC section 1) round-trip through `plt::init` and the loader, and
 //! bad inputs give errors that name the file, field or tensor: never a panic. No GPU.
 
+mod common;
+
 use plt::init::{named_tensors, random_weights, tokenizer_json, write_model, InitOptions};
 use plt::{Config, DType, Weights};
 use safetensors::tensor::{Dtype, TensorView};
 use std::path::{Path, PathBuf};
 
-/// A fresh empty directory under the target's tmp dir, unique per test name.
 fn tmp_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("loading").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A small config: V=37, D=16, F=24, H=4, Hkv=2 (grouped-query), Dh=4.
-fn config(layers: usize, loops: usize, hidden_gate: bool, tied: bool) -> Config {
-    let v = serde_json::json!({
-        "vocab_size": 37, "hidden_size": 16, "intermediate_size": 24,
-        "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "max_position_embeddings": 64, "tie_word_embeddings": tied,
-        "plt_num_loops": loops, "plt_window_size": [3, 0],
-        "plt_gate_use_hidden_states": hidden_gate, "bos_token_id": 1, "eos_token_id": 2,
-    });
-    Config::from_json(v.as_object().unwrap()).unwrap()
-}
-
-/// Asserts that `got` holds exactly the tensors of `want`: same names, shapes and bits.
-fn assert_same(got: &Weights, want: &Weights, what: &str) {
-    let (g, w) = (named_tensors(got), named_tensors(want));
-    let names = |t: &[(String, &plt::weights::Tensor)]| t.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&g), names(&w), "{what}: tensor names differ");
-    for ((name, a), (_, b)) in g.iter().zip(&w) {
-        assert_eq!(a.shape, b.shape, "{what}: {name} shape");
-        let bits = |t: &plt::weights::Tensor| t.data.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert!(bits(a) == bits(b), "{what}: {name} values differ");
-    }
-    assert_eq!(got.dtype, want.dtype, "{what}: dtype");
+    common::tmp_dir("loading", name)
 }
 
 fn error_of<T: std::fmt::Debug>(r: plt::Result<T>) -> String {
@@ -59,7 +32,7 @@ fn written_models_load_back_exactly() {
                     for hidden_gate in [false, true] {
                         for loops in [1, 2] {
                             let layers = if loops == 1 { 1 } else { 2 };
-                            let cfg = config(layers, loops, hidden_gate, tied);
+                            let cfg = common::small_config(layers, loops, hidden_gate, tied);
                             let opts = InitOptions { seed: cases, dtype, shards, qkv_bias };
                             let what = format!("{opts:?} tied={tied} hidden_gate={hidden_gate} L={loops} N={layers}");
                             let dir = tmp_dir(&format!("roundtrip-{cases}"));
@@ -69,7 +42,7 @@ fn written_models_load_back_exactly() {
                             let back_cfg = Config::from_file(&dir.join("config.json")).unwrap();
                             assert_eq!(back_cfg, cfg, "{what}: config");
                             let got = Weights::load_dir(&dir, &back_cfg).unwrap();
-                            assert_same(&got, &want, &what);
+                            common::assert_same_weights(&got, &want, &what);
 
                             let expect_gate = loops > 1;
                             let l0 = &got.layers[0];
@@ -122,26 +95,26 @@ fn vanilla_loops_have_no_gates_and_from_bytes_matches() {
     let dir = tmp_dir("vanilla");
     write_model(&dir, &cfg, &want, &opts).unwrap();
     let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
-    assert_same(&Weights::from_bytes(&bytes, &cfg).unwrap(), &want, "from_bytes");
-    assert_same(&Weights::load_dir(&dir, &cfg).unwrap(), &want, "load_dir");
+    common::assert_same_weights(&Weights::from_bytes(&bytes, &cfg).unwrap(), &want, "from_bytes");
+    common::assert_same_weights(&Weights::load_dir(&dir, &cfg).unwrap(), &want, "load_dir");
 }
 
 #[test]
 fn rewriting_a_directory_switches_layout() {
-    let cfg = config(2, 2, false, false);
+    let cfg = common::small_config(2, 2, false, false);
     let dir = tmp_dir("relayout");
     let single = InitOptions { seed: 1, ..Default::default() };
     let sharded = InitOptions { seed: 2, shards: 4, ..Default::default() };
     for opts in [&single, &sharded, &single] {
         let w = random_weights(&cfg, opts);
         write_model(&dir, &cfg, &w, opts).unwrap();
-        assert_same(&Weights::load_dir(&dir, &cfg).unwrap(), &w, &format!("{opts:?}"));
+        common::assert_same_weights(&Weights::load_dir(&dir, &cfg).unwrap(), &w, &format!("{opts:?}"));
     }
 }
 
 #[test]
 fn index_json_lists_every_tensor_once() {
-    let cfg = config(2, 2, true, false);
+    let cfg = common::small_config(2, 2, true, false);
     let opts = InitOptions { seed: 3, shards: 3, dtype: DType::F16, qkv_bias: true };
     let w = random_weights(&cfg, &opts);
     let dir = tmp_dir("index");
@@ -166,7 +139,7 @@ fn index_json_lists_every_tensor_once() {
 
 #[test]
 fn shard_count_is_checked() {
-    let cfg = config(1, 1, false, true);
+    let cfg = common::small_config(1, 1, false, true);
     let w = random_weights(&cfg, &InitOptions::default());
     let n = named_tensors(&w).len();
     for shards in [0, n + 1] {
@@ -177,7 +150,7 @@ fn shard_count_is_checked() {
     // One tensor per shard is the most.
     let dir = tmp_dir("shard-max");
     write_model(&dir, &cfg, &w, &InitOptions { shards: n, ..Default::default() }).unwrap();
-    assert_same(&Weights::load_dir(&dir, &cfg).unwrap(), &w, "one tensor per shard");
+    common::assert_same_weights(&Weights::load_dir(&dir, &cfg).unwrap(), &w, "one tensor per shard");
 }
 
 #[test]
@@ -210,7 +183,7 @@ fn tokenizer_json_maps_every_id() {
 
 /// A valid single-file model directory plus its config and weights.
 fn good_model(name: &str) -> (PathBuf, Config, Weights) {
-    let cfg = config(2, 2, true, false);
+    let cfg = common::small_config(2, 2, true, false);
     let opts = InitOptions { seed: 11, qkv_bias: true, ..Default::default() };
     let w = random_weights(&cfg, &opts);
     let dir = tmp_dir(name);
@@ -433,7 +406,7 @@ fn missing_tensor_is_named() {
 
 #[test]
 fn bad_shards_are_reported() {
-    let cfg = config(2, 2, false, false);
+    let cfg = common::small_config(2, 2, false, false);
     let opts = InitOptions { seed: 4, shards: 3, ..Default::default() };
     let w = random_weights(&cfg, &opts);
     let fresh = |name: &str| -> PathBuf {
