@@ -88,3 +88,43 @@ fn prelude_structs_match_the_host() {
     }
     assert_eq!(found, 2, "Row and Pass are declared in the prelude");
 }
+
+/// Every variant translates, as wgpu's backends translate it, to SPIR-V (Vulkan), MSL (Metal)
+/// and HLSL (DX12, shader model 6.0: wave operations for the subgroup variants), so a kernel one
+/// of those backends would reject fails on a machine that has none of them.
+#[test]
+fn every_variant_translates_for_vulkan_metal_and_dx12() {
+    use naga::back::{hlsl, msl, spv};
+    let mut checked = 0;
+    for v in all_variants() {
+        let src = shader_source(v.shader, &v.defines).unwrap();
+        let (module, _) = validate_shader(v.shader, v.entry, &src).unwrap();
+        let what = format!("{}:{} {:?}", v.shader, v.entry, v.defines.names());
+        let caps = naga::valid::Capabilities::default() | naga::valid::Capabilities::SUBGROUP | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
+        let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+            .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+            .subgroup_operations(naga::valid::SubgroupOperationSet::all())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        let stage = naga::ShaderStage::Compute;
+
+        let spv_pipeline = spv::PipelineOptions { shader_stage: stage, entry_point: v.entry.to_string() };
+        let words = spv::write_vec(&module, &info, &spv::Options::default(), Some(&spv_pipeline)).unwrap_or_else(|e| panic!("{what}: SPIR-V: {e}"));
+        assert!(words.len() > 5 && words[0] == 0x0723_0203, "{what}: SPIR-V magic");
+
+        let msl_options = msl::Options { lang_version: (2, 4), ..Default::default() };
+        let msl_pipeline = msl::PipelineOptions { entry_point: Some((stage, v.entry.to_string())), ..Default::default() };
+        let (text, _) = msl::write_string(&module, &info, &msl_options, &msl_pipeline).unwrap_or_else(|e| panic!("{what}: MSL: {e}"));
+        assert!(text.contains("kernel void"), "{what}: MSL has no kernel");
+
+        let hlsl_options = hlsl::Options { shader_model: hlsl::ShaderModel::V6_0, ..Default::default() };
+        let hlsl_pipeline = hlsl::PipelineOptions { entry_point: Some((stage, v.entry.to_string())) };
+        let mut text = String::new();
+        hlsl::Writer::new(&mut text, &hlsl_options, &hlsl_pipeline)
+            .write(&module, &info, None)
+            .unwrap_or_else(|e| panic!("{what}: HLSL: {e}"));
+        assert!(text.contains("[numthreads("), "{what}: HLSL has no compute entry");
+        checked += 1;
+    }
+    assert!(checked > 100, "{checked} variants");
+}
