@@ -1,6 +1,7 @@
 // RoPE (Hugging Face rotate_half convention, PLT-SPEC s2) on q and k of every row, then the
 // row's K/V written into its full cache slot (loop 0 in PLT mode, every loop in vanilla mode).
-// Defines: H, HKV, DH, THETA, TMAX, SLOTS, KV_F16. Grid: (R).
+// Defines: H, HKV, DH, TMAX, SLOTS, KV_F16. Grid: (R). The angles' cosines and sines come from a
+// table computed on the host in f64 (`kernels::rope_table`), not from the device's pow/cos/sin.
 //
 // qkv row layout: [q: H*DH | k: HKV*DH | v: HKV*DH]; the k heads directly follow the q heads,
 // so "head" hh < H+HKV indexes both. Cache layout per layer: [2 (K,V)][SLOTS][TMAX][HKV*DH]
@@ -10,6 +11,7 @@
 @group(0) @binding(0) var<storage, read> rows: array<Row>;
 @group(0) @binding(1) var<storage, read_write> qkv: array<f32>;  // [R, (H+2HKV)*DH]
 @group(0) @binding(2) var<storage, read_write> kv: array<u32>;   // [2][SLOTS][TMAX][HKV*DH]
+@group(0) @binding(4) var<storage, read> rope: array<vec2<f32>>; // [TMAX][DH/2] (cos, sin)
 
 const QD: u32 = H * DH;
 const KVD: u32 = HKV * DH;
@@ -40,11 +42,9 @@ fn rope_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     for (var i = tid; i < (H + HKV) * HALF; i += 64u) {
         let hh = i / HALF;
         let j = i % HALF;
-        // inv_freq[j] = theta^(-2j/Dh)
-        let inv_freq = pow(THETA, -2.0 * f32(j) / f32(DH));
-        let ang = f32(row.pos) * inv_freq;
-        let c = cos(ang);
-        let s = sin(ang);
+        let cs = rope[row.pos * HALF + j];
+        let c = cs.x;
+        let s = cs.y;
         let a = base + hh * DH + j;
         let x0 = qkv[a];
         let x1 = qkv[a + HALF];

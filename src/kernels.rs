@@ -282,7 +282,6 @@ pub struct AttnShape {
     pub kv_heads: usize,
     pub head_dim: usize,
     pub hidden: usize,
-    pub rope_theta: f32,
     /// Positions per cache slot (the session's context).
     pub positions: usize,
     /// Full-cache slots (B, or L*B for vanilla models).
@@ -305,7 +304,6 @@ impl AttnShape {
             .u32("HKV", self.kv_heads)
             .u32("DH", self.head_dim)
             .u32("D", self.hidden)
-            .f32("THETA", self.rope_theta)
             .u32("TMAX", self.positions)
             .u32("SLOTS", self.slots)
             .u32("W", self.window)
@@ -315,6 +313,25 @@ impl AttnShape {
             .u32("RG", ATTN_GROUP_ROWS)
             .bool("KV_F16", self.kv_f16)
     }
+}
+
+/// The RoPE angles' cosines and sines, [positions][head_dim / 2] pairs (cos, sin), computed in
+/// f64 and rounded once: `rope_store` reads them instead of evaluating `pow`, `cos` and `sin` on
+/// the device, whose precision the APIs leave loose (Vulkan allows an absolute error of 2^-11
+/// for sin and cos, and large angles make it worse), so every adapter rotates by the same
+/// numbers. `inv_freq[j] = theta^(-2j/Dh)`, as `reference::rope`.
+pub fn rope_table(theta: f32, head_dim: usize, positions: usize) -> Vec<f32> {
+    let half = head_dim / 2;
+    let mut t = Vec::with_capacity(positions * half * 2);
+    for pos in 0..positions {
+        for j in 0..half {
+            let inv_freq = (theta as f64).powf(-2.0 * j as f64 / head_dim as f64);
+            let (sin, cos) = (pos as f64 * inv_freq).sin_cos();
+            t.push(cos as f32);
+            t.push(sin as f32);
+        }
+    }
+    t
 }
 
 /// RoPE on q and k of the pass's rows, then K/V into the global cache (`rope_store`), or the
@@ -333,6 +350,8 @@ pub struct RopeIo<'a> {
     pub kv: &'a wgpu::Buffer,
     /// The rings (`ring_store`).
     pub ring: &'a wgpu::Buffer,
+    /// `rope_table(theta, head_dim, positions)` (`rope_store`).
+    pub table: &'a wgpu::Buffer,
 }
 
 impl Rope {
@@ -346,7 +365,7 @@ impl Rope {
     }
 
     pub fn dispatch(&self, gpu: &Gpu, io: &RopeIo) -> Result<Dispatch> {
-        bind(gpu, &self.variant(), &[(0, io.rows), (1, io.qkv), (2, io.kv), (3, io.ring)], self.grid())
+        bind(gpu, &self.variant(), &[(0, io.rows), (1, io.qkv), (2, io.kv), (3, io.ring), (4, io.table)], self.grid())
     }
 }
 
@@ -552,7 +571,6 @@ pub fn all_variants() -> Vec<Variant> {
                     kv_heads: 2,
                     head_dim,
                     hidden: 40,
-                    rope_theta: 10000.0,
                     positions: 64,
                     slots: 2,
                     window: 3,

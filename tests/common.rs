@@ -11,11 +11,16 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 /// The adapter. A missing adapter fails the test (never a silent skip), in CI and out of it.
+/// `PLT_TEST_ADAPTER=NAME` requires the adapter's name to contain NAME (case-insensitive), so a
+/// run meant for one driver cannot pass on another.
 pub fn gpu() -> Arc<Gpu> {
     static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
     GPU.get_or_init(|| {
         let g = Gpu::new_blocking(&GpuOptions::default()).unwrap_or_else(|e| panic!("no GPU adapter for the tests: {e}"));
         eprintln!("adapter: {}", g.describe());
+        if let Ok(want) = std::env::var("PLT_TEST_ADAPTER") {
+            assert!(g.info.name.to_lowercase().contains(&want.to_lowercase()), "PLT_TEST_ADAPTER={want}, but the adapter is {}", g.describe());
+        }
         Arc::new(g)
     })
     .clone()

@@ -20,11 +20,9 @@ use plt::model::{PassInfo, Row, NONE};
 use plt::reference;
 use plt::rng::Rng;
 
-/// f32 kernels (and f16-stored weights, compared against the same rounded values).
+/// f32 kernels (and f16-stored weights, compared against the same rounded values; RoPE with the
+/// f64-computed angle table).
 const TOL: f64 = 1e-10;
-/// RoPE: the GPU's angle is f32(pos) * inv_freq in f32 (about pos * 2^-24 radians off at the
-/// positions used here, up to 159), the reference's is f64.
-const TOL_ROPE: f64 = 1e-9;
 /// f16 cache writes: f16 has an 11-bit significand, so one ulp of disagreement in rounding is
 /// 2^-11 relative (nmse at most about 2.4e-7); a misplaced element is nmse ~1.
 const TOL_KV_F16: f64 = 1e-6;
@@ -592,7 +590,6 @@ impl Shape {
             kv_heads: self.hkv,
             head_dim: self.dh,
             hidden: self.d,
-            rope_theta: THETA,
             positions: self.tmax,
             slots: self.slots,
             window: self.w,
@@ -664,12 +661,13 @@ fn rope_store_matches_cpu() {
         let qb = upload(&g, "qkv", &qkv);
         let kb = upload_kv(&g, "kv", &vec![poison(); want_kv.len()], s.kv_f16);
         let rb = upload_rows(&g, &rows);
-        let io = RopeIo { rows: &rb, qkv: &qb, kv: &kb, ring: &kb };
+        let table = upload(&g, "rope_table", &rope_table(THETA, s.dh, s.tmax));
+        let io = RopeIo { rows: &rb, qkv: &qb, kv: &kb, ring: &kb, table: &table };
         launch(&g, Rope { shape: s.attn(), ring: false }.dispatch(&g, &io), r, 0);
         let what = format!("rope_store H={} HKV={} DH={} R={r} KV_F16={}", s.h, s.hkv, s.dh, s.kv_f16);
-        compare(&format!("{what}: qkv"), &read(&g, &qb, qkv.len()), &want, s.dh, TOL_ROPE);
+        compare(&format!("{what}: qkv"), &read(&g, &qb, qkv.len()), &want, s.dh, TOL);
         // f16: the rounding of the GPU's f32 value may differ from the reference's by an ulp.
-        let (want_kv, tol) = if s.kv_f16 { (round_f16(&want_kv), TOL_KV_F16) } else { (want_kv, TOL_ROPE) };
+        let (want_kv, tol) = if s.kv_f16 { (round_f16(&want_kv), TOL_KV_F16) } else { (want_kv, TOL) };
         compare(&format!("{what}: kv cache"), &read_kv(&g, &kb, want_kv.len(), s.kv_f16), &want_kv, s.dh, tol);
     }
 }
@@ -709,7 +707,7 @@ fn ring_store_matches_cpu() {
         }
         let (rb, qb) = (upload_rows(&g, &rows), upload(&g, "qkv", &qkv));
         let ring = upload_kv(&g, "ring", &vec![poison(); want.len()], s.kv_f16);
-        let io = RopeIo { rows: &rb, qkv: &qb, kv: &ring, ring: &ring };
+        let io = RopeIo { rows: &rb, qkv: &qb, kv: &ring, ring: &ring, table: &ring };
         launch(&g, Rope { shape: s.attn(), ring: true }.dispatch(&g, &io), r, 0);
         // A copy: exact in f32; in f16, the inputs rounded (to nearest even, as pack2x16float
         // does for values in range).

@@ -7,7 +7,7 @@ use super::session::SessionOptions;
 use crate::config::{Config, Looping};
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::kernels::ROW_SHARING_MAX;
+use crate::kernels::{rope_table, ROW_SHARING_MAX};
 use crate::sampling::MAX_PENALTY_WINDOW;
 
 /// Per-sequence sampler settings, mirrored by `SampleParams` in shaders/sample.wgsl.
@@ -70,6 +70,8 @@ pub(crate) struct SessionBuffers {
     /// Per layer: [2][slots][T_max][Hkv*Dh] global cache; [2][B*(L-1)][left+1][Hkv*Dh] rings.
     pub kv: Vec<wgpu::Buffer>,
     pub rings: Vec<wgpu::Buffer>,
+    /// [T_max][Dh/2] (cos, sin) of the RoPE angles (`kernels::rope_table`).
+    pub rope_table: wgpu::Buffer,
     /// 2 timestamp queries (start and end of a call), where the adapter has them.
     pub timestamps: Option<(wgpu::QuerySet, wgpu::Buffer)>,
 }
@@ -135,6 +137,7 @@ impl SessionBuffers {
             carry_scratch: gpu.storage("cbuf", f4((l * b + p.max(l * b)) * d))?,
             kv,
             rings: ring,
+            rope_table: gpu.storage_init("rope_table", bytemuck::cast_slice(&rope_table(c.rope_theta, dh, opts.context)))?,
             timestamps,
         })
     }

@@ -89,7 +89,6 @@ impl Graph {
             kv_heads: c.num_key_value_heads,
             head_dim: c.head_dim,
             hidden: d,
-            rope_theta: c.rope_theta,
             positions: opts.context,
             slots: if c.num_loops > 1 && !plt { c.num_loops * b } else { b },
             window: c.window_slots(),
@@ -144,7 +143,7 @@ impl Graph {
         let mut layers = Vec::new();
         for (i, lw) in model.layers.iter().enumerate() {
             let ring = bufs.rings.get(i).unwrap_or(dummy);
-            let rope_io = RopeIo { rows: &bufs.rows, qkv: &bufs.qkv, kv: &bufs.kv[i], ring };
+            let rope_io = RopeIo { rows: &bufs.rows, qkv: &bufs.qkv, kv: &bufs.kv[i], ring, table: &bufs.rope_table };
             let attn_io = AttentionIo {
                 rows: &bufs.rows,
                 qkv: &bufs.qkv,
