@@ -111,7 +111,7 @@ impl Graph {
             let kernel = |path, lanes, norm_eps, glu| Matmul {
                 k: s.k,
                 n: s.n,
-                storage: model.dtype,
+                storage: WeightFormat::float(model.dtype),
                 path,
                 lanes,
                 subgroups: gpu.subgroup_reduce(lanes),
@@ -205,7 +205,7 @@ impl Graph {
             chosen: &bufs.chosen,
         };
         Ok(Graph {
-            embed: Embed { d, storage: model.dtype }.dispatch(gpu, &embed_io)?,
+            embed: Embed { d, storage: WeightFormat::float(model.dtype) }.dispatch(gpu, &embed_io)?,
             layers,
             norm_carry: norm(NormRows::Carry, &bufs.hidden, &model.norm, &bufs.carry_scratch)?,
             final_norm: norm(NormRows::Logits, &bufs.hidden, &model.norm, &bufs.normed)?,
