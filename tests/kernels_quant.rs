@@ -25,7 +25,7 @@ fn poison() -> f32 {
 
 /// `n` random weights of `format` as GGUF blocks: (file bytes, device records, the values).
 fn random_blocks(rng: &mut Rng, format: WeightFormat, n: usize) -> (Vec<u8>, Vec<u8>, Vec<f32>) {
-    assert!(n % 32 == 0);
+    assert!(n.is_multiple_of(32));
     let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
     let mut raw = Vec::new();
     for _ in 0..n / 32 {

@@ -189,7 +189,7 @@ pub struct BufferPlan {
     pub label: String,
     /// Values it holds.
     pub elems: usize,
-    /// A matrix, stored in the model's device dtype (F32 or F16); vectors are always F32.
+    /// A matrix, stored in its device format (`LoadPlan::formats`); vectors are always F32.
     pub matrix: bool,
 }
 
