@@ -90,11 +90,17 @@ fn quantised_gguf_models_match_the_reference_on_their_dequantised_weights() {
     }
 }
 
-/// With an explicit dtype every matrix is dequantised to it.
+/// With an explicit dtype every matrix is dequantised to it; the plan's device bytes per format
+/// (`plt info --plan`) say the same.
 #[test]
 fn explicit_dtype_dequantises_every_matrix() {
     let (g, _) = synthetic(&all_quantised(), 61);
     let open = plt::load::open_gguf(Box::new(MemorySource::new("synthetic.gguf", g.bytes()))).unwrap();
+    let names = |dtype| open.plan.device_bytes_by_format(dtype).iter().map(|e| e.0).collect::<Vec<_>>();
+    let resident = names(None);
+    assert!(WeightFormat::QUANTISED.iter().all(|f| resident.contains(f)), "{resident:?}");
+    assert!(names(Some(plt::DType::F16)).iter().all(|f| matches!(f, WeightFormat::F16 | WeightFormat::F32)));
+    assert!(open.plan.summary().contains("quantised blocks kept): Q"), "{}", open.plan.summary());
     let model = GpuModel::load(gpu(), open, Some(plt::DType::F16), &mut |_| {}).unwrap();
     for i in 0..N {
         for b in [LayerBuffer::QkvProj, LayerBuffer::OProj, LayerBuffer::GateUpProj, LayerBuffer::DownProj] {
