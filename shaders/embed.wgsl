@@ -1,14 +1,24 @@
 // Embedding gather and the cross-loop input (PLT-SPEC s3, s5):
 //   loop 0:   X_r = E[x_t]
 //   loop l>0: X_r = a * E[x_t] + b * C   (C = a carried state row of cbuf)
-// Defines: D, W_F16 (embedding storage). Grid: (ceil(D/64), R).
+// Defines: D, W_F16, QFMT (embedding storage: f32 bits, packed f16, or quantised records read
+// row by row, quant.wgsl; D a multiple of 32 then). Grid: (ceil(D/64), R).
+
+// #include quant
 
 @group(0) @binding(0) var<storage, read> rows: array<Row>;
-@group(0) @binding(1) var<storage, read> emb: array<u32>;       // [V, D] (f32 bits or packed f16)
+@group(0) @binding(1) var<storage, read> emb: array<u32>;       // [V, D] (f32 bits, packed f16 or records)
 @group(0) @binding(2) var<storage, read> cbuf: array<f32>;      // [*, D] carried states
 @group(0) @binding(3) var<storage, read_write> x: array<f32>;   // [R, D]
 
+fn qword(i: u32) -> u32 {
+    return emb[i];
+}
+
 fn emb_at(i: u32) -> f32 {
+    if (QFMT != 0u) {
+        return q_at(i / D, i % D, D);
+    }
     if (W_F16) {
         return f16_at(emb[i >> 1u], i & 1u);
     }

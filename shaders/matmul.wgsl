@@ -1,6 +1,7 @@
 // Linear layers: y[r][o] (+)= sum_k x[r][k] * W[o][k] (+ bias[o]), W row-major [O, K].
 // `accumulate` fuses the residual add (h = h + W x) into the product.
-// Defines: K, O, W_F16, ROWS_FROM_LOGITS (rows = pass.logit_rows instead of pass.rows),
+// Defines: K, O, W_F16, QFMT (quantised records, quant.wgsl: the tiled kernel dequantises into
+// its tile; the row-sharing path for them is matmul_quant.wgsl), ROWS_FROM_LOGITS (rows = pass.logit_rows instead of pass.rows),
 // LANES, SUBGROUPS (matmul_rows: lanes per output, reduction by subgroup shuffles; see
 // matmul_common.wgsl).
 // Two entry points, one per regime:
@@ -9,11 +10,19 @@
 //                 every row of the pass (cross-loop parallelism is this sharing).
 
 // #include matmul_common
+// #include quant
 
 @group(0) @binding(2) var<storage, read> x: array<f32>;       // [R, K]
-@group(0) @binding(3) var<storage, read> w: array<u32>;       // [O, K], f32 bits or packed f16
+@group(0) @binding(3) var<storage, read> w: array<u32>;       // [O, K], f32 bits, packed f16 or records
+
+fn qword(i: u32) -> u32 {
+    return w[i];
+}
 
 fn w_at(i: u32) -> f32 {
+    if (QFMT != 0u) {
+        return q_at(i / K, i % K, K);
+    }
     if (W_F16) {
         return f16_at(w[i >> 1u], i & 1u);
     }

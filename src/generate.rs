@@ -40,7 +40,8 @@ pub struct Engine {
 /// Options for `Engine::load`.
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
-    /// Device storage of the matrices (default: as stored; F16 for F16 files, F32 otherwise).
+    /// Device storage of the matrices (default: as stored; F16 for F16 files, GGUF 32-weight
+    /// blocks kept quantised, F32 otherwise); a dtype dequantises every matrix to it.
     pub dtype: Option<DType>,
     pub gpu: GpuOptions,
     /// Sessions of this engine keep their KV cache in f16 (`SessionOptions::kv_f16`).

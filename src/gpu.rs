@@ -19,6 +19,8 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("matmul_common", include_str!("../shaders/matmul_common.wgsl")),
     ("matmul", include_str!("../shaders/matmul.wgsl")),
     ("matmul_vec", include_str!("../shaders/matmul_vec.wgsl")),
+    ("matmul_quant", include_str!("../shaders/matmul_quant.wgsl")),
+    ("quant", include_str!("../shaders/quant.wgsl")),
     ("rope", include_str!("../shaders/rope.wgsl")),
     ("attention", include_str!("../shaders/attention.wgsl")),
     ("elementwise", include_str!("../shaders/elementwise.wgsl")),

@@ -6,7 +6,7 @@
 
 use crate::error::Result;
 use crate::gpu::{Defines, Dim, Dispatch, Gpu, Pipeline};
-use crate::weights::DType;
+pub use crate::format::WeightFormat;
 use std::sync::Arc;
 
 /// Rows per attention group (the `RG` define of shaders/attention.wgsl; `model::plan`).
@@ -67,13 +67,16 @@ fn rows_grid(logits: bool) -> Dim {
 // Matrix products (matmul.wgsl, matmul_vec.wgsl, matmul_common.wgsl)
 // ---------------------------------------------------------------------------------------------
 
-/// y[r] (+)= W x[r] (+ b) for the rows of a pass: W is [n, k] in `storage` (F32 or F16 pairs).
+/// y[r] (+)= W x[r] (+ b) for the rows of a pass: W is [n, k] in `storage`: f32 bits, f16 pairs,
+/// or quantised block records (`WeightFormat`, layouts in src/format.rs and shaders/quant.wgsl;
+/// k a multiple of 32). Quantised weights run `matmul_rows_q` (row-sharing) or `matmul_tiled`
+/// dequantising into its tile; `norm_eps` and `glu` are options of the float kernels only.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Matmul {
     pub k: usize,
     /// Output rows of W (for `glu`, gate/up pairs interleaved: n / 2 outputs are written).
     pub n: usize,
-    pub storage: DType,
+    pub storage: WeightFormat,
     pub path: MatmulPath,
     /// Row-sharing path: threads per output (8, 16 or 32; `Gpu::decode_lanes`).
     pub lanes: u32,
@@ -118,9 +121,9 @@ impl MatmulParams {
 }
 
 impl Matmul {
-    /// Whether the 16-byte-load kernel applies (every weight row starts on 16 bytes).
+    /// Whether the 16-byte-load kernel applies (float weights, every row starts on 16 bytes).
     pub fn vec_loads(&self) -> bool {
-        self.k % 8 == 0
+        self.k % 8 == 0 && !self.storage.is_quantised()
     }
 
     /// Outputs written per row.
@@ -136,11 +139,13 @@ impl Matmul {
         let base = Defines::new()
             .u32("K", self.k)
             .u32("O", self.n)
-            .bool("W_F16", self.storage == DType::F16)
+            .bool("W_F16", self.storage == WeightFormat::F16)
+            .u32("QFMT", self.storage.qfmt())
             .bool("ROWS_FROM_LOGITS", self.logit_rows)
             .u32("LANES", self.lanes as usize)
             .bool("SUBGROUPS", self.subgroups);
         match (self.path, self.vec_loads()) {
+            (MatmulPath::RowSharing, _) if self.storage.is_quantised() => Variant { shader: "matmul_quant", entry: "matmul_rows_q", defines: base },
             (MatmulPath::Tiled, _) => Variant { shader: "matmul", entry: "matmul_tiled", defines: base },
             (MatmulPath::RowSharing, true) => Variant {
                 shader: "matmul_vec",
@@ -247,7 +252,8 @@ impl Norm {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Embed {
     pub d: usize,
-    pub storage: DType,
+    /// The table's storage (a quantised one needs d a multiple of 32).
+    pub storage: WeightFormat,
 }
 
 pub struct EmbedIo<'a> {
@@ -259,7 +265,7 @@ pub struct EmbedIo<'a> {
 
 impl Embed {
     pub fn variant(&self) -> Variant {
-        Variant { shader: "embed", entry: "embed_input", defines: Defines::new().u32("D", self.d).bool("W_F16", self.storage == DType::F16) }
+        Variant { shader: "embed", entry: "embed_input", defines: Defines::new().u32("D", self.d).bool("W_F16", self.storage == WeightFormat::F16).u32("QFMT", self.storage.qfmt()) }
     }
 
     pub fn grid(&self) -> [Dim; 3] {
@@ -528,20 +534,23 @@ impl Copy {
 // ---------------------------------------------------------------------------------------------
 
 /// Every kernel variant the runtime can build, at small representative shapes: each storage
-/// type, lane count, reduction, option and entry point, with K both a multiple of 8 (the vec
+/// format (float and quantised), lane count, reduction, option and entry point, with K both a multiple of 8 (the vec
 /// kernel) and not, head dims below, at and above 64, split and whole attention, every gate mode.
 /// The shader-validation test translates each one; a new setting added to a descriptor shows up
 /// here by construction.
 pub fn all_variants() -> Vec<Variant> {
     let mut v = Vec::new();
-    for storage in [DType::F32, DType::F16] {
+    for storage in WeightFormat::ALL {
+        // Quantised rows are whole 32-weight blocks.
+        let ks: &[usize] = if storage.is_quantised() { &[32, 96] } else { &[33, 40] };
         for logit_rows in [false, true] {
             for subgroups in [false, true] {
-                for k in [33, 40] {
+                for &k in ks {
                     for path in [MatmulPath::Tiled, MatmulPath::RowSharing] {
                         let lanes: &[u32] = if path == MatmulPath::Tiled { &[8] } else { &[8, 16, 32] };
-                        let norms: &[Option<f32>] = if k % 8 == 0 && path == MatmulPath::RowSharing { &[None, Some(1e-5)] } else { &[None] };
-                        let glus: &[bool] = if k % 8 == 0 && path == MatmulPath::RowSharing { &[false, true] } else { &[false] };
+                        let float_vec = k % 8 == 0 && path == MatmulPath::RowSharing && !storage.is_quantised();
+                        let norms: &[Option<f32>] = if float_vec { &[None, Some(1e-5)] } else { &[None] };
+                        let glus: &[bool] = if float_vec { &[false, true] } else { &[false] };
                         for &lanes in lanes {
                             for &norm_eps in norms {
                                 for &glu in glus {
@@ -554,7 +563,7 @@ pub fn all_variants() -> Vec<Variant> {
                 }
             }
         }
-        v.push(Embed { d: 40, storage }.variant());
+        v.push(Embed { d: if storage.is_quantised() { 64 } else { 40 }, storage }.variant());
     }
     for rows in [NormRows::Pass, NormRows::Logits, NormRows::Carry] {
         v.push(Norm { d: 40, eps: 1e-5, rows, wg: NORM_WG }.variant());

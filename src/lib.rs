@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod config;
 pub mod error;
+pub mod format;
 pub mod generate;
 pub mod gguf;
 pub mod gpu;

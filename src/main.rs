@@ -65,7 +65,8 @@ struct ModelArgs {
     /// Default: the shipped PLT model.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Device storage of the matrices: f32 or f16 (default: as stored, BF16 as f32).
+    /// Device storage of the matrices: f32 or f16, every matrix dequantised to it (default: as
+    /// stored, BF16 as f32, GGUF Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 kept quantised).
     #[arg(long)]
     dtype: Option<String>,
     /// Use the adapter whose name contains this.

@@ -78,9 +78,10 @@ fn synthetic_models_load_exactly_and_give_the_same_logits() {
     }
 }
 
-/// Streamed straight to the device (q/k rows un-permuted chunk by chunk, blocks dequantised on
-/// the way), a GGUF file gives the same device bytes as its host weights uploaded, and its
-/// byte source is read once, front to back.
+/// Streamed straight to the device with an explicit dtype (q/k rows un-permuted chunk by
+/// chunk, every block dequantised on the way), a GGUF file gives the same device bytes as its
+/// host weights uploaded, and its byte source is read once, front to back. (With no dtype the
+/// quantised matrices stay quantised: tests/quant_model.rs.)
 #[test]
 fn gguf_streams_to_the_device_like_its_host_weights() {
     let gpu = common::gpu();
@@ -92,7 +93,7 @@ fn gguf_streams_to_the_device_like_its_host_weights() {
         let src = common::Recording { inner: Box::new(MemorySource::new("synthetic.gguf", bytes.clone())), reads: reads.clone() };
         let open = plt::load::open_gguf(Box::new(src)).unwrap();
         assert_eq!(open.plan.cfg, m.cfg);
-        let streamed = GpuModel::load(gpu.clone(), open, None, &mut |_| {}).unwrap();
+        let streamed = GpuModel::load(gpu.clone(), open, Some(m.weights.dtype), &mut |_| {}).unwrap();
         let from_host = GpuModel::new(gpu.clone(), &m.cfg, &m.weights, None).unwrap();
         let (a, b) = (pollster::block_on(streamed.read_back()).unwrap(), pollster::block_on(from_host.read_back()).unwrap());
         assert_eq!(a.len(), b.len());

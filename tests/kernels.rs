@@ -15,7 +15,6 @@ use common::gpu;
 use half::f16;
 use plt::gpu::{Dispatch, Gpu};
 use plt::kernels::*;
-use plt::DType;
 use plt::model::{PassInfo, Row, NONE};
 use plt::reference;
 use plt::rng::Rng;
@@ -224,7 +223,7 @@ fn matmul_case_glu(rng: &mut Rng, path: MatmulPath, r: usize, k: usize, o: usize
     let bbuf = upload(&g, "bias", &bias);
     let (rows, logit_rows) = if logits { (r + extra, r) } else { (r, r + extra) };
     let pbuf = pass(&g, rows, 1, logit_rows);
-    let storage = if wf16 { DType::F16 } else { DType::F32 };
+    let storage = if wf16 { WeightFormat::F16 } else { WeightFormat::F32 };
     let kernel = |(lanes, subgroups): (u32, bool)| Matmul {
         k,
         n: o,
@@ -524,7 +523,7 @@ fn embed_input_matches_cpu() {
         let out = upload(&g, "x", &vec![poison(); (r + extra) * d]);
         let eb = g.storage_init("emb", &ebytes).unwrap();
         let (rb, cb) = (upload_rows(&g, &rows), upload(&g, "cbuf", &cbuf));
-        let storage = if wf16 { DType::F16 } else { DType::F32 };
+        let storage = if wf16 { WeightFormat::F16 } else { WeightFormat::F32 };
         launch(&g, Embed { d, storage }.dispatch(&g, &EmbedIo { rows: &rb, embed: &eb, carried: &cb, out: &out }), r, 0);
         compare(&format!("embed_input R={r} D={d} V={v} f16={wf16}"), &read(&g, &out, (r + extra) * d), &want, rows_of(d), TOL);
     }

@@ -237,7 +237,7 @@ impl Live {
         let p = self.context - set.decode_positions();
         let timed = 2 * (set.warmup + set.steps);
         let wbytes = self.variant.model.weight_bytes();
-        let head = (cfg.vocab_size * cfg.hidden_size * self.variant.model.dtype.size()) as u64;
+        let head = self.variant.model.head_format().bytes(cfg.vocab_size * cfg.hidden_size);
         let layer_bytes = wbytes.saturating_sub(head);
         let pooled = modes[0] == modes[1];
         let slots: &[usize] = if pooled { &[0] } else { &[0, 1] };

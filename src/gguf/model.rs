@@ -225,12 +225,14 @@ pub(crate) fn plan(f: &GgufFile, cfg: Config, source: String, file: FileInfo) ->
 /// Undoes llama.cpp's q/k row permutation in place on whole heads: `values` holds groups of
 /// `head_rows` rows of `row_len` values; within each, GGUF row `2j + i` holds original row
 /// `i*head_rows/2 + j`.
-pub fn unpermute_rows(values: &mut [f32], row_len: usize, head_rows: usize) {
+/// Rows are moved whole, so `values` may be f32 values or the bytes of quantised block rows
+/// (`row_len` bytes per row).
+pub fn unpermute_rows<T: Copy + Default>(values: &mut [T], row_len: usize, head_rows: usize) {
     let (group, half) = (head_rows * row_len, head_rows / 2);
     if group == 0 {
         return;
     }
-    let mut tmp = vec![0f32; group];
+    let mut tmp = vec![T::default(); group];
     for g in values.chunks_exact_mut(group) {
         tmp.copy_from_slice(g);
         for j in 0..half {

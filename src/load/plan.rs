@@ -9,7 +9,9 @@ use crate::config::{Config, GateMode};
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 use crate::tokenizer::TokenizerInputs;
+use crate::format::WeightFormat;
 use crate::weights::DType;
+use std::collections::HashMap;
 use std::fmt;
 
 /// How a tensor's values are stored in its file: a ggml type. F32, F16 and BF16 (the types of
@@ -187,7 +189,7 @@ pub struct BufferPlan {
     pub label: String,
     /// Values it holds.
     pub elems: usize,
-    /// A matrix, stored in the model's device dtype (F32 or F16); vectors are always F32.
+    /// A matrix, stored in its device format (`LoadPlan::formats`); vectors are always F32.
     pub matrix: bool,
 }
 
@@ -357,6 +359,51 @@ impl LoadPlan {
         }
     }
 
+    /// The device format of every buffer for a requested dtype. With `None`, a matrix buffer
+    /// whose tensors all hold the same 32-weight-block format (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1)
+    /// in rows of whole blocks keeps that format (the blocks stay quantised on the device);
+    /// any other matrix (F32/F16/BF16, K-quants, a fused q/k/v or gate/up whose parts differ in
+    /// format, rows that are not whole blocks) is dequantised to `device_dtype(None)`. An
+    /// explicit dtype dequantises every matrix to it. Vectors are F32.
+    pub fn formats(&self, requested: Option<DType>) -> HashMap<BufferId, WeightFormat> {
+        let float = WeightFormat::float(self.device_dtype(requested));
+        let mut out = HashMap::new();
+        for b in &self.buffers {
+            let f = if !b.matrix {
+                WeightFormat::F32
+            } else {
+                let mut parts = self.tensors.iter().filter(|t| t.target.buffer == b.id);
+                let first = parts.next().and_then(|t| WeightFormat::of_ggml(t.storage).filter(|f| t.shape.len() == 2 && f.fits(t.cols())));
+                match first {
+                    Some(q) if requested.is_none() && parts.all(|t| t.storage == q.ggml() && q.fits(t.cols())) => q,
+                    _ => float,
+                }
+            };
+            out.insert(b.id, f);
+        }
+        out
+    }
+
+    /// (format, buffers, device bytes) of the buffers with the formats of `formats(requested)`,
+    /// largest first.
+    pub fn device_bytes_by_format(&self, requested: Option<DType>) -> Vec<(WeightFormat, usize, u64)> {
+        let formats = self.formats(requested);
+        let mut by: Vec<(WeightFormat, usize, u64)> = Vec::new();
+        for b in &self.buffers {
+            let f = formats[&b.id];
+            let bytes = f.bytes(b.elems);
+            match by.iter_mut().find(|e| e.0 == f) {
+                Some(e) => {
+                    e.1 += 1;
+                    e.2 += bytes;
+                }
+                None => by.push((f, 1, bytes)),
+            }
+        }
+        by.sort_by_key(|e| std::cmp::Reverse(e.2));
+        by
+    }
+
     /// Bytes of all device buffers with matrices stored as `dtype`.
     pub fn device_bytes(&self, dtype: DType) -> u64 {
         self.buffers.iter().map(|b| b.bytes(dtype)).sum()
@@ -383,6 +430,7 @@ impl LoadPlan {
             "device_bytes_f16": self.device_bytes(DType::F16),
             "largest_buffer_f32": largest(DType::F32),
             "largest_buffer_f16": largest(DType::F16),
+            "device_bytes_resident": self.device_bytes_by_format(None).iter().map(|(f, c, b)| (f.name().to_string(), serde_json::json!({"buffers": c, "bytes": b}))).collect::<serde_json::Map<_, _>>(),
         })
     }
 
@@ -412,6 +460,8 @@ impl LoadPlan {
             self.device_bytes(DType::F16),
             self.largest_buffer().map(|b| b.label.as_str()).unwrap_or("-")
         );
+        let by: Vec<String> = self.device_bytes_by_format(None).iter().map(|(f, c, b)| format!("{} {b} bytes ({c})", f.name())).collect();
+        s += &format!("  device by default (quantised blocks kept): {}\n", by.join(", "));
         s += &format!("  tokenizer: {}\n", if self.tokenizer.is_some() { "yes" } else { "none" });
         s
     }

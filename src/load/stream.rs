@@ -1,6 +1,7 @@
 //! Tensors flow from the byte sources to a sink: each tensor is read in bounded chunks of rows,
 //! in file order, dequantised to f32 (GGUF q/k rows un-permuted), and handed to the sink, which
-//! places them: `HostSink` builds the host `Weights` the CPU reference uses; the device sink
+//! places them (or, where the sink keeps a quantised format resident, handed over as the file's
+//! blocks, q/k rows un-permuted as whole block rows): `HostSink` builds the host `Weights` the CPU reference uses; the device sink
 //! (`model::upload`) writes the GPU buffers. `Weights` already in memory are fed through the
 //! same path as one F32 file (`host_plan`, `HostSource`).
 
@@ -21,6 +22,16 @@ pub trait Sink {
     fn rows(&mut self, t: &PlannedTensor, first_row: usize, values: &[f32]) -> Result<()>;
     /// Called once, after the last tensor.
     fn finish(&mut self) -> Result<()>;
+    /// Whether tensor `t` goes to `blocks` as its file's quantised blocks instead of to `rows`
+    /// dequantised (the device sink keeps 32-weight-block formats resident).
+    fn wants_blocks(&self, _t: &PlannedTensor) -> bool {
+        false
+    }
+    /// Rows `first_row..` of tensor `t` as the file's blocks (whole rows, GGUF q/k rows already
+    /// un-permuted), for tensors `wants_blocks` chose.
+    fn blocks(&mut self, t: &PlannedTensor, _first_row: usize, _raw: &[u8]) -> Result<()> {
+        Err(Error::Input(format!("tensor `{}`: this sink takes no quantised blocks", t.name)))
+    }
 }
 
 /// Values a chunk holds at most (4 MiB of f32), unless one row is longer.
@@ -55,11 +66,22 @@ pub fn stream(plan: &LoadPlan, sources: &mut [Box<dyn ByteSource + '_>], sink: &
         let (rows, cols) = (t.rows(), t.cols());
         let row_bytes = t.bytes / rows as u64;
         let step = chunk_rows(t);
+        // Quantised matrices the sink keeps as blocks (whole rows: the plan checked that rows
+        // are whole blocks before choosing that).
+        let blocks = t.shape.len() == 2 && sink.wants_blocks(t);
         let mut r0 = 0;
         while r0 < rows {
             let n = step.min(rows - r0);
             raw.resize(n * row_bytes as usize, 0);
             src.read_at(t.offset + r0 as u64 * row_bytes, &mut raw)?;
+            if blocks {
+                if let Some(heads) = t.unpermute_heads {
+                    unpermute_rows(&mut raw, row_bytes as usize, rows / heads);
+                }
+                sink.blocks(t, r0, &raw)?;
+                r0 += n;
+                continue;
+            }
             let mut values = dequantize(t.storage, &raw, n * cols)
                 .map_err(|e| Error::Input(format!("{}: tensor `{}`: {e}", plan.files[t.file].name, t.name)))?;
             if let Some(heads) = t.unpermute_heads {

@@ -9,6 +9,7 @@ use crate::config::{Config, GateMode};
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu};
 use crate::kernels::*;
+use crate::load::{BufferId, LayerBuffer};
 use crate::sampling::MAX_PENALTY_WINDOW;
 
 /// A matmul with a kernel bound for each path; the pass plan picks one.
@@ -62,6 +63,8 @@ struct MmSpec<'a> {
     n: usize,
     x: &'a wgpu::Buffer,
     w: &'a wgpu::Buffer,
+    /// W's storage (`GpuModel::format`).
+    format: WeightFormat,
     bias: Option<&'a wgpu::Buffer>,
     y: &'a wgpu::Buffer,
     /// y += W x (the residual add).
@@ -104,13 +107,15 @@ impl Graph {
         let dummy = &model.dummy;
         let mm = |s: MmSpec| -> Result<Mm> {
             let params = gpu.uniform("mm_params", &MatmulParams { accumulate: s.accumulate, bias: s.bias.is_some() }.bytes());
-            let glu = s.glu.filter(|_| s.k % 8 == 0);
+            // The folded norm and the SwiGLU epilogue are options of the float vec kernel.
+            let float_vec = s.k % 8 == 0 && !s.format.is_quantised();
+            let glu = s.glu.filter(|_| float_vec);
             let outs = if glu.is_some() { s.n / 2 } else { s.n };
             let lanes = gpu.decode_lanes(outs);
             let kernel = |path, lanes, norm_eps, glu| Matmul {
                 k: s.k,
                 n: s.n,
-                storage: model.dtype,
+                storage: s.format,
                 path,
                 lanes,
                 subgroups: gpu.subgroup_reduce(lanes),
@@ -122,7 +127,7 @@ impl Graph {
             // The row-sharing kernels write the SwiGLU output where they apply it.
             let ry = glu.unwrap_or(s.y);
             let rows_normed = match s.norm {
-                Some((raw, nw)) if s.k % 8 == 0 && gpu.fuse_norms => {
+                Some((raw, nw)) if float_vec && gpu.fuse_norms => {
                     Some(kernel(MatmulPath::RowSharing, lanes, Some(c.rms_norm_eps), glu.is_some()).dispatch(gpu, &io(raw, ry, nw))?)
                 }
                 _ => None,
@@ -142,6 +147,7 @@ impl Graph {
         let split = attention_split(opts.context);
         let mut layers = Vec::new();
         for (i, lw) in model.layers.iter().enumerate() {
+            let fmt = |b: LayerBuffer| model.format(BufferId::Layer(i, b));
             let ring = bufs.rings.get(i).unwrap_or(dummy);
             let rope_io = RopeIo { rows: &bufs.rows, qkv: &bufs.qkv, kv: &bufs.kv[i], ring, table: &bufs.rope_table };
             let attn_io = AttentionIo {
@@ -162,6 +168,7 @@ impl Graph {
                     n: qd + 2 * kvd,
                     x: &bufs.normed,
                     w: &lw.qkv_proj,
+                    format: fmt(LayerBuffer::QkvProj),
                     bias: lw.qkv_bias.as_ref(),
                     y: &bufs.qkv,
                     accumulate: false,
@@ -176,13 +183,14 @@ impl Graph {
                     None => None,
                 },
                 ring_store: if plt { Some(Rope { shape, ring: true }.dispatch(gpu, &rope_io)?) } else { None },
-                o_proj: mm(MmSpec { k: qd, n: d, x: &bufs.att, w: &lw.o_proj, bias: None, y: &bufs.hidden, accumulate: true, logit_rows: false, norm: None, glu: None })?,
+                o_proj: mm(MmSpec { k: qd, n: d, x: &bufs.att, w: &lw.o_proj, format: fmt(LayerBuffer::OProj), bias: None, y: &bufs.hidden, accumulate: true, logit_rows: false, norm: None, glu: None })?,
                 post_norm: norm(NormRows::Pass, &bufs.hidden, &lw.post_attention_layernorm, &bufs.normed)?,
                 gate_up: mm(MmSpec {
                     k: d,
                     n: 2 * f,
                     x: &bufs.normed,
                     w: &lw.gate_up_proj,
+                    format: fmt(LayerBuffer::GateUpProj),
                     bias: None,
                     y: &bufs.gate_up,
                     accumulate: false,
@@ -191,7 +199,7 @@ impl Graph {
                     glu: Some(&bufs.act),
                 })?,
                 swiglu: Swiglu { f }.dispatch(gpu, &SwigluIo { gate_up: &bufs.gate_up, out: &bufs.act })?,
-                down: mm(MmSpec { k: f, n: d, x: &bufs.act, w: &lw.down_proj, bias: None, y: &bufs.hidden, accumulate: true, logit_rows: false, norm: None, glu: None })?,
+                down: mm(MmSpec { k: f, n: d, x: &bufs.act, w: &lw.down_proj, format: fmt(LayerBuffer::DownProj), bias: None, y: &bufs.hidden, accumulate: true, logit_rows: false, norm: None, glu: None })?,
             });
         }
         let embed_io = EmbedIo { rows: &bufs.rows, embed: &model.embed, carried: &bufs.carry_scratch, out: &bufs.hidden };
@@ -204,7 +212,7 @@ impl Graph {
             chosen: &bufs.chosen,
         };
         Ok(Graph {
-            embed: Embed { d, storage: model.dtype }.dispatch(gpu, &embed_io)?,
+            embed: Embed { d, storage: model.format(BufferId::EmbedTokens) }.dispatch(gpu, &embed_io)?,
             layers,
             norm_carry: norm(NormRows::Carry, &bufs.hidden, &model.norm, &bufs.carry_scratch)?,
             final_norm: norm(NormRows::Logits, &bufs.hidden, &model.norm, &bufs.normed)?,
@@ -213,6 +221,7 @@ impl Graph {
                 n: v,
                 x: &bufs.normed,
                 w: model.lm_head.as_ref().unwrap_or(&model.embed),
+                format: model.head_format(),
                 bias: None,
                 y: &bufs.logits,
                 accumulate: false,

@@ -6,18 +6,22 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::format::WeightFormat;
 use crate::gpu::Gpu;
 use crate::load::{host_plan, BufferId, HostSource, LayerBuffer, LoadPlan, OpenModel, Place, PlannedTensor, Sink};
 use crate::weights::{DType, Weights};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Weights on the device. Matrices are stored as f32 or packed f16; vectors as f32.
+/// Weights on the device. Each matrix is stored in its own format (f32, packed f16, or the
+/// file's quantised blocks as records: `crate::format`); vectors as f32.
 pub struct GpuModel {
     pub cfg: Config,
     pub gpu: Arc<Gpu>,
-    /// Storage dtype of the matrices on the device (F32 or F16).
+    /// Storage dtype of the matrices that are not kept quantised (F32 or F16).
     pub dtype: DType,
+    /// Every buffer's storage on the device (`LoadPlan::formats`).
+    pub(crate) formats: HashMap<BufferId, WeightFormat>,
     pub(crate) embed: wgpu::Buffer,           // [V, D]
     pub(crate) lm_head: Option<wgpu::Buffer>, // [V, D]; None: tied to `embed`
     pub(crate) norm: wgpu::Buffer,            // [D]
@@ -57,13 +61,17 @@ impl GpuModel {
         GpuModel::load(gpu, OpenModel::new(plan, vec![Box::new(source)]), dtype, progress)
     }
 
-    /// Streams an opened model's tensors into device buffers made from its plan (see `new`
-    /// for `dtype`); no tensor is held whole in host memory.
+    /// Streams an opened model's tensors into device buffers made from its plan; no tensor is
+    /// held whole in host memory. `dtype` as for `new`, and with `None` the matrices a GGUF
+    /// file holds in 32-weight-block formats stay quantised on the device (`LoadPlan::formats`:
+    /// other matrices, and fused ones whose parts differ, are dequantised); an explicit dtype
+    /// dequantises every matrix to it.
     pub fn load(gpu: Arc<Gpu>, mut model: OpenModel<'_>, dtype: Option<DType>, progress: &mut dyn FnMut(f32)) -> Result<GpuModel> {
         let cfg = model.plan.cfg.clone();
         cfg.validate()?;
+        let formats = model.plan.formats(dtype);
         let dtype = model.plan.device_dtype(dtype);
-        let mut sink = DeviceSink { gpu: &gpu, dtype, buffers: HashMap::new(), matrix: HashMap::new(), held: HashMap::new(), bytes: Vec::new(), unsubmitted: 0 };
+        let mut sink = DeviceSink { gpu: &gpu, formats: formats.clone(), buffers: HashMap::new(), held: HashMap::new(), bytes: Vec::new(), unsubmitted: 0 };
         model.stream(&mut sink, progress)?;
         let mut b = sink.buffers;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
@@ -88,7 +96,7 @@ impl GpuModel {
         let dummy = gpu.storage("dummy", 16)?;
         gpu.check()?;
         progress(1.0);
-        Ok(GpuModel { cfg, gpu, dtype, embed, lm_head, norm, layers, dummy })
+        Ok(GpuModel { cfg, gpu, dtype, formats, embed, lm_head, norm, layers, dummy })
     }
 
     /// Loads `config.json` and the safetensors of `dir` onto `gpu` (see `new` for `dtype`).
@@ -134,11 +142,27 @@ impl GpuModel {
         Ok(out)
     }
 
+    /// The storage of a weight buffer on the device.
+    pub fn format(&self, id: BufferId) -> WeightFormat {
+        self.formats.get(&id).copied().unwrap_or(WeightFormat::F32)
+    }
+
+    /// The storage of the lm_head's matrix (the embedding's when tied).
+    pub fn head_format(&self) -> WeightFormat {
+        self.format(if self.lm_head.is_some() { BufferId::LmHead } else { BufferId::EmbedTokens })
+    }
+
     /// Bytes of weights one pass reads (every matrix once, plus the lm_head rows it needs).
     pub fn weight_bytes(&self) -> u64 {
         let c = &self.cfg;
-        let per = (c.q_dim() + 2 * c.kv_dim()) * c.hidden_size + c.hidden_size * c.q_dim() + 3 * c.intermediate_size * c.hidden_size;
-        ((c.num_hidden_layers * per + c.vocab_size * c.hidden_size) * self.dtype.size()) as u64
+        let (d, f) = (c.hidden_size, c.intermediate_size);
+        let mut total = self.head_format().bytes(c.vocab_size * d);
+        for i in 0..c.num_hidden_layers {
+            let m = |b: LayerBuffer, elems: usize| self.format(BufferId::Layer(i, b)).bytes(elems);
+            total += m(LayerBuffer::QkvProj, (c.q_dim() + 2 * c.kv_dim()) * d) + m(LayerBuffer::OProj, d * c.q_dim());
+            total += m(LayerBuffer::GateUpProj, 2 * f * d) + m(LayerBuffer::DownProj, d * f);
+        }
+        total
     }
 }
 
@@ -150,11 +174,9 @@ const SUBMIT_EVERY: usize = 16 << 20;
 /// The sink that writes a plan's tensors into device buffers.
 struct DeviceSink<'g> {
     gpu: &'g Gpu,
-    /// Storage of the matrices (F32 or F16); vectors are F32.
-    dtype: DType,
+    /// Each buffer's format (`LoadPlan::formats`): vectors F32, matrices F32, F16 or quantised.
+    formats: HashMap<BufferId, WeightFormat>,
     buffers: HashMap<BufferId, wgpu::Buffer>,
-    /// Whether each buffer holds a matrix.
-    matrix: HashMap<BufferId, bool>,
     /// The first tensor of an interleaved pair (gate or up), in device bytes, until its partner
     /// arrives: (lane, bytes).
     held: HashMap<BufferId, (usize, Vec<u8>)>,
@@ -164,17 +186,13 @@ struct DeviceSink<'g> {
 }
 
 impl DeviceSink<'_> {
-    fn elem_size(&self, id: BufferId) -> usize {
-        if self.dtype == DType::F16 && self.matrix.get(&id).copied().unwrap_or(false) {
-            2
-        } else {
-            4
-        }
+    fn format(&self, id: BufferId) -> WeightFormat {
+        self.formats.get(&id).copied().unwrap_or(WeightFormat::F32)
     }
 
-    /// `values` in the storage of buffer `id`, appended to `out`.
+    /// `values` in the (float) storage of buffer `id`, appended to `out`.
     fn encode(&self, id: BufferId, values: &[f32], out: &mut Vec<u8>) {
-        if self.elem_size(id) == 2 {
+        if self.format(id) == WeightFormat::F16 {
             out.extend(values.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()));
         } else {
             out.extend_from_slice(bytemuck::cast_slice(values));
@@ -203,39 +221,30 @@ impl DeviceSink<'_> {
         }
         Ok(())
     }
-}
 
-impl Sink for DeviceSink<'_> {
-    /// Creates every buffer of the plan (zero-filled, so absent biases read as zeros).
-    fn begin(&mut self, plan: &LoadPlan) -> Result<()> {
-        for b in &plan.buffers {
-            let bytes = b.bytes(self.dtype);
-            self.matrix.insert(b.id, b.matrix);
-            self.buffers.insert(b.id, self.gpu.storage(&b.label, bytes)?);
-        }
-        Ok(())
-    }
-
-    fn rows(&mut self, t: &PlannedTensor, first_row: usize, values: &[f32]) -> Result<()> {
+    /// Places rows `first_row..` of `t`, already in the buffer's storage (`mine`: whole rows),
+    /// where its target says: at an element offset, or interleaved with its partner's rows.
+    fn place(&mut self, t: &PlannedTensor, first_row: usize, mine: Vec<u8>) -> Result<()> {
         let id = t.target.buffer;
-        let size = self.elem_size(id);
+        let format = self.format(id);
         let cols = t.cols();
         let mut bytes = std::mem::take(&mut self.bytes);
         bytes.clear();
         match t.target.place {
             Place::At(at) => {
-                self.encode(id, values, &mut bytes);
-                self.write(id, ((at + first_row * cols) * size) as u64, &mut bytes)?;
+                // Element offsets of a quantised buffer are whole rows of whole blocks.
+                bytes.extend_from_slice(&mine);
+                self.write(id, format.bytes(at + first_row * cols), &mut bytes)?;
             }
             Place::Interleaved(lane) => match self.held.remove(&id) {
                 // The partner is whole (tensors arrive one after another): pair the rows.
                 Some((held_lane, other)) if held_lane != lane => {
-                    let row = cols * size;
-                    let rows = values.len() / cols.max(1);
-                    let mut mine = Vec::with_capacity(values.len() * size);
-                    self.encode(id, values, &mut mine);
+                    let row = format.row_bytes(cols);
+                    let rows = mine.len() / row.max(1);
                     for r in 0..rows {
-                        let theirs = &other[(first_row + r) * row..(first_row + r + 1) * row];
+                        let theirs = other.get((first_row + r) * row..(first_row + r + 1) * row).ok_or_else(|| {
+                            Error::Input(format!("tensor `{}`: its interleaved partner has fewer rows", t.name))
+                        })?;
                         let ours = &mine[r * row..(r + 1) * row];
                         let (a, b) = if lane == 0 { (ours, theirs) } else { (theirs, ours) };
                         bytes.extend_from_slice(a);
@@ -248,14 +257,49 @@ impl Sink for DeviceSink<'_> {
                 }
                 // The first of the pair: keep it until the other arrives.
                 held => {
-                    let (_, mut mine) = held.unwrap_or((lane, Vec::new()));
-                    self.encode(id, values, &mut mine);
-                    self.held.insert(id, (lane, mine));
+                    let (_, mut kept) = held.unwrap_or((lane, Vec::new()));
+                    kept.extend_from_slice(&mine);
+                    self.held.insert(id, (lane, kept));
                 }
             },
         }
         self.bytes = bytes;
         Ok(())
+    }
+}
+
+impl Sink for DeviceSink<'_> {
+    /// Creates every buffer of the plan (zero-filled, so absent biases read as zeros).
+    fn begin(&mut self, plan: &LoadPlan) -> Result<()> {
+        for b in &plan.buffers {
+            let bytes = self.format(b.id).bytes(b.elems);
+            self.buffers.insert(b.id, self.gpu.storage(&b.label, bytes)?);
+        }
+        Ok(())
+    }
+
+    fn wants_blocks(&self, t: &PlannedTensor) -> bool {
+        self.format(t.target.buffer).is_quantised()
+    }
+
+    fn blocks(&mut self, t: &PlannedTensor, first_row: usize, raw: &[u8]) -> Result<()> {
+        let format = self.format(t.target.buffer);
+        if format.ggml() != t.storage {
+            return Err(Error::Input(format!("tensor `{}`: {} blocks for a {} buffer", t.name, t.storage.name(), format.name())));
+        }
+        let mut mine = Vec::new();
+        format.repack(raw, &mut mine).map_err(|e| Error::Input(format!("tensor `{}`: {e}", t.name)))?;
+        self.place(t, first_row, mine)
+    }
+
+    fn rows(&mut self, t: &PlannedTensor, first_row: usize, values: &[f32]) -> Result<()> {
+        let format = self.format(t.target.buffer);
+        if format.is_quantised() {
+            return Err(Error::Input(format!("tensor `{}`: f32 values for a {} buffer", t.name, format.name())));
+        }
+        let mut mine = Vec::with_capacity(values.len() * 4);
+        self.encode(t.target.buffer, values, &mut mine);
+        self.place(t, first_row, mine)
     }
 
     fn finish(&mut self) -> Result<()> {

@@ -1,0 +1,172 @@
+//! How a weight matrix is stored on the device (`WeightFormat`), chosen per matrix buffer: f32
+//! bits, f16 pairs, or GGUF's 32-weight quantised blocks kept quantised (Q8_0, Q4_0, Q4_1, Q5_0,
+//! Q5_1). The kernels read every format as `array<u32>` (no `shader-f16`), so blocks whose size
+//! is not a multiple of 4 bytes are repacked at load into 4-byte-aligned block records
+//! (`WeightFormat::repack`):
+//!
+//! | format | file block | device record (u32 words)                               |
+//! |--------|------------|---------------------------------------------------------|
+//! | Q8_0   | 34 B       | 9: [d (f16, low half) | 0] then 32 int8 (byte j = q_j)  |
+//! | Q4_0   | 18 B       | 5: [d | 0] then 16 bytes of nibbles                     |
+//! | Q4_1   | 20 B       | 5: [d | m] then 16 bytes of nibbles (the file's block)   |
+//! | Q5_0   | 22 B       | 6: [d | 0], qh (bit j = 5th bit of q_j), 16 nibble bytes |
+//! | Q5_1   | 24 B       | 6: [d | m], qh, 16 nibble bytes (the file's block)       |
+//!
+//! Nibble bytes as in GGUF: weight j < 16 is the low nibble of byte j, weight j >= 16 the high
+//! nibble of byte j - 16. A matrix [N, K] is N rows of K/32 records, row after row, so the fused
+//! buffers (q/k/v rows concatenated, gate/up rows interleaved) and GGUF's q/k row
+//! un-permutation move whole rows of records, as they move rows of f32 values. The WGSL decoder
+//! of these records is shaders/quant.wgsl. K-quants (256-weight blocks) would add formats with
+//! their own records and decoders; nothing else assumes 32.
+
+use crate::error::{Error, Result};
+use crate::gguf::GgmlType;
+use crate::weights::DType;
+
+/// The storage of one matrix on the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WeightFormat {
+    F32,
+    F16,
+    Q8_0,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+}
+
+/// Weights per quantised block.
+pub const QBLOCK: usize = 32;
+
+impl WeightFormat {
+    /// Every format, floats first.
+    pub const ALL: [WeightFormat; 7] =
+        [WeightFormat::F32, WeightFormat::F16, WeightFormat::Q8_0, WeightFormat::Q4_0, WeightFormat::Q4_1, WeightFormat::Q5_0, WeightFormat::Q5_1];
+    /// The quantised formats.
+    pub const QUANTISED: [WeightFormat; 5] = [WeightFormat::Q8_0, WeightFormat::Q4_0, WeightFormat::Q4_1, WeightFormat::Q5_0, WeightFormat::Q5_1];
+
+    /// The float format of a dtype (BF16 is stored as F32).
+    pub fn float(dtype: DType) -> WeightFormat {
+        if dtype == DType::F16 {
+            WeightFormat::F16
+        } else {
+            WeightFormat::F32
+        }
+    }
+
+    /// The format that keeps a file's ggml type resident, if there is one.
+    pub fn of_ggml(ty: GgmlType) -> Option<WeightFormat> {
+        Some(match ty {
+            GgmlType::Q8_0 => WeightFormat::Q8_0,
+            GgmlType::Q4_0 => WeightFormat::Q4_0,
+            GgmlType::Q4_1 => WeightFormat::Q4_1,
+            GgmlType::Q5_0 => WeightFormat::Q5_0,
+            GgmlType::Q5_1 => WeightFormat::Q5_1,
+            _ => return None,
+        })
+    }
+
+    /// The ggml type whose blocks a quantised format holds.
+    pub fn ggml(self) -> GgmlType {
+        match self {
+            WeightFormat::F32 => GgmlType::F32,
+            WeightFormat::F16 => GgmlType::F16,
+            WeightFormat::Q8_0 => GgmlType::Q8_0,
+            WeightFormat::Q4_0 => GgmlType::Q4_0,
+            WeightFormat::Q4_1 => GgmlType::Q4_1,
+            WeightFormat::Q5_0 => GgmlType::Q5_0,
+            WeightFormat::Q5_1 => GgmlType::Q5_1,
+        }
+    }
+
+    pub fn is_quantised(self) -> bool {
+        !matches!(self, WeightFormat::F32 | WeightFormat::F16)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightFormat::F32 => "F32",
+            WeightFormat::F16 => "F16",
+            WeightFormat::Q8_0 => "Q8_0",
+            WeightFormat::Q4_0 => "Q4_0",
+            WeightFormat::Q4_1 => "Q4_1",
+            WeightFormat::Q5_0 => "Q5_0",
+            WeightFormat::Q5_1 => "Q5_1",
+        }
+    }
+
+    /// The `QFMT` define of shaders/quant.wgsl (0: a float format).
+    pub fn qfmt(self) -> usize {
+        match self {
+            WeightFormat::F32 | WeightFormat::F16 => 0,
+            WeightFormat::Q8_0 => 1,
+            WeightFormat::Q4_0 => 2,
+            WeightFormat::Q4_1 => 3,
+            WeightFormat::Q5_0 => 4,
+            WeightFormat::Q5_1 => 5,
+        }
+    }
+
+    /// Bytes of one block in a GGUF file (quantised formats).
+    fn file_block(self) -> usize {
+        match self {
+            WeightFormat::Q8_0 => 34,
+            WeightFormat::Q4_0 => 18,
+            WeightFormat::Q4_1 => 20,
+            WeightFormat::Q5_0 => 22,
+            WeightFormat::Q5_1 => 24,
+            _ => 0,
+        }
+    }
+
+    /// Bytes of one block record on the device (quantised formats).
+    pub fn record_bytes(self) -> usize {
+        match self {
+            WeightFormat::Q8_0 => 36,
+            WeightFormat::Q4_0 | WeightFormat::Q4_1 => 20,
+            WeightFormat::Q5_0 | WeightFormat::Q5_1 => 24,
+            _ => 0,
+        }
+    }
+
+    /// Device bytes of `elems` weights in rows of `cols` (before rounding the buffer to 16).
+    pub fn bytes(self, elems: usize) -> u64 {
+        match self {
+            WeightFormat::F32 => 4 * elems as u64,
+            WeightFormat::F16 => 2 * elems as u64,
+            q => (elems / QBLOCK * q.record_bytes()) as u64,
+        }
+    }
+
+    /// Device bytes of one row of `cols` weights.
+    pub fn row_bytes(self, cols: usize) -> usize {
+        self.bytes(cols) as usize
+    }
+
+    /// Whether a matrix with rows of `cols` can be held in this format.
+    pub fn fits(self, cols: usize) -> bool {
+        !self.is_quantised() || (cols > 0 && cols.is_multiple_of(QBLOCK))
+    }
+
+    /// GGUF blocks of this format (`raw`, whole blocks) as device records, appended to `out`.
+    pub fn repack(self, raw: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let fb = self.file_block();
+        if fb == 0 || !raw.len().is_multiple_of(fb) {
+            return Err(Error::Input(format!("{} data of {} bytes is not whole {}-byte blocks", self.name(), raw.len(), fb)));
+        }
+        out.reserve(raw.len() / fb * self.record_bytes());
+        for b in raw.chunks_exact(fb) {
+            match self {
+                // The scale alone in a word, then the rest of the block.
+                WeightFormat::Q8_0 | WeightFormat::Q4_0 | WeightFormat::Q5_0 => {
+                    out.extend_from_slice(&b[..2]);
+                    out.extend_from_slice(&[0, 0]);
+                    out.extend_from_slice(&b[2..]);
+                }
+                // Already 4-byte records.
+                _ => out.extend_from_slice(b),
+            }
+        }
+        Ok(())
+    }
+}

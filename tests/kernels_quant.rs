@@ -1,0 +1,211 @@
+//! The kernels on quantised weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 block records) against the CPU:
+//! fresh random GGUF blocks (random f16 scales and offsets, random quants) are repacked as the
+//! loader repacks them (`WeightFormat::repack`), and the GPU's products and embedding rows are
+//! compared with `gguf::dequantize` (the reference) followed by an f64 product. Outputs are
+//! poisoned first: an element that must not be written keeps its bit pattern, one that must be
+//! written and was not fails the comparison. Every path: the tiled matmul, the row-sharing one
+//! at 8, 16 and 32 lanes (and subgroup reductions where the adapter has them), logit rows, bias
+//! and accumulate; K = 32, 64, 96; odd row and output counts.
+
+mod common;
+
+use common::gpu;
+use plt::gguf::dequantize;
+use plt::gpu::{Dispatch, Gpu};
+use plt::kernels::*;
+use plt::model::{PassInfo, Row, NONE};
+use plt::rng::Rng;
+
+const POISON_BITS: u32 = 0x7fc0_dead;
+const TOL: f64 = 1e-10;
+
+fn poison() -> f32 {
+    f32::from_bits(POISON_BITS)
+}
+
+/// `n` random weights of `format` as GGUF blocks: (file bytes, device records, the values).
+fn random_blocks(rng: &mut Rng, format: WeightFormat, n: usize) -> (Vec<u8>, Vec<u8>, Vec<f32>) {
+    assert!(n.is_multiple_of(32));
+    let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
+    let mut raw = Vec::new();
+    for _ in 0..n / 32 {
+        let d = (0.02 + 0.1 * rng.uniform() as f32) * if rng.below(2) == 0 { 1.0 } else { -1.0 };
+        raw.extend_from_slice(&f16(d));
+        if matches!(format, WeightFormat::Q4_1 | WeightFormat::Q5_1) {
+            raw.extend_from_slice(&f16(0.3 * rng.normal()));
+        }
+        let rest = match format {
+            WeightFormat::Q8_0 => 32,
+            WeightFormat::Q4_0 | WeightFormat::Q4_1 => 16,
+            _ => 20, // qh then the nibbles
+        };
+        raw.extend((0..rest).map(|_| rng.below(256) as u8));
+    }
+    let values = dequantize(format.ggml(), &raw, n).unwrap();
+    let mut records = Vec::new();
+    format.repack(&raw, &mut records).unwrap();
+    assert_eq!(records.len() as u64, format.bytes(n));
+    (raw, records, values)
+}
+
+fn upload(g: &Gpu, label: &str, v: &[f32]) -> wgpu::Buffer {
+    g.storage_init(label, bytemuck::cast_slice(v)).unwrap()
+}
+
+fn read(g: &Gpu, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
+    pollster::block_on(g.read_storage_f32(b, n)).unwrap()
+}
+
+fn launch(g: &Gpu, dispatch: plt::Result<Dispatch>, rows: usize, logit_rows: usize) {
+    let d = dispatch.unwrap_or_else(|e| panic!("{e}"));
+    let label = d.pipeline.label.clone();
+    g.run(&[&d], rows as u32, logit_rows as u32).unwrap_or_else(|e| panic!("{label}: {e}"));
+}
+
+/// Per chunk of `width`: poison where `want` is poison, else nmse against `scale` below `TOL`.
+fn compare(what: &str, got: &[f32], want: &[f32], scale: &[f32], width: usize) {
+    for (c, ((gc, wc), sc)) in got.chunks(width).zip(want.chunks(width)).zip(scale.chunks(width)).enumerate() {
+        let (mut num, mut den) = (0.0f64, 0.0f64);
+        for (i, ((&a, &b), &s)) in gc.iter().zip(wc).zip(sc).enumerate() {
+            if b.to_bits() == POISON_BITS {
+                assert_eq!(a.to_bits(), POISON_BITS, "{what}: element {} must not be written", c * width + i);
+            } else {
+                assert!(a.is_finite(), "{what}: element {} is {a}", c * width + i);
+                num += (a as f64 - b as f64).powi(2);
+                den += (s as f64).powi(2);
+            }
+        }
+        let e = if den > 0.0 { num / den } else { num };
+        assert!(e <= TOL, "{what}: chunk {c}: nmse {e:e}");
+    }
+}
+
+/// y (+)= W x (+ b) with W random blocks of `format`, over every path, lane count, reduction,
+/// and bias/accumulate combination; `logits`: the rows are the pass's logit rows.
+fn matmul_case(rng: &mut Rng, format: WeightFormat, path: MatmulPath, r: usize, k: usize, o: usize, logits: bool) {
+    let g = gpu();
+    let extra = 3;
+    let (_, records, wv) = random_blocks(rng, format, o * k);
+    let wbuf = g.storage_init("w", &records).unwrap();
+    let x = rng.normals((r + extra) * k, 1.0);
+    let xbuf = upload(&g, "x", &x);
+    let bias = rng.normals(o, 0.5);
+    let bbuf = upload(&g, "bias", &bias);
+    let (rows, logit_rows) = if logits { (r + extra, r) } else { (r, r + extra) };
+    let p = PassInfo { rows: rows as u32, logit_row0: 1, logit_rows: logit_rows as u32, seq0: 0 };
+    let pbuf = g.uniform("pass", bytemuck::bytes_of(&p));
+    let kernel = |lanes, subgroups| Matmul { k, n: o, storage: format, path, lanes, subgroups, logit_rows: logits, norm_eps: None, glu: false };
+    let prod: Vec<f64> = (0..r * o).map(|i| (0..k).map(|j| x[i / o * k + j] as f64 * wv[i % o * k + j] as f64).sum()).collect();
+    let mag: Vec<f64> = (0..r * o).map(|i| (0..k).map(|j| (x[i / o * k + j] as f64 * wv[i % o * k + j] as f64).abs()).sum()).collect();
+    let mut variants = vec![(8, false)];
+    if path == MatmulPath::RowSharing {
+        variants.clear();
+        for lanes in [8, 16, 32] {
+            variants.push((lanes, false));
+            if g.subgroup_reduce(lanes) {
+                variants.push((lanes, true));
+            }
+        }
+    }
+    for (lanes, sg) in variants {
+        for (acc, has_bias) in [(false, false), (true, false), (false, true), (true, true)] {
+            let mut y0 = vec![poison(); (r + extra) * o];
+            if acc {
+                y0[..r * o].iter_mut().for_each(|v| *v = rng.normal());
+            }
+            let (mut want, mut scale) = (y0.clone(), vec![0f32; y0.len()]);
+            for i in 0..r * o {
+                let b = if has_bias { bias[i % o] as f64 } else { 0.0 };
+                let a = if acc { y0[i] as f64 } else { 0.0 };
+                want[i] = (prod[i] + b + a) as f32;
+                scale[i] = (mag[i] + b.abs() + a.abs()) as f32;
+            }
+            let ybuf = upload(&g, "y", &y0);
+            let prm = g.uniform("params", &MatmulParams { accumulate: acc, bias: has_bias }.bytes());
+            let io = MatmulIo { params: &prm, pass: &pbuf, x: &xbuf, w: &wbuf, bias: &bbuf, y: &ybuf, norm_weight: &bbuf };
+            let kern = kernel(lanes, sg);
+            launch(&g, kern.dispatch(&g, &io), rows, logit_rows);
+            let what = format!(
+                "{} {:?} R={r} K={k} O={o} logits={logits} lanes={lanes} subgroups={sg} accumulate={acc} bias={has_bias}",
+                kern.variant().entry,
+                format
+            );
+            compare(&what, &read(&g, &ybuf, y0.len()), &want, &scale, o * 64usize.div_ceil(o));
+        }
+    }
+}
+
+#[test]
+fn quantised_matmul_rows_matches_cpu() {
+    let mut rng = Rng::new(701);
+    for format in WeightFormat::QUANTISED {
+        for &(r, k, o) in &[(1, 32, 1), (3, 32, 65), (4, 96, 33), (6, 64, 70), (16, 96, 67)] {
+            for logits in [false, true] {
+                matmul_case(&mut rng, format, MatmulPath::RowSharing, r, k, o, logits);
+            }
+        }
+    }
+}
+
+#[test]
+fn quantised_matmul_tiled_matches_cpu() {
+    let mut rng = Rng::new(702);
+    for format in WeightFormat::QUANTISED {
+        for &(r, k, o) in &[(1, 32, 3), (17, 96, 65), (70, 64, 67)] {
+            for logits in [false, true] {
+                matmul_case(&mut rng, format, MatmulPath::Tiled, r, k, o, logits);
+            }
+        }
+    }
+}
+
+/// The embedding (and so a tied lm_head's table) read from quantised rows: loop-0 rows take
+/// E[token], the others e_scale E[token] + c_scale C.
+#[test]
+fn quantised_embed_matches_cpu() {
+    let g = gpu();
+    let mut rng = Rng::new(703);
+    for format in WeightFormat::QUANTISED {
+        for &(r, d, v) in &[(1, 32, 5), (5, 96, 13), (17, 64, 7)] {
+            let extra = 2;
+            let (_, records, emb) = random_blocks(&mut rng, format, v * d);
+            let cbuf = rng.normals(4 * d, 1.0);
+            let rows: Vec<Row> = (0..r)
+                .map(|i| {
+                    let token = rng.below(v as u64) as u32;
+                    if i % 3 == 0 {
+                        Row { token, ..Row::plain(i, 0) }
+                    } else {
+                        Row { token, csrc: rng.below(4) as u32, e_scale: 0.5 + rng.uniform() as f32, c_scale: rng.normal(), lp: 1, ..Row::plain(i, 0) }
+                    }
+                })
+                .collect();
+            let mut want = vec![poison(); (r + extra) * d];
+            let mut scale = vec![0f32; want.len()];
+            for (i, rw) in rows.iter().enumerate() {
+                for j in 0..d {
+                    let e = rw.e_scale as f64 * emb[rw.token as usize * d + j] as f64;
+                    let c = if rw.csrc != NONE { rw.c_scale as f64 * cbuf[rw.csrc as usize * d + j] as f64 } else { 0.0 };
+                    want[i * d + j] = (e + c) as f32;
+                    scale[i * d + j] = (e.abs() + c.abs()) as f32;
+                }
+            }
+            let out = upload(&g, "x", &vec![poison(); (r + extra) * d]);
+            let eb = g.storage_init("emb", &records).unwrap();
+            let rb = g.storage_init("rows", bytemuck::cast_slice(&rows)).unwrap();
+            let cb = upload(&g, "cbuf", &cbuf);
+            launch(&g, Embed { d, storage: format }.dispatch(&g, &EmbedIo { rows: &rb, embed: &eb, carried: &cb, out: &out }), r, 0);
+            compare(&format!("embed_input {format:?} R={r} D={d} V={v}"), &read(&g, &out, (r + extra) * d), &want, &scale, d);
+        }
+    }
+}
+
+/// Repacking checks its input: a partial block is an error, not a panic.
+#[test]
+fn repack_rejects_partial_blocks() {
+    let mut out = Vec::new();
+    for format in WeightFormat::QUANTISED {
+        let err = format.repack(&[0u8; 35], &mut out).unwrap_err().to_string();
+        assert!(err.contains(format.name()), "{err}");
+    }
+}
