@@ -135,25 +135,35 @@ fn q_unit(base: u32, u: u32) -> QUnit {
     return QUnit(dm.x * lo + vec4<f32>(dm.y), dm.x * hi + vec4<f32>(dm.y));
 }
 
+// Weight j (0..255) of the K-quant record at `base`, decoded alone (gguf::dequantize's order).
+fn q_at_k(base: u32, j: u32) -> f32 {
+    if (QFMT == 8u) {
+        let h = j / 128u;
+        let qq = (j % 128u) / 32u;  // q1..q4 of the CPU's loop
+        let l = j % 32u;
+        let nib = (q_byte(base, 64u * h + l + 32u * (qq % 2u)) >> (4u * (qq / 2u))) & 15u;
+        let top = (q_byte(base + 32u, 32u * h + l) >> (2u * qq)) & 3u;
+        let sc = f32(bitcast<i32>(q_byte(base + 48u, 8u * h + l / 16u + 2u * qq) << 24u) >> 24u);
+        let d = unpack2x16float(qword(base + 52u)).x;
+        return d * sc * (f32(nib | (top << 4u)) - 32.0);
+    }
+    let i = j / 64u;
+    let s = (j % 64u) / 32u;
+    let l = j % 32u;
+    var n = (q_byte(base + select(4u, 12u, QFMT == 7u), 32u * i + l) >> (4u * s)) & 15u;
+    if (QFMT == 7u) {
+        n |= ((q_byte(base + 4u, l) >> (2u * i + s)) & 1u) << 4u;
+    }
+    let dm = unpack2x16float(qword(base));
+    let sm = q_scale_min(base, 2u * i + s);
+    return dm.x * sm.x * f32(n) - dm.y * sm.y;
+}
+
 // Weight k of row `row` of a matrix with rows of `cols` weights (a multiple of QB).
 fn q_at(row: u32, k: u32, cols: u32) -> f32 {
     let base = (row * (cols / QB) + k / QB) * QBW;
     if (QKQ) {
-        // The unit holding weight j of the super-block, and its place in the unit.
-        let j = k % QB;
-        var u: u32;
-        var hi: bool;
-        if (QFMT == 8u) {
-            let r = j % 128u;
-            u = 16u * (j / 128u) + 8u * ((r / 32u) % 2u) + (r % 32u) / 4u;
-            hi = r >= 64u;
-        } else {
-            let r = j % 64u;
-            u = 8u * (j / 64u) + (r % 32u) / 4u;
-            hi = r >= 32u;
-        }
-        let c = q_unit_k(base, u);
-        return select(c.lo, c.hi, hi)[j % 4u];
+        return q_at_k(base, k % QB);
     }
     let j = k % 32u;
     let dm = q_dm(base);
