@@ -19,8 +19,8 @@
 //! weight j >= 16 the high nibble of byte j - 16. The K-quant super-blocks keep GGUF's element
 //! order (`gguf::dequantize`): Q4_K/Q5_K weight 64i + l (l < 32) is the low nibble of qs[32i + l]
 //! with scale/min pair 2i, weight 64i + 32 + l its high nibble with pair 2i + 1 (6-bit pairs
-//! packed as ggml's `get_scale_min_k4`; Q5_K's 5th bit is bit 2i (2i + 1) of qh[l]), w = d sc q
-//! - dmin m; Q6_K half h (128 weights): weights l, l + 32, l + 64, l + 96 (l < 32) take the low
+//! packed as ggml's `get_scale_min_k4`; Q5_K's 5th bit is bit 2i (2i + 1) of qh[l]),
+//! w = d sc q - dmin m; Q6_K half h (128 weights): weights l, l + 32, l + 64, l + 96 (l < 32) take the low
 //! nibble of ql[64h + l], of ql[64h + l + 32], the high nibble of ql[64h + l], of ql[64h + l + 32],
 //! and bits 0-1, 2-3, 4-5, 6-7 of qh[32h + l] as their top two bits, with int8 scales
 //! sc[8h + l/16 + 0, 2, 4, 6], w = d sc (q - 32). A matrix [N, K] is N rows of K/B records
