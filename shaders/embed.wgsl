@@ -2,7 +2,7 @@
 //   loop 0:   X_r = E[x_t]
 //   loop l>0: X_r = a * E[x_t] + b * C   (C = a carried state row of cbuf)
 // Defines: D, W_F16, QFMT (embedding storage: f32 bits, packed f16, or quantised records read
-// row by row, quant.wgsl; D a multiple of 32 then). Grid: (ceil(D/64), R).
+// row by row, quant.wgsl; D a multiple of the block size, 32 or 256, then). Grid: (ceil(D/64), R).
 
 // #include quant
 

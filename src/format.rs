@@ -1,6 +1,6 @@
 //! How a weight matrix is stored on the device (`WeightFormat`), chosen per matrix buffer: f32
-//! bits, f16 pairs, or GGUF's 32-weight quantised blocks kept quantised (Q8_0, Q4_0, Q4_1, Q5_0,
-//! Q5_1). The kernels read every format as `array<u32>` (no `shader-f16`), so blocks whose size
+//! bits, f16 pairs, GGUF's 32-weight quantised blocks kept quantised (Q8_0, Q4_0, Q4_1, Q5_0,
+//! Q5_1) or its 256-weight K-quant super-blocks kept quantised (Q4_K, Q5_K, Q6_K). The kernels read every format as `array<u32>` (no `shader-f16`), so blocks whose size
 //! is not a multiple of 4 bytes are repacked at load into 4-byte-aligned block records
 //! (`WeightFormat::repack`):
 //!
@@ -11,13 +11,23 @@
 //! | Q4_1   | 20 B       | 5: [d | m] then 16 bytes of nibbles (the file's block)   |
 //! | Q5_0   | 22 B       | 6: [d | 0], qh (bit j = 5th bit of q_j), 16 nibble bytes |
 //! | Q5_1   | 24 B       | 6: [d | m], qh, 16 nibble bytes (the file's block)       |
+//! | Q4_K   | 144 B      | 36: [d | dmin], 12 scale bytes, 128 nibble bytes (file)   |
+//! | Q5_K   | 176 B      | 44: [d | dmin], 12 scale bytes, 32 qh, 128 nibbles (file) |
+//! | Q6_K   | 210 B      | 53: 128 ql, 64 qh, 16 int8 scales, [d | 0] (2 zero bytes)|
 //!
-//! Nibble bytes as in GGUF: weight j < 16 is the low nibble of byte j, weight j >= 16 the high
-//! nibble of byte j - 16. A matrix [N, K] is N rows of K/32 records, row after row, so the fused
+//! Nibble bytes of the 32-weight formats as in GGUF: weight j < 16 is the low nibble of byte j,
+//! weight j >= 16 the high nibble of byte j - 16. The K-quant super-blocks keep GGUF's element
+//! order (`gguf::dequantize`): Q4_K/Q5_K weight 64i + l (l < 32) is the low nibble of qs[32i + l]
+//! with scale/min pair 2i, weight 64i + 32 + l its high nibble with pair 2i + 1 (6-bit pairs
+//! packed as ggml's `get_scale_min_k4`; Q5_K's 5th bit is bit 2i (2i + 1) of qh[l]),
+//! w = d sc q - dmin m; Q6_K half h (128 weights): weights l, l + 32, l + 64, l + 96 (l < 32) take the low
+//! nibble of ql[64h + l], of ql[64h + l + 32], the high nibble of ql[64h + l], of ql[64h + l + 32],
+//! and bits 0-1, 2-3, 4-5, 6-7 of qh[32h + l] as their top two bits, with int8 scales
+//! sc[8h + l/16 + 0, 2, 4, 6], w = d sc (q - 32). A matrix [N, K] is N rows of K/B records
+//! (B = 32 or 256, `WeightFormat::block`), row after row, so the fused
 //! buffers (q/k/v rows concatenated, gate/up rows interleaved) and GGUF's q/k row
 //! un-permutation move whole rows of records, as they move rows of f32 values. The WGSL decoder
-//! of these records is shaders/quant.wgsl. K-quants (256-weight blocks) would add formats with
-//! their own records and decoders; nothing else assumes 32.
+//! of these records is shaders/quant.wgsl.
 
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
@@ -25,6 +35,7 @@ use crate::weights::DType;
 
 /// The storage of one matrix on the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(non_camel_case_types)] // ggml's names
 pub enum WeightFormat {
     F32,
     F16,
@@ -33,17 +44,41 @@ pub enum WeightFormat {
     Q4_1,
     Q5_0,
     Q5_1,
+    Q4_K,
+    Q5_K,
+    Q6_K,
 }
 
-/// Weights per quantised block.
+/// Weights per quantised block of the 32-weight formats.
 pub const QBLOCK: usize = 32;
+/// Weights per K-quant super-block.
+pub const KBLOCK: usize = 256;
 
 impl WeightFormat {
     /// Every format, floats first.
-    pub const ALL: [WeightFormat; 7] =
-        [WeightFormat::F32, WeightFormat::F16, WeightFormat::Q8_0, WeightFormat::Q4_0, WeightFormat::Q4_1, WeightFormat::Q5_0, WeightFormat::Q5_1];
+    pub const ALL: [WeightFormat; 10] = [
+        WeightFormat::F32,
+        WeightFormat::F16,
+        WeightFormat::Q8_0,
+        WeightFormat::Q4_0,
+        WeightFormat::Q4_1,
+        WeightFormat::Q5_0,
+        WeightFormat::Q5_1,
+        WeightFormat::Q4_K,
+        WeightFormat::Q5_K,
+        WeightFormat::Q6_K,
+    ];
     /// The quantised formats.
-    pub const QUANTISED: [WeightFormat; 5] = [WeightFormat::Q8_0, WeightFormat::Q4_0, WeightFormat::Q4_1, WeightFormat::Q5_0, WeightFormat::Q5_1];
+    pub const QUANTISED: [WeightFormat; 8] = [
+        WeightFormat::Q8_0,
+        WeightFormat::Q4_0,
+        WeightFormat::Q4_1,
+        WeightFormat::Q5_0,
+        WeightFormat::Q5_1,
+        WeightFormat::Q4_K,
+        WeightFormat::Q5_K,
+        WeightFormat::Q6_K,
+    ];
 
     /// The float format of a dtype (BF16 is stored as F32).
     pub fn float(dtype: DType) -> WeightFormat {
@@ -62,6 +97,9 @@ impl WeightFormat {
             GgmlType::Q4_1 => WeightFormat::Q4_1,
             GgmlType::Q5_0 => WeightFormat::Q5_0,
             GgmlType::Q5_1 => WeightFormat::Q5_1,
+            GgmlType::Q4_K => WeightFormat::Q4_K,
+            GgmlType::Q5_K => WeightFormat::Q5_K,
+            GgmlType::Q6_K => WeightFormat::Q6_K,
             _ => return None,
         })
     }
@@ -76,6 +114,9 @@ impl WeightFormat {
             WeightFormat::Q4_1 => GgmlType::Q4_1,
             WeightFormat::Q5_0 => GgmlType::Q5_0,
             WeightFormat::Q5_1 => GgmlType::Q5_1,
+            WeightFormat::Q4_K => GgmlType::Q4_K,
+            WeightFormat::Q5_K => GgmlType::Q5_K,
+            WeightFormat::Q6_K => GgmlType::Q6_K,
         }
     }
 
@@ -92,6 +133,9 @@ impl WeightFormat {
             WeightFormat::Q4_1 => "Q4_1",
             WeightFormat::Q5_0 => "Q5_0",
             WeightFormat::Q5_1 => "Q5_1",
+            WeightFormat::Q4_K => "Q4_K",
+            WeightFormat::Q5_K => "Q5_K",
+            WeightFormat::Q6_K => "Q6_K",
         }
     }
 
@@ -104,6 +148,18 @@ impl WeightFormat {
             WeightFormat::Q4_1 => 3,
             WeightFormat::Q5_0 => 4,
             WeightFormat::Q5_1 => 5,
+            WeightFormat::Q4_K => 6,
+            WeightFormat::Q5_K => 7,
+            WeightFormat::Q6_K => 8,
+        }
+    }
+
+    /// Weights per quantised block (1 for the float formats).
+    pub fn block(self) -> usize {
+        match self {
+            WeightFormat::F32 | WeightFormat::F16 => 1,
+            WeightFormat::Q4_K | WeightFormat::Q5_K | WeightFormat::Q6_K => KBLOCK,
+            _ => QBLOCK,
         }
     }
 
@@ -115,6 +171,9 @@ impl WeightFormat {
             WeightFormat::Q4_1 => 20,
             WeightFormat::Q5_0 => 22,
             WeightFormat::Q5_1 => 24,
+            WeightFormat::Q4_K => 144,
+            WeightFormat::Q5_K => 176,
+            WeightFormat::Q6_K => 210,
             _ => 0,
         }
     }
@@ -125,6 +184,9 @@ impl WeightFormat {
             WeightFormat::Q8_0 => 36,
             WeightFormat::Q4_0 | WeightFormat::Q4_1 => 20,
             WeightFormat::Q5_0 | WeightFormat::Q5_1 => 24,
+            WeightFormat::Q4_K => 144,
+            WeightFormat::Q5_K => 176,
+            WeightFormat::Q6_K => 212,
             _ => 0,
         }
     }
@@ -134,7 +196,7 @@ impl WeightFormat {
         match self {
             WeightFormat::F32 => 4 * elems as u64,
             WeightFormat::F16 => 2 * elems as u64,
-            q => (elems / QBLOCK * q.record_bytes()) as u64,
+            q => (elems / q.block() * q.record_bytes()) as u64,
         }
     }
 
@@ -145,7 +207,7 @@ impl WeightFormat {
 
     /// Whether a matrix with rows of `cols` can be held in this format.
     pub fn fits(self, cols: usize) -> bool {
-        !self.is_quantised() || (cols > 0 && cols.is_multiple_of(QBLOCK))
+        !self.is_quantised() || (cols > 0 && cols.is_multiple_of(self.block()))
     }
 
     /// GGUF blocks of this format (`raw`, whole blocks) as device records, appended to `out`.
@@ -162,6 +224,11 @@ impl WeightFormat {
                     out.extend_from_slice(&b[..2]);
                     out.extend_from_slice(&[0, 0]);
                     out.extend_from_slice(&b[2..]);
+                }
+                // d (the last two bytes) padded to a word.
+                WeightFormat::Q6_K => {
+                    out.extend_from_slice(b);
+                    out.extend_from_slice(&[0, 0]);
                 }
                 // Already 4-byte records.
                 _ => out.extend_from_slice(b),

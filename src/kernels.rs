@@ -69,7 +69,7 @@ fn rows_grid(logits: bool) -> Dim {
 
 /// y[r] (+)= W x[r] (+ b) for the rows of a pass: W is [n, k] in `storage`: f32 bits, f16 pairs,
 /// or quantised block records (`WeightFormat`, layouts in src/format.rs and shaders/quant.wgsl;
-/// k a multiple of 32). Quantised weights run `matmul_rows_q` (row-sharing) or `matmul_tiled`
+/// k a multiple of the block size, 32 or 256). Quantised weights run `matmul_rows_q` (row-sharing) or `matmul_tiled`
 /// dequantising into its tile; `norm_eps` and `glu` are options of the float kernels only.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Matmul {
@@ -252,7 +252,7 @@ impl Norm {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Embed {
     pub d: usize,
-    /// The table's storage (a quantised one needs d a multiple of 32).
+    /// The table's storage (a quantised one needs d a multiple of its block size, 32 or 256).
     pub storage: WeightFormat,
 }
 
@@ -541,8 +541,12 @@ impl Copy {
 pub fn all_variants() -> Vec<Variant> {
     let mut v = Vec::new();
     for storage in WeightFormat::ALL {
-        // Quantised rows are whole 32-weight blocks.
-        let ks: &[usize] = if storage.is_quantised() { &[32, 96] } else { &[33, 40] };
+        // Quantised rows are whole blocks (32 weights, 256 for the K-quants).
+        let ks: &[usize] = match storage.block() {
+            1 => &[33, 40],
+            32 => &[32, 96],
+            _ => &[256, 512],
+        };
         for logit_rows in [false, true] {
             for subgroups in [false, true] {
                 for &k in ks {
@@ -563,7 +567,7 @@ pub fn all_variants() -> Vec<Variant> {
                 }
             }
         }
-        v.push(Embed { d: if storage.is_quantised() { 64 } else { 40 }, storage }.variant());
+        v.push(Embed { d: if storage.is_quantised() { 2 * storage.block() } else { 40 }, storage }.variant());
     }
     for rows in [NormRows::Pass, NormRows::Logits, NormRows::Carry] {
         v.push(Norm { d: 40, eps: 1e-5, rows, wg: NORM_WG }.variant());

@@ -66,7 +66,7 @@ struct ModelArgs {
     #[arg(long)]
     model: Option<PathBuf>,
     /// Device storage of the matrices: f32 or f16, every matrix dequantised to it (default: as
-    /// stored, BF16 as f32, GGUF Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 kept quantised).
+    /// stored, BF16 as f32, GGUF Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K kept quantised).
     #[arg(long)]
     dtype: Option<String>,
     /// Use the adapter whose name contains this.

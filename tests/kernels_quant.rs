@@ -1,11 +1,12 @@
-//! The kernels on quantised weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 block records) against the CPU:
-//! fresh random GGUF blocks (random f16 scales and offsets, random quants) are repacked as the
+//! The kernels on quantised weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 block records; Q4_K, Q5_K,
+//! Q6_K super-block records) against the CPU: fresh random GGUF blocks (random f16 scales and
+//! offsets, random 6-bit or int8 sub-block scales and mins, random quants) are repacked as the
 //! loader repacks them (`WeightFormat::repack`), and the GPU's products and embedding rows are
 //! compared with `gguf::dequantize` (the reference) followed by an f64 product. Outputs are
 //! poisoned first: an element that must not be written keeps its bit pattern, one that must be
 //! written and was not fails the comparison. Every path: the tiled matmul, the row-sharing one
 //! at 8, 16 and 32 lanes (and subgroup reductions where the adapter has them), logit rows, bias
-//! and accumulate; K = 32, 64, 96; odd row and output counts.
+//! and accumulate; K = 32, 64, 96 (256, 512, 768 for the K-quants); odd row and output counts.
 
 mod common;
 
@@ -25,10 +26,31 @@ fn poison() -> f32 {
 
 /// `n` random weights of `format` as GGUF blocks: (file bytes, device records, the values).
 fn random_blocks(rng: &mut Rng, format: WeightFormat, n: usize) -> (Vec<u8>, Vec<u8>, Vec<f32>) {
-    assert!(n.is_multiple_of(32));
+    assert!(n.is_multiple_of(format.block()));
     let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
     let mut raw = Vec::new();
-    for _ in 0..n / 32 {
+    // K-quant super-blocks: random d (and dmin), random 6-bit scale/min bytes or int8 scales,
+    // random quants.
+    let kq = match format {
+        WeightFormat::Q4_K => Some(140),
+        WeightFormat::Q5_K => Some(172),
+        WeightFormat::Q6_K => Some(208),
+        _ => None,
+    };
+    if let Some(rest) = kq {
+        for _ in 0..n / 256 {
+            let d = 0.002 + 0.01 * rng.uniform() as f32;
+            if format == WeightFormat::Q6_K {
+                raw.extend((0..rest).map(|_| rng.below(256) as u8));
+                raw.extend_from_slice(&f16(d * if rng.below(2) == 0 { 1.0 } else { -1.0 }));
+            } else {
+                raw.extend_from_slice(&f16(d));
+                raw.extend_from_slice(&f16(0.01 * rng.uniform() as f32));
+                raw.extend((0..rest).map(|_| rng.below(256) as u8));
+            }
+        }
+    }
+    for _ in 0..if kq.is_some() { 0 } else { n / 32 } {
         let d = (0.02 + 0.1 * rng.uniform() as f32) * if rng.below(2) == 0 { 1.0 } else { -1.0 };
         raw.extend_from_slice(&f16(d));
         if matches!(format, WeightFormat::Q4_1 | WeightFormat::Q5_1) {
@@ -140,6 +162,7 @@ fn quantised_matmul_rows_matches_cpu() {
     let mut rng = Rng::new(701);
     for format in WeightFormat::QUANTISED {
         for &(r, k, o) in &[(1, 32, 1), (3, 32, 65), (4, 96, 33), (6, 64, 70), (16, 96, 67)] {
+            let k = k * format.block() / 32;
             for logits in [false, true] {
                 matmul_case(&mut rng, format, MatmulPath::RowSharing, r, k, o, logits);
             }
@@ -152,6 +175,7 @@ fn quantised_matmul_tiled_matches_cpu() {
     let mut rng = Rng::new(702);
     for format in WeightFormat::QUANTISED {
         for &(r, k, o) in &[(1, 32, 3), (17, 96, 65), (70, 64, 67)] {
+            let k = k * format.block() / 32;
             for logits in [false, true] {
                 matmul_case(&mut rng, format, MatmulPath::Tiled, r, k, o, logits);
             }
@@ -167,6 +191,7 @@ fn quantised_embed_matches_cpu() {
     let mut rng = Rng::new(703);
     for format in WeightFormat::QUANTISED {
         for &(r, d, v) in &[(1, 32, 5), (5, 96, 13), (17, 64, 7)] {
+            let d = d * format.block() / 32;
             let extra = 2;
             let (_, records, emb) = random_blocks(&mut rng, format, v * d);
             let cbuf = rng.normals(4 * d, 1.0);
@@ -206,6 +231,8 @@ fn repack_rejects_partial_blocks() {
     let mut out = Vec::new();
     for format in WeightFormat::QUANTISED {
         let err = format.repack(&[0u8; 35], &mut out).unwrap_err().to_string();
+        assert!(err.contains(format.name()), "{err}");
+        let err = format.repack(&vec![0u8; 2 * format.block() + 1], &mut out).unwrap_err().to_string();
         assert!(err.contains(format.name()), "{err}");
     }
 }

@@ -360,10 +360,12 @@ impl LoadPlan {
     }
 
     /// The device format of every buffer for a requested dtype. With `None`, a matrix buffer
-    /// whose tensors all hold the same 32-weight-block format (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1)
-    /// in rows of whole blocks keeps that format (the blocks stay quantised on the device);
-    /// any other matrix (F32/F16/BF16, K-quants, a fused q/k/v or gate/up whose parts differ in
-    /// format, rows that are not whole blocks) is dequantised to `device_dtype(None)`. An
+    /// whose tensors all hold the same block format (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: 32-weight
+    /// blocks; Q4_K, Q5_K, Q6_K: 256-weight super-blocks) in rows of whole blocks
+    /// (`WeightFormat::fits`: K a multiple of the format's block size) keeps that format (the
+    /// blocks stay quantised on the device); any other matrix (F32/F16/BF16, other ggml types,
+    /// a fused q/k/v or gate/up whose parts differ in format, rows that are not whole blocks)
+    /// is dequantised to `device_dtype(None)`. An
     /// explicit dtype dequantises every matrix to it. Vectors are F32.
     pub fn formats(&self, requested: Option<DType>) -> HashMap<BufferId, WeightFormat> {
         let float = WeightFormat::float(self.device_dtype(requested));

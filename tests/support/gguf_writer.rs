@@ -175,6 +175,27 @@ pub fn quantised(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> (Vec<
                     vals.push(h.to_f32());
                 }
             }
+            // K-quant super-blocks: random d (dmin), scale bytes and quants, decoded by the
+            // loader's dequantiser (the reference).
+            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+                assert_eq!(cols % 256, 0);
+                let mut row = Vec::new();
+                for _ in 0..cols / 256 {
+                    // Weights of about 0.05 (sub-block scales up to 63, int8 ones up to 128).
+                    let (_, db) = f16_bits(small(rng).abs() * if ty == GgmlType::Q6_K { 0.001 } else { 0.01 });
+                    let (_, mb) = f16_bits(small(rng).abs() * 0.01);
+                    if ty == GgmlType::Q6_K {
+                        row.extend((0..208).map(|_| rng.below(256) as u8));
+                        row.extend(db);
+                    } else {
+                        row.extend(db);
+                        row.extend(mb);
+                        row.extend((0..if ty == GgmlType::Q4_K { 140 } else { 172 }).map(|_| rng.below(256) as u8));
+                    }
+                }
+                vals.extend(plt::gguf::dequantize(ty, &row, cols).unwrap());
+                bytes.extend(row);
+            }
             _ => {
                 assert_eq!(cols % 32, 0);
                 for _ in 0..cols / 32 {
@@ -314,6 +335,19 @@ pub const DH: usize = 16;
 pub const F: usize = 96;
 pub const N: usize = 2;
 
+/// The sizes of a synthetic model.
+#[derive(Clone, Copy, Debug)]
+pub struct Dims {
+    pub d: usize,
+    pub h: usize,
+    pub hkv: usize,
+    pub dh: usize,
+    pub f: usize,
+}
+
+/// The tiny model's sizes.
+pub const TINY: Dims = Dims { d: D, h: H, hkv: HKV, dh: DH, f: F };
+
 pub fn tiny_config(tied: bool) -> Config {
     let v = vocab().0.len();
     Config::from_json(
@@ -331,6 +365,11 @@ pub fn tiny_config(tied: bool) -> Config {
 
 /// A synthetic llama GGUF and the weights it encodes (in the original, unpermuted row order).
 pub fn synthetic(var: &Variant, seed: u64) -> (Gguf, Weights) {
+    synthetic_dims(var, TINY, seed)
+}
+
+/// `synthetic` with other sizes.
+pub fn synthetic_dims(var: &Variant, dims: Dims, seed: u64) -> (Gguf, Weights) {
     let mut rng = Rng::new(seed);
     let (tokens, types) = vocab();
     let v = tokens.len();
@@ -340,13 +379,13 @@ pub fn synthetic(var: &Variant, seed: u64) -> (Gguf, Weights) {
         .set("general.alignment", u32v(32))
         .set("llama.block_count", u32v(N as u32))
         .set("llama.context_length", u32v(128))
-        .set("llama.embedding_length", u32v(D as u32))
-        .set("llama.feed_forward_length", u32v(F as u32))
-        .set("llama.attention.head_count", u32v(H as u32))
-        .set("llama.attention.head_count_kv", u32v(HKV as u32))
+        .set("llama.embedding_length", u32v(dims.d as u32))
+        .set("llama.feed_forward_length", u32v(dims.f as u32))
+        .set("llama.attention.head_count", u32v(dims.h as u32))
+        .set("llama.attention.head_count_kv", u32v(dims.hkv as u32))
         .set("llama.rope.freq_base", f32v(50000.0))
         .set("llama.attention.layer_norm_rms_epsilon", f32v(1e-6))
-        .set("llama.rope.dimension_count", u32v(DH as u32))
+        .set("llama.rope.dimension_count", u32v(dims.dh as u32))
         .set("tokenizer.ggml.model", strv("gpt2"))
         .set("tokenizer.ggml.pre", strv("smollm"))
         .set("tokenizer.ggml.tokens", str_arr(&tokens))
@@ -375,29 +414,29 @@ pub fn synthetic(var: &Variant, seed: u64) -> (Gguf, Weights) {
         g.tensor(name, &[n as u64], GgmlType::F32, file_vals.iter().flat_map(|x| x.to_le_bytes()).collect());
         Tensor::new(vec![n], vals)
     };
-    let embed_tokens = mat(&mut g, &mut rng, "token_embd.weight", var.embed, v, D, None);
+    let embed_tokens = mat(&mut g, &mut rng, "token_embd.weight", var.embed, v, dims.d, None);
     let mut layers = Vec::new();
     for i in 0..N {
         let p = format!("blk.{i}.");
         let t = var.types[i];
-        let input_layernorm = vector(&mut g, &mut rng, &format!("{p}attn_norm.weight"), D, None, 1.0);
-        let q = mat(&mut g, &mut rng, &format!("{p}attn_q.weight"), t[0], H * DH, D, Some(H));
-        let k = mat(&mut g, &mut rng, &format!("{p}attn_k.weight"), t[1], HKV * DH, D, Some(HKV));
-        let vw = mat(&mut g, &mut rng, &format!("{p}attn_v.weight"), t[2], HKV * DH, D, None);
+        let input_layernorm = vector(&mut g, &mut rng, &format!("{p}attn_norm.weight"), dims.d, None, 1.0);
+        let q = mat(&mut g, &mut rng, &format!("{p}attn_q.weight"), t[0], dims.h * dims.dh, dims.d, Some(dims.h));
+        let k = mat(&mut g, &mut rng, &format!("{p}attn_k.weight"), t[1], dims.hkv * dims.dh, dims.d, Some(dims.hkv));
+        let vw = mat(&mut g, &mut rng, &format!("{p}attn_v.weight"), t[2], dims.hkv * dims.dh, dims.d, None);
         let (qb, kb, vb) = if var.bias {
             (
-                Some(vector(&mut g, &mut rng, &format!("{p}attn_q.bias"), H * DH, Some(H), 0.0)),
-                Some(vector(&mut g, &mut rng, &format!("{p}attn_k.bias"), HKV * DH, Some(HKV), 0.0)),
-                Some(vector(&mut g, &mut rng, &format!("{p}attn_v.bias"), HKV * DH, None, 0.0)),
+                Some(vector(&mut g, &mut rng, &format!("{p}attn_q.bias"), dims.h * dims.dh, Some(dims.h), 0.0)),
+                Some(vector(&mut g, &mut rng, &format!("{p}attn_k.bias"), dims.hkv * dims.dh, Some(dims.hkv), 0.0)),
+                Some(vector(&mut g, &mut rng, &format!("{p}attn_v.bias"), dims.hkv * dims.dh, None, 0.0)),
             )
         } else {
             (None, None, None)
         };
-        let o = mat(&mut g, &mut rng, &format!("{p}attn_output.weight"), t[3], D, H * DH, None);
-        let post_attention_layernorm = vector(&mut g, &mut rng, &format!("{p}ffn_norm.weight"), D, None, 1.0);
-        let gate = mat(&mut g, &mut rng, &format!("{p}ffn_gate.weight"), t[4], F, D, None);
-        let up = mat(&mut g, &mut rng, &format!("{p}ffn_up.weight"), t[5], F, D, None);
-        let down = mat(&mut g, &mut rng, &format!("{p}ffn_down.weight"), t[6], D, F, None);
+        let o = mat(&mut g, &mut rng, &format!("{p}attn_output.weight"), t[3], dims.d, dims.h * dims.dh, None);
+        let post_attention_layernorm = vector(&mut g, &mut rng, &format!("{p}ffn_norm.weight"), dims.d, None, 1.0);
+        let gate = mat(&mut g, &mut rng, &format!("{p}ffn_gate.weight"), t[4], dims.f, dims.d, None);
+        let up = mat(&mut g, &mut rng, &format!("{p}ffn_up.weight"), t[5], dims.f, dims.d, None);
+        let down = mat(&mut g, &mut rng, &format!("{p}ffn_down.weight"), t[6], dims.d, dims.f, None);
         layers.push(Layer {
             input_layernorm,
             self_attn: SelfAttn {
@@ -415,8 +454,8 @@ pub fn synthetic(var: &Variant, seed: u64) -> (Gguf, Weights) {
             },
         });
     }
-    let norm = vector(&mut g, &mut rng, "output_norm.weight", D, None, 1.0);
-    let lm_head = (!var.tied).then(|| mat(&mut g, &mut rng, "output.weight", GgmlType::F16, v, D, None));
+    let norm = vector(&mut g, &mut rng, "output_norm.weight", dims.d, None, 1.0);
+    let lm_head = (!var.tied).then(|| mat(&mut g, &mut rng, "output.weight", GgmlType::F16, v, dims.d, None));
     (g, Weights { embed_tokens, layers, norm, lm_head, dtype: DType::F32 })
 }
 
