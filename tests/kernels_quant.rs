@@ -9,20 +9,18 @@
 //! and accumulate; K = 32, 64, 96 (256, 512, 768 for the K-quants); odd row and output counts.
 
 mod common;
+#[path = "support/kernel_io.rs"]
+mod kernel_io;
 
 use common::gpu;
+use kernel_io::*;
 use plt::gguf::dequantize;
-use plt::gpu::{Dispatch, Gpu};
 use plt::kernels::*;
-use plt::model::{PassInfo, Row, NONE};
+use plt::model::{Row, NONE};
 use plt::rng::Rng;
 
-const POISON_BITS: u32 = 0x7fc0_dead;
 const TOL: f64 = 1e-10;
 
-fn poison() -> f32 {
-    f32::from_bits(POISON_BITS)
-}
 
 /// `n` random weights of `format` as GGUF blocks: (file bytes, device records, the values).
 fn random_blocks(rng: &mut Rng, format: WeightFormat, n: usize) -> (Vec<u8>, Vec<u8>, Vec<f32>) {
@@ -70,37 +68,9 @@ fn random_blocks(rng: &mut Rng, format: WeightFormat, n: usize) -> (Vec<u8>, Vec
     (raw, records, values)
 }
 
-fn upload(g: &Gpu, label: &str, v: &[f32]) -> wgpu::Buffer {
-    g.storage_init(label, bytemuck::cast_slice(v)).unwrap()
-}
 
-fn read(g: &Gpu, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
-    pollster::block_on(g.read_storage_f32(b, n)).unwrap()
-}
 
-fn launch(g: &Gpu, dispatch: plt::Result<Dispatch>, rows: usize, logit_rows: usize) {
-    let d = dispatch.unwrap_or_else(|e| panic!("{e}"));
-    let label = d.pipeline.label.clone();
-    g.run(&[&d], rows as u32, logit_rows as u32).unwrap_or_else(|e| panic!("{label}: {e}"));
-}
 
-/// Per chunk of `width`: poison where `want` is poison, else nmse against `scale` below `TOL`.
-fn compare(what: &str, got: &[f32], want: &[f32], scale: &[f32], width: usize) {
-    for (c, ((gc, wc), sc)) in got.chunks(width).zip(want.chunks(width)).zip(scale.chunks(width)).enumerate() {
-        let (mut num, mut den) = (0.0f64, 0.0f64);
-        for (i, ((&a, &b), &s)) in gc.iter().zip(wc).zip(sc).enumerate() {
-            if b.to_bits() == POISON_BITS {
-                assert_eq!(a.to_bits(), POISON_BITS, "{what}: element {} must not be written", c * width + i);
-            } else {
-                assert!(a.is_finite(), "{what}: element {} is {a}", c * width + i);
-                num += (a as f64 - b as f64).powi(2);
-                den += (s as f64).powi(2);
-            }
-        }
-        let e = if den > 0.0 { num / den } else { num };
-        assert!(e <= TOL, "{what}: chunk {c}: nmse {e:e}");
-    }
-}
 
 /// y (+)= W x (+ b) with W random blocks of `format`, over every path, lane count, reduction,
 /// and bias/accumulate combination; `logits`: the rows are the pass's logit rows.
@@ -114,8 +84,7 @@ fn matmul_case(rng: &mut Rng, format: WeightFormat, path: MatmulPath, r: usize, 
     let bias = rng.normals(o, 0.5);
     let bbuf = upload(&g, "bias", &bias);
     let (rows, logit_rows) = if logits { (r + extra, r) } else { (r, r + extra) };
-    let p = PassInfo { rows: rows as u32, logit_row0: 1, logit_rows: logit_rows as u32, seq0: 0 };
-    let pbuf = g.uniform("pass", bytemuck::bytes_of(&p));
+    let pbuf = pass(&g, rows, 1, logit_rows);
     let kernel = |lanes, subgroups| Matmul { k, n: o, storage: format, path, lanes, subgroups, logit_rows: logits, norm_eps: None, glu: false };
     let prod: Vec<f64> = (0..r * o).map(|i| (0..k).map(|j| x[i / o * k + j] as f64 * wv[i % o * k + j] as f64).sum()).collect();
     let mag: Vec<f64> = (0..r * o).map(|i| (0..k).map(|j| (x[i / o * k + j] as f64 * wv[i % o * k + j] as f64).abs()).sum()).collect();
@@ -152,7 +121,7 @@ fn matmul_case(rng: &mut Rng, format: WeightFormat, path: MatmulPath, r: usize, 
                 kern.variant().entry,
                 format
             );
-            compare(&what, &read(&g, &ybuf, y0.len()), &want, &scale, o * 64usize.div_ceil(o));
+            compare_scaled(&what, &read(&g, &ybuf, y0.len()), &want, &scale, o * 64usize.div_ceil(o), TOL);
         }
     }
 }
@@ -220,7 +189,7 @@ fn quantised_embed_matches_cpu() {
             let rb = g.storage_init("rows", bytemuck::cast_slice(&rows)).unwrap();
             let cb = upload(&g, "cbuf", &cbuf);
             launch(&g, Embed { d, storage: format }.dispatch(&g, &EmbedIo { rows: &rb, embed: &eb, carried: &cb, out: &out }), r, 0);
-            compare(&format!("embed_input {format:?} R={r} D={d} V={v}"), &read(&g, &out, (r + extra) * d), &want, &scale, d);
+            compare_scaled(&format!("embed_input {format:?} R={r} D={d} V={v}"), &read(&g, &out, (r + extra) * d), &want, &scale, d, TOL);
         }
     }
 }
