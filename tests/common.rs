@@ -262,3 +262,13 @@ pub fn assert_same_weights(got: &Weights, want: &Weights, what: &str) {
     }
     assert_eq!(got.dtype, want.dtype, "{what}: dtype");
 }
+
+/// A valid single-file model directory (in `tmp_dir(group, name)`) plus its config and weights.
+pub fn good_model(group: &str, name: &str) -> (PathBuf, Config, Weights) {
+    let cfg = small_config(2, 2, true, false);
+    let opts = InitOptions { seed: 11, qkv_bias: true, ..Default::default() };
+    let w = random_weights(&cfg, &opts);
+    let dir = tmp_dir(group, name);
+    plt::init::write_model(&dir, &cfg, &w, &opts).unwrap();
+    (dir, cfg, w)
+}

@@ -183,12 +183,7 @@ fn tokenizer_json_maps_every_id() {
 
 /// A valid single-file model directory plus its config and weights.
 fn good_model(name: &str) -> (PathBuf, Config, Weights) {
-    let cfg = common::small_config(2, 2, true, false);
-    let opts = InitOptions { seed: 11, qkv_bias: true, ..Default::default() };
-    let w = random_weights(&cfg, &opts);
-    let dir = tmp_dir(name);
-    write_model(&dir, &cfg, &w, &opts).unwrap();
-    (dir, cfg, w)
+    common::good_model("loading", name)
 }
 
 /// The tensors of `w` as (name, dtype, shape, little-endian bytes), in f32.
