@@ -2,12 +2,14 @@
 //   loop 0:   X_r = E[x_t]
 //   loop l>0: X_r = a * E[x_t] + b * C   (C = a carried state row of cbuf)
 // Defines: D, W_F16, QFMT (embedding storage: f32 bits, packed f16, or quantised records read
-// row by row, quant.wgsl; D a multiple of the block size, 32 or 256, then). Grid: (ceil(D/64), R).
+// row by row, quant.wgsl; D a multiple of the block size, 32 or 256, then), V0 and VN: the bound
+// table holds rows V0 .. V0 + VN of the embedding (one part of a table split to fit the binding
+// limit; one dispatch per part, each writing the rows whose token it holds). Grid: (ceil(D/64), R).
 
 // #include quant
 
 @group(0) @binding(0) var<storage, read> rows: array<Row>;
-@group(0) @binding(1) var<storage, read> emb: array<u32>;       // [V, D] (f32 bits, packed f16 or records)
+@group(0) @binding(1) var<storage, read> emb: array<u32>;       // [VN, D] (f32 bits, packed f16 or records)
 @group(0) @binding(2) var<storage, read> cbuf: array<f32>;      // [*, D] carried states
 @group(0) @binding(3) var<storage, read_write> x: array<f32>;   // [R, D]
 
@@ -33,7 +35,10 @@ fn embed_input(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let row = rows[r];
-    var v = row.e_scale * emb_at(row.token * D + d);
+    if (row.token < V0 || row.token - V0 >= VN) {
+        return; // another part's row
+    }
+    var v = row.e_scale * emb_at((row.token - V0) * D + d);
     // Loop 0 rows have no carried input; never read it (it may hold anything).
     if (row.csrc != NONE) {
         v += row.c_scale * cbuf[row.csrc * D + d];

@@ -2,18 +2,22 @@
 // bindings both use the same way, the row count, the epilogue (bias, residual add), and the
 // row-sharing kernels' layout and reduction (subgroup shuffles with SUBGROUPS, else workgroup
 // memory).
+// Output columns: W may be one part of a larger matrix (a window past the binding limit, or one
+// format of a fused matrix whose tensors differ): its row o computes column
+// c = params.out_offset + o * YSTEP of y, whose rows are YS long; the bias is indexed by c. (A
+// whole matrix: offset 0, YSTEP = 1, YS = O.)
 
 struct Params {
     accumulate: u32,
     has_bias: u32,
-    _p0: u32,
+    out_offset: u32, // Y0 below
     _p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<uniform> pass_: Pass;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;    // [O] (a dummy when absent)
-@group(0) @binding(5) var<storage, read_write> y: array<f32>; // [R, O]
+@group(0) @binding(4) var<storage, read> bias: array<f32>;    // [YS] (a dummy when absent)
+@group(0) @binding(5) var<storage, read_write> y: array<f32>; // [R, YS]
 
 fn num_rows() -> u32 {
     if (ROWS_FROM_LOGITS) {
@@ -23,11 +27,12 @@ fn num_rows() -> u32 {
 }
 
 fn store(r: u32, o: u32, v: f32) {
+    let c = params.out_offset + o * YSTEP;
     var acc = v;
     if (params.has_bias == 1u) {
-        acc += bias[o];
+        acc += bias[c];
     }
-    let i = r * O + o;
+    let i = r * YS + c;
     if (params.accumulate == 1u) {
         acc += y[i];
     }

@@ -7,7 +7,7 @@
 // Defines: K (a multiple of 8), O, W_F16, ROWS_FROM_LOGITS, NORM, GLU, LANES and SUBGROUPS
 // (matmul_common).
 // GLU: the weight rows are (gate, up) pairs (row 2j = gate_j, row 2j + 1 = up_j; O = 2F) and the
-// kernel writes SwiGLU's output y[r][j] = silu(gate) * up ([R, F]; no bias, no accumulate)
+// kernel writes SwiGLU's output y[r][out_offset + j] = silu(gate) * up (row stride YS; no bias, no accumulate)
 // instead of the product: each lane group computes both rows of its pair, so the pair meets in
 // registers, and the swiglu dispatch and the [R, 2F] round trip are not needed in decode passes.
 // NORM: the input is RMSNorm(x; nw) computed here (x = the raw hidden rows, and with
@@ -132,7 +132,7 @@ fn matmul_rows_vec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
             let u = reduce(tid, b) * scale;
             if (live && lane < n) {
                 let gl = g[lane];
-                y[(rb + lane) * outs + o] = gl / (1.0 + exp(-gl)) * u[lane];
+                y[(rb + lane) * YS + params.out_offset + o] = gl / (1.0 + exp(-gl)) * u[lane];
             }
         } else {
             reduce_store(tid, live, o, rb, n, a, scale);

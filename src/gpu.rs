@@ -233,6 +233,9 @@ pub struct GpuOptions {
     pub max_storage_buffer_binding_size: Option<u64>,
     /// Ask for at most this `max_buffer_size`.
     pub max_buffer_size: Option<u64>,
+    /// Split weight matrices into parts of at most this many bytes (default: the binding
+    /// limit, `max_storage_buffer_binding_size`; tests set it small to exercise the split).
+    pub weight_window: Option<u64>,
     /// Decode passes fold each RMSNorm into the matmul that reads it (one dispatch instead of
     /// two). Default: on for GPUs, off for CPU adapters (lavapipe), where the folded kernel's
     /// extra work per weight chunk costs more than the dispatch it saves (measured:
@@ -267,6 +270,8 @@ pub struct Gpu {
     pub subgroup_size: Option<u32>,
     /// `GpuOptions::decode_lanes`.
     pub decode_lanes: Option<u32>,
+    /// `GpuOptions::weight_window`.
+    weight_window: Option<u64>,
     pipelines: Mutex<HashMap<String, Arc<Pipeline>>>,
     /// Bytes of every buffer created through this context (monotonic: a per-token allocation
     /// shows up as growth between decode steps).
@@ -362,6 +367,7 @@ impl Gpu {
             fuse_norms,
             subgroup_size: None,
             decode_lanes: opts.decode_lanes,
+            weight_window: opts.weight_window,
             pipelines: Mutex::new(HashMap::new()),
             allocated: Default::default(),
             error,
@@ -590,6 +596,13 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         }))
+    }
+
+    /// The most bytes one part of a weight matrix may hold (`GpuOptions::weight_window`, at most
+    /// what one storage binding and one buffer may be).
+    pub fn weight_window(&self) -> u64 {
+        let max = (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
+        self.weight_window.map_or(max, |w| w.min(max))
     }
 
     fn check_binding(&self, label: &str, size: u64) -> Result<()> {

@@ -89,6 +89,26 @@ pub struct Matmul {
     pub norm_eps: Option<f32>,
     /// Rows are (gate, up) pairs; write silu(gate) * up (`GLU`; vec kernel only).
     pub glu: bool,
+    /// Where the outputs go in y (W may be one part of a larger matrix).
+    pub out: OutMap,
+}
+
+/// Where a matmul's outputs go: output o (a row of W, or with `glu` a pair) is column
+/// `MatmulParams::out_offset + o * step` of y, whose rows are `stride` long; the bias is indexed
+/// by that column. A whole matrix writes `OutMap::dense(outputs)` at offset 0; a part of one (a
+/// window past the binding limit, or one format of a fused matrix whose tensors differ) its own
+/// columns. (The offset is a uniform, so equal-sized parts share one pipeline.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutMap {
+    pub stride: usize,
+    pub step: usize,
+}
+
+impl OutMap {
+    /// Columns 0 .. n of rows n long.
+    pub fn dense(n: usize) -> OutMap {
+        OutMap { stride: n, step: 1 }
+    }
 }
 
 /// What a `Matmul` reads and writes.
@@ -112,11 +132,13 @@ pub struct MatmulParams {
     /// y += product (the residual add) instead of y = product.
     pub accumulate: bool,
     pub bias: bool,
+    /// The y column of output 0 (`OutMap`).
+    pub out_offset: u32,
 }
 
 impl MatmulParams {
     pub fn bytes(self) -> [u8; 16] {
-        bytemuck::cast([self.accumulate as u32, self.bias as u32, 0, 0])
+        bytemuck::cast([self.accumulate as u32, self.bias as u32, self.out_offset, 0])
     }
 }
 
@@ -143,7 +165,9 @@ impl Matmul {
             .u32("QFMT", self.storage.qfmt())
             .bool("ROWS_FROM_LOGITS", self.logit_rows)
             .u32("LANES", self.lanes as usize)
-            .bool("SUBGROUPS", self.subgroups);
+            .bool("SUBGROUPS", self.subgroups)
+            .u32("YS", self.out.stride)
+            .u32("YSTEP", self.out.step);
         match (self.path, self.vec_loads()) {
             (MatmulPath::RowSharing, _) if self.storage.is_quantised() => Variant { shader: "matmul_quant", entry: "matmul_rows_q", defines: base },
             (MatmulPath::Tiled, _) => Variant { shader: "matmul", entry: "matmul_tiled", defines: base },
@@ -254,6 +278,10 @@ pub struct Embed {
     pub d: usize,
     /// The table's storage (a quantised one needs d a multiple of its block size, 32 or 256).
     pub storage: WeightFormat,
+    /// The bound table holds embedding rows `first .. first + rows` (one part of a table split
+    /// to fit the binding limit); the dispatch writes the rows whose token is among them.
+    pub first: usize,
+    pub rows: usize,
 }
 
 pub struct EmbedIo<'a> {
@@ -265,7 +293,8 @@ pub struct EmbedIo<'a> {
 
 impl Embed {
     pub fn variant(&self) -> Variant {
-        Variant { shader: "embed", entry: "embed_input", defines: Defines::new().u32("D", self.d).bool("W_F16", self.storage == WeightFormat::F16).u32("QFMT", self.storage.qfmt()) }
+        let defines = Defines::new().u32("D", self.d).bool("W_F16", self.storage == WeightFormat::F16).u32("QFMT", self.storage.qfmt());
+        Variant { shader: "embed", entry: "embed_input", defines: defines.u32("V0", self.first).u32("VN", self.rows) }
     }
 
     pub fn grid(&self) -> [Dim; 3] {
@@ -558,7 +587,8 @@ pub fn all_variants() -> Vec<Variant> {
                         for &lanes in lanes {
                             for &norm_eps in norms {
                                 for &glu in glus {
-                                    let m = Matmul { k, n: 70, storage, path, lanes, subgroups, logit_rows, norm_eps, glu };
+                                    let out = if glu { OutMap { stride: 80, step: 1 } } else { OutMap { stride: 150, step: 2 } };
+                                    let m = Matmul { k, n: 70, storage, path, lanes, subgroups, logit_rows, norm_eps, glu, out };
                                     v.push(m.variant());
                                 }
                             }
@@ -567,7 +597,7 @@ pub fn all_variants() -> Vec<Variant> {
                 }
             }
         }
-        v.push(Embed { d: if storage.is_quantised() { 2 * storage.block() } else { 40 }, storage }.variant());
+        v.push(Embed { d: if storage.is_quantised() { 2 * storage.block() } else { 40 }, storage, first: 100, rows: 50 }.variant());
     }
     for rows in [NormRows::Pass, NormRows::Logits, NormRows::Carry] {
         v.push(Norm { d: 40, eps: 1e-5, rows, wg: NORM_WG }.variant());

@@ -155,6 +155,7 @@ fn matmul_case_glu(rng: &mut Rng, path: MatmulPath, r: usize, k: usize, o: usize
         logit_rows: logits,
         norm_eps: norm.then_some(EPS),
         glu,
+        out: OutMap::dense(if glu { o / 2 } else { o }),
     };
     let entry = kernel((8, false)).variant().entry;
     assert!(!(norm || glu) || kernel((8, false)).vec_loads(), "NORM and GLU are options of the vec kernel (K % 8 == 0)");
@@ -239,7 +240,7 @@ fn matmul_case_glu(rng: &mut Rng, path: MatmulPath, r: usize, k: usize, o: usize
             })
             .collect();
         let ybuf = upload(&g, "y", &y0);
-        let prm = g.uniform("params", &MatmulParams { accumulate: acc, bias: has_bias }.bytes());
+        let prm = g.uniform("params", &MatmulParams { accumulate: acc, bias: has_bias, out_offset: 0 }.bytes());
         let io = MatmulIo { params: &prm, pass: &pbuf, x: &xbuf, w: &wbuf, bias: &bbuf, y: &ybuf, norm_weight: &nbuf };
         launch(&g, kernel((lanes, sg)).dispatch(&g, &io), rows, logit_rows);
         let what = format!("{entry} R={r} K={k} O={o} f16={wf16} rows_from_logits={logits} norm={norm} lanes={lanes} subgroups={sg} accumulate={acc} bias={has_bias}");
@@ -445,7 +446,7 @@ fn embed_input_matches_cpu() {
         let eb = g.storage_init("emb", &ebytes).unwrap();
         let (rb, cb) = (upload_rows(&g, &rows), upload(&g, "cbuf", &cbuf));
         let storage = if wf16 { WeightFormat::F16 } else { WeightFormat::F32 };
-        launch(&g, Embed { d, storage }.dispatch(&g, &EmbedIo { rows: &rb, embed: &eb, carried: &cb, out: &out }), r, 0);
+        launch(&g, Embed { d, storage, first: 0, rows: v }.dispatch(&g, &EmbedIo { rows: &rb, embed: &eb, carried: &cb, out: &out }), r, 0);
         compare(&format!("embed_input R={r} D={d} V={v} f16={wf16}"), &read(&g, &out, (r + extra) * d), &want, rows_of(d), TOL);
     }
 }

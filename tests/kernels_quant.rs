@@ -85,7 +85,7 @@ fn matmul_case(rng: &mut Rng, format: WeightFormat, path: MatmulPath, r: usize, 
     let bbuf = upload(&g, "bias", &bias);
     let (rows, logit_rows) = if logits { (r + extra, r) } else { (r, r + extra) };
     let pbuf = pass(&g, rows, 1, logit_rows);
-    let kernel = |lanes, subgroups| Matmul { k, n: o, storage: format, path, lanes, subgroups, logit_rows: logits, norm_eps: None, glu: false };
+    let kernel = |lanes, subgroups| Matmul { k, n: o, storage: format, path, lanes, subgroups, logit_rows: logits, norm_eps: None, glu: false, out: OutMap::dense(o) };
     let prod: Vec<f64> = (0..r * o).map(|i| (0..k).map(|j| x[i / o * k + j] as f64 * wv[i % o * k + j] as f64).sum()).collect();
     let mag: Vec<f64> = (0..r * o).map(|i| (0..k).map(|j| (x[i / o * k + j] as f64 * wv[i % o * k + j] as f64).abs()).sum()).collect();
     let mut variants = vec![(8, false)];
@@ -112,7 +112,7 @@ fn matmul_case(rng: &mut Rng, format: WeightFormat, path: MatmulPath, r: usize, 
                 scale[i] = (mag[i] + b.abs() + a.abs()) as f32;
             }
             let ybuf = upload(&g, "y", &y0);
-            let prm = g.uniform("params", &MatmulParams { accumulate: acc, bias: has_bias }.bytes());
+            let prm = g.uniform("params", &MatmulParams { accumulate: acc, bias: has_bias, out_offset: 0 }.bytes());
             let io = MatmulIo { params: &prm, pass: &pbuf, x: &xbuf, w: &wbuf, bias: &bbuf, y: &ybuf, norm_weight: &bbuf };
             let kern = kernel(lanes, sg);
             launch(&g, kern.dispatch(&g, &io), rows, logit_rows);
@@ -188,7 +188,7 @@ fn quantised_embed_matches_cpu() {
             let eb = g.storage_init("emb", &records).unwrap();
             let rb = g.storage_init("rows", bytemuck::cast_slice(&rows)).unwrap();
             let cb = upload(&g, "cbuf", &cbuf);
-            launch(&g, Embed { d, storage: format }.dispatch(&g, &EmbedIo { rows: &rb, embed: &eb, carried: &cb, out: &out }), r, 0);
+            launch(&g, Embed { d, storage: format, first: 0, rows: v }.dispatch(&g, &EmbedIo { rows: &rb, embed: &eb, carried: &cb, out: &out }), r, 0);
             compare_scaled(&format!("embed_input {format:?} R={r} D={d} V={v}"), &read(&g, &out, (r + extra) * d), &want, &scale, d, TOL);
         }
     }
@@ -203,5 +203,125 @@ fn repack_rejects_partial_blocks() {
         assert!(err.contains(format.name()), "{err}");
         let err = format.repack(&vec![0u8; 2 * format.block() + 1], &mut out).unwrap_err().to_string();
         assert!(err.contains(format.name()), "{err}");
+    }
+}
+
+/// `n` random weights of any format: (device bytes, the values).
+fn random_weights_of(rng: &mut Rng, format: WeightFormat, n: usize) -> (Vec<u8>, Vec<f32>) {
+    match format {
+        WeightFormat::F32 => {
+            let v = rng.normals(n, 0.2);
+            (bytemuck::cast_slice(&v).to_vec(), v)
+        }
+        WeightFormat::F16 => {
+            let h: Vec<half::f16> = rng.normals(n, 0.2).into_iter().map(half::f16::from_f32).collect();
+            let mut bytes: Vec<u8> = h.iter().flat_map(|x| x.to_le_bytes()).collect();
+            bytes.resize(bytes.len().next_multiple_of(4), 0);
+            (bytes, h.iter().map(|x| x.to_f32()).collect())
+        }
+        q => {
+            let (_, records, values) = random_blocks(rng, q, n);
+            (records, values)
+        }
+    }
+}
+
+/// One part of a larger matrix (a window past the binding limit, or one format of a fused
+/// matrix): its rows write columns `offset + j * step` of y's rows of `stride` (bias indexed
+/// the same way), and every other column keeps its poison; with GLU (float vec kernel) pair j
+/// writes column `offset + j`. Every format, both paths.
+#[test]
+fn matmul_parts_write_only_their_columns() {
+    let g = gpu();
+    let mut rng = Rng::new(704);
+    for format in WeightFormat::ALL {
+        let k = if format.is_quantised() { 2 * format.block() } else { 40 };
+        for path in [MatmulPath::RowSharing, MatmulPath::Tiled] {
+            let glus: &[bool] = if !format.is_quantised() && path == MatmulPath::RowSharing { &[false, true] } else { &[false] };
+            for &glu in glus {
+                let (r, o) = (if path == MatmulPath::Tiled { 19 } else { 5 }, 38);
+                let (out, offset) = if glu { (OutMap { stride: o / 2 + 7, step: 1 }, 4) } else { (OutMap { stride: 2 * o + 5, step: 2 }, 3) };
+                let (wbytes, wv) = random_weights_of(&mut rng, format, o * k);
+                let wbuf = g.storage_init("w", &wbytes).unwrap();
+                let x = rng.normals(r * k, 1.0);
+                let bias = rng.normals(out.stride, 0.5);
+                let (xbuf, bbuf) = (upload(&g, "x", &x), upload(&g, "bias", &bias));
+                let pbuf = pass(&g, r, 0, r);
+                let prod = |row: usize, j: usize| -> (f64, f64) {
+                    let terms = (0..k).map(|i| x[row * k + i] as f64 * wv[j * k + i] as f64);
+                    (terms.clone().sum(), terms.map(f64::abs).sum())
+                };
+                let mut y0 = vec![poison(); r * out.stride];
+                let (mut want, mut scale) = (y0.clone(), vec![0f32; y0.len()]);
+                if glu {
+                    for row in 0..r {
+                        for j in 0..o / 2 {
+                            let ((gv, gm), (uv, um)) = (prod(row, 2 * j), prod(row, 2 * j + 1));
+                            let s = plt::reference::silu(gv as f32) as f64;
+                            let i = row * out.stride + offset + j;
+                            want[i] = (s * uv) as f32;
+                            scale[i] = (s.abs() * um + 1.1 * gm * uv.abs()) as f32;
+                        }
+                    }
+                } else {
+                    for row in 0..r {
+                        for j in 0..o {
+                            let c = offset + j * out.step;
+                            let i = row * out.stride + c;
+                            y0[i] = rng.normal(); // accumulate onto it
+                            let (p, m) = prod(row, j);
+                            want[i] = (p + bias[c] as f64 + y0[i] as f64) as f32;
+                            scale[i] = (m + bias[c].abs() as f64 + y0[i].abs() as f64) as f32;
+                        }
+                    }
+                }
+                let ybuf = upload(&g, "y", &y0);
+                let prm = g.uniform("params", &MatmulParams { accumulate: !glu, bias: !glu, out_offset: offset as u32 }.bytes());
+                let io = MatmulIo { params: &prm, pass: &pbuf, x: &xbuf, w: &wbuf, bias: &bbuf, y: &ybuf, norm_weight: &bbuf };
+                let kern = Matmul { k, n: o, storage: format, path, lanes: 8, subgroups: false, logit_rows: false, norm_eps: None, glu, out };
+                launch(&g, kern.dispatch(&g, &io), r, r);
+                let what = format!("{} {format:?} part {out:?} at {offset} glu={glu}", kern.variant().entry);
+                compare_scaled(&what, &read(&g, &ybuf, y0.len()), &want, &scale, out.stride * 4, TOL);
+            }
+        }
+    }
+}
+
+/// One part of a split embedding table (rows `first .. first + rows`): it writes the rows whose
+/// token it holds and leaves the others' poison.
+#[test]
+fn embed_part_writes_only_its_tokens() {
+    let g = gpu();
+    let mut rng = Rng::new(705);
+    for format in [WeightFormat::F32, WeightFormat::F16, WeightFormat::Q8_0, WeightFormat::Q4_K] {
+        let d = if format.is_quantised() { format.block() } else { 40 };
+        let (v, first, rows_held, r) = (30, 11, 9, 24);
+        let (bytes, emb) = random_weights_of(&mut rng, format, rows_held * d);
+        let cbuf = rng.normals(2 * d, 1.0);
+        let rows: Vec<Row> = (0..r)
+            .map(|i| {
+                let token = if i < 4 { (first + i * 3) as u32 } else { rng.below(v as u64) as u32 };
+                Row { token, csrc: (i % 2) as u32, e_scale: 0.5, c_scale: rng.normal(), lp: 1, ..Row::plain(i, 0) }
+            })
+            .collect();
+        let mut want = vec![poison(); r * d];
+        let mut scale = vec![0f32; want.len()];
+        for (i, rw) in rows.iter().enumerate() {
+            let t = rw.token as usize;
+            if t < first || t >= first + rows_held {
+                continue;
+            }
+            for j in 0..d {
+                let e = 0.5 * emb[(t - first) * d + j] as f64;
+                let c = rw.c_scale as f64 * cbuf[rw.csrc as usize * d + j] as f64;
+                want[i * d + j] = (e + c) as f32;
+                scale[i * d + j] = (e.abs() + c.abs()) as f32;
+            }
+        }
+        let out = upload(&g, "x", &vec![poison(); r * d]);
+        let eb = g.storage_init("emb", &bytes).unwrap();
+        let (rb, cb) = (upload_rows(&g, &rows), upload(&g, "cbuf", &cbuf));
+        launch(&g, Embed { d, storage: format, first, rows: rows_held }.dispatch(&g, &EmbedIo { rows: &rb, embed: &eb, carried: &cb, out: &out }), r, 0);
+        compare_scaled(&format!("embed part {format:?}"), &read(&g, &out, r * d), &want, &scale, d, TOL);
     }
 }

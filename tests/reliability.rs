@@ -4,6 +4,7 @@ mod common;
 use common::*;
 use plt::generate::{Engine, FinishReason, GenerateOptions, TextSession};
 use plt::gpu::{Gpu, GpuOptions};
+use plt::load::{BufferId, LayerBuffer};
 use plt::model::{Schedule, GpuModel, Logits, Session, SessionOptions};
 use plt::sampling::SamplerConfig;
 use plt::DType;
@@ -40,22 +41,28 @@ fn device_loss_is_an_error_and_recoverable() {
     assert_eq!(logits.len(), cfg.vocab_size);
 }
 
-/// A device with small limits: a tensor past `max_storage_buffer_binding_size` is an error that
-/// names the tensor and the limit; a model that fits runs.
+/// A device with small limits: a matrix past `max_storage_buffer_binding_size` is split into
+/// windows of rows that fit (one dispatch each) and the model still computes the reference's
+/// logits; a session buffer past the limit is an error that names the buffer and the limit.
 #[test]
-fn small_adapter_limits_are_clear_errors() {
+fn small_adapter_limits_split_weights_and_name_session_buffers() {
     let cfg = tiny(); // gate_up_proj: 144 x 40: 23040 bytes in f32, 11520 in f16
     let w = weights(&cfg, 4, DType::F32, false);
     let gpu = own_gpu(GpuOptions { max_storage_buffer_binding_size: Some(16384), ..Default::default() });
     assert_eq!(gpu.limits.max_storage_buffer_binding_size, 16384);
-    let e = GpuModel::new(gpu.clone(), &cfg, &w, Some(DType::F32)).err().expect("too big");
+    let m = Arc::new(GpuModel::new(gpu.clone(), &cfg, &w, Some(DType::F32)).unwrap());
+    assert_eq!(m.parts(BufferId::Layer(0, LayerBuffer::GateUpProj)), 2, "gate_up_proj in f32 needs two windows");
+    let toks = [1, 2, 3, 4];
+    let want = plt::reference::forward(&cfg, &w, &toks);
+    let mut s = Session::new(m.clone(), SessionOptions { batch: 1, context: 8, prefill_chunk: 4, kv_f16: false }).unwrap();
+    let got = s.prefill_blocking(0, &toks, Logits::Last).unwrap();
+    let e = nmse(&got, &want[toks.len() - 1]);
+    assert!(e < 1e-9, "windowed f32 model: nmse {e:e}");
+    // A session whose buffers cannot fit the binding limit.
+    let e = Session::new(m, SessionOptions { batch: 8, context: 256, prefill_chunk: 256, kv_f16: false }).err().expect("too big");
     let msg = e.to_string();
     assert!(msg.contains("max_storage_buffer_binding_size") && msg.contains("16384"), "{msg}");
-    assert!(msg.contains("layers.0.gate_up_proj"), "names the tensor: {msg}");
-    // In f16 every tensor fits; the session's buffers must too (short context).
-    let m = Arc::new(GpuModel::new(gpu, &cfg, &w, Some(DType::F16)).unwrap());
-    let mut s = Session::new(m, SessionOptions { batch: 1, context: 8, prefill_chunk: 4, kv_f16: false }).unwrap();
-    assert_eq!(s.prefill_blocking(0, &[1, 2], Logits::Last).unwrap().len(), cfg.vocab_size);
+    assert!(msg.contains("buffer `"), "names the buffer: {msg}");
 }
 
 /// Lets wgpu finish pending work and destroy dropped resources (and upload staging buffers).

@@ -2,7 +2,7 @@
 //! build (`plt::kernels::all_variants`), without a GPU; and the prelude's structs match the host's.
 
 use plt::gpu::{shader_source, validate_shader, SHADERS};
-use plt::kernels::{all_variants, Matmul, MatmulPath, Norm, NormRows, Swiglu, WeightFormat};
+use plt::kernels::{all_variants, Matmul, MatmulPath, Norm, NormRows, OutMap, Swiglu, WeightFormat};
 
 #[test]
 fn every_entry_point_validates() {
@@ -42,7 +42,7 @@ fn errors_name_the_shader_and_entry() {
 /// or non-bool define is an error naming it.
 #[test]
 fn conditional_blocks_and_enables() {
-    let m = |subgroups: bool| Matmul { k: 40, n: 70, storage: WeightFormat::F16, path: MatmulPath::RowSharing, lanes: 8, subgroups, logit_rows: false, norm_eps: None, glu: false };
+    let m = |subgroups: bool| Matmul { k: 40, n: 70, storage: WeightFormat::F16, path: MatmulPath::RowSharing, lanes: 8, subgroups, logit_rows: false, norm_eps: None, glu: false, out: OutMap::dense(70) };
     let d = |sg: bool| m(sg).variant().defines;
     let shader = m(false).variant().shader;
     let on = shader_source(shader, &d(true)).unwrap();

@@ -232,12 +232,11 @@ pub fn decode_all(gpu: &Gpu, set: &Settings, live: &mut [Live]) -> Result<()> {
 impl Live {
     /// One record per mode the session measured.
     pub fn records(self, s: &Size, set: &Settings) -> Vec<Record> {
-        let cfg = &self.variant.model.cfg;
         let modes = self.variant.kind.modes();
         let p = self.context - set.decode_positions();
         let timed = 2 * (set.warmup + set.steps);
         let wbytes = self.variant.model.weight_bytes();
-        let head = self.variant.model.head_format().bytes(cfg.vocab_size * cfg.hidden_size);
+        let head = self.variant.model.head_bytes();
         let layer_bytes = wbytes.saturating_sub(head);
         let pooled = modes[0] == modes[1];
         let slots: &[usize] = if pooled { &[0] } else { &[0, 1] };

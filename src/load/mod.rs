@@ -17,7 +17,7 @@ pub mod safetensors;
 pub mod source;
 pub mod stream;
 
-pub use plan::{BufferId, BufferPlan, FileInfo, Format, LayerBuffer, LayerWeight, LoadPlan, Place, PlannedTensor, Storage, Target, WeightId};
+pub use plan::{BufferId, BufferLayout, BufferPlan, FileInfo, PartPlan, Format, LayerBuffer, LayerWeight, LoadPlan, Place, PlannedTensor, Storage, Target, WeightId};
 pub use source::{ByteSource, Bytes, FileSource, MemorySource};
 pub use stream::{host_plan, stream, HostSink, HostSource, Sink};
 

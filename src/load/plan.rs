@@ -227,6 +227,124 @@ impl BufferPlan {
     }
 }
 
+/// One device buffer of a matrix: a run of its storage rows in one format. Row j of the part
+/// computes output column `out0 + j * step` of the matrix product (step 2: one of a gate/up
+/// pair stored apart, see `BufferLayout::interleaved`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartPlan {
+    /// Its first storage row.
+    pub first: usize,
+    pub rows: usize,
+    pub format: WeightFormat,
+    pub out0: usize,
+    pub step: usize,
+}
+
+impl PartPlan {
+    /// Device bytes for rows of `cols` values.
+    pub fn bytes(&self, cols: usize) -> u64 {
+        self.format.bytes(self.rows * cols)
+    }
+}
+
+/// How one plan buffer is stored on the device: its rows (storage order) in parts, each a
+/// device buffer of one format and at most one window (the binding limit) of bytes.
+///
+/// Storage rows: a tensor placed `At(e)` holds rows `e / cols ..`; a gate/up pair of one format
+/// is interleaved (gate row i at 2i, up row i at 2i + 1: what the decode matmul's SwiGLU
+/// epilogue reads); a pair whose formats differ is stored apart (gate rows, then up rows) and
+/// its parts write the interleaved output columns with step 2.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BufferLayout {
+    /// A matrix (else a vector buffer: F32, one part, tensors placed at element offsets).
+    pub matrix: bool,
+    /// Values per row (a vector buffer: one row).
+    pub cols: usize,
+    pub interleaved: bool,
+    pub parts: Vec<PartPlan>,
+}
+
+impl BufferLayout {
+    fn vector(elems: usize) -> BufferLayout {
+        BufferLayout { matrix: false, cols: elems, interleaved: false, parts: vec![PartPlan { first: 0, rows: 1, format: WeightFormat::F32, out0: 0, step: 1 }] }
+    }
+
+    /// The layout of matrix `b` from its tensors and their device formats.
+    fn matrix(b: &BufferPlan, tensors: &[&PlannedTensor], formats: &[WeightFormat], window: u64) -> Result<BufferLayout> {
+        let cols = tensors.first().map(|t| t.cols()).unwrap_or(1).max(1);
+        let rows = b.elems / cols;
+        let pair = tensors.iter().any(|t| matches!(t.target.place, Place::Interleaved(_)));
+        let uniform = formats.windows(2).all(|w| w[0] == w[1]);
+        let interleaved = pair && uniform;
+        // Runs of storage rows in one format: (first, rows, format, out0, step).
+        let mut runs: Vec<(usize, usize, WeightFormat, usize, usize)> = Vec::new();
+        for (t, &f) in tensors.iter().zip(formats) {
+            if t.cols() != cols {
+                return Err(Error::Input(format!("tensor `{}`: rows of {} values in `{}`, whose rows hold {cols}", t.name, t.cols(), b.label)));
+            }
+            let run = match t.target.place {
+                Place::At(e) => (e / cols, t.rows(), f, e / cols, 1),
+                Place::Interleaved(_) if interleaved => (0, rows, f, 0, 1),
+                Place::Interleaved(lane) => (lane * t.rows(), t.rows(), f, lane, 2),
+            };
+            if !runs.contains(&run) {
+                runs.push(run);
+            }
+        }
+        runs.sort_by_key(|r| r.0);
+        // Neighbouring runs of one format make one part (q/k/v of one format: one dispatch).
+        let mut merged: Vec<(usize, usize, WeightFormat, usize, usize)> = Vec::new();
+        for r in runs {
+            match merged.last_mut() {
+                Some(m) if m.2 == r.2 && m.4 == 1 && r.4 == 1 && m.0 + m.1 == r.0 && m.3 + m.1 == r.3 => m.1 += r.1,
+                _ => merged.push(r),
+            }
+        }
+        let mut parts = Vec::new();
+        for (first, n, format, out0, step) in merged {
+            let row = format.row_bytes(cols) as u64;
+            // Whole gate/up pairs per part; an even row count keeps f16 parts 4-byte aligned.
+            let fit = ((window / 16 * 16) / row.max(1)) as usize / 2 * 2;
+            if fit == 0 {
+                return Err(Error::Limit { what: format!("a row pair of `{}` ({} bytes)", b.label, 2 * row), limit: "max_storage_buffer_binding_size", needed: 2 * row, max: window });
+            }
+            let mut at = 0;
+            while at < n {
+                let k = fit.min(n - at);
+                parts.push(PartPlan { first: first + at, rows: k, format, out0: out0 + at * step, step });
+                at += k;
+            }
+        }
+        Ok(BufferLayout { matrix: true, cols, interleaved, parts })
+    }
+
+    /// The part holding storage row `row` and that row's index in it.
+    pub fn locate(&self, row: usize) -> Option<(usize, usize)> {
+        self.parts.iter().position(|p| p.first <= row && row < p.first + p.rows).map(|i| (i, row - self.parts[i].first))
+    }
+
+    /// The storage row of row `row` of a tensor placed at `place` (`rows`: the tensor's).
+    pub fn storage_row(&self, place: Place, rows: usize, row: usize) -> usize {
+        match place {
+            Place::At(e) => e / self.cols + row,
+            Place::Interleaved(lane) if self.interleaved => 2 * row + lane,
+            Place::Interleaved(lane) => lane * rows + row,
+        }
+    }
+
+    /// Every part one format (the formats of all parts, in order, otherwise).
+    pub fn formats(&self) -> Vec<WeightFormat> {
+        let mut f: Vec<WeightFormat> = self.parts.iter().map(|p| p.format).collect();
+        f.dedup();
+        f
+    }
+
+    /// Device bytes of every part.
+    pub fn bytes(&self) -> u64 {
+        self.parts.iter().map(|p| p.bytes(self.cols)).sum()
+    }
+}
+
 /// One model file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FileInfo {
@@ -359,47 +477,54 @@ impl LoadPlan {
         }
     }
 
-    /// The device format of every buffer for a requested dtype. With `None`, a matrix buffer
-    /// whose tensors all hold the same block format (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: 32-weight
-    /// blocks; Q4_K, Q5_K, Q6_K: 256-weight super-blocks) in rows of whole blocks
-    /// (`WeightFormat::fits`: K a multiple of the format's block size) keeps that format (the
-    /// blocks stay quantised on the device); any other matrix (F32/F16/BF16, other ggml types,
-    /// a fused q/k/v or gate/up whose parts differ in format, rows that are not whole blocks)
-    /// is dequantised to `device_dtype(None)`. An
-    /// explicit dtype dequantises every matrix to it. Vectors are F32.
-    pub fn formats(&self, requested: Option<DType>) -> HashMap<BufferId, WeightFormat> {
-        let float = WeightFormat::float(self.device_dtype(requested));
-        let mut out = HashMap::new();
-        for b in &self.buffers {
-            let f = if !b.matrix {
-                WeightFormat::F32
-            } else {
-                let mut parts = self.tensors.iter().filter(|t| t.target.buffer == b.id);
-                let first = parts.next().and_then(|t| WeightFormat::of_ggml(t.storage).filter(|f| t.shape.len() == 2 && f.fits(t.cols())));
-                match first {
-                    Some(q) if requested.is_none() && parts.all(|t| t.storage == q.ggml() && q.fits(t.cols())) => q,
-                    _ => float,
-                }
-            };
-            out.insert(b.id, f);
+    /// The device format of each tensor of a matrix for a requested dtype: with `None`, a
+    /// tensor in a block format (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: 32-weight blocks; Q4_K, Q5_K,
+    /// Q6_K: 256-weight super-blocks) in rows of whole blocks (`WeightFormat::fits`) keeps it
+    /// (the blocks stay quantised on the device); any other (F32/F16/BF16, other ggml types,
+    /// rows that are not whole blocks) is dequantised to `device_dtype(None)`. An explicit
+    /// dtype dequantises every matrix to it.
+    pub fn tensor_format(&self, t: &PlannedTensor, requested: Option<DType>) -> WeightFormat {
+        match WeightFormat::of_ggml(t.storage) {
+            Some(q) if requested.is_none() && t.shape.len() == 2 && q.fits(t.cols()) => q,
+            _ => WeightFormat::float(self.device_dtype(requested)),
         }
-        out
     }
 
-    /// (format, buffers, device bytes) of the buffers with the formats of `formats(requested)`,
+    /// How every buffer is laid out on the device for a requested dtype (`tensor_format`), in
+    /// parts of at most `window` bytes (`BufferLayout`): the fused matrices keep each tensor's
+    /// format (one part, and so one dispatch, per format: a q/k/v or gate/up whose parts
+    /// differ is never requantised), and a matrix past the window (the adapter's
+    /// `max_storage_buffer_binding_size`) is split by rows. Vectors are F32, one part.
+    pub fn layouts(&self, requested: Option<DType>, window: u64) -> Result<HashMap<BufferId, BufferLayout>> {
+        let mut out = HashMap::new();
+        for b in &self.buffers {
+            let parts: Vec<&PlannedTensor> = self.tensors.iter().filter(|t| t.target.buffer == b.id).collect();
+            let layout = if !b.matrix {
+                BufferLayout::vector(b.elems)
+            } else {
+                let formats: Vec<WeightFormat> = parts.iter().map(|t| self.tensor_format(t, requested)).collect();
+                BufferLayout::matrix(b, &parts, &formats, window)?
+            };
+            out.insert(b.id, layout);
+        }
+        Ok(out)
+    }
+
+    /// (format, parts, device bytes) of the buffers laid out by `layouts(requested, ..)`,
     /// largest first.
     pub fn device_bytes_by_format(&self, requested: Option<DType>) -> Vec<(WeightFormat, usize, u64)> {
-        let formats = self.formats(requested);
         let mut by: Vec<(WeightFormat, usize, u64)> = Vec::new();
+        let Ok(layouts) = self.layouts(requested, u64::MAX) else { return by };
         for b in &self.buffers {
-            let f = formats[&b.id];
-            let bytes = f.bytes(b.elems);
-            match by.iter_mut().find(|e| e.0 == f) {
-                Some(e) => {
-                    e.1 += 1;
-                    e.2 += bytes;
+            for p in &layouts[&b.id].parts {
+                let bytes = p.bytes(layouts[&b.id].cols);
+                match by.iter_mut().find(|e| e.0 == p.format) {
+                    Some(e) => {
+                        e.1 += 1;
+                        e.2 += bytes;
+                    }
+                    None => by.push((p.format, 1, bytes)),
                 }
-                None => by.push((f, 1, bytes)),
             }
         }
         by.sort_by_key(|e| std::cmp::Reverse(e.2));

@@ -4,28 +4,28 @@
 
 use super::buffers::SessionBuffers;
 use super::plan::{attention_split, PassPlan};
-use super::upload::GpuModel;
+use super::upload::{GpuModel, Matrix};
 use crate::config::{Config, GateMode};
 use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu};
 use crate::kernels::*;
-use crate::load::{BufferId, LayerBuffer};
 use crate::sampling::MAX_PENALTY_WINDOW;
 
-/// A matmul with a kernel bound for each path; the pass plan picks one.
+/// A matmul with kernels bound for each path, one per part of its matrix (`upload::Matrix`:
+/// windows of the binding limit, formats of a fused matrix); the pass plan picks the path.
 struct Mm {
-    tiled: Dispatch,
-    rows: Dispatch,
-    /// For a matmul whose input is an RMSNorm: the row-sharing kernel that normalises the raw
-    /// rows itself (`NORM`), so decode passes skip the norm dispatch. None where K % 8 != 0 or
-    /// the adapter does not fold norms (`Gpu::fuse_norms`).
-    rows_normed: Option<Dispatch>,
+    tiled: Vec<Dispatch>,
+    rows: Vec<Dispatch>,
+    /// For a matmul whose input is an RMSNorm: the row-sharing kernels that normalise the raw
+    /// rows themselves (`NORM`), so decode passes skip the norm dispatch. None where K % 8 != 0,
+    /// a part is quantised, or the adapter does not fold norms (`Gpu::fuse_norms`).
+    rows_normed: Option<Vec<Dispatch>>,
     /// The row-sharing kernels apply SwiGLU themselves (gate/up, K % 8 == 0: `GLU`).
     glu: bool,
 }
 
 impl Mm {
-    fn pick(&self, path: MatmulPath) -> &Dispatch {
+    fn pick(&self, path: MatmulPath) -> &[Dispatch] {
         match path {
             MatmulPath::RowSharing => &self.rows,
             MatmulPath::Tiled => &self.tiled,
@@ -49,7 +49,8 @@ struct LayerOps {
 }
 
 pub(crate) struct Graph {
-    embed: Dispatch,
+    /// One per part of the embedding table.
+    embed: Vec<Dispatch>,
     layers: Vec<LayerOps>,
     norm_carry: Dispatch,
     final_norm: Dispatch,
@@ -62,9 +63,7 @@ struct MmSpec<'a> {
     k: usize,
     n: usize,
     x: &'a wgpu::Buffer,
-    w: &'a wgpu::Buffer,
-    /// W's storage (`GpuModel::format`).
-    format: WeightFormat,
+    w: &'a Matrix,
     bias: Option<&'a wgpu::Buffer>,
     y: &'a wgpu::Buffer,
     /// y += W x (the residual add).
@@ -106,38 +105,39 @@ impl Graph {
         };
         let dummy = &model.dummy;
         let mm = |s: MmSpec| -> Result<Mm> {
-            let params = gpu.uniform("mm_params", &MatmulParams { accumulate: s.accumulate, bias: s.bias.is_some() }.bytes());
-            // The folded norm and the SwiGLU epilogue are options of the float vec kernel.
-            let float_vec = s.k % 8 == 0 && !s.format.is_quantised();
-            let glu = s.glu.filter(|_| float_vec);
-            let outs = if glu.is_some() { s.n / 2 } else { s.n };
-            let lanes = gpu.decode_lanes(outs);
-            let kernel = |path, lanes, norm_eps, glu| Matmul {
-                k: s.k,
-                n: s.n,
-                storage: s.format,
-                path,
-                lanes,
-                subgroups: gpu.subgroup_reduce(lanes),
-                logit_rows: s.logit_rows,
-                norm_eps,
-                glu,
-            };
-            let io = |x, y, norm_weight| MatmulIo { params: &params, pass: &bufs.pass, x, w: s.w, bias: s.bias.unwrap_or(dummy), y, norm_weight };
-            // The row-sharing kernels write the SwiGLU output where they apply it.
-            let ry = glu.unwrap_or(s.y);
-            let rows_normed = match s.norm {
-                Some((raw, nw)) if float_vec && gpu.fuse_norms => {
-                    Some(kernel(MatmulPath::RowSharing, lanes, Some(c.rms_norm_eps), glu.is_some()).dispatch(gpu, &io(raw, ry, nw))?)
+            // The folded norm and the SwiGLU epilogue are options of the float vec kernel; the
+            // epilogue needs the gate/up pairs side by side.
+            let float_vec = s.k % 8 == 0 && s.w.parts.iter().all(|p| !p.1.format.is_quantised());
+            let glu = s.glu.filter(|_| float_vec && s.w.interleaved);
+            let fold = float_vec && gpu.fuse_norms && s.norm.is_some();
+            let (mut tiled, mut rows, mut rows_normed) = (Vec::new(), Vec::new(), Vec::new());
+            for (w, part) in &s.w.parts {
+                let kernel = |path, lanes, norm_eps, glu: bool| Matmul {
+                    k: s.k,
+                    n: part.rows,
+                    storage: part.format,
+                    path,
+                    lanes,
+                    subgroups: gpu.subgroup_reduce(lanes),
+                    logit_rows: s.logit_rows,
+                    norm_eps,
+                    glu,
+                    out: if glu { OutMap { stride: s.n / 2, step: 1 } } else { OutMap { stride: s.n, step: part.step } },
+                };
+                // With the SwiGLU epilogue a part's pair j is output column out0 / 2 + j.
+                let out_offset = if glu.is_some() { part.out0 / 2 } else { part.out0 } as u32;
+                let params = gpu.uniform("mm_params", &MatmulParams { accumulate: s.accumulate, bias: s.bias.is_some(), out_offset }.bytes());
+                let lanes = gpu.decode_lanes(if glu.is_some() { part.rows / 2 } else { part.rows });
+                let io = |x, y, norm_weight| MatmulIo { params: &params, pass: &bufs.pass, x, w, bias: s.bias.unwrap_or(dummy), y, norm_weight };
+                // The row-sharing kernels write the SwiGLU output where they apply it.
+                let ry = glu.unwrap_or(s.y);
+                if let (true, Some((raw, nw))) = (fold, s.norm) {
+                    rows_normed.push(kernel(MatmulPath::RowSharing, lanes, Some(c.rms_norm_eps), glu.is_some()).dispatch(gpu, &io(raw, ry, nw))?);
                 }
-                _ => None,
-            };
-            Ok(Mm {
-                tiled: kernel(MatmulPath::Tiled, 8, None, false).dispatch(gpu, &io(s.x, s.y, dummy))?,
-                rows: kernel(MatmulPath::RowSharing, lanes, None, glu.is_some()).dispatch(gpu, &io(s.x, ry, dummy))?,
-                rows_normed,
-                glu: glu.is_some(),
-            })
+                tiled.push(kernel(MatmulPath::Tiled, 8, None, false).dispatch(gpu, &io(s.x, s.y, dummy))?);
+                rows.push(kernel(MatmulPath::RowSharing, lanes, None, glu.is_some()).dispatch(gpu, &io(s.x, ry, dummy))?);
+            }
+            Ok(Mm { tiled, rows, rows_normed: fold.then_some(rows_normed), glu: glu.is_some() })
         };
         let norm_params = gpu.uniform("norm_params", &NormParams { normalize_carry: c.normalize_per_loop }.bytes());
         let norm = |rows: NormRows, x: &wgpu::Buffer, weight: &wgpu::Buffer, out: &wgpu::Buffer| {
@@ -147,7 +147,6 @@ impl Graph {
         let split = attention_split(opts.context);
         let mut layers = Vec::new();
         for (i, lw) in model.layers.iter().enumerate() {
-            let fmt = |b: LayerBuffer| model.format(BufferId::Layer(i, b));
             let ring = bufs.rings.get(i).unwrap_or(dummy);
             let rope_io = RopeIo { rows: &bufs.rows, qkv: &bufs.qkv, kv: &bufs.kv[i], ring, table: &bufs.rope_table };
             let attn_io = AttentionIo {
@@ -168,7 +167,6 @@ impl Graph {
                     n: qd + 2 * kvd,
                     x: &bufs.normed,
                     w: &lw.qkv_proj,
-                    format: fmt(LayerBuffer::QkvProj),
                     bias: lw.qkv_bias.as_ref(),
                     y: &bufs.qkv,
                     accumulate: false,
@@ -183,14 +181,13 @@ impl Graph {
                     None => None,
                 },
                 ring_store: if plt { Some(Rope { shape, ring: true }.dispatch(gpu, &rope_io)?) } else { None },
-                o_proj: mm(MmSpec { k: qd, n: d, x: &bufs.att, w: &lw.o_proj, format: fmt(LayerBuffer::OProj), bias: None, y: &bufs.hidden, accumulate: true, logit_rows: false, norm: None, glu: None })?,
+                o_proj: mm(MmSpec { k: qd, n: d, x: &bufs.att, w: &lw.o_proj, bias: None, y: &bufs.hidden, accumulate: true, logit_rows: false, norm: None, glu: None })?,
                 post_norm: norm(NormRows::Pass, &bufs.hidden, &lw.post_attention_layernorm, &bufs.normed)?,
                 gate_up: mm(MmSpec {
                     k: d,
                     n: 2 * f,
                     x: &bufs.normed,
                     w: &lw.gate_up_proj,
-                    format: fmt(LayerBuffer::GateUpProj),
                     bias: None,
                     y: &bufs.gate_up,
                     accumulate: false,
@@ -199,10 +196,9 @@ impl Graph {
                     glu: Some(&bufs.act),
                 })?,
                 swiglu: Swiglu { f }.dispatch(gpu, &SwigluIo { gate_up: &bufs.gate_up, out: &bufs.act })?,
-                down: mm(MmSpec { k: f, n: d, x: &bufs.act, w: &lw.down_proj, format: fmt(LayerBuffer::DownProj), bias: None, y: &bufs.hidden, accumulate: true, logit_rows: false, norm: None, glu: None })?,
+                down: mm(MmSpec { k: f, n: d, x: &bufs.act, w: &lw.down_proj, bias: None, y: &bufs.hidden, accumulate: true, logit_rows: false, norm: None, glu: None })?,
             });
         }
-        let embed_io = EmbedIo { rows: &bufs.rows, embed: &model.embed, carried: &bufs.carry_scratch, out: &bufs.hidden };
         let sample_io = SampleIo {
             pass: &bufs.pass,
             params: &bufs.sample_params,
@@ -212,7 +208,15 @@ impl Graph {
             chosen: &bufs.chosen,
         };
         Ok(Graph {
-            embed: Embed { d, storage: model.format(BufferId::EmbedTokens) }.dispatch(gpu, &embed_io)?,
+            embed: model
+                .embed
+                .parts
+                .iter()
+                .map(|(e, p)| {
+                    let io = EmbedIo { rows: &bufs.rows, embed: e, carried: &bufs.carry_scratch, out: &bufs.hidden };
+                    Embed { d, storage: p.format, first: p.first, rows: p.rows }.dispatch(gpu, &io)
+                })
+                .collect::<Result<_>>()?,
             layers,
             norm_carry: norm(NormRows::Carry, &bufs.hidden, &model.norm, &bufs.carry_scratch)?,
             final_norm: norm(NormRows::Logits, &bufs.hidden, &model.norm, &bufs.normed)?,
@@ -221,7 +225,6 @@ impl Graph {
                 n: v,
                 x: &bufs.normed,
                 w: model.lm_head.as_ref().unwrap_or(&model.embed),
-                format: model.head_format(),
                 bias: None,
                 y: &bufs.logits,
                 accumulate: false,
@@ -239,14 +242,14 @@ impl Graph {
         // An RMSNorm and the matmul that reads it, or (row-sharing passes) the matmul
         // normalising its input itself.
         let normed = |v: &mut Vec<_>, path: MatmulPath, norm: (&'static str, &'a Dispatch), mm: (&'static str, &'a Mm)| match &mm.1.rows_normed {
-            Some(fused) if path == MatmulPath::RowSharing => v.push((mm.0, fused)),
+            Some(fused) if path == MatmulPath::RowSharing => v.extend(fused.iter().map(|d| (mm.0, d))),
             _ => {
                 v.push(norm);
-                v.push((mm.0, mm.1.pick(path)));
+                v.extend(mm.1.pick(path).iter().map(|d| (mm.0, d)));
             }
         };
         if plan.embed {
-            v.push(("embed_input", &self.embed));
+            v.extend(self.embed.iter().map(|d| ("embed_input", d)));
         }
         for layer in &self.layers {
             normed(&mut v, plan.body, ("input_norm", &layer.input_norm), ("qkv_proj", &layer.qkv));
@@ -261,12 +264,12 @@ impl Graph {
             if let Some(rs) = &layer.ring_store {
                 v.push(("ring_store", rs)); // after attention has read the ring's older slots
             }
-            v.push(("o_proj+residual", layer.o_proj.pick(plan.body)));
+            v.extend(layer.o_proj.pick(plan.body).iter().map(|d| ("o_proj+residual", d)));
             normed(&mut v, plan.body, ("post_norm", &layer.post_norm), ("gate_up_proj", &layer.gate_up));
             if plan.body == MatmulPath::Tiled || !layer.gate_up.glu {
                 v.push(("swiglu", &layer.swiglu)); // (else the row-sharing kernel applied it)
             }
-            v.push(("down_proj+residual", layer.down.pick(plan.body)));
+            v.extend(layer.down.pick(plan.body).iter().map(|d| ("down_proj+residual", d)));
         }
         if plan.carry_out {
             v.push(("norm_carry", &self.norm_carry));
