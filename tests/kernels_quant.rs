@@ -22,9 +22,11 @@ use plt::rng::Rng;
 const TOL: f64 = 1e-10;
 
 
-/// `n` random weights of `format` as GGUF blocks: (file bytes, device records, the values).
-fn random_blocks(rng: &mut Rng, format: WeightFormat, n: usize) -> (Vec<u8>, Vec<u8>, Vec<f32>) {
-    assert!(n.is_multiple_of(format.block()));
+/// `rows` x `cols` random weights of `format` as GGUF blocks: (file bytes, device layout, the
+/// values).
+fn random_blocks(rng: &mut Rng, format: WeightFormat, rows: usize, cols: usize) -> (Vec<u8>, Vec<u8>, Vec<f32>) {
+    let n = rows * cols;
+    assert!(cols.is_multiple_of(format.block()));
     let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
     let mut raw = Vec::new();
     // K-quant super-blocks: random d (and dmin), random 6-bit scale/min bytes or int8 scales,
@@ -63,8 +65,8 @@ fn random_blocks(rng: &mut Rng, format: WeightFormat, n: usize) -> (Vec<u8>, Vec
     }
     let values = dequantize(format.ggml(), &raw, n).unwrap();
     let mut records = Vec::new();
-    format.repack(&raw, &mut records).unwrap();
-    assert_eq!(records.len() as u64, format.bytes(n));
+    format.repack(&raw, cols, &mut records).unwrap();
+    assert_eq!(records.len(), rows * format.row_bytes(cols));
     (raw, records, values)
 }
 
@@ -77,7 +79,7 @@ fn random_blocks(rng: &mut Rng, format: WeightFormat, n: usize) -> (Vec<u8>, Vec
 fn matmul_case(rng: &mut Rng, format: WeightFormat, path: MatmulPath, r: usize, k: usize, o: usize, logits: bool) {
     let g = gpu();
     let extra = 3;
-    let (_, records, wv) = random_blocks(rng, format, o * k);
+    let (_, records, wv) = random_blocks(rng, format, o, k);
     let wbuf = g.storage_init("w", &records).unwrap();
     let x = rng.normals((r + extra) * k, 1.0);
     let xbuf = upload(&g, "x", &x);
@@ -162,7 +164,7 @@ fn quantised_embed_matches_cpu() {
         for &(r, d, v) in &[(1, 32, 5), (5, 96, 13), (17, 64, 7)] {
             let d = d * format.block() / 32;
             let extra = 2;
-            let (_, records, emb) = random_blocks(&mut rng, format, v * d);
+            let (_, records, emb) = random_blocks(&mut rng, format, v, d);
             let cbuf = rng.normals(4 * d, 1.0);
             let rows: Vec<Row> = (0..r)
                 .map(|i| {
@@ -194,20 +196,35 @@ fn quantised_embed_matches_cpu() {
     }
 }
 
-/// Repacking checks its input: a partial block is an error, not a panic.
+/// Repacking checks its input: a partial row, or rows that are not whole blocks, is an error,
+/// not a panic; whole rows come out at `row_bytes` each, the file's bytes where the row has an
+/// even number of blocks.
 #[test]
-fn repack_rejects_partial_blocks() {
+fn repack_checks_rows_and_keeps_the_files_bytes() {
     let mut out = Vec::new();
+    let mut rng = Rng::new(706);
     for format in WeightFormat::QUANTISED {
-        let err = format.repack(&[0u8; 35], &mut out).unwrap_err().to_string();
+        let b = format.block();
+        let err = format.repack(&[0u8; 35], b, &mut out).unwrap_err().to_string();
         assert!(err.contains(format.name()), "{err}");
-        let err = format.repack(&vec![0u8; 2 * format.block() + 1], &mut out).unwrap_err().to_string();
+        let err = format.repack(&vec![0u8; 2 * b + 1], 2 * b, &mut out).unwrap_err().to_string();
         assert!(err.contains(format.name()), "{err}");
+        let err = format.repack(&[], b + 1, &mut out).unwrap_err().to_string();
+        assert!(err.contains("whole"), "{err}");
+        for nb in [1, 2, 3, 4] {
+            let (raw, dev, _) = random_blocks(&mut rng, format, 3, nb * b);
+            assert_eq!(dev.len(), 3 * format.row_bytes(nb * b));
+            assert_eq!(dev.len() % 4, 0, "{format:?}: rows are whole words");
+            if nb % 2 == 0 {
+                assert_eq!(dev.len(), raw.len(), "{format:?}: {nb} blocks per row take the file's bytes");
+            }
+        }
     }
 }
 
 /// `n` random weights of any format: (device bytes, the values).
-fn random_weights_of(rng: &mut Rng, format: WeightFormat, n: usize) -> (Vec<u8>, Vec<f32>) {
+fn random_weights_of(rng: &mut Rng, format: WeightFormat, rows: usize, cols: usize) -> (Vec<u8>, Vec<f32>) {
+    let n = rows * cols;
     match format {
         WeightFormat::F32 => {
             let v = rng.normals(n, 0.2);
@@ -220,7 +237,7 @@ fn random_weights_of(rng: &mut Rng, format: WeightFormat, n: usize) -> (Vec<u8>,
             (bytes, h.iter().map(|x| x.to_f32()).collect())
         }
         q => {
-            let (_, records, values) = random_blocks(rng, q, n);
+            let (_, records, values) = random_blocks(rng, q, rows, cols);
             (records, values)
         }
     }
@@ -241,7 +258,7 @@ fn matmul_parts_write_only_their_columns() {
             for &glu in glus {
                 let (r, o) = (if path == MatmulPath::Tiled { 19 } else { 5 }, 38);
                 let (out, offset) = if glu { (OutMap { stride: o / 2 + 7, step: 1 }, 4) } else { (OutMap { stride: 2 * o + 5, step: 2 }, 3) };
-                let (wbytes, wv) = random_weights_of(&mut rng, format, o * k);
+                let (wbytes, wv) = random_weights_of(&mut rng, format, o, k);
                 let wbuf = g.storage_init("w", &wbytes).unwrap();
                 let x = rng.normals(r * k, 1.0);
                 let bias = rng.normals(out.stride, 0.5);
@@ -296,7 +313,7 @@ fn embed_part_writes_only_its_tokens() {
     for format in [WeightFormat::F32, WeightFormat::F16, WeightFormat::Q8_0, WeightFormat::Q4_K] {
         let d = if format.is_quantised() { format.block() } else { 40 };
         let (v, first, rows_held, r) = (30, 11, 9, 24);
-        let (bytes, emb) = random_weights_of(&mut rng, format, rows_held * d);
+        let (bytes, emb) = random_weights_of(&mut rng, format, rows_held, d);
         let cbuf = rng.normals(2 * d, 1.0);
         let rows: Vec<Row> = (0..r)
             .map(|i| {

@@ -243,7 +243,7 @@ pub struct PartPlan {
 impl PartPlan {
     /// Device bytes for rows of `cols` values.
     pub fn bytes(&self, cols: usize) -> u64 {
-        self.format.bytes(self.rows * cols)
+        (self.rows * self.format.row_bytes(cols)) as u64
     }
 }
 

@@ -394,7 +394,7 @@ impl Sink for DeviceSink<'_> {
             return Err(Error::Input(format!("tensor `{}`: {} blocks for a {} buffer", t.name, t.storage.name(), format.name())));
         }
         let mut mine = Vec::new();
-        format.repack(raw, &mut mine).map_err(|e| Error::Input(format!("tensor `{}`: {e}", t.name)))?;
+        format.repack(raw, t.cols(), &mut mine).map_err(|e| Error::Input(format!("tensor `{}`: {e}", t.name)))?;
         self.place(t, first_row, mine, format)
     }
 
