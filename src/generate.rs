@@ -123,6 +123,18 @@ pub struct GenerateOptions {
     pub context_shift: bool,
 }
 
+impl GenerateOptions {
+    /// Checks the options a caller may get wrong: the sampler's, and stop strings (an empty one
+    /// would match before any text).
+    pub fn validate(&self) -> Result<()> {
+        self.sampler.validate()?;
+        if self.stop.iter().any(|s| s.is_empty()) {
+            return Err(Error::Input("stop strings must not be empty (an empty one matches before any text)".into()));
+        }
+        Ok(())
+    }
+}
+
 impl Default for GenerateOptions {
     fn default() -> Self {
         GenerateOptions {

@@ -307,7 +307,14 @@ fn sampler(a: &SampleArgs) -> Result<SamplerConfig> {
     Ok(s)
 }
 
+/// The generation options of the flags, checked before any model is loaded.
 fn options(a: &SampleArgs) -> Result<GenerateOptions> {
+    let o = options_unchecked(a)?;
+    o.validate()?;
+    Ok(o)
+}
+
+fn options_unchecked(a: &SampleArgs) -> Result<GenerateOptions> {
     Ok(GenerateOptions {
         max_tokens: a.max_tokens,
         sampler: sampler(a)?,
@@ -329,7 +336,7 @@ fn open(m: &ModelArgs, context: Option<usize>) -> Result<TextSession> {
             eprintln!("warning: falling back to the CPU reference: correct but SLOW. On Linux, `apt-get install -y mesa-vulkan-drivers` gives a software GPU adapter.");
         }
         let (cfg, w, tok) = plt::load::read_host(&path)?;
-        let context = context.unwrap_or(2048).min(cfg.max_position_embeddings);
+        let context = session_context(context, cfg.max_position_embeddings)?;
         let session = ReferenceSession::new(&cfg, Arc::new(w), context)?;
         eprintln!("{path} on the CPU reference");
         Ok(TextSession::with_backend(Box::new(session), tok.map(Arc::new), &path.to_string()))
@@ -345,12 +352,23 @@ fn open(m: &ModelArgs, context: Option<usize>) -> Result<TextSession> {
     let mut bar = Progress::new(1.0, true);
     let engine = match Engine::load_blocking(&path, &opts, &mut |stage, f| bar.stage(stage, f)) {
         Ok(e) => e,
-        Err(Error::NoAdapter(msg)) => return on_cpu(&format!("no GPU adapter ({msg})")),
+        // A named adapter that is not there is the user's error; no adapter at all falls back.
+        Err(Error::NoAdapter(msg)) if m.adapter.is_none() => return on_cpu(&format!("no GPU adapter ({msg})")),
         Err(e) => return Err(e),
     };
     eprintln!("{path} on {}", engine.gpu.describe());
-    let context = context.unwrap_or(2048).min(engine.cfg().max_position_embeddings);
+    let context = session_context(context, engine.cfg().max_position_embeddings)?;
     TextSession::new(Arc::new(engine), context)
+}
+
+/// The session context: `--context` when given (an error past the model's
+/// max_position_embeddings, as at 0), else 2048 or the model's maximum if smaller.
+fn session_context(asked: Option<usize>, max: usize) -> Result<usize> {
+    match asked {
+        Some(c) if c == 0 || c > max => Err(Error::Input(format!("--context {c} must be between 1 and the model's max_position_embeddings ({max})"))),
+        Some(c) => Ok(c),
+        None => Ok(2048.min(max)),
+    }
 }
 
 fn print_piece(p: &str) -> bool {
@@ -446,7 +464,14 @@ fn chat(a: ChatArgs) -> Result<()> {
 
 fn perplexity(a: PerplexityArgs) -> Result<()> {
     let path = model_source(&a.model.model);
-    let text = std::fs::read_to_string(&a.file).map_err(|e| Error::io(&a.file, e))?;
+    if a.max_chunks == Some(0) {
+        return Err(Error::Input("--max-chunks must be at least 1".into()));
+    }
+    let mut file = std::fs::File::open(&a.file).map_err(|e| Error::io(&a.file, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(&a.file, e))?;
+    if !meta.is_file() {
+        return Err(Error::Input(format!("{} is not a regular file", a.file.display())));
+    }
     let opts = LoadOptions {
         dtype: a.model.dtype.as_deref().map(parse_dtype).transpose()?,
         gpu: GpuOptions { adapter: a.model.adapter.clone(), ..Default::default() },
@@ -455,41 +480,113 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
     let mut bar = Progress::new(1.0, true);
     let engine = Engine::load_blocking(&path, &opts, &mut |stage, f| bar.stage(stage, f))?;
     let tok = engine.tokenizer()?;
-    let ids = tok.encode(&text, false)?;
-    let ctx = a.context.unwrap_or(256).min(engine.cfg().max_position_embeddings);
-    if ctx < 2 {
-        return Err(Error::Input("--context must be at least 2".into()));
-    }
-    let mut chunks: Vec<&[u32]> = ids.chunks(ctx).filter(|c| c.len() >= 2).collect();
-    if let Some(m) = a.max_chunks {
-        chunks.truncate(m);
-    }
-    if chunks.is_empty() {
-        return Err(Error::Input(format!("{} has fewer than 2 tokens", a.file.display())));
-    }
+    let max = engine.cfg().max_position_embeddings;
+    let ctx = match a.context {
+        Some(c) if c < 2 || c > max => return Err(Error::Input(format!("--context {c} must be between 2 and the model's max_position_embeddings ({max})"))),
+        Some(c) => c,
+        None => 256.min(max),
+    };
     let v = engine.cfg().vocab_size;
     let mut s = Session::new(engine.model.clone(), SessionOptions { batch: 1, context: ctx, prefill_chunk: 128.min(ctx), kv_f16: engine.kv_f16 })?;
-    let (mut nll, mut n) = (0.0f64, 0usize);
+    let (mut nll, mut n, mut chunks) = (0.0f64, 0usize, 0usize);
     let start = Instant::now();
-    for (i, c) in chunks.iter().enumerate() {
-        s.reset(0)?;
-        let logits = s.prefill_blocking(0, c, Logits::All)?;
-        for t in 0..c.len() - 1 {
-            nll -= reference::logprob(&logits[t * v..(t + 1) * v], c[t + 1]);
-            n += 1;
+    // The file is read, tokenised and scored a piece at a time: memory stays flat in its size.
+    // Pieces end after a line break (the rest waits for the next read), so a token never
+    // spans two pieces unless a line is longer than the read size.
+    let total = meta.len().max(1) as f32;
+    let mut text = TextPieces::new(&mut file);
+    let mut ids: Vec<u32> = Vec::new();
+    let mut read = 0u64;
+    loop {
+        let piece = text.next_piece().map_err(|e| Error::io(&a.file, e))?;
+        let last = piece.is_none();
+        if let Some((p, bytes)) = piece {
+            ids.extend(tok.encode(&p, false)?);
+            read += bytes as u64;
         }
-        bar.stage("perplexity", (i + 1) as f32 / chunks.len() as f32);
+        while ids.len() >= ctx || (last && ids.len() >= 2) {
+            let c: Vec<u32> = ids.drain(..ctx.min(ids.len())).collect();
+            s.reset(0)?;
+            let logits = s.prefill_blocking(0, &c, Logits::All)?;
+            for t in 0..c.len() - 1 {
+                nll -= reference::logprob(&logits[t * v..(t + 1) * v], c[t + 1]);
+                n += 1;
+            }
+            chunks += 1;
+            bar.stage("perplexity", read as f32 / total);
+            if Some(chunks) == a.max_chunks {
+                break;
+            }
+        }
+        if last || Some(chunks) == a.max_chunks {
+            break;
+        }
+    }
+    if n == 0 {
+        return Err(Error::Input(format!("{} has fewer than 2 tokens", a.file.display())));
     }
     let ppl = (nll / n as f64).exp();
     println!(
         "{}",
         serde_json::json!({
-            "file": a.file.display().to_string(), "tokens_scored": n, "chunks": chunks.len(), "context": ctx,
+            "file": a.file.display().to_string(), "tokens_scored": n, "chunks": chunks, "context": ctx,
             "mean_nll": nll / n as f64, "perplexity": ppl, "seconds": start.elapsed().as_secs_f64(),
             "adapter": engine.gpu.describe(),
         })
     );
     Ok(())
+}
+
+/// A text file read in pieces of about `PIECE` bytes that end after a line break (or at a
+/// character boundary when a line is longer), never splitting a UTF-8 character.
+struct TextPieces<'f> {
+    file: &'f mut std::fs::File,
+    carry: Vec<u8>,
+    eof: bool,
+}
+
+const PIECE: usize = 1 << 16;
+
+impl<'f> TextPieces<'f> {
+    fn new(file: &'f mut std::fs::File) -> Self {
+        TextPieces { file, carry: Vec::new(), eof: false }
+    }
+
+    /// The next piece and the file bytes it covers; `None` at the end.
+    fn next_piece(&mut self) -> std::io::Result<Option<(String, usize)>> {
+        use std::io::Read;
+        if !self.eof {
+            let have = self.carry.len();
+            self.carry.resize(have + PIECE, 0);
+            let mut got = 0;
+            while got < PIECE {
+                let k = self.file.read(&mut self.carry[have + got..])?;
+                if k == 0 {
+                    self.eof = true;
+                    break;
+                }
+                got += k;
+            }
+            self.carry.truncate(have + got);
+        }
+        if self.carry.is_empty() {
+            return Ok(None);
+        }
+        let cut = if self.eof {
+            self.carry.len()
+        } else {
+            match self.carry.iter().rposition(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                // No line break: cut before an incomplete character at the end.
+                None => (0..self.carry.len().min(4)).map(|k| self.carry.len() - k).find(|&i| std::str::from_utf8(&self.carry[..i]).is_ok()).unwrap_or(self.carry.len()),
+            }
+        };
+        let rest = self.carry.split_off(cut);
+        let bytes = std::mem::replace(&mut self.carry, rest);
+        let text = String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not UTF-8 text: {e}")))?;
+        let n = text.len();
+        Ok(Some((text, n)))
+    }
 }
 
 fn info(src: &ModelSource, print_plan: bool) -> Result<()> {
@@ -590,7 +687,11 @@ fn score(a: ScoreArgs) -> Result<()> {
     if n > cfg.max_position_embeddings {
         return Err(Error::Input(format!("{n} tokens exceed max_position_embeddings ({})", cfg.max_position_embeddings)));
     }
-    let prefill = a.prefill.unwrap_or(n / 2).clamp(1, n);
+    let prefill = match a.prefill {
+        Some(p) if p == 0 || p > n - 1 => return Err(Error::Input(format!("--prefill {p} must be between 1 and {} (the tokens before the last)", n - 1))),
+        Some(p) => p,
+        None => (n / 2).clamp(1, n - 1),
+    };
     // The JSON's `mode` values are stable: "parallel" names the fused schedule.
     let mode = if cfg.num_loops > 1 && cfg.looping == Looping::Vanilla {
         "vanilla"

@@ -98,6 +98,14 @@ fn bad_input_is_a_one_line_error() {
         (&["score", "--model", d, "--tokens", "1,2", "--kv-dtype", "q4"], "--kv-dtype"),
         (&["init", x.to_str().unwrap(), "--heads", "3", "--kv-heads", "2"], "num_key_value_heads"),
         (&["init", y.to_str().unwrap(), "--gate", "sideways"], "--gate"),
+        (&["score", "--model", d, "--tokens", "1,2,3,4", "--prefill", "4"], "--prefill 4"),
+        (&["score", "--model", d, "--tokens", "1,2,3,4", "--prefill", "0"], "--prefill 0"),
+        (&["generate", "--model", d, "--stop", "", "hi"], "stop strings"),
+        (&["generate", "--model", d, "--context", "1000000", "hi"], "--context 1000000"),
+        (&["generate", "--model", d, "--context", "0", "hi"], "--context 0"),
+        (&["generate", "--model", d, "--adapter", "NoSuchAdapter", "hi"], "nosuchadapter"),
+        (&["perplexity", "--model", d, "--file", d, "--max-chunks", "0"], "--max-chunks"),
+        (&["perplexity", "--model", d, "--file", d], "not a regular file"),
     ];
     for (args, needle) in cases {
         let (ok, out, err) = plt(args);
@@ -132,6 +140,11 @@ fn generate_on_gpu_and_cpu_prints_the_same() {
         assert!(err.contains("CPU reference"), "{err}");
         assert_eq!(gpu, cpu, "{extra:?}");
     }
+    // -n 0: the prompt is fed, nothing is generated.
+    let (ok, out, err) = plt(&["generate", "ab", "--model", d, "-n", "0"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim_end(), "ab", "{err}");
+    assert!(err.contains("; 0 tokens"), "{err}");
     std::fs::remove_dir_all(&tmp).ok();
 }
 

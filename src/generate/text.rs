@@ -138,7 +138,7 @@ pub struct Generator<'a> {
 impl<'a> Generator<'a> {
     /// Feeds the pending token and `prompt`, and draws the first token.
     pub async fn start(ts: &'a mut TextSession, prompt: &[u32], opts: GenerateOptions) -> Result<Generator<'a>> {
-        opts.sampler.validate()?;
+        opts.validate()?;
         let tok = ts.tokenizer.clone().ok_or_else(|| ts.no_tokenizer())?;
         let feed: Vec<u32> = ts.pending.iter().copied().chain(prompt.iter().copied()).collect();
         if feed.is_empty() {
@@ -159,6 +159,7 @@ impl<'a> Generator<'a> {
         ts.pending = Some(next);
         let t1 = now_ms();
         let timings = Timings { prompt_tokens: feed.len(), prefill_ms: t1 - t0, ..Default::default() };
+        let opts_max_tokens = opts.max_tokens;
         Ok(Generator {
             ts,
             tok,
@@ -170,7 +171,9 @@ impl<'a> Generator<'a> {
             emitted: 0,
             timings,
             t_decode: t1,
-            finish: None,
+            // No token asked for: the prompt is fed (and the next token drawn, pending), nothing
+            // is emitted.
+            finish: (opts_max_tokens == 0).then_some(FinishReason::MaxTokens),
         })
     }
 
