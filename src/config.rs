@@ -261,6 +261,17 @@ impl Config {
                 return Err(Error::config(field, format!("{v} is not finite")));
             }
         }
+        // The checks `from_json` makes, so that a config built in code (`plt init`) is one the
+        // loader accepts (JSON cannot hold a non-finite number: it would be written as null).
+        if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps.is_finite()) {
+            return Err(Error::config("rms_norm_eps", format!("{} must be positive and finite", self.rms_norm_eps)));
+        }
+        if !(self.rope_theta > 0.0 && self.rope_theta.is_finite()) {
+            return Err(Error::config("rope_theta", format!("{} must be positive and finite", self.rope_theta)));
+        }
+        if self.window_left > u32::MAX as usize {
+            return Err(Error::config("plt_window_size", format!("left must be a non-negative integer below 2^32, got {}", self.window_left)));
+        }
         Ok(())
     }
 
@@ -382,7 +393,8 @@ fn opt_f32(o: &Map<String, Value>, name: &str) -> Result<Option<f32>> {
     match field(o, name) {
         None => Ok(None),
         Some(v) => match v.as_f64() {
-            Some(x) if x.is_finite() => Ok(Some(x as f32)),
+            Some(x) if (x as f32).is_finite() => Ok(Some(x as f32)),
+            Some(x) if x.is_finite() => Err(Error::config(name, format!("{x} does not fit a 32-bit float"))),
             _ => Err(Error::config(name, format!("expected a number, got {v}"))),
         },
     }

@@ -380,7 +380,8 @@ impl KvCache {
 }
 
 /// One layer's local ring buffer for one loop l >= 1: slot p % (left+1) holds position p's K/V,
-/// [left+1][Hkv*Dh] each.
+/// [left+1][Hkv*Dh] each, grown as positions arrive (a window longer than the sequence never
+/// allocates its unused slots).
 #[derive(Clone, Debug)]
 struct Ring {
     k: Vec<Vec<f32>>,
@@ -441,17 +442,7 @@ impl DecodeState {
         };
         let full = vec![vec![KvCache::default(); n]; full_loops];
         let rings = if cfg.is_plt() {
-            let empty = vec![vec![0.0; cfg.kv_dim()]; cfg.window_slots()];
-            vec![
-                vec![
-                    Ring {
-                        k: empty.clone(),
-                        v: empty
-                    };
-                    n
-                ];
-                loops - 1
-            ]
+            vec![vec![Ring { k: Vec::new(), v: Vec::new() }; n]; loops - 1]
         } else {
             vec![]
         };
@@ -500,8 +491,14 @@ impl DecodeState {
             let slot = t % cfg.window_slots();
             for l in 1..rows {
                 let ring = &mut self.rings[l - 1][i];
-                ring.k[slot] = k[l * kvd..(l + 1) * kvd].to_vec();
-                ring.v[slot] = v[l * kvd..(l + 1) * kvd].to_vec();
+                let (kl, vl) = (k[l * kvd..(l + 1) * kvd].to_vec(), v[l * kvd..(l + 1) * kvd].to_vec());
+                if slot == ring.k.len() {
+                    ring.k.push(kl);
+                    ring.v.push(vl);
+                } else {
+                    ring.k[slot] = kl;
+                    ring.v[slot] = vl;
+                }
             }
             let (gk, gv) = self.full[0][i].upto(t);
             let mut o = attend_heads(cfg, &q[..qd], &gk, &gv); // [L, H*Dh]

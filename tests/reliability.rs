@@ -160,3 +160,25 @@ fn kernel_options_are_checked() {
     assert_eq!(g.subgroup_size, None);
     assert!(!g.subgroup_reduce(8));
 }
+
+/// A sliding window far longer than any sequence (2^32 - 1 positions) costs the CPU decoder
+/// only the positions it has seen: its rings grow with the sequence, and its logits still match
+/// the full forward.
+#[test]
+fn huge_window_on_the_cpu_allocates_what_it_uses() {
+    let mut v = serde_json::json!({
+        "vocab_size": 37, "hidden_size": 16, "intermediate_size": 24,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "max_position_embeddings": 64, "plt_num_loops": 3, "plt_window_size": [u32::MAX, 0],
+    });
+    let cfg = plt::config::Config::from_json(v.as_object_mut().unwrap()).unwrap();
+    assert_eq!(cfg.window_slots(), u32::MAX as usize + 1);
+    let w = plt::init::random_weights(&cfg, &plt::init::InitOptions { seed: 3, ..Default::default() });
+    let toks = tokens(6, cfg.vocab_size, 9);
+    let want = plt::reference::forward(&cfg, &w, &toks);
+    let mut d = plt::reference::Decoder::new(&cfg, &w);
+    for (t, &tok) in toks.iter().enumerate() {
+        let got = d.step(tok);
+        assert!(nmse(&got, &want[t]) < 1e-12, "position {t}");
+    }
+}
