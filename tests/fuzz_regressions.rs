@@ -412,7 +412,7 @@ fn u32kv(key: &str, x: u32) -> Vec<u8> {
 
 fn gguf_err(what: &str, b: &[u8]) -> String {
     let e = err_of(what, b.len(), || load_gguf_bytes(b));
-    assert!(e.starts_with("GGUF: ") || e.contains("tensor"), "{what}: {e}");
+    assert!(e.starts_with("model.gguf: GGUF: ") || e.contains("tensor"), "{what}: {e}");
     e
 }
 
