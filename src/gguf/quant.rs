@@ -22,7 +22,8 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (f32, f32) {
 /// The first number in `data` (whole blocks of `ty`) that is NaN or infinite, found from the
 /// raw bytes without decoding: a value of an F32/F16/BF16 tensor, or a block's f16 scale or min
 /// (the only numbers a block holds that can be non-finite: its quants and sub-block scales are
-/// integers, and finite scales decode to finite values). None for types `dequantize` rejects.
+/// integers, and finite scales decode to finite values). None when every one is finite, and for
+/// types `dequantize` rejects.
 pub fn first_non_finite(ty: GgmlType, data: &[u8]) -> Option<NonFinite> {
     // An f16 or bf16 is non-finite exactly when its exponent bits are all ones.
     fn first<const N: usize>(data: &[u8], bad: impl Fn([u8; N]) -> Option<f32>) -> Option<NonFinite> {
