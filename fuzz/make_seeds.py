@@ -114,6 +114,14 @@ def tensor_data(ty, n):
         return b"".join(struct.pack("<f", rng.gauss(0, 0.5)) for _ in range(n))
     out = bytearray(rng.getrandbits(8) for _ in range(n // block * size))
     if ty in ("F16", "BF16"):
+        # Finite values only (the loader rejects NaN and infinities): a value whose exponent
+        # bits are all ones gets its lowest exponent bit cleared.
+        exp, low = (0x7C00, 0x0400) if ty == "F16" else (0x7F80, 0x0080)
+        for i in range(0, len(out), 2):
+            v = out[i] | out[i + 1] << 8
+            if v & exp == exp:
+                v ^= low
+                out[i], out[i + 1] = v & 0xFF, v >> 8
         return bytes(out)
     # Keep the f16 scales small and finite (the rest is random quantised data).
     for b in range(n // block):

@@ -46,6 +46,11 @@ pub enum Error {
     #[error("GPU error: {0}")]
     Gpu(String),
 
+    /// The model computed a NaN or an infinity from finite inputs (names the call, the
+    /// sequence, the position and the first bad logit).
+    #[error("{0}")]
+    NonFinite(String),
+
     /// Bad arguments from a caller (token ids out of range, prompt too long, ...).
     #[error("{0}")]
     Input(String),

@@ -11,8 +11,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 /// The adapter. A missing adapter fails the test (never a silent skip), in CI and out of it.
-/// `PLT_TEST_ADAPTER=NAME` requires the adapter's name to contain NAME (case-insensitive), so a
-/// run meant for one driver cannot pass on another.
+/// `PLT_TEST_ADAPTER=NAME` requires the adapter's name to contain NAME (case-insensitive), and
+/// `PLT_TEST_BACKEND=vulkan|gl|metal|dx12` its backend to be that one, so a run meant for one
+/// driver cannot pass on another (Mesa's llvmpipe has the same name through Vulkan, as
+/// lavapipe, and through GL).
 pub fn gpu() -> Arc<Gpu> {
     static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
     GPU.get_or_init(|| {
@@ -20,6 +22,10 @@ pub fn gpu() -> Arc<Gpu> {
         eprintln!("adapter: {}", g.describe());
         if let Ok(want) = std::env::var("PLT_TEST_ADAPTER") {
             assert!(g.info.name.to_lowercase().contains(&want.to_lowercase()), "PLT_TEST_ADAPTER={want}, but the adapter is {}", g.describe());
+        }
+        if let Ok(want) = std::env::var("PLT_TEST_BACKEND") {
+            let got = format!("{:?}", g.info.backend);
+            assert!(got.eq_ignore_ascii_case(&want), "PLT_TEST_BACKEND={want}, but the adapter is {}", g.describe());
         }
         Arc::new(g)
     })

@@ -412,7 +412,7 @@ fn u32kv(key: &str, x: u32) -> Vec<u8> {
 
 fn gguf_err(what: &str, b: &[u8]) -> String {
     let e = err_of(what, b.len(), || load_gguf_bytes(b));
-    assert!(e.starts_with("GGUF: ") || e.contains("tensor"), "{what}: {e}");
+    assert!(e.starts_with("model.gguf: GGUF: ") || e.contains("tensor"), "{what}: {e}");
     e
 }
 
@@ -790,6 +790,9 @@ fn error_table() {
     let t = r.iter_mut().find(|t| t.0 == "model.norm.weight").unwrap();
     t.1 = Dtype::I32;
     row(src, "model.norm.weight as I32", from(&r));
+    let mut r = raw();
+    r.iter_mut().find(|t| t.0 == "model.layers.1.mlp.down_proj.weight").unwrap().3[4 * 21..4 * 22].copy_from_slice(&f32::NAN.to_le_bytes());
+    row(src, "a NaN at value 21 of down_proj", from(&r));
     for (tensor, dt) in [("model.layers.0.mlp.up_proj.weight", Dtype::F64), ("model.layers.1.self_attn.q_proj.bias", Dtype::U8)] {
         let mut r = raw();
         let t = r.iter_mut().find(|t| t.0 == tensor).unwrap();

@@ -9,7 +9,7 @@ mod gguf_writer;
 use gguf_writer::*;
 use plt::gguf::{dequantize, load_gguf, load_gguf_bytes, GgmlType, GgufFile, GgufTokenizer};
 use plt::init::named_tensors;
-use plt::load::{MemorySource, ModelSource};
+use plt::load::{ByteSource, MemorySource, ModelSource};
 use plt::model::GpuModel;
 use plt::rng::Rng;
 use plt::weights::Tensor;
@@ -439,4 +439,178 @@ fn corrupted_files_never_panic() {
 fn missing_file_is_an_io_error() {
     let e = load_gguf(Path::new("/nonexistent/model.gguf")).unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad tensor data: errors name the file, the tensor and the first bad value or block
+// ---------------------------------------------------------------------------------------------
+
+/// Hidden size 256, so K-quant rows are whole super-blocks.
+const K_DIMS: Dims = Dims { d: 256, h: 4, hkv: 2, dh: 64, f: 512 };
+
+/// A synthetic model whose matrices (q/k/v, o, gate/up, down; the embedding too when it is a
+/// block format) are all of type `ty`, so the device keeps every block format quantised.
+fn all_of(ty: GgmlType, dims: Dims) -> Gguf {
+    let embed = if ty.block().unwrap().0 > 1 { ty } else { GgmlType::F16 };
+    let var = Variant { tied: true, bias: false, types: [[ty; 7]; 2], embed };
+    synthetic_dims(&var, dims, 23).0
+}
+
+/// Absolute byte offset of tensor `name`'s data in `g.build()` (the writer's layout).
+fn data_offset(g: &Gguf, name: &str) -> usize {
+    let mut at = g.build().0;
+    for t in &g.tensors {
+        if t.name == name {
+            return at;
+        }
+        at = (at + t.data.len()).div_ceil(g.alignment as usize) * g.alignment as usize;
+    }
+    panic!("no tensor {name}")
+}
+
+/// The error of loading `bytes` (named `name`) on the host and streamed to the device with
+/// `dtype` (None: block formats kept quantised; F32: dequantised at load); all three must be
+/// errors and mention `parts`.
+fn load_errors(gpu: &std::sync::Arc<plt::gpu::Gpu>, name: &str, bytes: &[u8], parts: &[&str]) {
+    let host = plt::load::open_gguf(Box::new(MemorySource::new(name, bytes))).and_then(|m| m.read_weights());
+    assert_mentions(&error_of(host), parts);
+    for dtype in [None, Some(DType::F32)] {
+        let open = plt::load::open_gguf(Box::new(MemorySource::new(name, bytes)));
+        let msg = error_of(open.and_then(|m| GpuModel::load(gpu.clone(), m, dtype, &mut |_| {})));
+        assert_mentions(&msg, parts);
+    }
+    gpu.check().unwrap();
+}
+
+/// A NaN or an infinity wherever a tensor stores a float (a block's f16 scale `d`, Q4_1/Q5_1's
+/// min `m`, the K-quants' super-block `d` and `dmin`, an F32/F16/BF16 value) is an error naming
+/// the file, the tensor and the first bad block or value, on the host and on the device, with
+/// blocks kept quantised and dequantised at load.
+#[test]
+fn non_finite_scales_and_values_are_errors_naming_the_block() {
+    use GgmlType as G;
+    let gpu = common::gpu();
+    // f16 bits of NaN, +Inf, -Inf.
+    let bad = [(0x7E00u16, "NaN"), (0x7C00, "+Inf"), (0xFC00, "-Inf")];
+    let scales = [
+        (G::Q8_0, 0, "scale `d`"),
+        (G::Q4_0, 0, "scale `d`"),
+        (G::Q5_0, 0, "scale `d`"),
+        (G::Q4_1, 0, "scale `d`"),
+        (G::Q4_1, 2, "min `m`"),
+        (G::Q5_1, 0, "scale `d`"),
+        (G::Q5_1, 2, "min `m`"),
+        (G::Q4_K, 0, "super-block scale `d`"),
+        (G::Q4_K, 2, "super-block min `dmin`"),
+        (G::Q5_K, 0, "super-block scale `d`"),
+        (G::Q5_K, 2, "super-block min `dmin`"),
+        (G::Q6_K, 208, "super-block scale `d`"),
+    ];
+    let name = "blk.1.ffn_down.weight"; // [D, F]: rows of F = 512 values
+    for (i, &(ty, at, field)) in scales.iter().enumerate() {
+        let base = all_of(ty, K_DIMS);
+        let (block, block_bytes) = ty.block().unwrap();
+        let per_row = (K_DIMS.f as u64 / block) as usize;
+        // The second block of row 1, then a later one: the error names the first.
+        let first = per_row + 1;
+        let (bits, kind) = bad[i % 3];
+        let mut g = base.clone();
+        let data = &mut g.tensor_mut(name).data;
+        for b in [first, first + 3] {
+            data[b * block_bytes as usize + at..][..2].copy_from_slice(&bits.to_le_bytes());
+        }
+        let want = format!("block {first} has a non-finite {field} ({kind})");
+        load_errors(&gpu, "bad-scale.gguf", &g.bytes(), &["bad-scale.gguf", name, ty.name().as_str(), &want]);
+        // The same block with a finite scale loads.
+        assert!(load_gguf_bytes(&base.bytes()).is_ok(), "{}", ty.name());
+    }
+    // Values of float tensors: a matrix, and an F32 vector.
+    for (i, ty) in [G::F32, G::F16, G::BF16].into_iter().enumerate() {
+        let mut g = all_of(ty, K_DIMS);
+        let (bits, kind) = bad[i];
+        let width = ty.block().unwrap().1 as usize;
+        let at = K_DIMS.f + 3; // row 1, column 3
+        let value = match ty {
+            G::F32 => half::f16::from_bits(bits).to_f32().to_le_bytes().to_vec(),
+            G::BF16 => half::bf16::from_f32(half::f16::from_bits(bits).to_f32()).to_le_bytes().to_vec(),
+            _ => bits.to_le_bytes().to_vec(),
+        };
+        g.tensor_mut(name).data[at * width..][..width].copy_from_slice(&value);
+        let want = format!("value {at} (row 1, column 3) is {kind}");
+        load_errors(&gpu, "bad-value.gguf", &g.bytes(), &["bad-value.gguf", name, ty.name().as_str(), &want]);
+    }
+    let mut g = all_of(G::Q8_0, K_DIMS);
+    g.tensor_mut("output_norm.weight").data[4 * 7..][..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    load_errors(&gpu, "bad-norm.gguf", &g.bytes(), &["bad-norm.gguf", "output_norm.weight", "value 7 (row 0, column 7) is NaN"]);
+}
+
+/// In a tensor read in several chunks (ffn_down of 256 rows of 8192 values: 2M values, two
+/// chunks of rows), the block index counts from the tensor's start, not the chunk's.
+#[test]
+fn a_non_finite_scale_in_a_later_chunk_is_counted_from_the_tensor_start() {
+    let gpu = common::gpu();
+    let dims = Dims { f: 8192, ..K_DIMS };
+    let mut g = all_of(GgmlType::Q4_0, dims);
+    let name = "blk.0.ffn_down.weight";
+    let block = 200 * (8192 / 32) + 5; // row 200, block 5 of the row
+    g.tensor_mut(name).data[block * 18..][..2].copy_from_slice(&0x7C00u16.to_le_bytes());
+    load_errors(&gpu, "big.gguf", &g.bytes(), &["big.gguf", name, &format!("block {block} has a non-finite scale `d` (+Inf)")]);
+}
+
+/// A byte source that claims more bytes than it has (a stream that ends early).
+struct EndsEarly(MemorySource<Vec<u8>>, u64);
+
+impl ByteSource for EndsEarly {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn size(&self) -> u64 {
+        self.1
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> plt::Result<()> {
+        self.0.read_at(offset, buf)
+    }
+}
+
+/// Unknown type ids, data past the end of the file, a file cut inside a tensor, rows that are
+/// not whole blocks (32 and 256 values), and a source that ends while a tensor streams: each an
+/// error naming the file and the tensor.
+#[test]
+fn bad_tensor_data_errors_name_the_file_and_the_tensor() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let base = all_of(GgmlType::Q4_K, K_DIMS);
+    // Through a file on disk (the path is named) and bytes in memory (the source's name).
+    let check = |what: &str, g: &Gguf, bytes: Option<Vec<u8>>, parts: &[&str]| {
+        let bytes = bytes.unwrap_or_else(|| g.bytes());
+        let path = dir.join(format!("bad-{}.gguf", what.replace(' ', "-")));
+        std::fs::write(&path, &bytes).unwrap();
+        let msg = error_of(plt::load::open(&ModelSource::Path(path.clone())).and_then(|m| m.read_weights()));
+        assert_mentions(&msg, &[&path.display().to_string()]);
+        assert_mentions(&msg, parts);
+        let msg = error_of(plt::load::open_gguf(Box::new(MemorySource::new("in-memory.gguf", bytes))).and_then(|m| m.read_weights()));
+        assert_mentions(&msg, &["in-memory.gguf"]);
+        assert_mentions(&msg, parts);
+    };
+    let mut g = base.clone();
+    g.tensor_mut("blk.0.attn_v.weight").ty = 1000;
+    check("unknown type", &g, None, &["blk.0.attn_v.weight", "unknown ggml type 1000"]);
+    let mut g = base.clone();
+    g.tensor_mut("blk.0.ffn_up.weight").dims = vec![384, 256];
+    check("row of 384", &g, None, &["blk.0.ffn_up.weight", "rows of 384 values", "block size 256"]);
+    let mut g = all_of(GgmlType::Q5_1, K_DIMS);
+    g.tensor_mut("blk.0.ffn_up.weight").dims = vec![48, 100];
+    check("row of 48", &g, None, &["blk.0.ffn_up.weight", "rows of 48 values", "block size 32"]);
+    let mut g = base.clone();
+    g.tensor_mut("blk.1.attn_output.weight").offset = Some(1 << 40);
+    check("offset past the end", &g, None, &["blk.1.attn_output.weight", "past the end"]);
+    // Cut in the middle of a tensor that has others after it.
+    let name = "blk.0.ffn_gate.weight";
+    let cut = data_offset(&base, name) + base.tensors.iter().find(|t| t.name == name).unwrap().data.len() / 2;
+    check("cut inside a tensor", &base, Some(base.bytes()[..cut].to_vec()), &[name, "past the end"]);
+    // A source whose bytes end inside that tensor after the header was read.
+    let bytes = base.bytes();
+    assert!(cut > 64 << 10, "the cut must lie past the header's read-ahead");
+    let src = EndsEarly(MemorySource::new("stream.gguf", bytes[..cut].to_vec()), bytes.len() as u64);
+    let msg = error_of(plt::load::open_gguf(Box::new(src)).and_then(|m| m.read_weights()));
+    assert_mentions(&msg, &["stream.gguf", &format!("tensor `{name}`"), "past the end"]);
 }

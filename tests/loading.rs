@@ -476,3 +476,30 @@ fn bad_shards_are_reported() {
     std::fs::write(dir.join(other), merged).unwrap();
     assert_mentions(&error_of(Weights::load_dir(&dir, &cfg)), &[name, "twice"]);
 }
+
+/// A NaN or an infinity in an F32, F16 or BF16 tensor of a safetensors checkpoint is an error
+/// naming the file, the tensor and the first bad value (its row and column).
+#[test]
+fn non_finite_values_name_the_file_tensor_and_value() {
+    let (dir, cfg, w) = good_model("non-finite");
+    let name = "model.layers.1.mlp.down_proj.weight";
+    let cols = cfg.intermediate_size;
+    for (dt, bad, kind) in [(Dtype::F32, f32::NAN, "NaN"), (Dtype::F16, f32::INFINITY, "+Inf"), (Dtype::BF16, f32::NEG_INFINITY, "-Inf")] {
+        let mut raw = raw_tensors(&w);
+        let t = raw.iter_mut().find(|t| t.0 == name).unwrap();
+        let mut vals: Vec<f32> = t.3.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        // Row 2, column 5, and a later one: the error names the first.
+        vals[2 * cols + 5] = bad;
+        vals[3 * cols] = bad;
+        t.1 = dt;
+        t.3 = match dt {
+            Dtype::F32 => vals.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Dtype::F16 => vals.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
+            _ => vals.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect(),
+        };
+        std::fs::write(dir.join("model.safetensors"), serialize(&raw)).unwrap();
+        let msg = error_of(Weights::load_dir(&dir, &cfg));
+        let want = format!("value {} (row 2, column 5) is {kind}", 2 * cols + 5);
+        assert_mentions(&msg, &["model.safetensors", name, &want]);
+    }
+}

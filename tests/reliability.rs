@@ -182,3 +182,46 @@ fn huge_window_on_the_cpu_allocates_what_it_uses() {
         assert!(nmse(&got, &want[t]) < 1e-12, "position {t}");
     }
 }
+
+/// Finite weights whose activations leave f32's range (embeddings of 1e18, whose squares still
+/// sum within f32, and a final norm weight of 3e38, so the final norm and the lm_head overflow
+/// whether the norm is folded into the matmul or not) give non-finite logits: prefill and
+/// decode return an error naming the sequence, the position and the token id instead of the
+/// numbers, with the positions advanced past the call (its caches were written). The same
+/// model with its own weights gives finite logits. (WGSL lets an implementation assume that
+/// no overflow happens; lavapipe, like IEEE hardware, gives infinities, which the check sees.
+/// Computed from them, values are not defined: on lavapipe a later position's logits, whose
+/// loop 1 reads loop 0's infinite carried state, come out as zeros. So only logits computed
+/// from finite inputs are checked here: position 0 of clean caches.)
+#[test]
+fn non_finite_logits_are_errors_naming_sequence_and_position() {
+    let mut cfg = tiny();
+    cfg.num_loops = 2;
+    let good = weights(&cfg, 5, DType::F32, false);
+    let mut bad = good.clone();
+    bad.embed_tokens.data.iter_mut().for_each(|x| *x = x.signum() * 1e18);
+    bad.norm.data.iter_mut().for_each(|x| *x = 3e38);
+    let gpu = gpu();
+    let opts = SessionOptions { batch: 2, context: 16, prefill_chunk: 8, kv_f16: false };
+    let ok = Arc::new(GpuModel::new(gpu.clone(), &cfg, &good, None).unwrap());
+    let mut s = Session::new(ok, opts.clone()).unwrap();
+    s.prefill_blocking(1, &[1, 2, 3], Logits::All).unwrap();
+    s.decode_blocking(&[4, 5], Schedule::Fused, true).unwrap();
+
+    let m = Arc::new(GpuModel::new(gpu, &cfg, &bad, None).unwrap());
+    let mut s = Session::new(m, opts).unwrap();
+    let e = s.prefill_blocking(1, &[1, 2, 3], Logits::All).unwrap_err();
+    assert!(matches!(e, plt::Error::NonFinite(_)), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("prefill: sequence 1's logits at position 0 are not finite (token id"), "{msg}");
+    assert!(msg.contains("reset"), "{msg}");
+    assert_eq!(s.position(1), 3);
+    let msg = s.decode_blocking(&[4, 5], Schedule::Fused, true).unwrap_err().to_string();
+    assert!(msg.contains("decode: sequence 0's logits at position 0 are not finite"), "{msg}");
+    assert_eq!((s.position(0), s.position(1)), (1, 4));
+    // A reset sequence starts again from clean caches.
+    s.reset(0).unwrap();
+    let msg = s.prefill_blocking(0, &[6], Logits::Last).unwrap_err().to_string();
+    assert!(msg.contains("prefill: sequence 0's logits at position 0 are not finite"), "{msg}");
+}
+

@@ -20,7 +20,7 @@ mod value;
 
 pub use header::{GgmlType, GgufFile, TensorInfo, DEFAULT_ALIGNMENT};
 pub use model::{config_from_gguf, tensor_name, unpermute_qk, unpermute_rows};
-pub use quant::dequantize;
+pub use quant::{dequantize, first_non_finite, NonFinite};
 pub use tokenizer::{GgufTokenizer, END_OF_GENERATION_KEYS, SUPPORTED_PRE_TOKENIZERS};
 pub use value::{value_type, value_type_name, Array, Value};
 
@@ -49,7 +49,15 @@ pub struct GgufModel {
 
 /// Opens a GGUF file from `src`: reads its header, and plans its tensors under `cfg` (default:
 /// the file's own configuration). Returns the tokenizer conversion too (None: no tokenizer).
-pub(crate) fn open<'a>(mut src: Box<dyn ByteSource + 'a>, source: String, cfg: Option<Config>) -> Result<(OpenModel<'a>, Option<GgufTokenizer>)> {
+/// Errors in the header, metadata and tensor infos name `source`.
+pub(crate) fn open<'a>(src: Box<dyn ByteSource + 'a>, source: String, cfg: Option<Config>) -> Result<(OpenModel<'a>, Option<GgufTokenizer>)> {
+    open_inner(src, source.clone(), cfg).map_err(|e| match e {
+        Error::Input(m) => Error::Input(format!("{source}: {m}")),
+        other => other,
+    })
+}
+
+fn open_inner<'a>(mut src: Box<dyn ByteSource + 'a>, source: String, cfg: Option<Config>) -> Result<(OpenModel<'a>, Option<GgufTokenizer>)> {
     let (f, rest, at) = GgufFile::read_ahead(src.as_mut())?;
     let cfg = match cfg {
         Some(c) => c,
@@ -65,10 +73,7 @@ pub(crate) fn open<'a>(mut src: Box<dyn ByteSource + 'a>, source: String, cfg: O
 /// Reads a GGUF file into host memory (see the module doc for the conventions).
 pub fn load_gguf(path: &Path) -> Result<GgufModel> {
     let src = FileSource::open(path)?;
-    read(Box::new(src), path.display().to_string()).map_err(|e| match e {
-        Error::Input(m) => Error::Input(format!("{}: {m}", path.display())),
-        other => other,
-    })
+    read(Box::new(src), path.display().to_string())
 }
 
 /// `load_gguf` from the bytes of a file in memory.

@@ -19,6 +19,69 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (f32, f32) {
     }
 }
 
+/// The first number in `data` (whole blocks of `ty`) that is NaN or infinite, found from the
+/// raw bytes without decoding: a value of an F32/F16/BF16 tensor, or a block's f16 scale or min
+/// (the only numbers a block holds that can be non-finite: its quants and sub-block scales are
+/// integers, and finite scales decode to finite values). None when every one is finite, and for
+/// types `dequantize` rejects.
+pub fn first_non_finite(ty: GgmlType, data: &[u8]) -> Option<NonFinite> {
+    // An f16 or bf16 is non-finite exactly when its exponent bits are all ones.
+    fn first<const N: usize>(data: &[u8], bad: impl Fn([u8; N]) -> Option<f32>) -> Option<NonFinite> {
+        data.chunks_exact(N)
+            .enumerate()
+            .find_map(|(index, c)| bad(c.try_into().unwrap()).map(|value| NonFinite { index, field: None, value }))
+    }
+    let f16 = |h: u16| (h & 0x7C00 == 0x7C00).then(|| half::f16::from_bits(h).to_f32());
+    let fields: &[(usize, &'static str)] = match ty {
+        GgmlType::F32 => return first(data, |c| Some(f32::from_le_bytes(c)).filter(|x| !x.is_finite())),
+        GgmlType::F16 => return first(data, |c| f16(u16::from_le_bytes(c))),
+        GgmlType::BF16 => {
+            return first(data, |c| {
+                let h = u16::from_le_bytes(c);
+                (h & 0x7F80 == 0x7F80).then(|| half::bf16::from_bits(h).to_f32())
+            })
+        }
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[(0, "scale `d`")],
+        GgmlType::Q4_1 | GgmlType::Q5_1 => &[(0, "scale `d`"), (2, "min `m`")],
+        GgmlType::Q4_K | GgmlType::Q5_K => &[(0, "super-block scale `d`"), (2, "super-block min `dmin`")],
+        GgmlType::Q6_K => &[(208, "super-block scale `d`")],
+        _ => return None,
+    };
+    let block_bytes = ty.block()?.1 as usize;
+    for (index, b) in data.chunks_exact(block_bytes).enumerate() {
+        for &(at, field) in fields {
+            if let Some(value) = f16(u16::from_le_bytes([b[at], b[at + 1]])) {
+                return Some(NonFinite { index, field: Some(field), value });
+            }
+        }
+    }
+    None
+}
+
+/// A NaN or infinity in tensor data (`first_non_finite`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NonFinite {
+    /// The value's index (F32/F16/BF16) or the block's index (quantised types), counted from
+    /// the start of the bytes examined.
+    pub index: usize,
+    /// The block field that holds it ("scale `d`", ...); None for a plain value.
+    pub field: Option<&'static str>,
+    pub value: f32,
+}
+
+impl NonFinite {
+    /// "NaN", "+Inf" or "-Inf".
+    pub fn kind(&self) -> &'static str {
+        if self.value.is_nan() {
+            "NaN"
+        } else if self.value > 0.0 {
+            "+Inf"
+        } else {
+            "-Inf"
+        }
+    }
+}
+
 /// `n` values of type `ty` from `data` (which must hold exactly those values).
 pub fn dequantize(ty: GgmlType, data: &[u8], n: usize) -> Result<Vec<f32>> {
     let Some((block, block_bytes)) = ty.block() else {

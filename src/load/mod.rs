@@ -135,10 +135,7 @@ fn open_as(src: &ModelSource, cfg: Option<Config>) -> Result<OpenModel<'static>>
         ModelSource::Path(path) => {
             if path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
                 let file = FileSource::open(path)?;
-                let (model, _) = crate::gguf::open(Box::new(file), path.display().to_string(), cfg).map_err(|e| match e {
-                    Error::Input(m) => Error::Input(format!("{}: {m}", path.display())),
-                    other => other,
-                })?;
+                let (model, _) = crate::gguf::open(Box::new(file), path.display().to_string(), cfg)?;
                 return Ok(model);
             }
             if !path.is_dir() {

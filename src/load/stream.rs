@@ -1,15 +1,17 @@
 //! Tensors flow from the byte sources to a sink: each tensor is read in bounded chunks of rows,
-//! in file order, dequantised to f32 (GGUF q/k rows un-permuted), and handed to the sink, which
-//! places them (or, where the sink keeps a quantised format resident, handed over as the file's
-//! blocks, q/k rows un-permuted as whole block rows): `HostSink` builds the host `Weights` the CPU reference uses; the device sink
-//! (`model::upload`) writes the GPU buffers. `Weights` already in memory are fed through the
-//! same path as one F32 file (`host_plan`, `HostSource`).
+//! in file order, checked for NaN and infinities on its raw bytes (values, or quantised blocks'
+//! scales and mins; the error names the file, the tensor and the first bad value or block),
+//! dequantised to f32 (GGUF q/k rows un-permuted), and handed to the sink, which places them (or,
+//! where the sink keeps a quantised format resident, handed over as the file's blocks, q/k rows
+//! un-permuted as whole block rows): `HostSink` builds the host `Weights` the CPU reference uses;
+//! the device sink (`model::upload`) writes the GPU buffers. `Weights` already in memory are fed
+//! through the same path as one F32 file (`host_plan`, `HostSource`).
 
 use super::plan::{FileInfo, Format, LayerWeight, LoadPlan, PlannedTensor, Storage, WeightId};
 use super::source::ByteSource;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::gguf::{dequantize, unpermute_rows};
+use crate::gguf::{dequantize, first_non_finite, unpermute_rows, NonFinite};
 use crate::weights::{Layer, Linear, Mlp, PltGate, SelfAttn, Tensor, Weights};
 use std::collections::HashMap;
 
@@ -63,6 +65,7 @@ pub fn stream(plan: &LoadPlan, sources: &mut [Box<dyn ByteSource + '_>], sink: &
     let mut raw: Vec<u8> = Vec::new();
     for t in &plan.tensors {
         let src = &mut sources[t.file];
+        let file = &plan.files[t.file].name;
         let (rows, cols) = (t.rows(), t.cols());
         let row_bytes = t.bytes / rows as u64;
         let step = chunk_rows(t);
@@ -73,7 +76,15 @@ pub fn stream(plan: &LoadPlan, sources: &mut [Box<dyn ByteSource + '_>], sink: &
         while r0 < rows {
             let n = step.min(rows - r0);
             raw.resize(n * row_bytes as usize, 0);
-            src.read_at(t.offset + r0 as u64 * row_bytes, &mut raw)?;
+            let at = t.offset + r0 as u64 * row_bytes;
+            src.read_at(at, &mut raw).map_err(|e| {
+                Error::Input(format!("{file}: tensor `{}`: reading bytes {at}..{}: {e}", t.name, at + raw.len() as u64))
+            })?;
+            // Every number the chunk stores is finite, checked on the raw bytes before any sink
+            // sees them (a NaN scale would decode to NaN weights on the host and the device alike).
+            if let Some(bad) = first_non_finite(t.storage, &raw) {
+                return Err(non_finite(file, t, r0 * cols, bad));
+            }
             if blocks {
                 if let Some(heads) = t.unpermute_heads {
                     unpermute_rows(&mut raw, row_bytes as usize, rows / heads);
@@ -83,7 +94,7 @@ pub fn stream(plan: &LoadPlan, sources: &mut [Box<dyn ByteSource + '_>], sink: &
                 continue;
             }
             let mut values = dequantize(t.storage, &raw, n * cols)
-                .map_err(|e| Error::Input(format!("{}: tensor `{}`: {e}", plan.files[t.file].name, t.name)))?;
+                .map_err(|e| Error::Input(format!("{file}: tensor `{}`: {e}", t.name)))?;
             if let Some(heads) = t.unpermute_heads {
                 // A vector (a bias) is un-permuted value by value; a chunk holds whole heads.
                 let (head_rows, row_len) = if t.shape.len() < 2 { (t.shape[0] / heads, 1) } else { (rows / heads, cols) };
@@ -96,6 +107,21 @@ pub fn stream(plan: &LoadPlan, sources: &mut [Box<dyn ByteSource + '_>], sink: &
         progress(done as f32 / total as f32);
     }
     sink.finish()
+}
+
+/// The error for a NaN or infinity in tensor `t` of `file`, found in a chunk that starts at
+/// value `first` of the tensor (indices count values and blocks in the file's order).
+fn non_finite(file: &str, t: &PlannedTensor, first: usize, bad: NonFinite) -> Error {
+    let what = match (bad.field, t.storage.block()) {
+        (Some(field), Some((block, _))) => {
+            format!("block {} has a non-finite {field} ({})", first / block as usize + bad.index, bad.kind())
+        }
+        _ => {
+            let (i, cols) = (first + bad.index, t.cols().max(1));
+            format!("value {i} (row {}, column {}) is {}", i / cols, i % cols, bad.kind())
+        }
+    };
+    Error::Input(format!("{file}: tensor `{}` ({}): {what}", t.name, t.storage.name()))
 }
 
 /// Builds the host `Weights` (f32) of a plan.

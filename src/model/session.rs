@@ -211,11 +211,13 @@ impl Session {
             }
             let want_logits = want != Logits::None && logits.1 > 0;
             let (l, chosen) = self.run(&plan, want_logits, "prefill").await?;
+            let first = self.pos[seq] + logits.0;
             out.extend_from_slice(&l);
             ids = chosen;
             self.stats.rows = t_n; // a prefill reports the rows of one pass
             self.pos[seq] += t_n;
             self.tokens[seq].extend_from_slice(chunk);
+            check_logits(&l, self.cfg().vocab_size, |r| format!("prefill: sequence {seq}'s logits at position {}", first + r))?;
         }
         Ok((out, ids))
     }
@@ -253,10 +255,12 @@ impl Session {
             self.write_samplers(0..bsz, &news);
         }
         let out = self.run(&plan, want_logits, "decode").await?;
+        let at = self.pos.clone();
         for (b, p) in self.pos.iter_mut().enumerate() {
             *p += 1;
             self.tokens[b].push(tokens[b]);
         }
+        check_logits(&out.0, self.cfg().vocab_size, |b| format!("decode: sequence {b}'s logits at position {}", at[b]))?;
         Ok(out)
     }
 
@@ -443,4 +447,23 @@ impl Session {
     pub fn profile(&self) -> &[(String, f64)] {
         self.profiler.as_ref().map(|p| p.last.as_slice()).unwrap_or(&[])
     }
+}
+
+/// An error for the first NaN or infinity in `logits` ([rows, V]), read back from the device;
+/// `row(r)` names row r (the call, the sequence and the position). Finite weights can still
+/// overflow (activations past f32's range), and such logits would otherwise reach the caller,
+/// or the CPU sampler, as numbers. The call's positions have advanced when this is returned
+/// (its caches were written), so the sequence needs `reset` before it is used again.
+fn check_logits(logits: &[f32], v: usize, row: impl Fn(usize) -> String) -> Result<()> {
+    let Some(i) = logits.iter().position(|x| !x.is_finite()) else {
+        return Ok(());
+    };
+    let x = logits[i];
+    let kind = if x.is_nan() { "NaN" } else if x > 0.0 { "+Inf" } else { "-Inf" };
+    Err(Error::NonFinite(format!(
+        "{} are not finite (token id {} is {kind}): the computation left f32's range; the sequence's caches may hold \
+         non-finite values, so reset it before using it again",
+        row(i / v.max(1)),
+        i % v.max(1)
+    )))
 }
