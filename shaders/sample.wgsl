@@ -28,6 +28,9 @@ const WG: u32 = 256u;
 // #include reduce
 // #include reduce_u32
 var<workgroup> sh: SampleParams;
+var<workgroup> sh_bad: u32;
+// The id of a row whose logits hold a NaN or an infinity (`model::NON_FINITE_ID`).
+const NON_FINITE: u32 = 0xfffffffeu;
 
 fn pcg(v: u32) -> u32 {
     let state = v * 747796405u + 2891336453u;
@@ -71,8 +74,23 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     }
     let p = workgroupUniformLoad(&sh);
     let base = r * V;
+    // A NaN or an infinity among the logits: the id NON_FINITE instead of a draw (checked on
+    // the exponent bits, which no compiler assumption about non-finite floats removes).
+    var bad = 0u;
     for (var i = tid; i < V; i += WG) {
-        work[base + i] = logits[base + i];
+        let v = logits[base + i];
+        work[base + i] = v;
+        bad |= u32((bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u);
+    }
+    let nbad = wg_sum_u32(tid, bad);
+    if (tid == 0u) {
+        sh_bad = nbad;
+    }
+    if (workgroupUniformLoad(&sh_bad) != 0u) {
+        if (tid == 0u) {
+            chosen[r] = NON_FINITE;
+        }
+        return;
     }
     storageBarrier();
     // 1. Repetition penalty, once per distinct recent token.

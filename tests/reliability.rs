@@ -223,5 +223,10 @@ fn non_finite_logits_are_errors_naming_sequence_and_position() {
     s.reset(0).unwrap();
     let msg = s.prefill_blocking(0, &[6], Logits::Last).unwrap_err().to_string();
     assert!(msg.contains("prefill: sequence 0's logits at position 0 are not finite"), "{msg}");
+    // Sampling on the device reads back ids only: the sampling kernel flags the rows instead.
+    s.reset(0).unwrap();
+    s.reset(1).unwrap();
+    let msg = pollster::block_on(s.decode_sample(&[7, 8], Schedule::Fused, false)).unwrap_err().to_string();
+    assert!(msg.contains("decode: sequence 0's logits at position 0 are not finite (found while sampling)"), "{msg}");
 }
 

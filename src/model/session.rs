@@ -218,6 +218,7 @@ impl Session {
             self.pos[seq] += t_n;
             self.tokens[seq].extend_from_slice(chunk);
             check_logits(&l, self.cfg().vocab_size, |r| format!("prefill: sequence {seq}'s logits at position {}", first + r))?;
+            check_ids(&ids, |_| format!("prefill: sequence {seq}'s logits at position {}", self.pos[seq] - 1))?;
         }
         Ok((out, ids))
     }
@@ -261,6 +262,7 @@ impl Session {
             self.tokens[b].push(tokens[b]);
         }
         check_logits(&out.0, self.cfg().vocab_size, |b| format!("decode: sequence {b}'s logits at position {}", at[b]))?;
+        check_ids(&out.1, |b| format!("decode: sequence {b}'s logits at position {}", at[b]))?;
         Ok(out)
     }
 
@@ -446,6 +448,22 @@ impl Session {
     /// (dispatch label, GPU milliseconds) of the last call, when profiling.
     pub fn profile(&self) -> &[(String, f64)] {
         self.profiler.as_ref().map(|p| p.last.as_slice()).unwrap_or(&[])
+    }
+}
+
+/// The id the sampling kernel draws for a row whose logits hold a NaN or an infinity (the
+/// logits themselves are not read back).
+pub const NON_FINITE_ID: u32 = 0xffff_fffe;
+
+/// An error for the first row the sampling kernel flagged (`NON_FINITE_ID`); `row(r)` names it.
+fn check_ids(ids: &[u32], row: impl Fn(usize) -> String) -> Result<()> {
+    match ids.iter().position(|&id| id == NON_FINITE_ID) {
+        None => Ok(()),
+        Some(r) => Err(Error::NonFinite(format!(
+            "{} are not finite (found while sampling): the computation left f32's range; the sequence's caches may hold \
+             non-finite values, so reset it before using it again",
+            row(r)
+        ))),
     }
 }
 
