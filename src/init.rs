@@ -1,5 +1,8 @@
 //! Random model directories (`plt init`): a config, seeded well-conditioned weights in the
-//! PLT-SPEC section 1 layout (one file or shards), and a small tokenizer, for tests and benchmarks.
+//! PLT-SPEC section 1 layout (one file or shards), and a small tokenizer, for tests and benchmarks;
+//! or one GGUF file, quantised or not (`gguf`).
+
+pub mod gguf;
 
 use crate::config::{Config, GateMode};
 use crate::error::{Error, Result};

@@ -1,5 +1,6 @@
 //! GGUF files (llama.cpp's single-file format, versions 2 and 3) for
-//! `general.architecture = llama` checkpoints (PLT-SPEC section 1 layout with L = 1): the
+//! `general.architecture = llama` checkpoints (PLT-SPEC section 1 layout; L = 1 unless the
+//! `plt.*` keys say otherwise): the
 //! header and metadata (`header`, `value`), the block formats (`quant`), the model's
 //! configuration and tensor names (`model`), the tokenizer (`tokenizer`), and a writer
 //! (`writer`: files streamed tensor by tensor, random blocks). Loading goes through
@@ -21,7 +22,7 @@ mod value;
 pub mod writer;
 
 pub use header::{GgmlType, GgufFile, TensorInfo, DEFAULT_ALIGNMENT};
-pub use model::{config_from_gguf, tensor_name, unpermute_qk, unpermute_rows};
+pub use model::{config_from_gguf, tensor_name, PLT_KEYS, unpermute_qk, unpermute_rows};
 pub use quant::dequantize;
 pub use tokenizer::{GgufTokenizer, END_OF_GENERATION_KEYS, SUPPORTED_PRE_TOKENIZERS};
 pub use value::{value_type, value_type_name, Array, Value};
