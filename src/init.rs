@@ -442,6 +442,19 @@ mod tests {
     }
 
     #[test]
+    fn presets_have_their_shapes() {
+        let c = preset_config("loopcoder-v2").unwrap();
+        let shape = (c.vocab_size, c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.num_attention_heads);
+        assert_eq!(shape, (76800, 5120, 27648, 14, 40));
+        assert_eq!((c.num_key_value_heads, c.head_dim, c.num_loops, c.window_left, c.rope_theta), (8, 128, 2, 64, 500000.0));
+        assert!(c.is_plt() && c.gate_mode == GateMode::Query && !c.tie_word_embeddings);
+        // ~7.6B parameters (MODELS.md).
+        assert!((7_400_000_000..7_800_000_000).contains(&c.num_params()), "{}", c.num_params());
+        assert_eq!(preset_config("tiny").unwrap().hidden_size, 64);
+        assert!(preset_config("huge").unwrap_err().to_string().contains("loopcoder-v2"));
+    }
+
+    #[test]
     fn tokenizer_has_exactly_v_unique_entries() {
         for v in [1, 2, 3, 4, 29, 30, 31, 1000] {
             let t = tokenizer_json(v);
