@@ -56,7 +56,7 @@ enum Cmd {
     /// Write a random model directory (config.json, model.safetensors, tokenizer.json).
     Init(InitArgs),
     /// Measure decode latency and KV memory: PLT fused vs sequential vs non-looped vs vanilla.
-    Bench(plt::bench::BenchArgs),
+    Bench(Box<plt::bench::BenchArgs>),
 }
 
 #[derive(Args, Clone)]

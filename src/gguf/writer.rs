@@ -109,7 +109,7 @@ fn encode_array(a: &Array, out: &mut Vec<u8>) {
         Array::F32(v) => each(v, out, |x, o| o.extend(x.to_le_bytes())),
         Array::Bool(v) => each(v, out, |x, o| o.push(*x as u8)),
         Array::Str(v) => each(v, out, |s, o| encode_str(s, o)),
-        Array::Array(v) => each(v, out, |a, o| encode_array(a, o)),
+        Array::Array(v) => each(v, out, encode_array),
         Array::U64(v) => each(v, out, |x, o| o.extend(x.to_le_bytes())),
         Array::I64(v) => each(v, out, |x, o| o.extend(x.to_le_bytes())),
         Array::F64(v) => each(v, out, |x, o| o.extend(x.to_le_bytes())),
