@@ -164,10 +164,29 @@ struct InfoArgs {
     /// A model directory or a .gguf file (default: the shipped PLT model).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Print the load plan (every tensor: storage, shape, bytes, offset, destination) instead
-    /// of the JSON summary.
+    /// Print the load plan (every tensor: storage, shape, bytes, offset, destination) and the
+    /// memory plan instead of the JSON summary.
     #[arg(long)]
     plan: bool,
+    /// Memory plan: positions per sequence. [default: the model's max_position_embeddings]
+    #[arg(long)]
+    context: Option<usize>,
+    /// Memory plan: sequences decoded together.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Memory plan: the matrices' storage (f32 or f16; default: as loading keeps them).
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Memory plan: device memory to fit, e.g. 8GB, 24GiB, or bytes.
+    #[arg(long)]
+    memory: Option<String>,
+    /// Memory plan: the adapter's largest storage binding (e.g. 128MiB, 2GiB): buffers over it
+    /// are listed.
+    #[arg(long)]
+    max_binding: Option<String>,
+    /// Memory plan: list every buffer (default: the 8 largest).
+    #[arg(long)]
+    all_buffers: bool,
 }
 
 #[derive(Args)]
@@ -277,7 +296,7 @@ fn main() {
         Cmd::Generate(a) => generate(a),
         Cmd::Chat(a) => chat(a),
         Cmd::Perplexity(a) => perplexity(a),
-        Cmd::Info(a) => info(&model_source(&a.model), a.plan),
+        Cmd::Info(a) => info(&model_source(&a.model), &a),
         Cmd::Score(a) => score(a),
         Cmd::Init(a) => init(a),
         Cmd::Bench(a) => plt::bench::run(&a),
@@ -513,12 +532,28 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
     Ok(())
 }
 
-fn info(src: &ModelSource, print_plan: bool) -> Result<()> {
+fn info(src: &ModelSource, a: &InfoArgs) -> Result<()> {
+    use plt::load::memory::{parse_bytes, MemoryOptions, MemoryPlan};
     let model = plt::load::open(src)?;
     let plan = &model.plan;
-    if print_plan {
+    let flag = |name: &str, v: &Option<String>| v.as_deref().map(|s| parse_bytes(s).map_err(|e| Error::Input(format!("{name}: {e}")))).transpose();
+    let memory = MemoryPlan::new(
+        plan,
+        &MemoryOptions {
+            context: a.context.unwrap_or(plan.cfg.max_position_embeddings),
+            batch: a.batch,
+            prefill_chunk: 128,
+            dtype: a.dtype.as_deref().map(parse_dtype).transpose()?,
+            memory: flag("--memory", &a.memory)?,
+            max_binding: flag("--max-binding", &a.max_binding)?,
+        },
+    )?;
+    if a.plan {
         // A closed pipe (`| head`) ends the listing, not the program.
-        let _ = std::io::stdout().lock().write_all(plan.to_string().as_bytes());
+        // The plan's summary, the memory plan, then the metadata and every tensor.
+        let (summary, full) = (plan.summary(), plan.to_string());
+        let text = summary.clone() + &memory.text(if a.all_buffers { None } else { Some(8) }) + full.strip_prefix(summary.as_str()).unwrap_or(&full);
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
         return Ok(());
     }
     let cfg = &plan.cfg;
@@ -535,6 +570,7 @@ fn info(src: &ModelSource, print_plan: bool) -> Result<()> {
         "kv_bytes_fixed_f32": cfg.kv_bytes(0, 4),
         "kv_bytes_at_max_positions_f32": cfg.kv_bytes(cfg.max_position_embeddings, 4),
         "load_plan": plan.summary_json(),
+        "memory_plan": memory,
         "tokenizer": tok.as_ref().map(|t| serde_json::json!({
             "vocab": t.vocab_size(), "bos": t.bos, "eos": t.eos, "add_bos": t.add_bos, "chat_template": t.chat_template.is_some(),
         })),
