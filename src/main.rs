@@ -537,12 +537,13 @@ fn info(src: &ModelSource, a: &InfoArgs) -> Result<()> {
     let model = plt::load::open(src)?;
     let plan = &model.plan;
     let flag = |name: &str, v: &Option<String>| v.as_deref().map(|s| parse_bytes(s).map_err(|e| Error::Input(format!("{name}: {e}")))).transpose();
+    let context = a.context.unwrap_or(plan.cfg.max_position_embeddings);
     let memory = MemoryPlan::new(
         plan,
         &MemoryOptions {
-            context: a.context.unwrap_or(plan.cfg.max_position_embeddings),
+            context,
             batch: a.batch,
-            prefill_chunk: 128,
+            prefill_chunk: 128.min(context),
             dtype: a.dtype.as_deref().map(parse_dtype).transpose()?,
             memory: flag("--memory", &a.memory)?,
             max_binding: flag("--max-binding", &a.max_binding)?,
