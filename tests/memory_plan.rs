@@ -1,7 +1,9 @@
 //! The memory plan of `plt info` (src/load/memory.rs) on a small Q8_0 model whose every number
 //! is worked out by hand here: bytes per format and buffer, bits per weight, KV bytes per token
 //! (f32 and f16, PLT and vanilla), what exceeds a binding limit, what fits a budget; and the
-//! same numbers in `plt info`'s JSON.
+//! same numbers in `plt info`'s JSON; and the plan against what the runtime allocates.
+
+mod common;
 
 use plt::gguf::GgmlType;
 use plt::init::gguf::{gguf_bytes, GgufInitOptions};
@@ -127,4 +129,35 @@ fn plt_info_json_carries_the_memory_plan() {
     let (ok, _, err) = run(&["--memory", "lots"]);
     assert!(!ok && err.trim().lines().count() == 1 && err.contains("--memory"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The plan against what the runtime allocates: the model's buffers, and a session's.
+#[test]
+fn memory_plan_matches_the_runtime_allocations() {
+    use plt::model::{GpuModel, Session, SessionOptions};
+    let gpu = common::gpu();
+    let mut sessions = Vec::new();
+    for (looping, kv_f16) in [("parallel", false), ("parallel", true), ("vanilla", false)] {
+        let cfg = config(looping);
+        let bytes = gguf_bytes(&cfg, &GgufInitOptions { seed: 1, matrix_type: GgmlType::Q8_0, qkv_bias: false }).unwrap();
+        let open = plt::load::open_gguf(Box::new(MemorySource::new("m.gguf", &bytes[..]))).unwrap();
+        let o = MemoryOptions { context: 100, batch: 2, prefill_chunk: 16, dtype: None, memory: None, max_binding: None };
+        let p = MemoryPlan::new(&open.plan, &o).unwrap();
+        let before = gpu.allocated_bytes();
+        let model = std::sync::Arc::new(GpuModel::load(gpu.clone(), open, None, &mut |_| {}).unwrap());
+        let weights = gpu.allocated_bytes() - before;
+        let s = Session::new(model, SessionOptions { batch: 2, context: 100, prefill_chunk: 16, kv_f16 }).unwrap();
+        let session = gpu.allocated_bytes() - before - weights;
+        let kv = if kv_f16 { &p.kv_f16 } else { &p.kv_f32 };
+        let what = format!("{looping} kv_f16 {kv_f16}: weights {weights} (plan {}), session {session} (plan KV {} + activations {})", p.weight_bytes, kv.at_context, p.activation_bytes);
+        // The weights as planned (the model's few bytes of other buffers aside).
+        assert!(weights >= p.weight_bytes && weights - p.weight_bytes <= 1024, "{what}");
+        // The session: the KV as planned plus activations within 10% of the estimate.
+        let rest = session as i64 - kv.at_context as i64 - p.activation_bytes as i64;
+        assert!(rest.unsigned_abs() <= p.activation_bytes / 10, "{what}");
+        sessions.push((session, kv.at_context));
+        drop(s);
+    }
+    // f32 against f16 KV elements: the sessions differ by exactly the planned KV bytes.
+    assert_eq!(sessions[0].0 - sessions[1].0, sessions[0].1 - sessions[1].1);
 }

@@ -98,17 +98,20 @@ fn kv(c: &Config, o: &MemoryOptions, elem: u64) -> KvBytes {
     KvBytes { per_token, fixed, at_context: b * (per_token * o.context as u64 + fixed), layer_buffer: 2 * copies * b * o.context as u64 * kvd * elem }
 }
 
-/// A session's other buffers (f32): the rows of the largest pass through the layer scratch,
-/// logits and sampling for max(chunk, B) rows, carried states, the RoPE table.
+/// A session's other buffers (f32): the rows of the largest pass through the layer scratch
+/// and their row records (one set per loop), logits, sampling and readback for max(chunk, B)
+/// rows, the penalty histories, carried states, the RoPE table.
 fn activations(c: &Config, o: &MemoryOptions) -> u64 {
     let (d, f, v, l) = (c.hidden_size, c.intermediate_size, c.vocab_size, c.num_loops);
     let rows = o.prefill_chunk.max(o.batch * l);
     let lrows = o.prefill_chunk.max(o.batch);
     let scratch = rows * (2 * d + c.q_dim() + 2 * c.kv_dim() + c.q_dim() + 3 * f);
+    let records = rows * (l + 1) * std::mem::size_of::<crate::model::Row>() / 4;
     let logits = 3 * lrows * v;
+    let history = o.batch * crate::sampling::MAX_PENALTY_WINDOW;
     let carry = l * o.batch * d + (o.prefill_chunk.max(l * o.batch) + l * o.batch) * d;
     let rope = o.context * c.head_dim;
-    4 * (scratch + logits + carry + rope) as u64
+    4 * (scratch + records + logits + history + carry + rope) as u64
 }
 
 impl MemoryPlan {
