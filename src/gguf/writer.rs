@@ -16,7 +16,7 @@ use super::value::{value_type as vt, Array, Value};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// GGML_MAX_NAME: tensor names are shorter than this.
 const MAX_NAME: usize = 64;
@@ -200,7 +200,7 @@ impl TensorDecl {
 /// every tensor was written in full.
 pub struct GgufWriter<W: Write> {
     out: W,
-    /// Named in I/O errors.
+    /// Named in I/O errors (the caller that knows the file renames it: `init::gguf::write_gguf`).
     path: PathBuf,
     tensors: Vec<TensorDecl>,
     sizes: Vec<u64>,
@@ -211,16 +211,6 @@ pub struct GgufWriter<W: Write> {
     /// Bytes of the whole file written so far.
     pos: u64,
     data_start: u64,
-}
-
-impl GgufWriter<std::io::BufWriter<std::fs::File>> {
-    /// Creates (or truncates) the file at `path` and writes the header.
-    pub fn create(path: &Path, metadata: &[(String, Value)], tensors: Vec<TensorDecl>) -> Result<Self> {
-        let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-        let mut w = GgufWriter::new(std::io::BufWriter::with_capacity(1 << 20, f), metadata, tensors)?;
-        w.path = path.to_path_buf();
-        Ok(w)
-    }
 }
 
 impl<W: Write> GgufWriter<W> {
