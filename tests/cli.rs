@@ -101,6 +101,7 @@ fn bad_input_is_a_one_line_error() {
         (&["init", y.to_str().unwrap(), "--dtype", "q4_k"], ".gguf"),
         (&["init", "y.gguf", "--dtype", "q3_k"], "--dtype"),
         (&["init", "y.gguf", "--preset", "gpt-5"], "loopcoder-v2"),
+        (&["init", "/nonexistent/dir/y.gguf", "--dtype", "q8_0"], "/nonexistent/dir/y.gguf"),
     ];
     for (args, needle) in cases {
         let (ok, out, err) = plt(args);
