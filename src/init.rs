@@ -1,7 +1,10 @@
 //! Random model directories (`plt init`): a config, seeded well-conditioned weights in the
-//! PLT-SPEC section 1 layout (one file or shards), and a small tokenizer, for tests and benchmarks.
+//! PLT-SPEC section 1 layout (one file or shards), and a small tokenizer, for tests and benchmarks;
+//! or one GGUF file, quantised or not (`gguf`).
 
-use crate::config::{Config, GateMode};
+pub mod gguf;
+
+use crate::config::{Config, Dims, GateMode};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 use crate::weights::{DType, Layer, Linear, Mlp, PltGate, SelfAttn, Tensor, Weights};
@@ -97,6 +100,51 @@ pub fn random_weights(cfg: &Config, opts: &InitOptions) -> Weights {
         lm_head: (!cfg.tie_word_embeddings).then(|| matrix("lm_head.weight", v, d)),
         dtype: dt,
     }
+}
+
+/// The model shapes `plt init --preset` knows: (name, description).
+pub const PRESETS: &[(&str, &str)] = &[
+    ("tiny", "the defaults: V 256, D 64, F 128, N 2, H 4, L 2, window 64"),
+    (
+        "loopcoder-v2",
+        "LoopCoder-V2 (iquestpltcoder, ~7.6B): V 76800, D 5120, F 27648, N 14, H 40, Hkv 8, Dh 128, L 2, \
+         window [64, 0], query gate, RoPE theta 500000, eps 1e-5, untied, context 131072",
+    ),
+];
+
+/// The config of preset `name` (`PRESETS`), BOS 1 and EOS 2; an error listing the presets when
+/// there is none of that name.
+pub fn preset_config(name: &str) -> Result<Config> {
+    let dims = |v, d, f, n, h, ctx| Dims { vocab_size: v, hidden_size: d, intermediate_size: f, num_hidden_layers: n, num_attention_heads: h, max_position_embeddings: ctx };
+    let mut c = match name {
+        "tiny" => {
+            let mut c = Config::with_defaults(dims(256, 64, 128, 2, 4, 2048));
+            c.num_loops = 2;
+            c
+        }
+        "loopcoder-v2" => {
+            // PLT-SPEC s1 defaults for the PLT fields (window [64, 0], query gate, a = b = 1,
+            // normalised per loop), the shapes of the public config.
+            let mut c = Config::with_defaults(dims(76800, 5120, 27648, 14, 40, 131072));
+            c.num_key_value_heads = 8;
+            c.head_dim = 128;
+            c.rope_theta = 500000.0;
+            c.rms_norm_eps = 1e-5;
+            c.num_loops = 2;
+            c.window_left = 64;
+            c.gate_mode = GateMode::Query;
+            c.tie_word_embeddings = false;
+            c
+        }
+        other => {
+            let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
+            return Err(Error::Input(format!("--preset: unknown preset `{other}` (expected one of {})", names.join(", "))));
+        }
+    };
+    c.bos_token_id = Some(1);
+    c.eos_token_ids = vec![2];
+    c.validate()?;
+    Ok(c)
 }
 
 /// Every tensor of `w` under its checkpoint name (PLT-SPEC section 1), in a fixed order:
@@ -391,6 +439,19 @@ mod tests {
             let (mean, sd, saturated) = gate_stats(&gates);
             assert!((0.25..0.75).contains(&mean) && sd > 0.1 && saturated < 0.1, "hidden={mode}: {mean} {sd} {saturated}");
         }
+    }
+
+    #[test]
+    fn presets_have_their_shapes() {
+        let c = preset_config("loopcoder-v2").unwrap();
+        let shape = (c.vocab_size, c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.num_attention_heads);
+        assert_eq!(shape, (76800, 5120, 27648, 14, 40));
+        assert_eq!((c.num_key_value_heads, c.head_dim, c.num_loops, c.window_left, c.rope_theta), (8, 128, 2, 64, 500000.0));
+        assert!(c.is_plt() && c.gate_mode == GateMode::Query && !c.tie_word_embeddings);
+        // ~7.6B parameters (MODELS.md).
+        assert!((7_400_000_000..7_800_000_000).contains(&c.num_params()), "{}", c.num_params());
+        assert_eq!(preset_config("tiny").unwrap().hidden_size, 64);
+        assert!(preset_config("huge").unwrap_err().to_string().contains("loopcoder-v2"));
     }
 
     #[test]

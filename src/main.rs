@@ -9,7 +9,7 @@ use plt::model::{Schedule, GpuModel, Logits, Session, SessionOptions};
 use plt::progress::Progress;
 use plt::sampling::SamplerConfig;
 use plt::tokenizer::ChatMessage;
-use plt::{reference, Config, DType, Dims, Error, GateMode, Looping, Result};
+use plt::{reference, DType, Error, GateMode, Looping, Result};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,7 +56,7 @@ enum Cmd {
     /// Write a random model directory (config.json, model.safetensors, tokenizer.json).
     Init(InitArgs),
     /// Measure decode latency and KV memory: PLT fused vs sequential vs non-looped vs vanilla.
-    Bench(plt::bench::BenchArgs),
+    Bench(Box<plt::bench::BenchArgs>),
 }
 
 #[derive(Args, Clone)]
@@ -164,42 +164,75 @@ struct InfoArgs {
     /// A model directory or a .gguf file (default: the shipped PLT model).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Print the load plan (every tensor: storage, shape, bytes, offset, destination) instead
-    /// of the JSON summary.
+    /// Print the load plan (every tensor: storage, shape, bytes, offset, destination) and the
+    /// memory plan instead of the JSON summary.
     #[arg(long)]
     plan: bool,
+    /// Memory plan: positions per sequence. [default: the model's max_position_embeddings]
+    #[arg(long)]
+    context: Option<usize>,
+    /// Memory plan: sequences decoded together.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Memory plan: the matrices' storage (f32 or f16; default: as loading keeps them).
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Memory plan: device memory to fit, e.g. 8GB, 24GiB, or bytes.
+    #[arg(long)]
+    memory: Option<String>,
+    /// Memory plan: the adapter's largest storage binding (e.g. 128MiB, 2GiB): buffers over it
+    /// are listed.
+    #[arg(long)]
+    max_binding: Option<String>,
+    /// Memory plan: list every buffer (default: the 8 largest).
+    #[arg(long)]
+    all_buffers: bool,
 }
 
 #[derive(Args)]
 struct InitArgs {
+    /// Where to write: a directory (config.json, safetensors, tokenizer.json), or a file ending in
+    /// .gguf (one GGUF file; quantised dtypes are GGUF only).
     dir: PathBuf,
+    /// Start from a preset shape (flags given override it): tiny (the defaults) or
+    /// loopcoder-v2 (LoopCoder-V2's real shape; `--layers N` shortens it).
+    #[arg(long)]
+    preset: Option<String>,
+    /// Write one GGUF file (implied by a quantised --dtype or a path ending in .gguf).
+    #[arg(long)]
+    gguf: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long, default_value_t = 256)]
-    vocab: usize,
-    #[arg(long, default_value_t = 64)]
-    hidden: usize,
-    #[arg(long, default_value_t = 128)]
-    intermediate: usize,
-    #[arg(long, default_value_t = 2)]
-    layers: usize,
-    #[arg(long, default_value_t = 4)]
-    heads: usize,
+    /// [default: 256]
+    #[arg(long)]
+    vocab: Option<usize>,
+    /// [default: 64]
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// [default: 128]
+    #[arg(long)]
+    intermediate: Option<usize>,
+    /// [default: 2]
+    #[arg(long)]
+    layers: Option<usize>,
+    /// [default: 4]
+    #[arg(long)]
+    heads: Option<usize>,
     /// Key/value heads (default: --heads).
     #[arg(long)]
     kv_heads: Option<usize>,
     /// Head dim (default: hidden / heads).
     #[arg(long)]
     head_dim: Option<usize>,
-    /// L, the number of loops.
-    #[arg(long, default_value_t = 2)]
-    loops: usize,
-    /// `left` of the local window (it covers left+1 positions).
-    #[arg(long, default_value_t = 64)]
-    window: usize,
-    /// Gate mode: query or hidden.
-    #[arg(long, default_value = "query")]
-    gate: String,
+    /// L, the number of loops. [default: 2]
+    #[arg(long)]
+    loops: Option<usize>,
+    /// `left` of the local window (it covers left+1 positions). [default: 64]
+    #[arg(long)]
+    window: Option<usize>,
+    /// Gate mode: query or hidden. [default: query]
+    #[arg(long)]
+    gate: Option<String>,
     /// How the loops are wired: plt (cross-loop parallel, written as plt_loop_mode "parallel")
     /// or vanilla. `--loop-mode` and the value `parallel` are older spellings.
     #[arg(long, visible_alias = "loop-mode", default_value = "plt")]
@@ -207,21 +240,28 @@ struct InitArgs {
     /// Carry loop outputs without the final norm (plt_normalize_per_loop = false).
     #[arg(long)]
     no_normalize_per_loop: bool,
-    #[arg(long, default_value_t = 1.0)]
-    emb_scale: f32,
-    #[arg(long, default_value_t = 1.0)]
-    hidden_scale: f32,
+    /// [default: 1.0]
+    #[arg(long)]
+    emb_scale: Option<f32>,
+    /// [default: 1.0]
+    #[arg(long)]
+    hidden_scale: Option<f32>,
     #[arg(long)]
     tie_embeddings: bool,
     #[arg(long)]
     qkv_bias: bool,
-    #[arg(long, default_value_t = 2048)]
-    max_positions: usize,
-    #[arg(long, default_value_t = 10000.0)]
-    rope_theta: f32,
-    #[arg(long, default_value_t = 1e-5)]
-    rms_norm_eps: f32,
-    /// Storage dtype in the file: f32, f16 or bf16.
+    /// [default: 2048]
+    #[arg(long)]
+    max_positions: Option<usize>,
+    /// [default: 10000]
+    #[arg(long)]
+    rope_theta: Option<f32>,
+    /// [default: 1e-5]
+    #[arg(long)]
+    rms_norm_eps: Option<f32>,
+    /// Storage of the matrices: f32, f16 or bf16 (safetensors or GGUF), or q8_0, q4_0, q4_1,
+    /// q5_0, q5_1, q4_k, q5_k, q6_k (GGUF: random valid blocks; a matrix whose rows are not
+    /// whole blocks falls back as llama.cpp's quantiser does, norms stay f32).
     #[arg(long, default_value = "f32")]
     dtype: String,
     /// Number of safetensors shards (1 = model.safetensors).
@@ -256,7 +296,7 @@ fn main() {
         Cmd::Generate(a) => generate(a),
         Cmd::Chat(a) => chat(a),
         Cmd::Perplexity(a) => perplexity(a),
-        Cmd::Info(a) => info(&model_source(&a.model), a.plan),
+        Cmd::Info(a) => info(&model_source(&a.model), &a),
         Cmd::Score(a) => score(a),
         Cmd::Init(a) => init(a),
         Cmd::Bench(a) => plt::bench::run(&a),
@@ -589,12 +629,29 @@ impl<'f> TextPieces<'f> {
     }
 }
 
-fn info(src: &ModelSource, print_plan: bool) -> Result<()> {
+fn info(src: &ModelSource, a: &InfoArgs) -> Result<()> {
+    use plt::load::memory::{parse_bytes, MemoryOptions, MemoryPlan};
     let model = plt::load::open(src)?;
     let plan = &model.plan;
-    if print_plan {
+    let flag = |name: &str, v: &Option<String>| v.as_deref().map(|s| parse_bytes(s).map_err(|e| Error::Input(format!("{name}: {e}")))).transpose();
+    let context = a.context.unwrap_or(plan.cfg.max_position_embeddings);
+    let memory = MemoryPlan::new(
+        plan,
+        &MemoryOptions {
+            context,
+            batch: a.batch,
+            prefill_chunk: 128.min(context),
+            dtype: a.dtype.as_deref().map(parse_dtype).transpose()?,
+            memory: flag("--memory", &a.memory)?,
+            max_binding: flag("--max-binding", &a.max_binding)?,
+        },
+    )?;
+    if a.plan {
         // A closed pipe (`| head`) ends the listing, not the program.
-        let _ = std::io::stdout().lock().write_all(plan.to_string().as_bytes());
+        // The plan's summary, the memory plan, then the metadata and every tensor.
+        let (summary, full) = (plan.summary(), plan.to_string());
+        let text = summary.clone() + &memory.text(if a.all_buffers { None } else { Some(8) }) + full.strip_prefix(summary.as_str()).unwrap_or(&full);
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
         return Ok(());
     }
     let cfg = &plan.cfg;
@@ -611,6 +668,7 @@ fn info(src: &ModelSource, print_plan: bool) -> Result<()> {
         "kv_bytes_fixed_f32": cfg.kv_bytes(0, 4),
         "kv_bytes_at_max_positions_f32": cfg.kv_bytes(cfg.max_position_embeddings, 4),
         "load_plan": plan.summary_json(),
+        "memory_plan": memory,
         "tokenizer": tok.as_ref().map(|t| serde_json::json!({
             "vocab": t.vocab_size(), "bos": t.bos, "eos": t.eos, "add_bos": t.add_bos, "chat_template": t.chat_template.is_some(),
         })),
@@ -620,38 +678,79 @@ fn info(src: &ModelSource, print_plan: bool) -> Result<()> {
 }
 
 fn init(a: InitArgs) -> Result<()> {
-    let head_dim = a.head_dim.unwrap_or(if a.heads > 0 { a.hidden / a.heads } else { 0 });
-    let mut cfg = Config::with_defaults(Dims {
-        vocab_size: a.vocab,
-        hidden_size: a.hidden,
-        intermediate_size: a.intermediate,
-        num_hidden_layers: a.layers,
-        num_attention_heads: a.heads,
-        max_position_embeddings: a.max_positions,
-    });
-    cfg.num_key_value_heads = a.kv_heads.unwrap_or(a.heads);
-    cfg.head_dim = head_dim;
-    cfg.rms_norm_eps = a.rms_norm_eps;
-    cfg.rope_theta = a.rope_theta;
-    cfg.tie_word_embeddings = a.tie_embeddings;
-    cfg.bos_token_id = (a.vocab > 1).then_some(1);
-    cfg.eos_token_ids = if a.vocab > 2 { vec![2] } else { vec![] };
-    cfg.num_loops = a.loops;
-    cfg.window_left = a.window;
-    cfg.normalize_per_loop = !a.no_normalize_per_loop;
-    cfg.emb_scale = a.emb_scale;
-    cfg.hidden_scale = a.hidden_scale;
-    cfg.gate_mode = match a.gate.as_str() {
-        "query" => GateMode::Query,
-        "hidden" => GateMode::Hidden,
-        g => return Err(Error::Input(format!("--gate: expected query or hidden, got `{g}`"))),
+    let mut cfg = plt::init::preset_config(a.preset.as_deref().unwrap_or("tiny"))?;
+    let preset_heads = cfg.num_attention_heads;
+    cfg.vocab_size = a.vocab.unwrap_or(cfg.vocab_size);
+    cfg.hidden_size = a.hidden.unwrap_or(cfg.hidden_size);
+    cfg.intermediate_size = a.intermediate.unwrap_or(cfg.intermediate_size);
+    cfg.num_hidden_layers = a.layers.unwrap_or(cfg.num_hidden_layers);
+    cfg.num_attention_heads = a.heads.unwrap_or(cfg.num_attention_heads);
+    // Without a preset, Hkv follows --heads and Dh is D / H, as before presets existed.
+    let plain = a.preset.is_none() || a.heads.is_some() || a.hidden.is_some();
+    cfg.num_key_value_heads = match a.kv_heads {
+        Some(k) => k,
+        None if a.preset.is_none() || a.heads.is_some_and(|h| h != preset_heads) => cfg.num_attention_heads,
+        None => cfg.num_key_value_heads,
     };
+    cfg.head_dim = match a.head_dim {
+        Some(d) => d,
+        None if plain => cfg.hidden_size.checked_div(cfg.num_attention_heads).unwrap_or(0),
+        None => cfg.head_dim,
+    };
+    cfg.max_position_embeddings = a.max_positions.unwrap_or(cfg.max_position_embeddings);
+    cfg.rms_norm_eps = a.rms_norm_eps.unwrap_or(cfg.rms_norm_eps);
+    cfg.rope_theta = a.rope_theta.unwrap_or(cfg.rope_theta);
+    cfg.tie_word_embeddings |= a.tie_embeddings;
+    cfg.bos_token_id = (cfg.vocab_size > 1).then_some(1);
+    cfg.eos_token_ids = if cfg.vocab_size > 2 { vec![2] } else { vec![] };
+    cfg.num_loops = a.loops.unwrap_or(cfg.num_loops);
+    cfg.window_left = a.window.unwrap_or(cfg.window_left);
+    cfg.normalize_per_loop &= !a.no_normalize_per_loop;
+    cfg.emb_scale = a.emb_scale.unwrap_or(cfg.emb_scale);
+    cfg.hidden_scale = a.hidden_scale.unwrap_or(cfg.hidden_scale);
+    if let Some(g) = &a.gate {
+        cfg.gate_mode = match g.as_str() {
+            "query" => GateMode::Query,
+            "hidden" => GateMode::Hidden,
+            g => return Err(Error::Input(format!("--gate: expected query or hidden, got `{g}`"))),
+        };
+    }
     cfg.looping = match a.looping.as_str() {
         "plt" | "parallel" => Looping::Plt,
         "vanilla" => Looping::Vanilla,
         m => return Err(Error::Input(format!("--looping: expected plt or vanilla, got `{m}`"))),
     };
     cfg.validate()?;
+    let ty = plt::gguf::GgmlType::parse_name(&a.dtype)
+        .filter(|t| plt::gguf::writer::RANDOM_TYPES.contains(t))
+        .ok_or_else(|| Error::Input(format!("--dtype: expected f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k or q6_k, got `{}`", a.dtype)))?;
+    let ends_gguf = a.dir.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    let quantised = DType::parse(&a.dtype).is_none();
+    if a.gguf || quantised || ends_gguf {
+        if !ends_gguf {
+            return Err(Error::Input(format!(
+                "{}: a GGUF model is one file and its name must end in .gguf{}",
+                a.dir.display(),
+                if quantised { format!(" (--dtype {} is written as GGUF)", a.dtype) } else { String::new() }
+            )));
+        }
+        if a.shards != 1 {
+            return Err(Error::Input("--shards: a GGUF model is one file".into()));
+        }
+        let t = Instant::now();
+        let opts = plt::init::gguf::GgufInitOptions { seed: a.seed, matrix_type: ty, qkv_bias: a.qkv_bias };
+        let r = plt::init::gguf::write_gguf(&a.dir, &cfg, &opts)?;
+        let by: Vec<String> = r.by_type.iter().map(|(t, n, b)| format!("{} {n} tensors {b} bytes", t.name())).collect();
+        eprintln!(
+            "wrote {} ({} parameters, {} bytes: {}) in {:.1} s",
+            a.dir.display(),
+            cfg.num_params(),
+            r.bytes,
+            by.join(", "),
+            t.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     let opts = InitOptions { seed: a.seed, dtype: parse_dtype(&a.dtype)?, shards: a.shards, qkv_bias: a.qkv_bias };
     let w = random_weights(&cfg, &opts);
     write_model(&a.dir, &cfg, &w, &opts)?;

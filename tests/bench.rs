@@ -262,6 +262,7 @@ fn bad_bench_arguments_are_one_line_errors() {
         (&["bench", "--preset", "gpt-9"][..], "unknown size `gpt-9`"),
         (&["bench", "--loops", "1"][..], "--loops"),
         (&["bench", "--dtype", "f8"][..], "--dtype"),
+        (&["bench", "--dtype", "q3_k"][..], "q4_k"),
         (&["bench", "--batch", "0"][..], "--batch"),
         (&["bench", "--subgroups", "maybe"][..], "--subgroups: expected auto, on or off"),
         (&["bench", "--fuse-norms", "yes"][..], "--fuse-norms: expected auto, on or off"),
@@ -272,4 +273,53 @@ fn bad_bench_arguments_are_one_line_errors() {
         assert!(err.contains(want), "plt {args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "plt {args:?}: {err}");
     }
+}
+
+/// Block-format dtypes: the random model goes through an in-memory GGUF file and keeps its
+/// blocks; the report's bits per weight, formats and weight bytes follow from the shapes.
+#[test]
+fn quantised_bench_keeps_blocks_and_reports_bits_per_weight() {
+    let dir = tmp("quant");
+    let json = dir.join("bench.json");
+    let args = ["bench", "--quick", "--preset", "tiny", "--dtype", "q8_0,q4_k", "--batch", "1", "--context", "32", "--no-progress", "--json", json.to_str().unwrap()];
+    let (ok, stdout, stderr) = plt(&args);
+    assert!(ok, "plt bench failed:\n{stderr}");
+    let r: Value = serde_json::from_str(&read(&json)).expect("the report is JSON");
+    assert_eq!(r["complete"], true);
+    let size = &r["settings"]["sizes"][0];
+    let (v, d, ff, n, h, hkv, dh) = (u(&size["vocab"]), u(&size["hidden"]), u(&size["ffn"]), u(&size["layers"]), u(&size["heads"]), u(&size["kv_heads"]), u(&size["head_dim"]));
+    let (qd, kvd) = (h * dh, hkv * dh);
+    let params = v * d + n * ((qd + 2 * kvd) * d + d * qd + 3 * ff * d);
+    // tiny's rows (64 and 192 wide) are whole 32-blocks but not 256-blocks: q4_k falls back to
+    // Q5_0 (llama.cpp's rule). On the device, the file's bytes (rows of an even number of
+    // blocks): Q8_0 34 bytes, Q5_0 22 bytes per 32 weights.
+    for (dtype, format, record) in [("q8_0", "Q8_0", 34), ("q4_k", "Q5_0", 22)] {
+        let models: Vec<&Value> = r["models"].as_array().unwrap().iter().filter(|m| m["dtype"] == dtype).collect();
+        assert_eq!(models.len(), 3, "{dtype}: non-looped, plt-2, vanilla-2");
+        for m in &models {
+            let what = format!("{dtype} {}", m["model"]);
+            let wbytes = params * record / 32;
+            assert_eq!(u(&m["matrix_params"]), params, "{what}");
+            assert_eq!(u(&m["weight_bytes"]), wbytes, "{what}");
+            assert_eq!(u(&m["head_bytes"]), v * d * record / 32, "{what}");
+            close(f(&m["bits_per_weight"]), record as f64 * 8.0 / 32.0, &format!("{what}: bits per weight"));
+            let formats = m["formats"].as_object().unwrap();
+            assert_eq!(formats.len(), 1, "{what}: {formats:?}");
+            assert_eq!(u(&formats[format]), wbytes, "{what}: {formats:?}");
+        }
+        let results: Vec<&Value> = r["results"].as_array().unwrap().iter().filter(|x| x["dtype"] == dtype).collect();
+        assert_eq!(results.len(), 4, "{dtype}: four modes");
+        for x in results {
+            let what = format!("{dtype} {}", x["mode"]);
+            let head = v * d * record / 32;
+            let step = u(&x["passes"]) * (params * record / 32 - head) + head;
+            assert_eq!(u(&x["weight_bytes_per_step"]), step, "{what}");
+            close(f(&x["bits_per_weight"]), record as f64 / 4.0, &what);
+            let gbps = step as f64 / (f(&x["wall_ms"]["median"]) * 1e-3) / 1e9;
+            close(f(&x["weight_gbps_wall"]), gbps, &format!("{what}: weight GB/s"));
+            assert_eq!(u(&x["allocated_during_decode"]), 0, "{what}");
+        }
+        assert!(stdout.contains(&format!("Matrices of tiny {dtype}:")) && stdout.contains(&format!("| tiny | {dtype} | plt-fused |")), "{stdout}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }

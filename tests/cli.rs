@@ -106,6 +106,10 @@ fn bad_input_is_a_one_line_error() {
         (&["generate", "--model", d, "--adapter", "NoSuchAdapter", "hi"], "nosuchadapter"),
         (&["perplexity", "--model", d, "--file", d, "--max-chunks", "0"], "--max-chunks"),
         (&["perplexity", "--model", d, "--file", d], "not a regular file"),
+        (&["init", y.to_str().unwrap(), "--dtype", "q4_k"], ".gguf"),
+        (&["init", "y.gguf", "--dtype", "q3_k"], "--dtype"),
+        (&["init", "y.gguf", "--preset", "gpt-5"], "loopcoder-v2"),
+        (&["init", "/nonexistent/dir/y.gguf", "--dtype", "q8_0"], "/nonexistent/dir/y.gguf"),
     ];
     for (args, needle) in cases {
         let (ok, out, err) = plt(args);
@@ -173,6 +177,30 @@ fn the_default_model_is_built_in() {
         assert_eq!(run(&["score", "--tokens", "5,9,13,7,40", "--cpu"]), want, "{}: built-in vs directory", bin.display());
         let text = run(&["generate", "ROMEO:", "-n", "12", "--temperature", "0"]);
         assert!(text.starts_with("ROMEO:") && text.len() > "ROMEO:".len(), "{}: {text:?}", bin.display());
+    }
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+#[test]
+fn init_writes_quantised_gguf_models_that_info_and_score_read() {
+    let tmp = std::env::temp_dir().join(format!("plt-cli-gguf-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    for (i, (dtype, name)) in [("q4_k", "Q4_K"), ("q8_0", "Q8_0"), ("q5_1", "Q5_1")].into_iter().enumerate() {
+        let file = tmp.join(format!("m{i}.gguf"));
+        let f = file.to_str().unwrap();
+        let seed = format!("{}", 200 + i);
+        let (ok, _, err) = plt(&["init", f, "--dtype", dtype, "--seed", &seed, "--vocab", "300", "--hidden", "256", "--intermediate", "512", "--heads", "4", "--kv-heads", "2", "--window", "2"]);
+        assert!(ok, "init {dtype}: {err}");
+        assert!(err.contains(&format!("{name} 16 tensors")), "{dtype}: {err}");
+        let (ok, plan, err) = plt(&["info", "--model", f, "--plan"]);
+        assert!(ok, "{err}");
+        assert!(plan.contains(&format!("quantised blocks kept): {name}")) && plan.contains("L=2"), "{plan}");
+        let want = logprobs(&score(&file, &["--cpu"]));
+        let got = logprobs(&score(&file, &[]));
+        assert_eq!(got.len(), 10);
+        for (t, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() < 1e-4, "{dtype}: token {t}: gpu {g} vs cpu {w}");
+        }
     }
     std::fs::remove_dir_all(&tmp).ok();
 }

@@ -1068,6 +1068,11 @@ fn error_table() {
         vec!["score", "--model", &ms, "--tokens", "1,2", "--dtype", "f8"],
         vec!["init", x.to_str().unwrap(), "--heads", "3", "--kv-heads", "2"],
         vec!["init", y.to_str().unwrap(), "--gate", "sideways"],
+        vec!["init", y.to_str().unwrap(), "--dtype", "q4_k"],
+        vec!["init", "y.gguf", "--dtype", "q3_k"],
+        vec!["init", "y.gguf", "--preset", "gpt-5"],
+        vec!["init", "/nonexistent/dir/y.gguf", "--dtype", "q8_0"],
+        vec!["info", "--model", &ms, "--memory", "lots"],
     ];
     for args in &cases {
         let shown: Vec<String> = args.iter().map(|a| if a.starts_with(&*tmp.display().to_string()) { show(Path::new(a)) } else { a.to_string() }).collect();

@@ -3,6 +3,7 @@
 
 use crate::config::{Config, Looping};
 use crate::error::{Error, Result};
+use crate::gguf::GgmlType;
 use crate::weights::DType;
 use serde::Serialize;
 use std::fmt;
@@ -56,10 +57,13 @@ pub struct BenchArgs {
     /// [default: 128,1024,4096]
     #[arg(long, value_delimiter = ',')]
     pub context: Vec<usize>,
-    /// Device storage of the weight matrices: f32, f16. [default: f32,f16]
+    /// Device storage of the weight matrices: f32, f16, or a block format kept quantised:
+    /// q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k (rows that are not whole blocks fall back
+    /// as llama.cpp's quantiser does). [default: f32,f16]
     #[arg(long, value_delimiter = ',')]
     pub dtype: Vec<String>,
-    /// KV-cache storage: f32, f16, or `same` as the weight matrices. [default: same]
+    /// KV-cache storage: f32, f16, or `same` as the weight matrices (f16 for block formats).
+    /// [default: same]
     #[arg(long)]
     pub kv_dtype: Option<String>,
     /// `left` of the PLT local window (PLT-SPEC plt_window_size). [default: 64; quick 8]
@@ -195,31 +199,70 @@ impl Size {
 // ---------------------------------------------------------------------------------------------
 // Choices, as they appear in the JSON
 
-/// Device storage of the weight matrices (`--dtype`).
+/// Device storage of the weight matrices (`--dtype`): floats (the random weights uploaded in
+/// that type) or a block format (the random model written as an in-memory GGUF file with blocks
+/// of that type and loaded with its blocks kept: `init::gguf`; matrices whose rows are not whole
+/// blocks fall back as llama.cpp's quantiser does, and the report's `formats` says so).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[allow(non_camel_case_types)] // the ggml names
 pub enum Dtype {
     #[serde(rename = "f32")]
     F32,
     #[serde(rename = "f16")]
     F16,
+    #[serde(rename = "q8_0")]
+    Q8_0,
+    #[serde(rename = "q4_0")]
+    Q4_0,
+    #[serde(rename = "q4_1")]
+    Q4_1,
+    #[serde(rename = "q5_0")]
+    Q5_0,
+    #[serde(rename = "q5_1")]
+    Q5_1,
+    #[serde(rename = "q4_k")]
+    Q4_K,
+    #[serde(rename = "q5_k")]
+    Q5_K,
+    #[serde(rename = "q6_k")]
+    Q6_K,
 }
 
 impl Dtype {
+    pub const ALL: [Dtype; 10] =
+        [Dtype::F32, Dtype::F16, Dtype::Q8_0, Dtype::Q4_0, Dtype::Q4_1, Dtype::Q5_0, Dtype::Q5_1, Dtype::Q4_K, Dtype::Q5_K, Dtype::Q6_K];
     pub fn parse(s: &str) -> Option<Dtype> {
-        [Dtype::F32, Dtype::F16].into_iter().find(|d| d.as_str() == s)
+        Dtype::ALL.into_iter().find(|d| d.as_str() == s)
     }
     pub fn as_str(self) -> &'static str {
         match self {
             Dtype::F32 => "f32",
             Dtype::F16 => "f16",
+            Dtype::Q8_0 => "q8_0",
+            Dtype::Q4_0 => "q4_0",
+            Dtype::Q4_1 => "q4_1",
+            Dtype::Q5_0 => "q5_0",
+            Dtype::Q5_1 => "q5_1",
+            Dtype::Q4_K => "q4_k",
+            Dtype::Q5_K => "q5_k",
+            Dtype::Q6_K => "q6_k",
         }
     }
-    /// The runtime's storage type.
-    pub fn storage(self) -> DType {
+    /// The runtime's float storage type; None for the block formats.
+    pub fn storage(self) -> Option<DType> {
         match self {
-            Dtype::F32 => DType::F32,
-            Dtype::F16 => DType::F16,
+            Dtype::F32 => Some(DType::F32),
+            Dtype::F16 => Some(DType::F16),
+            _ => None,
         }
+    }
+    /// The ggml type of the matrices in the file (F32 and F16 for the floats).
+    pub fn ggml(self) -> GgmlType {
+        GgmlType::parse_name(self.as_str()).unwrap_or(GgmlType::F32)
+    }
+    /// A block format (kept quantised on the device).
+    pub fn is_quantised(self) -> bool {
+        self.storage().is_none()
     }
 }
 
@@ -252,12 +295,13 @@ impl KvDtype {
             KvDtype::Same => "same",
         }
     }
-    /// Whether a session of a model with `matrices` storage keeps its KV cache in f16.
+    /// Whether a session of a model with `matrices` storage keeps its KV cache in f16 (`same`:
+    /// f16 for f16 and block-format matrices, f32 for f32 ones).
     pub fn is_f16(self, matrices: Dtype) -> bool {
         match self {
             KvDtype::F32 => false,
             KvDtype::F16 => true,
-            KvDtype::Same => matrices == Dtype::F16,
+            KvDtype::Same => matrices != Dtype::F32,
         }
     }
 }
@@ -418,7 +462,15 @@ pub fn resolve(a: &BenchArgs, software: bool) -> Result<Settings> {
     let dtype = if a.dtype.is_empty() {
         vec![Dtype::F32, Dtype::F16]
     } else {
-        a.dtype.iter().map(|t| Dtype::parse(t).ok_or_else(|| Error::Input(format!("--dtype: expected f32 or f16, got `{t}`")))).collect::<Result<_>>()?
+        a.dtype
+            .iter()
+            .map(|t| {
+                Dtype::parse(t.trim()).ok_or_else(|| {
+                    let all: Vec<&str> = Dtype::ALL.iter().map(|d| d.as_str()).collect();
+                    Error::Input(format!("--dtype: expected one of {}, got `{t}`", all.join(", ")))
+                })
+            })
+            .collect::<Result<_>>()?
     };
     let steps = a.steps.unwrap_or(d.steps);
     if steps == 0 {

@@ -101,12 +101,12 @@ pub fn markdown(r: &Report) -> String {
         );
     }
     s += "\n### Decode steps\n\n";
-    s += "| model | dtype | mode | L | B | T | passes | dispatches | median ms | p90 ms | GPU median ms | host ms to submit | prefill tok/s | KV MiB (spec) | KV alloc = spec | session MiB | weights GB/s | of copy bw |\n";
-    s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    s += "| model | dtype | mode | L | B | T | passes | dispatches | median ms | p90 ms | GPU median ms | host ms to submit | prefill tok/s | KV MiB (spec) | KV alloc = spec | session MiB | bits/weight | weight MiB/step | weights GB/s | of copy bw |\n";
+    s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for x in &r.results {
         let wg = x.weight_gbps_gpu.unwrap_or(x.weight_gbps_wall);
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {}% |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {}% |\n",
             x.preset,
             x.dtype,
             x.mode,
@@ -127,9 +127,21 @@ pub fn markdown(r: &Report) -> String {
                 None => "n/a",
             },
             mib(x.session_bytes),
+            sig(x.bits_per_weight),
+            mib(x.weight_bytes_per_step),
             sig(wg),
             sig(100.0 * wg / bw)
         );
+    }
+    // The matrices' device formats of each (size, dtype): a block format's fallbacks show here.
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for m in &r.models {
+        let k = (m.preset.clone(), m.dtype.to_string());
+        if m.dtype.is_quantised() && !seen.contains(&k) {
+            let f: Vec<String> = m.formats.iter().map(|(f, b)| format!("{f} {}", mib(*b))).collect();
+            s += &format!("\nMatrices of {} {}: {} MiB, {} bits per weight ({}).\n", k.0, k.1, mib(m.weight_bytes), sig(m.bits_per_weight), f.join(" MiB, ") + " MiB");
+            seen.push(k);
+        }
     }
     if !r.skipped.is_empty() {
         // One row per (size, dtype, B, T, reason), naming the variants (or "all").

@@ -227,6 +227,8 @@ pub struct Record {
     pub setup_s: f64,
     /// Weight bytes one step reads: passes * layer matrices + the lm_head once.
     pub weight_bytes_per_step: u64,
+    /// The model's device bits per matrix weight (`ModelInfo::bits_per_weight`).
+    pub bits_per_weight: f64,
     /// weight_bytes_per_step / median step time, GB/s (1e9 bytes).
     pub weight_gbps_wall: f64,
     pub weight_gbps_gpu: Option<f64>,
@@ -292,6 +294,15 @@ pub struct ModelInfo {
     pub parameters: usize,
     /// `GpuModel::weight_bytes`: one pass over every matrix plus the lm_head.
     pub weight_bytes: u64,
+    /// Weights of those matrices (layer matrices and the lm_head).
+    pub matrix_params: u64,
+    /// weight_bytes * 8 / matrix_params: the device's bits per matrix weight (block records
+    /// included: Q8_0 9, Q4_0 5, Q4_K 4.5).
+    pub bits_per_weight: f64,
+    /// Device bytes of the lm_head (the embedding when tied), read once per step.
+    pub head_bytes: u64,
+    /// Device bytes of those matrices by storage format (a block format's fallbacks show here).
+    pub formats: std::collections::BTreeMap<String, u64>,
     pub model_bytes: u64,
     pub upload_s: f64,
 }
@@ -451,7 +462,7 @@ mod tests {
         }
         assert_eq!(j(serde_json::to_value(Timer::Timestamps).unwrap()), "timestamps");
         assert_eq!(j(serde_json::to_value(Timer::Wall).unwrap()), "wall");
-        for d in [Dtype::F32, Dtype::F16] {
+        for d in Dtype::ALL {
             assert_eq!(j(serde_json::to_value(d).unwrap()), d.as_str());
             assert_eq!(Dtype::parse(d.as_str()), Some(d));
         }
@@ -461,6 +472,6 @@ mod tests {
         }
         assert_eq!(j(serde_json::to_value(Readback::Ids).unwrap()), "ids");
         assert_eq!(j(serde_json::to_value(Readback::Logits).unwrap()), "logits");
-        assert!(KvDtype::Same.is_f16(Dtype::F16) && !KvDtype::Same.is_f16(Dtype::F32));
+        assert!(KvDtype::Same.is_f16(Dtype::F16) && !KvDtype::Same.is_f16(Dtype::F32) && KvDtype::Same.is_f16(Dtype::Q4_K));
     }
 }

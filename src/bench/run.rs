@@ -6,10 +6,12 @@ use super::copy::copy_bandwidth;
 use super::render::{markdown, svg};
 use super::report::{ratios, write_json, AdapterReport, Host, Kind, ModelInfo, Report, Skip};
 use super::session::{self, decode_all, settle, Variant};
-use crate::config::Looping;
+use crate::config::{Config, Looping};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
+use crate::init::gguf::{gguf_bytes, GgufInitOptions};
 use crate::init::{random_weights, InitOptions};
+use crate::load::{BufferId, LayerBuffer, MemorySource};
 use crate::model::GpuModel;
 use crate::progress::Progress;
 use crate::weights::{DType, Weights};
@@ -207,11 +209,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
 /// The random weights of one size (with the PLT gates; the non-looped and vanilla uploads leave
 /// them out), kept while that size's variants are uploaded and dropped before the next size's
-/// are generated. Owned by the run.
+/// are generated: host weights for the float dtypes, an in-memory GGUF file per block format.
+/// Owned by the run.
 #[derive(Default)]
 struct WeightCache {
     /// (index of the size in `Settings::sizes`, its weights).
     current: Option<(usize, Arc<Weights>)>,
+    /// (index of the size, block format, the GGUF file's bytes).
+    gguf: Option<(usize, Dtype, Arc<Vec<u8>>)>,
 }
 
 impl WeightCache {
@@ -224,11 +229,28 @@ impl WeightCache {
             }
         }
         self.current = None; // free the previous size's weights first
+        self.gguf = None;
         // Gates belong to the physical layer: the same for any L.
         let cfg = set.sizes[size].config(2, Looping::Plt, set.window, 2)?;
         let w = Arc::new(random_weights(&cfg, &InitOptions { seed: set.seed, dtype: DType::F32, shards: 1, qkv_bias: false }));
         self.current = Some((size, w.clone()));
         Ok(w)
+    }
+
+    /// The GGUF file of `set.sizes[size]` with matrices in block format `dtype` (and the PLT
+    /// gates), written on first use by `init::gguf`.
+    fn gguf(&mut self, set: &Settings, size: usize, dtype: Dtype) -> Result<Arc<Vec<u8>>> {
+        if let Some((i, d, b)) = &self.gguf {
+            if *i == size && *d == dtype {
+                return Ok(b.clone());
+            }
+        }
+        self.current = None;
+        self.gguf = None;
+        let cfg = set.sizes[size].config(2, Looping::Plt, set.window, 2)?;
+        let bytes = Arc::new(gguf_bytes(&cfg, &GgufInitOptions { seed: set.seed, matrix_type: dtype.ggml(), qkv_bias: false })?);
+        self.gguf = Some((size, dtype, bytes.clone()));
+        Ok(bytes)
     }
 }
 
@@ -236,25 +258,74 @@ impl WeightCache {
 fn upload(gpu: &Arc<Gpu>, set: &Settings, weights: &mut WeightCache, size: usize, dtype: Dtype, kind: Kind, max_ctx: usize) -> Result<(Variant, ModelInfo)> {
     let s = &set.sizes[size];
     let cfg = kind.config(s, set, max_ctx)?;
-    let w = weights.get(set, size)?;
+    let source = match dtype.storage() {
+        Some(_) => None,
+        None => Some(weights.gguf(set, size, dtype)?),
+    };
+    let w = match source {
+        Some(_) => None,
+        None => Some(weights.get(set, size)?),
+    };
     settle(gpu);
     let before = gpu.allocated_bytes();
     let t = Instant::now();
-    let model = GpuModel::new(gpu.clone(), &cfg, &w, Some(dtype.storage()))?;
+    let model = match (&w, &source) {
+        (Some(w), _) => GpuModel::new(gpu.clone(), &cfg, w, dtype.storage())?,
+        (None, Some(bytes)) => {
+            // The file's blocks kept (no dtype), under this variant's config.
+            let src = Box::new(MemorySource::new("bench.gguf", bytes.as_slice()));
+            let (open, _) = crate::gguf::open(src, format!("{} {dtype} (random GGUF)", s.name), Some(cfg.clone()))?;
+            GpuModel::load(gpu.clone(), open, None, &mut |_| {})?
+        }
+        (None, None) => return Err(Error::Input("bench: no weights".into())),
+    };
     gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
     gpu.check()?;
     let model_bytes = gpu.allocated_bytes() - before;
+    let weight_bytes = model.weight_bytes();
+    let matrix_params = matrix_params(&cfg);
+    let head_bytes = model.head_bytes();
+    let mut formats = std::collections::BTreeMap::new();
+    for (id, _) in matrix_buffers(&cfg) {
+        for (f, bytes) in model.part_bytes(id) {
+            *formats.entry(f.name().to_string()).or_insert(0u64) += bytes;
+        }
+    }
     let info = ModelInfo {
         preset: s.name.clone(),
         dtype,
         model: kind,
         loops: kind.loops(),
         parameters: cfg.num_params(),
-        weight_bytes: model.weight_bytes(),
+        weight_bytes,
+        matrix_params,
+        bits_per_weight: weight_bytes as f64 * 8.0 / matrix_params as f64,
+        head_bytes,
+        formats,
         model_bytes,
         upload_s: t.elapsed().as_secs_f64(),
     };
     Ok((Variant { kind, dtype, model: Arc::new(model), model_bytes }, info))
+}
+
+/// The matrix buffers one pass reads and their weights: every layer's four, and the lm_head
+/// (the embedding when tied).
+fn matrix_buffers(cfg: &Config) -> Vec<(BufferId, usize)> {
+    let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
+    let head = if cfg.tie_word_embeddings { BufferId::EmbedTokens } else { BufferId::LmHead };
+    let mut out = vec![(head, cfg.vocab_size * d)];
+    for i in 0..cfg.num_hidden_layers {
+        out.push((BufferId::Layer(i, LayerBuffer::QkvProj), (cfg.q_dim() + 2 * cfg.kv_dim()) * d));
+        out.push((BufferId::Layer(i, LayerBuffer::OProj), d * cfg.q_dim()));
+        out.push((BufferId::Layer(i, LayerBuffer::GateUpProj), 2 * f * d));
+        out.push((BufferId::Layer(i, LayerBuffer::DownProj), d * f));
+    }
+    out
+}
+
+/// Weights of the matrices one pass reads (what `GpuModel::weight_bytes` counts the bytes of).
+fn matrix_params(cfg: &Config) -> u64 {
+    matrix_buffers(cfg).iter().map(|(_, n)| *n as u64).sum()
 }
 
 /// The load averages over 1, 5 and 15 minutes, where the system reports them.

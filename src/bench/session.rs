@@ -232,12 +232,15 @@ pub fn decode_all(gpu: &Gpu, set: &Settings, live: &mut [Live]) -> Result<()> {
 impl Live {
     /// One record per mode the session measured.
     pub fn records(self, s: &Size, set: &Settings) -> Vec<Record> {
+        let cfg = &self.variant.model.cfg;
         let modes = self.variant.kind.modes();
         let p = self.context - set.decode_positions();
         let timed = 2 * (set.warmup + set.steps);
         let wbytes = self.variant.model.weight_bytes();
         let head = self.variant.model.head_bytes();
         let layer_bytes = wbytes.saturating_sub(head);
+        let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
+        let matrix_params = (cfg.vocab_size * d + cfg.num_hidden_layers * ((cfg.q_dim() + 2 * cfg.kv_dim()) * d + d * cfg.q_dim() + 3 * f * d)).max(1);
         let pooled = modes[0] == modes[1];
         let slots: &[usize] = if pooled { &[0] } else { &[0, 1] };
         let mut out = Vec::new();
@@ -283,6 +286,7 @@ impl Live {
                 allocated_during_decode: self.allocated_during_decode,
                 setup_s: self.setup_s,
                 weight_bytes_per_step: step_bytes,
+                bits_per_weight: wbytes as f64 * 8.0 / matrix_params as f64,
                 fraction_of_copy_bw: 0.0,
                 profile: self.profile[slot].clone(),
             });

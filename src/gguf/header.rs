@@ -83,6 +83,11 @@ impl GgmlType {
         }
     }
 
+    /// The type of a name, any case (`q4_k`, `F16`); None for names ggml does not define.
+    pub fn parse_name(name: &str) -> Option<GgmlType> {
+        (0..64).map(GgmlType).find(|t| t.info().is_some_and(|(n, _, _)| n.eq_ignore_ascii_case(name)))
+    }
+
     /// Values per block and bytes per block.
     pub fn block(self) -> Option<(u64, u64)> {
         self.info().map(|(_, b, s)| (b, s))

@@ -1,8 +1,10 @@
 //! GGUF files (llama.cpp's single-file format, versions 2 and 3) for
-//! `general.architecture = llama` checkpoints (PLT-SPEC section 1 layout with L = 1): the
+//! `general.architecture = llama` checkpoints (PLT-SPEC section 1 layout; L = 1 unless the
+//! `plt.*` keys say otherwise): the
 //! header and metadata (`header`, `value`), the block formats (`quant`), the model's
-//! configuration and tensor names (`model`), and the tokenizer (`tokenizer`). Loading goes
-//! through `crate::load` like every other format: header -> plan -> bytes -> sink.
+//! configuration and tensor names (`model`), the tokenizer (`tokenizer`), and a writer
+//! (`writer`: files streamed tensor by tensor, random blocks). Loading goes through
+//! `crate::load` like every other format: header -> plan -> bytes -> sink.
 //!
 //! Conventions that fail silently when wrong:
 //! - GGUF lists dimensions fastest-first; the row-major shape is the reverse
@@ -17,9 +19,10 @@ mod model;
 mod quant;
 mod tokenizer;
 mod value;
+pub mod writer;
 
 pub use header::{GgmlType, GgufFile, TensorInfo, DEFAULT_ALIGNMENT};
-pub use model::{config_from_gguf, tensor_name, unpermute_qk, unpermute_rows};
+pub use model::{config_from_gguf, tensor_name, PLT_KEYS, unpermute_qk, unpermute_rows};
 pub use quant::{dequantize, first_non_finite, NonFinite};
 pub use tokenizer::{GgufTokenizer, END_OF_GENERATION_KEYS, SUPPORTED_PRE_TOKENIZERS};
 pub use value::{value_type, value_type_name, Array, Value};

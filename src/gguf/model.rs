@@ -1,4 +1,5 @@
-//! A llama GGUF as a model: the configuration from `llama.*` metadata, the tensor names
+//! A llama GGUF as a model: the configuration from `llama.*` metadata (and the PLT fields from
+//! `plt.*`, `PLT_KEYS`), the tensor names
 //! (`blk.{i}.attn_q.weight`, ...) mapped to the model's weights, and llama.cpp's q/k row
 //! permutation undone.
 //!
@@ -132,8 +133,63 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<Config> {
     cfg.tie_word_embeddings = f.tensor("output.weight").is_none();
     cfg.bos_token_id = bos_token_id;
     cfg.eos_token_ids = eos_token_ids;
+    plt_config(f, &mut cfg)?;
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// The PLT metadata keys (this runtime's own; llama.cpp's llama files have none, and without
+/// them a file is a plain L = 1 model): the fields of config.json's `plt_*` (PLT-SPEC s1).
+pub const PLT_KEYS: [&str; 7] = [
+    "plt.num_loops",
+    "plt.window_size",
+    "plt.normalize_per_loop",
+    "plt.emb_scale",
+    "plt.hidden_scale",
+    "plt.gate_use_hidden_states",
+    "plt.loop_mode",
+];
+
+/// Reads the `plt.*` keys into `cfg` (absent keys keep the defaults of PLT-SPEC s1).
+fn plt_config(f: &GgufFile, cfg: &mut Config) -> Result<()> {
+    use crate::config::{GateMode, Looping};
+    if let Some(l) = f.usize_("plt.num_loops")? {
+        cfg.num_loops = l;
+    }
+    match f.get("plt.window_size") {
+        None => {}
+        Some(Value::Array(a)) if a.len() == 2 && a.int_at(0).is_some() => {
+            let (left, right) = (a.int_at(0).unwrap_or(-1), a.int_at(1).unwrap_or(-1));
+            if right != 0 {
+                return Err(err(format!("metadata `plt.window_size`: right must be 0, got {right}")));
+            }
+            cfg.window_left = usize::try_from(left)
+                .ok()
+                .filter(|&l| l < u32::MAX as usize)
+                .ok_or_else(|| err(format!("metadata `plt.window_size`: left must be a non-negative integer below 2^32, got {left}")))?;
+        }
+        Some(v) => return Err(err(format!("metadata `plt.window_size` must be an integer array [left, 0], got {}", v.brief()))),
+    }
+    if let Some(b) = f.bool_("plt.normalize_per_loop")? {
+        cfg.normalize_per_loop = b;
+    }
+    if let Some(a) = f.f32_("plt.emb_scale")? {
+        cfg.emb_scale = a;
+    }
+    if let Some(b) = f.f32_("plt.hidden_scale")? {
+        cfg.hidden_scale = b;
+    }
+    if let Some(h) = f.bool_("plt.gate_use_hidden_states")? {
+        cfg.gate_mode = if h { GateMode::Hidden } else { GateMode::Query };
+    }
+    if let Some(m) = f.str_("plt.loop_mode")? {
+        cfg.looping = match m {
+            "parallel" => Looping::Plt,
+            "vanilla" => Looping::Vanilla,
+            o => return Err(err(format!("metadata `plt.loop_mode` must be \"parallel\" or \"vanilla\", got {o:?}"))),
+        };
+    }
+    Ok(())
 }
 
 /// A weight's name in a llama GGUF (the PLT gate names are this loader's own: llama files have none).

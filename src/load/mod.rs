@@ -12,6 +12,7 @@
 //! Nothing holds a whole file; only the host sink holds the whole model (the CPU reference
 //! needs it).
 
+pub mod memory;
 pub mod plan;
 pub mod safetensors;
 pub mod source;

@@ -207,6 +207,11 @@ impl GpuModel {
         total
     }
 
+    /// (format, device bytes) of each part of a weight buffer.
+    pub fn part_bytes(&self, id: BufferId) -> Vec<(WeightFormat, u64)> {
+        self.layouts.get(&id).map(|l| l.parts.iter().map(|p| (p.format, p.bytes(l.cols))).collect()).unwrap_or_default()
+    }
+
     /// Bytes of the lm_head's matrix on the device.
     pub fn head_bytes(&self) -> u64 {
         self.layouts.get(&self.head_id()).map(|l| l.bytes()).unwrap_or(0)

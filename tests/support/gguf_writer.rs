@@ -1,6 +1,6 @@
-//! A small GGUF writer (the format as llama.cpp's gguf-py writes it), the inverse of the
-//! loader's dequantisers, and a tiny llama GGUF with a byte-level BPE tokenizer built with them:
-//! the synthetic files of tests/gguf.rs.
+//! GGUF files for tests: a file builder that can also write malformed files (on the library's
+//! encoders, `plt::gguf::writer`), the inverse of the loader's dequantisers, and a tiny llama
+//! GGUF with a byte-level BPE tokenizer built with them: the synthetic files of tests/gguf.rs.
 #![allow(dead_code)]
 
 use plt::gguf::GgmlType;
@@ -9,33 +9,43 @@ use plt::weights::{Layer, Linear, Mlp, SelfAttn, Tensor};
 use plt::{Config, DType, Weights};
 
 // ---------------------------------------------------------------------------------------------
-// A small GGUF writer (the format as llama.cpp's gguf-py writes it)
+// A GGUF file builder (valid files, or malformed ones for the loader's error tests)
 // ---------------------------------------------------------------------------------------------
 
 pub use plt::gguf::value_type as vt;
+use plt::gguf::{writer, Array, Value};
 
 pub fn gstr(s: &str) -> Vec<u8> {
-    let mut b = (s.len() as u64).to_le_bytes().to_vec();
-    b.extend_from_slice(s.as_bytes());
+    let mut b = Vec::new();
+    writer::encode_str(s, &mut b);
     b
 }
 
-/// A metadata value: (GGUF value type, payload bytes).
+/// A metadata value: (GGUF value type, payload bytes). Raw, so that tests can write values
+/// no valid file holds (unknown types, lying lengths).
 #[derive(Clone, Debug)]
 pub struct Val(pub u32, pub Vec<u8>);
 
+/// A valid value, encoded by the library's writer.
+pub fn val(v: Value) -> Val {
+    let mut b = Vec::new();
+    writer::encode_value(&v, &mut b);
+    Val(writer::value_type_of(&v), b)
+}
+
 pub fn u32v(x: u32) -> Val {
-    Val(vt::U32, x.to_le_bytes().to_vec())
+    val(Value::U32(x))
 }
 pub fn f32v(x: f32) -> Val {
-    Val(vt::F32, x.to_le_bytes().to_vec())
+    val(Value::F32(x))
 }
 pub fn strv(s: &str) -> Val {
-    Val(vt::STR, gstr(s))
+    val(Value::Str(s.into()))
 }
 pub fn boolv(b: bool) -> Val {
-    Val(vt::BOOL, vec![b as u8])
+    val(Value::Bool(b))
 }
+/// An array of `n` elements of type `elem` whose payload is given raw (`n` may lie).
 pub fn arr(elem: u32, n: u64, payload: Vec<u8>) -> Val {
     let mut b = elem.to_le_bytes().to_vec();
     b.extend_from_slice(&n.to_le_bytes());
@@ -43,10 +53,10 @@ pub fn arr(elem: u32, n: u64, payload: Vec<u8>) -> Val {
     Val(vt::ARRAY, b)
 }
 pub fn str_arr(items: &[String]) -> Val {
-    arr(vt::STR, items.len() as u64, items.iter().flat_map(|s| gstr(s)).collect())
+    val(Value::Array(Array::Str(items.to_vec())))
 }
 pub fn i32_arr(items: &[i32]) -> Val {
-    arr(vt::I32, items.len() as u64, items.iter().flat_map(|x| x.to_le_bytes()).collect())
+    val(Value::Array(Array::I32(items.to_vec())))
 }
 
 #[derive(Clone, Debug)]
@@ -93,38 +103,21 @@ impl Gguf {
     pub fn tensor_mut(&mut self, name: &str) -> &mut TensorSpec {
         self.tensors.iter_mut().find(|t| t.name == name).unwrap_or_else(|| panic!("no tensor {name}"))
     }
-    /// Byte offset where the data section starts, and the file.
+    /// Byte offset where the data section starts, and the file. Laid out by the library's
+    /// writer (`plt::gguf::writer`); the fields above can make it malformed on purpose.
     pub fn build(&self) -> (usize, Vec<u8>) {
-        let pad = |b: &mut Vec<u8>, a: u64| {
-            while !(b.len() as u64).is_multiple_of(a) {
-                b.push(0);
-            }
-        };
         let mut b = self.magic.to_vec();
         b.extend(self.version.to_le_bytes());
         b.extend(self.n_tensors.unwrap_or(self.tensors.len() as u64).to_le_bytes());
         b.extend(self.n_kv.unwrap_or(self.kv.len() as u64).to_le_bytes());
         for (k, Val(t, payload)) in &self.kv {
-            b.extend(gstr(k));
-            b.extend(t.to_le_bytes());
-            b.extend(payload);
+            writer::encode_entry_raw(k, *t, payload, &mut b);
         }
-        let mut offsets = Vec::new();
-        let mut at = 0u64;
-        for t in &self.tensors {
-            offsets.push(at);
-            at = (at + t.data.len() as u64).div_ceil(self.alignment) * self.alignment;
-        }
+        let offsets = writer::data_offsets(self.tensors.iter().map(|t| t.data.len() as u64), self.alignment);
         for (t, &off) in self.tensors.iter().zip(&offsets) {
-            b.extend(gstr(&t.name));
-            b.extend((t.dims.len() as u32).to_le_bytes());
-            for d in &t.dims {
-                b.extend(d.to_le_bytes());
-            }
-            b.extend(t.ty.to_le_bytes());
-            b.extend(t.offset.unwrap_or(off).to_le_bytes());
+            writer::encode_tensor_info(&t.name, &t.dims, t.ty, t.offset.unwrap_or(off), &mut b);
         }
-        pad(&mut b, self.alignment);
+        b.resize(writer::align_up(b.len() as u64, self.alignment) as usize, 0);
         let data_start = b.len();
         for (t, &off) in self.tensors.iter().zip(&offsets) {
             b.resize(data_start + off as usize, 0);
