@@ -8,9 +8,11 @@
 //!   with the GPU `model::Session` and the CPU `ReferenceSession` behind it;
 //! - `text`: `TextSession` and `Generator`, the one generation logic over any `StepSession`.
 
+mod chat;
 mod step;
 mod text;
 
+pub use chat::{Chat, ChatTurn};
 pub use step::{MaybeSend, ReferenceSession, StepFuture, StepSession};
 pub use text::{Generator, TextSession};
 

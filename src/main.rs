@@ -1,7 +1,7 @@
 //! The `plt` command: generate, chat, perplexity, info, score, init, bench.
 
 use clap::{Args, Parser, Subcommand};
-use plt::generate::{Engine, FinishReason, GenerateOptions, LoadOptions, ReferenceSession, TextSession};
+use plt::generate::{Chat, Engine, FinishReason, GenerateOptions, LoadOptions, ReferenceSession, TextSession};
 use plt::gpu::GpuOptions;
 use plt::init::{random_weights, write_model, InitOptions};
 use plt::load::{Bytes, MemoryModel, ModelSource};
@@ -454,11 +454,11 @@ fn generate(a: GenerateArgs) -> Result<()> {
 fn chat(a: ChatArgs) -> Result<()> {
     let opts = options(&a.sample)?;
     let mut ts = open(&a.model, a.sample.context)?;
-    let mut messages: Vec<ChatMessage> = a.system.iter().map(|s| ChatMessage::new("system", s)).collect();
-    // What has been fed so far, as text; each turn feeds only what the template adds to it.
-    let mut fed = String::new();
+    ts.tokenizer()?;
+    let mut chat = Chat::new(None);
+    chat.messages.extend(a.system.iter().map(|s| ChatMessage::new("system", s)));
     let tty = std::io::stdin().is_terminal();
-    eprintln!("(chat: /reset starts over, /exit or end of input quits)");
+    eprintln!("(chat: /reset starts over, /exit or end of input quits; context {} tokens)", ts.context());
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     loop {
@@ -472,32 +472,29 @@ fn chat(a: ChatArgs) -> Result<()> {
             "" => continue,
             "/exit" | "/quit" => break,
             "/reset" => {
-                messages.retain(|m| m.role == "system");
-                fed.clear();
-                ts.reset()?;
+                chat.reset(&mut ts)?;
                 continue;
             }
             _ => {}
         }
-        messages.push(ChatMessage::new("user", line));
-        let full = ts.tokenizer()?.apply_chat_template(&messages, true)?;
-        let new = match full.strip_prefix(fed.as_str()) {
-            Some(rest) => rest.to_string(),
-            None => {
-                // The template rewrote earlier turns: start the context over.
-                ts.reset()?;
-                full.clone()
+        // A turn that fails is reported and the conversation goes on.
+        match pollster::block_on(chat.turn(&mut ts, line, &opts, &mut print_piece)) {
+            Ok(t) => {
+                let g = &t.generation;
+                let mut notes = Vec::new();
+                if t.dropped > 0 {
+                    notes.push(format!("context full: dropped the {} oldest message(s) and started over", t.dropped));
+                } else if t.restarted {
+                    notes.push("started over from the conversation".to_string());
+                }
+                if g.finish == FinishReason::ContextFull {
+                    notes.push("reply cut at the context end; the next turn drops the oldest messages".to_string());
+                }
+                let notes = if notes.is_empty() { String::new() } else { format!("; {}", notes.join("; ")) };
+                eprintln!("\n[{} tokens, {:.1} tok/s, context {}/{}{notes}]", g.timings.generated_tokens, g.timings.tokens_per_second(), ts.position(), ts.context());
             }
-        };
-        let mut reply = String::new();
-        let mut show = |p: &str| {
-            reply += p;
-            print_piece(p)
-        };
-        let g = ts.generate_blocking(&new, &opts, &mut show)?;
-        eprintln!("\n[{} tokens, {:.1} tok/s]", g.timings.generated_tokens, g.timings.tokens_per_second());
-        messages.push(ChatMessage::new("assistant", reply.trim()));
-        fed = ts.tokenizer()?.apply_chat_template(&messages, false)?;
+            Err(e) => eprintln!("\nerror: {e}"),
+        }
     }
     Ok(())
 }

@@ -299,3 +299,51 @@ fn gpu_and_cpu_backends_generate_the_same() {
         b.same(32, &[("To be", &greedy(10), usize::MAX)]);
     }
 }
+
+/// A chat that reaches the context end keeps going: each turn that does not fit drops the
+/// oldest messages (the system prompt stays) and starts over; the session then holds exactly
+/// the kept conversation's rendering plus the reply; a reply cut by the context end makes the
+/// next turn start over; a message that cannot fit even alone is an error that keeps the
+/// conversation usable. 30 turns on a 64-position context, on the CPU backend.
+#[test]
+fn a_chat_survives_the_context_end() {
+    let b = Backends::new(2, &[]);
+    let mut tok = Tokenizer::from_bytes(&byte_tokenizer_json(), 257).unwrap();
+    tok.chat_template = Some("{% for m in messages %}<{{ m.role[0] }}>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<a>{% endif %}".into());
+    let tok = Arc::new(tok);
+    let cpu = ReferenceSession::new(&b.cfg, b.w.clone(), 64).unwrap();
+    let mut ts = TextSession::with_backend(Box::new(cpu), Some(tok.clone()), "test (cpu)");
+    let mut chat = plt::generate::Chat::new(Some("sys"));
+    let opts = GenerateOptions { max_tokens: 8, stop_at_eos: false, sampler: SamplerConfig { temperature: 0.0, ..Default::default() }, ..Default::default() };
+    let (mut dropped, mut restarts) = (0, 0);
+    for turn in 0..30 {
+        let t = pollster::block_on(chat.turn(&mut ts, &format!("q{turn}"), &opts, &mut |_| true)).unwrap();
+        dropped += t.dropped;
+        restarts += t.restarted as usize;
+        assert_eq!(chat.messages[0].role, "system", "turn {turn}: the system prompt stays");
+        assert_eq!(chat.messages.last().unwrap().content, t.reply);
+        assert!(ts.position() <= ts.context());
+        if t.restarted {
+            // The session holds the kept conversation (BOS + rendering) and the reply's fed tokens.
+            let mut kept = chat.messages.clone();
+            kept.pop();
+            let prompt = tok.apply_chat_template(&kept, true).unwrap();
+            let want = tok.encode(&prompt, true).unwrap().len() + t.generation.tokens.len() - 1;
+            assert_eq!(ts.position(), want, "turn {turn}");
+        }
+    }
+    assert!(dropped > 0 && restarts > 0, "30 turns must overflow 64 positions: dropped {dropped}, restarts {restarts}");
+    // Too long for the context even alone: an error, and the conversation goes on.
+    let long = "x".repeat(80);
+    let n = chat.messages.len();
+    let e = pollster::block_on(chat.turn(&mut ts, &long, &opts, &mut |_| true)).unwrap_err().to_string();
+    assert!(e.contains("the context holds 64"), "{e}");
+    assert_eq!(chat.messages.len(), n, "the failed message is not kept");
+    pollster::block_on(chat.turn(&mut ts, "again", &opts, &mut |_| true)).unwrap();
+    // A reply cut by the context end: the next turn starts over from the messages.
+    let long_reply = GenerateOptions { max_tokens: 100, ..opts.clone() };
+    let t = pollster::block_on(chat.turn(&mut ts, "long", &long_reply, &mut |_| true)).unwrap();
+    assert_eq!(t.generation.finish, FinishReason::ContextFull);
+    let t = pollster::block_on(chat.turn(&mut ts, "next", &opts, &mut |_| true)).unwrap();
+    assert!(t.restarted, "after a cut reply the session starts over");
+}

@@ -13,7 +13,8 @@ use plt::{Config, Looping};
 use serde_json::Value;
 
 /// V 64, D 64, F 96, N 2, H 4, Hkv 2, Dh 16, L 3, window left 5, untied: every matrix row is
-/// whole 32-blocks, so every matrix is Q8_0 (36 device bytes per 32 weights).
+/// whole 32-blocks, so every matrix is Q8_0 (on the device a row of K weights is K/32 bodies of 32
+/// bytes, then its K/32 f16 scales two to a word: 34 bytes per 32 weights when K/32 is even).
 fn config(looping: &str) -> Config {
     Config::from_json(
         serde_json::json!({
@@ -36,10 +37,16 @@ fn plan(cfg: &Config, context: usize, memory: Option<u64>, max_binding: Option<u
 
 // By hand. Matrices: qkv (16*4 + 2*16*2) x 64 = 8192, o 64 x 64 = 4096, gate/up 2 x 96 x 64 =
 // 12288, down 64 x 96 = 6144 per layer; embed and lm_head 64 x 64 = 4096 each.
-const QKV: u64 = 8192 * 36 / 32;
-const GATE_UP: u64 = 12288 * 36 / 32;
+/// Device bytes of `rows` Q8_0 rows of `k` weights.
+const fn q8_rows(rows: u64, k: u64) -> u64 {
+    rows * (k + k.div_ceil(64) * 4)
+}
+const QKV: u64 = q8_rows(128, 64);
+const GATE_UP: u64 = q8_rows(192, 64);
 const MATRIX_WEIGHTS: u64 = 2 * (8192 + 4096 + 12288 + 6144) + 2 * 4096;
-const MATRIX_BYTES: u64 = MATRIX_WEIGHTS * 36 / 32;
+// The down projection's rows (96 weights: 3 blocks) carry a padded scale word.
+const MATRIX_BYTES: u64 = 2 * (QKV + q8_rows(64, 64) + GATE_UP + q8_rows(64, 96)) + 2 * q8_rows(64, 64);
+const BITS: f64 = MATRIX_BYTES as f64 * 8.0 / MATRIX_WEIGHTS as f64;
 // F32 vectors: per layer two norms (64) and the query gate (H*Dh + H = 68); the final norm.
 const VECTOR_BYTES: u64 = 4 * (2 * (64 + 64 + 68) + 64);
 // KV per token: 2 (K, V) * N * Hkv*Dh * element; PLT rings: (L-1) * (left+1) positions.
@@ -49,7 +56,7 @@ const KV_TOKEN_F32: u64 = 2 * 2 * 32 * 4;
 fn memory_plan_numbers_by_hand() {
     let p = plan(&config("parallel"), 100, None, None);
     assert_eq!(p.matrix_params, MATRIX_WEIGHTS);
-    assert_eq!(p.bits_per_weight, 9.0);
+    assert_eq!(p.bits_per_weight, BITS);
     assert_eq!(p.weight_bytes, MATRIX_BYTES + VECTOR_BYTES);
     assert_eq!(p.by_format, vec![("Q8_0".to_string(), 10, MATRIX_BYTES), ("F32".to_string(), 7, VECTOR_BYTES)]);
     assert_eq!(p.buffers.len(), 17);
@@ -92,7 +99,7 @@ fn memory_plan_numbers_by_hand() {
         ]
     );
     let text = q.text(Some(3));
-    assert!(text.contains("9.000 bits per weight") && text.contains("3 of 17") && text.contains("does NOT fit"), "{text}");
+    assert!(text.contains(&format!("{BITS:.3} bits per weight")) && text.contains("3 of 17") && text.contains("does NOT fit"), "{text}");
 }
 
 #[test]
@@ -112,7 +119,7 @@ fn plt_info_json_carries_the_memory_plan() {
     let j: Value = serde_json::from_str(&out).unwrap();
     let m = &j["memory_plan"];
     assert_eq!(m["context"], 100);
-    assert_eq!(m["bits_per_weight"], 9.0);
+    assert_eq!(m["bits_per_weight"], BITS);
     assert_eq!(m["matrix_params"], MATRIX_WEIGHTS);
     assert_eq!(m["weight_bytes"], MATRIX_BYTES + VECTOR_BYTES);
     assert_eq!(m["by_format"][0], serde_json::json!(["Q8_0", 10, MATRIX_BYTES]));

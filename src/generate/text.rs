@@ -32,6 +32,8 @@ pub struct TextSession {
     source: String,
     /// A token drawn but not yet fed to the model (fed first by the next call).
     pending: Option<u32>,
+    /// Context shifts so far (`shift_context`).
+    shifts: usize,
 }
 
 impl TextSession {
@@ -45,7 +47,7 @@ impl TextSession {
     /// A conversation on any backend (e.g. `ReferenceSession` on the CPU). `source` names the
     /// model in messages.
     pub fn with_backend(session: Box<dyn StepSession>, tokenizer: Option<Arc<Tokenizer>>, source: &str) -> TextSession {
-        TextSession { session, tokenizer, source: source.to_string(), pending: None }
+        TextSession { session, tokenizer, source: source.to_string(), pending: None, shifts: 0 }
     }
 
     pub fn tokenizer(&self) -> Result<&Tokenizer> {
@@ -69,7 +71,14 @@ impl TextSession {
 
     /// Drops the older half of the context (`StepSession::shift_context`).
     pub async fn shift_context(&mut self) -> Result<()> {
-        self.session.shift_context().await
+        self.session.shift_context().await?;
+        self.shifts += 1;
+        Ok(())
+    }
+
+    /// Context shifts so far.
+    pub fn shifts(&self) -> usize {
+        self.shifts
     }
 
     /// Tokens in the context so far.
