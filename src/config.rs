@@ -442,7 +442,7 @@ fn rope(o: &Map<String, Value>) -> Result<Option<f32>> {
             Err(Error::config("rope_parameters", format!("rope_theta {b} differs from the top-level rope_theta {a}")))
         }
         (Some(a), _) => Ok(Some(a)),
-        (None, Some(b)) if !(b > 0.0) => Err(Error::config("rope_parameters", format!("rope_theta {b} must be positive"))),
+        (None, Some(b)) if b <= 0.0 => Err(Error::config("rope_parameters", format!("rope_theta {b} must be positive"))),
         (None, b) => Ok(b),
     }
 }

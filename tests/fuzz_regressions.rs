@@ -758,6 +758,7 @@ fn error_table() {
         r#"{"num_key_value_heads": 3}"#, r#"{"plt_window_size": [4, 1]}"#, r#"{"plt_window_size": 4}"#,
         r#"{"plt_num_loops": 0}"#, r#"{"hidden_size": 0}"#, r#"{"hidden_size": -8}"#, r#"{"plt_loop_mode": "serial"}"#,
         r#"{"head_dim": 5}"#, r#"{"rms_norm_eps": 0}"#, r#"{"eos_token_id": 99}"#,
+        r#"{"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}"#, r#"{"rope_parameters": {"rope_type": "llama3"}}"#,
     ] {
         let mut v = min.clone();
         for (k, x) in serde_json::from_str::<serde_json::Value>(extra).unwrap().as_object().unwrap() {
@@ -847,6 +848,11 @@ fn error_table() {
         let r: Vec<_> = raw().into_iter().filter(|t| t.0 != name).collect();
         row(src, &format!("{name} absent"), from(&r));
     }
+    let mut r = raw();
+    let mut alias = r.iter().find(|t| t.0 == "model.layers.0.self_attn.plt_gate.weight").unwrap().clone();
+    alias.0 = "model.layers.0.self_attn.loop_gate_proj.weight".into();
+    r.push(alias);
+    row(src, "plt_gate.weight and its alias loop_gate_proj.weight", from(&r));
     std::fs::remove_file(&st).unwrap();
     row(src, "no model.safetensors", tidy(Weights::load_dir(&dir, &cfg).unwrap_err().to_string()));
     row(src, "directory does not exist", tidy(Weights::load_dir(&dir.join("does-not-exist"), &cfg).unwrap_err().to_string()));
@@ -1030,6 +1036,9 @@ fn error_table() {
     let mut tk = Tokenizer::from_bytes(&tok, 257).unwrap();
     tk.chat_template = Some("{{ raise_exception('only user turns') }}".into());
     row("generate.rs", "chat template `raise_exception('only user turns')`",
+        tk.apply_chat_template(&[plt::tokenizer::ChatMessage::new("user", "hi")], true).unwrap_err().to_string());
+    tk.chat_template = Some(r#"{% for i in range(100000) %}{{ "x" * 100000 }}{% endfor %}"#.into());
+    row("fuzz_regressions.rs", "chat template of 10 GB of text",
         tk.apply_chat_template(&[plt::tokenizer::ChatMessage::new("user", "hi")], true).unwrap_err().to_string());
     tk.chat_template = Some("{% for m in messages %}".into());
     row("fuzz_regressions.rs", "chat template `{% for m in messages %}` (unclosed)",

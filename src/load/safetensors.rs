@@ -178,13 +178,15 @@ pub(crate) fn plan(source: String, cfg: Config, sources: &mut [Box<dyn ByteSourc
     names.sort();
     for name in names {
         let Some(canonical) = gate_alias_target(name) else { continue };
-        let other = if all.contains_key(&canonical) { Some(canonical.clone()) } else { aliased.get(&canonical).cloned() };
-        if let Some(other) = other {
-            let file = files[all[name].0].name.clone();
-            return Err(Error::Safetensors {
-                file,
-                msg: format!("tensor `{name}` and tensor `{other}` are both the gate tensor `{canonical}`: keep one of them"),
-            });
+        let msg = if all.contains_key(&canonical) {
+            Some(format!("tensor `{name}` is another name of tensor `{canonical}`, and both are present: keep one of them"))
+        } else {
+            aliased.get(&canonical).map(|other| {
+                format!("tensors `{other}` and `{name}` are both names of the gate tensor `{canonical}`: keep one of them")
+            })
+        };
+        if let Some(msg) = msg {
+            return Err(Error::Safetensors { file: files[all[name].0].name.clone(), msg });
         }
         aliased.insert(canonical, name.clone());
     }
