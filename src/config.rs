@@ -67,6 +67,11 @@ pub struct Dims {
     pub max_position_embeddings: usize,
 }
 
+/// The `model_type` of PLT checkpoints (LoopCoder-V2).
+pub const PLT_MODEL_TYPE: &str = "iquestpltcoder";
+/// `plt_num_loops` when a PLT checkpoint's config.json has none (its config class's default).
+pub const PLT_CHECKPOINT_LOOPS: usize = 2;
+
 /// `rms_norm_eps` when config.json has none.
 pub const DEFAULT_RMS_NORM_EPS: f32 = 1e-5;
 /// `rope_theta` when config.json has none.
@@ -114,7 +119,25 @@ impl Config {
         Config::from_json(obj)
     }
 
+    /// The config of a `config.json` object; the warnings of `from_json_with_warnings` go to
+    /// the log (`log::warn!`).
     pub fn from_json(o: &Map<String, Value>) -> Result<Config> {
+        let (c, warnings) = Config::from_json_with_warnings(o)?;
+        for w in warnings {
+            log::warn!("config.json: {w}");
+        }
+        Ok(c)
+    }
+
+    /// Like `from_json`, and also returns the warnings: one for each PLT field that a PLT
+    /// checkpoint (`model_type` `iquestpltcoder`) omits, naming the default taken (PLT-SPEC
+    /// section 1). Other model types take the defaults silently.
+    pub fn from_json_with_warnings(o: &Map<String, Value>) -> Result<(Config, Vec<String>)> {
+        let plt_checkpoint = match field(o, "model_type") {
+            None => false,
+            Some(Value::String(s)) => s == PLT_MODEL_TYPE,
+            Some(v) => return Err(Error::config("model_type", format!("expected a string, got {v}"))),
+        };
         let vocab_size = req_usize(o, "vocab_size")?;
         let hidden_size = req_usize(o, "hidden_size")?;
         let intermediate_size = req_usize(o, "intermediate_size")?;
@@ -151,7 +174,7 @@ impl Config {
         if !(rms_norm_eps > 0.0) {
             return Err(Error::config("rms_norm_eps", format!("{rms_norm_eps} must be positive")));
         }
-        let rope_theta = opt_f32(o, "rope_theta")?.unwrap_or(DEFAULT_ROPE_THETA);
+        let rope_theta = rope(o)?.unwrap_or(DEFAULT_ROPE_THETA);
         if !(rope_theta > 0.0) {
             return Err(Error::config("rope_theta", format!("{rope_theta} must be positive")));
         }
@@ -178,6 +201,9 @@ impl Config {
                 .collect::<Result<Vec<_>>>()?,
             Some(x) => vec![token_value(x, "eos_token_id", vocab_size)?],
         };
+        if plt_checkpoint {
+            c.num_loops = PLT_CHECKPOINT_LOOPS;
+        }
         c.num_loops = opt_usize(o, "plt_num_loops")?.unwrap_or(c.num_loops);
         c.window_left = match o.get("plt_window_size") {
             None | Some(Value::Null) => c.window_left,
@@ -210,7 +236,27 @@ impl Config {
             }
         };
         c.validate()?;
-        Ok(c)
+        let mut warnings = Vec::new();
+        if plt_checkpoint {
+            // A null scale states 1.0; a null loop count or gate mode states nothing.
+            let omitted = |name: &str, null_is_a_value: bool| match o.get(name) {
+                None => true,
+                Some(Value::Null) => !null_is_a_value,
+                Some(_) => false,
+            };
+            let gate = if c.gate_mode == GateMode::Hidden { "true (hidden-state gate)" } else { "false (query gate)" };
+            for (name, null_is_a_value, default) in [
+                ("plt_num_loops", false, c.num_loops.to_string()),
+                ("plt_emb_scale", true, c.emb_scale.to_string()),
+                ("plt_hidden_scale", true, c.hidden_scale.to_string()),
+                ("plt_gate_use_hidden_states", false, gate.to_string()),
+            ] {
+                if omitted(name, null_is_a_value) {
+                    warnings.push(format!("model_type {PLT_MODEL_TYPE} without `{name}`: taking the default {default}"));
+                }
+            }
+        }
+        Ok((c, warnings))
     }
 
     /// Checks the rules that involve no parsing; also used for configs built in code.
@@ -368,6 +414,52 @@ impl Config {
     }
 }
 
+/// The RoPE base, checking the fields that could change RoPE (PLT-SPEC section 1): a non-null
+/// `rope_scaling`, or `rope_parameters` with a scaling type, is refused by name (only unscaled
+/// RoPE is implemented, and ignoring a scaling would change every number). `rope_theta`, or
+/// `rope_parameters.rope_theta` when it is absent; `None` when neither states it.
+fn rope(o: &Map<String, Value>) -> Result<Option<f32>> {
+    let top = opt_f32(o, "rope_theta")?;
+    if let Some(v) = field(o, "rope_scaling") {
+        scaling_type(v, "rope_scaling")?;
+    }
+    let Some(params) = field(o, "rope_parameters") else { return Ok(top) };
+    let Some(p) = params.as_object() else {
+        return Err(Error::config("rope_parameters", format!("expected an object, got {params}")));
+    };
+    // Per-layer-type parameters ({"full_attention": {...}, ...}) would give layers different RoPE.
+    if let Some((k, _)) = p.iter().find(|(_, v)| v.is_object()) {
+        return Err(Error::config("rope_parameters", format!("per-layer-type parameters (`{k}`) are not implemented")));
+    }
+    if p.contains_key("rope_type") || p.contains_key("type") {
+        scaling_type(params, "rope_parameters")?;
+    }
+    let inner = opt_f32(p, "rope_theta").map_err(|_| {
+        Error::config("rope_parameters", format!("rope_theta: expected a number, got {}", p.get("rope_theta").unwrap_or(&Value::Null)))
+    })?;
+    match (top, inner) {
+        (Some(a), Some(b)) if a != b => {
+            Err(Error::config("rope_parameters", format!("rope_theta {b} differs from the top-level rope_theta {a}")))
+        }
+        (Some(a), _) => Ok(Some(a)),
+        (None, Some(b)) if b <= 0.0 => Err(Error::config("rope_parameters", format!("rope_theta {b} must be positive"))),
+        (None, b) => Ok(b),
+    }
+}
+
+/// Checks the RoPE scaling object `v` of field `name`: only `"default"` (no scaling) passes.
+fn scaling_type(v: &Value, name: &str) -> Result<()> {
+    let ty = v.as_object().and_then(|m| field(m, "rope_type").or_else(|| field(m, "type")));
+    match ty {
+        Some(Value::String(t)) if t == "default" => Ok(()),
+        Some(Value::String(t)) => Err(Error::config(
+            name,
+            format!("type `{t}` is not implemented (only unscaled RoPE is; a config with RoPE scaling cannot be run as it was trained)"),
+        )),
+        _ => Err(Error::config(name, format!("expected an object with a `rope_type` (or `type`) string, got {v}"))),
+    }
+}
+
 fn field<'a>(o: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     match o.get(name) {
         None | Some(Value::Null) => None,
@@ -492,6 +584,83 @@ mod tests {
         let e = Config::from_json_str(r#"{"hidden_size": 8}"#).unwrap_err();
         assert!(e.to_string().contains("vocab_size"), "{e}");
         assert!(Config::from_json_str("not json").unwrap_err().to_string().contains("not valid JSON"));
+    }
+
+    #[test]
+    fn plt_checkpoints_default_to_two_loops_and_warn_for_omitted_fields() {
+        let parse = |extra: &str| {
+            let mut v: Value = serde_json::from_str(MIN).unwrap();
+            for (k, x) in serde_json::from_str::<Value>(extra).unwrap().as_object().unwrap() {
+                v.as_object_mut().unwrap().insert(k.clone(), x.clone());
+            }
+            Config::from_json_with_warnings(v.as_object().unwrap())
+        };
+        let (c, w) = parse(r#"{"model_type": "iquestpltcoder"}"#).unwrap();
+        assert_eq!(c.num_loops, 2);
+        assert_eq!(w.len(), 4, "{w:?}");
+        for (field, default) in [
+            ("plt_num_loops", "default 2"),
+            ("plt_emb_scale", "default 1"),
+            ("plt_hidden_scale", "default 1"),
+            ("plt_gate_use_hidden_states", "default false"),
+        ] {
+            assert!(w.iter().any(|m| m.contains(&format!("`{field}`")) && m.contains(default)), "{field}: {w:?}");
+        }
+        // A stated value, or a null scale (which states 1.0), is not warned about.
+        let (c, w) = parse(r#"{"model_type": "iquestpltcoder", "plt_num_loops": 3, "plt_emb_scale": null,
+            "plt_hidden_scale": 0.5, "plt_gate_use_hidden_states": true}"#)
+        .unwrap();
+        assert_eq!((c.num_loops, c.hidden_scale, c.gate_mode), (3, 0.5, GateMode::Hidden));
+        assert!(w.is_empty(), "{w:?}");
+        let (_, w) = parse(r#"{"model_type": "iquestpltcoder", "plt_num_loops": null, "plt_emb_scale": 1.0,
+            "plt_hidden_scale": 1.0, "plt_gate_use_hidden_states": false}"#)
+        .unwrap();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("`plt_num_loops`"), "{w:?}");
+        // An explicit L = 1 stays 1.
+        assert_eq!(parse(r#"{"model_type": "iquestpltcoder", "plt_num_loops": 1}"#).unwrap().0.num_loops, 1);
+        // Other model types keep L = 1, silently.
+        for extra in [r#"{"model_type": "llama"}"#, "{}", r#"{"model_type": null}"#] {
+            let (c, w) = parse(extra).unwrap();
+            assert_eq!(c.num_loops, 1, "{extra}");
+            assert!(w.is_empty(), "{extra}: {w:?}");
+        }
+        // What `to_json` writes states every field.
+        let c = with(r#"{"plt_num_loops": 3}"#).unwrap();
+        let (back, w) = Config::from_json_with_warnings(c.to_json().as_object().unwrap()).unwrap();
+        assert_eq!((back, w.len()), (c, 0));
+        let e = parse(r#"{"model_type": 7}"#).unwrap_err().to_string();
+        assert!(e.contains("`model_type`"), "{e}");
+    }
+
+    #[test]
+    fn rope_scaling_is_refused_by_name_and_type() {
+        for (extra, field, ty) in [
+            (r#"{"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}"#, "rope_scaling", "`yarn`"),
+            (r#"{"rope_scaling": {"type": "linear", "factor": 2.0}}"#, "rope_scaling", "`linear`"),
+            (r#"{"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0}}"#, "rope_scaling", "`llama3`"),
+            (r#"{"rope_scaling": {"type": "dynamic", "factor": 2.0}}"#, "rope_scaling", "`dynamic`"),
+            (r#"{"rope_scaling": {"factor": 2.0}}"#, "rope_scaling", "rope_type"),
+            (r#"{"rope_scaling": "yarn"}"#, "rope_scaling", "rope_type"),
+            (r#"{"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0}}"#, "rope_parameters", "`yarn`"),
+            (r#"{"rope_parameters": {"rope_type": "longrope"}}"#, "rope_parameters", "`longrope`"),
+            (r#"{"rope_parameters": {"full_attention": {"rope_type": "default"}}}"#, "rope_parameters", "full_attention"),
+            (r#"{"rope_parameters": 3}"#, "rope_parameters", "object"),
+            (r#"{"rope_parameters": {"rope_theta": "big"}}"#, "rope_parameters", "rope_theta"),
+            (r#"{"rope_parameters": {"rope_theta": 5.0}, "rope_theta": 6.0}"#, "rope_parameters", "differs"),
+            (r#"{"rope_parameters": {"rope_theta": -5.0}}"#, "rope_parameters", "positive"),
+        ] {
+            let e = with(extra).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{field}`")) && e.contains(ty), "{extra}: {e}");
+        }
+        // No scaling: null, absent, or the "default" type; rope_parameters may state the base.
+        assert_eq!(with(r#"{"rope_scaling": null, "rope_theta": 500000.0}"#).unwrap().rope_theta, 500000.0);
+        assert_eq!(with(r#"{"rope_scaling": {"rope_type": "default"}}"#).unwrap().rope_theta, 10000.0);
+        let c = with(r#"{"rope_parameters": {"rope_type": "default", "rope_theta": 250000.0}}"#).unwrap();
+        assert_eq!(c.rope_theta, 250000.0);
+        let c = with(r#"{"rope_parameters": {"rope_theta": 250000.0}, "rope_theta": 250000.0}"#).unwrap();
+        assert_eq!(c.rope_theta, 250000.0);
+        assert_eq!(with(r#"{"rope_parameters": null}"#).unwrap().rope_theta, 10000.0);
     }
 
     #[test]

@@ -5,7 +5,10 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// What a model's tokenizer is built from (`Tokenizer::for_model`): the bytes of its
 /// tokenizer.json and the values of the optional generation_config.json and
@@ -149,7 +152,14 @@ impl Tokenizer {
 
     /// Token ids of `text`. Special-token strings in the text (e.g. `<|im_start|>`) become their
     /// ids; with `add_bos`, BOS is prepended unless the tokenizer already put it there.
+    /// Text longer than `MAX_TEXT_BYTES` is an error.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
+        if text.len() > MAX_TEXT_BYTES {
+            return Err(Error::Tokenizer(format!(
+                "text of {} bytes is more than the {MAX_TEXT_BYTES} bytes the tokenizer takes",
+                text.len()
+            )));
+        }
         let enc = self.inner.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
         let mut ids = enc.get_ids().to_vec();
         if add_bos && self.add_bos {
@@ -181,7 +191,8 @@ impl Tokenizer {
 
 
     /// Renders `messages` with the model's chat template (or a plain `role: content` layout
-    /// when it has none).
+    /// when it has none). A template whose text grows past `MAX_TEXT_BYTES` stops there with
+    /// an error, in its output or in text it captures (`{% set %}` blocks, filter blocks).
     pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         let Some(template) = &self.chat_template else {
             let mut s = String::new();
@@ -202,15 +213,40 @@ impl Tokenizer {
         env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
             Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
         });
+        // Bound the text it makes as well: the output goes to a writer that refuses bytes past
+        // the limit, and every `{{ ... }}` is counted, wherever it goes (a captured block
+        // collects its text in memory without reaching the writer). Either stops the
+        // rendering at once.
+        let exceeded = Arc::new(AtomicBool::new(false));
+        let left = Arc::new(AtomicUsize::new(MAX_TEXT_BYTES));
+        let (exceeded_f, left_f) = (exceeded.clone(), left.clone());
+        env.set_formatter(move |out, state, value| {
+            let mut size = ByteCount { n: 0, max: MAX_TEXT_BYTES };
+            let fits = write!(size, "{value}").is_ok()
+                && left_f.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(size.n)).is_ok();
+            if !fits {
+                exceeded_f.store(true, Ordering::Relaxed);
+                return Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, template_too_long()));
+            }
+            minijinja::escape_formatter(out, state, value)
+        });
         let tmpl = env.template_from_str(template).map_err(|e| Error::Tokenizer(format!("chat template: {e}")))?;
         let tok_text = |id: Option<u32>| id.and_then(|i| self.inner.id_to_token(i)).unwrap_or_default();
-        tmpl.render(minijinja::context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => tok_text(self.bos),
-            eos_token => tok_text(self.eos.first().copied()),
-        })
-        .map_err(|e| Error::Tokenizer(format!("chat template: {e}")))
+        let mut out = BoundedWriter { buf: Vec::new(), exceeded: false };
+        let rendered = tmpl.render_captured_to(
+            minijinja::context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => tok_text(self.bos),
+                eos_token => tok_text(self.eos.first().copied()),
+            },
+            &mut out,
+        );
+        if out.exceeded || exceeded.load(Ordering::Relaxed) {
+            return Err(Error::Tokenizer(template_too_long()));
+        }
+        rendered.map_err(|e| Error::Tokenizer(format!("chat template: {e}")))?;
+        String::from_utf8(out.buf).map_err(|e| Error::Tokenizer(format!("chat template: output is not UTF-8: {e}")))
     }
 }
 
@@ -239,6 +275,51 @@ pub fn byte_level_alphabet() -> Vec<char> {
 /// hundred per message, so this covers conversations of tens of thousands of messages and stops
 /// a runaway template within a second or two.
 pub const CHAT_TEMPLATE_FUEL: u64 = 20_000_000;
+
+/// The most bytes of text the tokenizer encodes, and the most a chat template may render: about
+/// 4 million tokens, far more than any model's context, while the tokenizer's working tables
+/// (up to ~170 bytes per input byte) stay within a few GB.
+pub const MAX_TEXT_BYTES: usize = 16 << 20;
+
+fn template_too_long() -> String {
+    format!("chat template output exceeds {MAX_TEXT_BYTES} bytes")
+}
+
+/// Counts the bytes written to it, failing past `max` (so that formatting a huge value stops).
+struct ByteCount {
+    n: usize,
+    max: usize,
+}
+
+impl std::fmt::Write for ByteCount {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.n += s.len();
+        if self.n > self.max {
+            return Err(std::fmt::Error);
+        }
+        Ok(())
+    }
+}
+
+/// Collects a rendering, refusing any write that would take it past `MAX_TEXT_BYTES`.
+struct BoundedWriter {
+    buf: Vec<u8>,
+    exceeded: bool,
+}
+
+impl std::io::Write for BoundedWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + b.len() > MAX_TEXT_BYTES {
+            self.exceeded = true;
+            return Err(std::io::Error::other(template_too_long()));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// Incremental detokenisation: decodes a sliding window of recent ids and emits only text that
 /// is complete (a piece ending in U+FFFD is a character still missing bytes, so it waits).

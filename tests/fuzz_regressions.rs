@@ -591,6 +591,41 @@ fn chat_template_work_is_bounded() {
     assert!(text.contains("message 4999<|im_end|>") && text.ends_with("<|im_start|>assistant\n"), "{}", &text[text.len() - 80..]);
 }
 
+/// A chat template can also make text without bound in little work: 100 000 iterations of a
+/// 100 000-byte string are 10 GB, and the process aborts on the allocation. The rendering is
+/// bounded (`MAX_TEXT_BYTES`), in the output and in text captured by `{% set %}` or filter
+/// blocks, so each of these is an error within the limit's memory.
+#[test]
+fn chat_template_text_is_bounded() {
+    use plt::tokenizer::{ChatMessage, MAX_TEXT_BYTES};
+    let line = "y".repeat(1000);
+    let hostile = [
+        r#"{% for i in range(100000) %}{{ "x" * 100000 }}{% endfor %}"#.to_string(),
+        r#"{% set s %}{% for i in range(100000) %}{{ "x" * 100000 }}{% endfor %}{% endset %}{{ s | length }}"#.into(),
+        r#"{% filter upper %}{% for i in range(100000) %}{{ messages[0].content * 10000 }}{% endfor %}{% endfilter %}"#.into(),
+        format!("{{% for i in range(100000) %}}{line}{{% endfor %}}"),
+        r#"{% for i in range(100000) %}{{ messages * 1000 }}{% endfor %}"#.into(),
+    ];
+    let msgs = [ChatMessage::new("user", &"hello ".repeat(10))];
+    for template in hostile {
+        let mut tok = Tokenizer::from_bytes(&harness::byte_tokenizer_json(), 257).unwrap();
+        tok.chat_template = Some(template.clone());
+        let r = bounded_by(&template, MAX_TEXT_BYTES, 4, || tok.apply_chat_template(&msgs, true));
+        let e = r.expect_err(&template).to_string();
+        assert!(e.contains(&format!("chat template output exceeds {MAX_TEXT_BYTES} bytes")), "{template}: {e}");
+    }
+    // Just under the limit renders; the tokenizer takes text up to the limit and no more.
+    let mut tok = Tokenizer::from_bytes(&harness::byte_tokenizer_json(), 257).unwrap();
+    let n = MAX_TEXT_BYTES / 100_000;
+    tok.chat_template = Some(format!(r#"{{% for i in range({n}) %}}{{{{ "x" * 100000 }}}}{{% endfor %}}"#));
+    assert_eq!(tok.apply_chat_template(&msgs, false).unwrap().len(), n * 100_000);
+    tok.chat_template = Some(format!(r#"{{% for i in range({}) %}}{{{{ "x" * 100000 }}}}{{% endfor %}}"#, n + 1));
+    assert!(tok.apply_chat_template(&msgs, false).is_err());
+    let text = "x".repeat(MAX_TEXT_BYTES + 1);
+    let e = tok.encode(&text, false).unwrap_err().to_string();
+    assert!(e.contains(&MAX_TEXT_BYTES.to_string()) && e.contains(&text.len().to_string()), "{e}");
+}
+
 /// `StreamDecoder` holds text back while the decoded window ends in U+FFFD (half a character),
 /// and every `push` decodes the whole window. A run of ids that decode to U+FFFD (invalid
 /// UTF-8 bytes, or a real U+FFFD) therefore stalls streaming until a normal character comes and
@@ -723,6 +758,7 @@ fn error_table() {
         r#"{"num_key_value_heads": 3}"#, r#"{"plt_window_size": [4, 1]}"#, r#"{"plt_window_size": 4}"#,
         r#"{"plt_num_loops": 0}"#, r#"{"hidden_size": 0}"#, r#"{"hidden_size": -8}"#, r#"{"plt_loop_mode": "serial"}"#,
         r#"{"head_dim": 5}"#, r#"{"rms_norm_eps": 0}"#, r#"{"eos_token_id": 99}"#,
+        r#"{"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}"#, r#"{"rope_parameters": {"rope_type": "llama3"}}"#,
     ] {
         let mut v = min.clone();
         for (k, x) in serde_json::from_str::<serde_json::Value>(extra).unwrap().as_object().unwrap() {
@@ -812,6 +848,11 @@ fn error_table() {
         let r: Vec<_> = raw().into_iter().filter(|t| t.0 != name).collect();
         row(src, &format!("{name} absent"), from(&r));
     }
+    let mut r = raw();
+    let mut alias = r.iter().find(|t| t.0 == "model.layers.0.self_attn.plt_gate.weight").unwrap().clone();
+    alias.0 = "model.layers.0.self_attn.loop_gate_proj.weight".into();
+    r.push(alias);
+    row(src, "plt_gate.weight and its alias loop_gate_proj.weight", from(&r));
     std::fs::remove_file(&st).unwrap();
     row(src, "no model.safetensors", tidy(Weights::load_dir(&dir, &cfg).unwrap_err().to_string()));
     row(src, "directory does not exist", tidy(Weights::load_dir(&dir.join("does-not-exist"), &cfg).unwrap_err().to_string()));
@@ -995,6 +1036,9 @@ fn error_table() {
     let mut tk = Tokenizer::from_bytes(&tok, 257).unwrap();
     tk.chat_template = Some("{{ raise_exception('only user turns') }}".into());
     row("generate.rs", "chat template `raise_exception('only user turns')`",
+        tk.apply_chat_template(&[plt::tokenizer::ChatMessage::new("user", "hi")], true).unwrap_err().to_string());
+    tk.chat_template = Some(r#"{% for i in range(100000) %}{{ "x" * 100000 }}{% endfor %}"#.into());
+    row("fuzz_regressions.rs", "chat template of 10 GB of text",
         tk.apply_chat_template(&[plt::tokenizer::ChatMessage::new("user", "hi")], true).unwrap_err().to_string());
     tk.chat_template = Some("{% for m in messages %}".into());
     row("fuzz_regressions.rs", "chat template `{% for m in messages %}` (unclosed)",

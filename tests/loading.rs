@@ -503,3 +503,116 @@ fn non_finite_values_name_the_file_tensor_and_value() {
         assert_mentions(&msg, &["model.safetensors", name, &want]);
     }
 }
+
+/// `raw` with the tensor `from` renamed `to`.
+fn renamed(mut raw: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>, from: &str, to: &str) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
+    raw.iter_mut().find(|t| t.0 == from).unwrap_or_else(|| panic!("no tensor {from}")).0 = to.to_string();
+    raw
+}
+
+#[test]
+fn gate_tensors_load_under_their_alias_names() {
+    let (dir, cfg, w) = good_model("gate-alias");
+    let gate = |i: usize, part: &str| format!("model.layers.{i}.self_attn.plt_gate.{part}");
+    // Layer 0 under `self_attn.loop_gate_proj`, layer 1 under `model.gate_projections.{i}`.
+    let aliases = [
+        (gate(0, "weight"), "model.layers.0.self_attn.loop_gate_proj.weight".to_string()),
+        (gate(0, "bias"), "model.layers.0.self_attn.loop_gate_proj.bias".to_string()),
+        (gate(1, "weight"), "model.gate_projections.1.weight".to_string()),
+        (gate(1, "bias"), "model.gate_projections.1.bias".to_string()),
+    ];
+    let mut raw = raw_tensors(&w);
+    for (from, to) in &aliases {
+        raw = renamed(raw, from, to);
+    }
+    let bytes = serialize(&raw);
+    common::assert_same_weights(&Weights::from_bytes(&bytes, &cfg).unwrap(), &w, "aliased gates");
+    std::fs::write(dir.join("model.safetensors"), &bytes).unwrap();
+    common::assert_same_weights(&Weights::load_dir(&dir, &cfg).unwrap(), &w, "aliased gates from a directory");
+    // The plan names each tensor as the file stores it.
+    let plan = plt::load::open(&dir.as_path().into()).unwrap().plan;
+    for (_, to) in &aliases {
+        assert!(plan.tensors.iter().any(|t| &t.name == to), "{to} not in the plan");
+    }
+
+    // Errors about an aliased tensor name it as stored.
+    let mut bad = raw.clone();
+    bad.iter_mut().find(|t| t.0 == aliases[2].1).unwrap().2 = vec![16, 4];
+    assert_mentions(&error_of(Weights::from_bytes(&serialize(&bad), &cfg)), &[&aliases[2].1, "[16, 4]", "[4, 16]"]);
+    let mut bad = raw.clone();
+    bad.iter_mut().find(|t| t.0 == aliases[1].1).unwrap().3[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+    assert_mentions(&error_of(Weights::from_bytes(&serialize(&bad), &cfg)), &[&aliases[1].1]);
+
+    // One gate tensor under two names: an error naming both, whichever two they are.
+    let original = raw_tensors(&w);
+    let copy_of = |name: &str, as_name: &str| {
+        let mut t = original.iter().find(|t| t.0 == name).unwrap().clone();
+        t.0 = as_name.to_string();
+        t
+    };
+    let mut both = original.clone();
+    both.push(copy_of(&gate(0, "weight"), "model.layers.0.self_attn.loop_gate_proj.weight"));
+    assert_mentions(&error_of(Weights::from_bytes(&serialize(&both), &cfg)), &[&gate(0, "weight"), "loop_gate_proj.weight"]);
+    let mut both = original.clone();
+    both.push(copy_of(&gate(1, "bias"), "model.gate_projections.1.bias"));
+    assert_mentions(&error_of(Weights::from_bytes(&serialize(&both), &cfg)), &[&gate(1, "bias"), "model.gate_projections.1.bias"]);
+    let mut both = renamed(original.clone(), &gate(1, "weight"), "model.gate_projections.1.weight");
+    both.push(copy_of(&gate(1, "weight"), "model.layers.1.self_attn.loop_gate_proj.weight"));
+    assert_mentions(
+        &error_of(Weights::from_bytes(&serialize(&both), &cfg)),
+        &["model.gate_projections.1.weight", "model.layers.1.self_attn.loop_gate_proj.weight"],
+    );
+    // The gate norm has no alias: renamed, it is missing.
+    let norm = renamed(original, "model.layers.0.self_attn.plt_gate.gate_norm.weight", "model.layers.0.self_attn.loop_gate_proj.gate_norm.weight");
+    assert_mentions(&error_of(Weights::from_bytes(&serialize(&norm), &cfg)), &["model.layers.0.self_attn.plt_gate.gate_norm.weight", "missing"]);
+}
+
+#[test]
+fn lm_head_follows_tie_word_embeddings_not_the_file() {
+    let (_, untied, w) = good_model("tying");
+    assert!(!untied.tie_word_embeddings && w.lm_head.is_some());
+    let with_head = serialize(&raw_tensors(&w));
+    let without_head: Vec<_> = raw_tensors(&w).into_iter().filter(|t| t.0 != "lm_head.weight").collect();
+    let without_head = serialize(&without_head);
+    // Untied: the head is required, even though embed_tokens could stand in.
+    assert_mentions(&error_of(Weights::from_bytes(&without_head, &untied)), &["lm_head.weight", "missing"]);
+    let got = Weights::from_bytes(&with_head, &untied).unwrap();
+    assert_eq!(got.lm_head().data, w.lm_head.as_ref().unwrap().data);
+    // Tied: the head is embed_tokens, and a stored lm_head.weight is not used.
+    let tied = Config { tie_word_embeddings: true, ..untied };
+    assert_ne!(w.lm_head.as_ref().unwrap().data, w.embed_tokens.data);
+    for bytes in [&with_head, &without_head] {
+        let got = Weights::from_bytes(bytes, &tied).unwrap();
+        assert!(got.lm_head.is_none());
+        assert_eq!(got.lm_head().data, w.embed_tokens.data);
+    }
+}
+
+#[test]
+fn plt_checkpoint_config_warnings_reach_stderr() {
+    let (dir, cfg, _) = good_model("plt-warnings");
+    let path = dir.join("config.json");
+    let mut v = cfg.to_json();
+    assert_eq!(v["model_type"], "iquestpltcoder");
+    v.as_object_mut().unwrap().remove("plt_emb_scale");
+    v.as_object_mut().unwrap().remove("plt_num_loops");
+    std::fs::write(&path, v.to_string()).unwrap();
+    let info = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_plt"))
+            .args(["info", "--model", dir.to_str().unwrap()])
+            .env("XDG_RUNTIME_DIR", "/tmp")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let stderr = info();
+    assert_mentions(&stderr, &["`plt_emb_scale`", "`plt_num_loops`", "default 2"]);
+    assert!(!stderr.contains("plt_hidden_scale"), "{stderr}");
+    // The loaded model took the defaults: 2 loops.
+    assert_eq!(Config::from_file(&path).unwrap().num_loops, 2);
+    // A config that states every field loads silently.
+    std::fs::write(&path, cfg.to_json().to_string()).unwrap();
+    assert!(!info().contains("config.json"), "warnings for a complete config");
+}

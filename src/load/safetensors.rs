@@ -94,6 +94,20 @@ pub fn tensor_name(w: WeightId) -> String {
     format!("model.layers.{i}.{part}")
 }
 
+/// The canonical name (`tensor_name`) of a gate tensor stored under one of the names the public
+/// PLT inference code also reads (PLT-SPEC section 1): `model.layers.{i}.self_attn.loop_gate_proj.*`
+/// and `model.gate_projections.{i}.*`, `{i}` the layer index, for the gate's `weight` and `bias`.
+pub fn gate_alias_target(name: &str) -> Option<String> {
+    let (layer, part) = if let Some(rest) = name.strip_prefix("model.layers.") {
+        let (i, tail) = rest.split_once('.')?;
+        (i, tail.strip_prefix("self_attn.loop_gate_proj.")?)
+    } else {
+        name.strip_prefix("model.gate_projections.")?.split_once('.')?
+    };
+    let is_index = !layer.is_empty() && layer.bytes().all(|b| b.is_ascii_digit());
+    (is_index && matches!(part, "weight" | "bias")).then(|| format!("model.layers.{layer}.self_attn.plt_gate.{part}"))
+}
+
 /// The checkpoint files of a model directory: `model.safetensors`, or the shards that
 /// `model.safetensors.index.json` names (each once, sorted).
 pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -157,8 +171,28 @@ pub(crate) fn plan(source: String, cfg: Config, sources: &mut [Box<dyn ByteSourc
             }
         }
     }
+    // Gate tensors stored under an alias: canonical name -> the name in the file. One tensor under
+    // two names is ambiguous, so an error naming both.
+    let mut aliased: HashMap<String, String> = HashMap::new();
+    let mut names: Vec<&String> = all.keys().collect();
+    names.sort();
+    for name in names {
+        let Some(canonical) = gate_alias_target(name) else { continue };
+        let msg = if all.contains_key(&canonical) {
+            Some(format!("tensor `{name}` is another name of tensor `{canonical}`, and both are present: keep one of them"))
+        } else {
+            aliased.get(&canonical).map(|other| {
+                format!("tensors `{other}` and `{name}` are both names of the gate tensor `{canonical}`: keep one of them")
+            })
+        };
+        if let Some(msg) = msg {
+            return Err(Error::Safetensors { file: files[all[name].0].name.clone(), msg });
+        }
+        aliased.insert(canonical, name.clone());
+    }
     let stored_dtype = dtype_bytes.iter().rev().max_by_key(|(_, n)| *n).map(|(d, _)| *d).unwrap_or(DType::F32);
     let mut find = |name: &str, shape: &[usize]| -> Result<Option<Found>> {
+        let name = aliased.get(name).map_or(name, String::as_str);
         let Some((file, info, start)) = all.get(name) else { return Ok(None) };
         let Some(storage) = storage_of(info.dtype) else {
             return Err(Error::TensorDtype { name: name.to_string(), dtype: format!("{:?}", info.dtype) });
@@ -169,6 +203,11 @@ pub(crate) fn plan(source: String, cfg: Config, sources: &mut [Box<dyn ByteSourc
         let (s, e) = info.data_offsets;
         Ok(Some(Found { storage, shape: info.shape.clone(), file: *file, offset: start + s as u64, bytes: (e - s) as u64 }))
     };
-    let tensors = plan_tensors(&cfg, &tensor_name, &mut find, false)?;
+    let mut tensors = plan_tensors(&cfg, &tensor_name, &mut find, false)?;
+    for t in &mut tensors {
+        if let Some(stored) = aliased.get(&t.name) {
+            t.name = stored.clone();
+        }
+    }
     Ok(LoadPlan::new(source, Format::Safetensors, cfg, stored_dtype, files, tensors))
 }
