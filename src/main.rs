@@ -401,6 +401,14 @@ fn open(m: &ModelArgs, context: Option<usize>) -> Result<TextSession> {
     TextSession::new(Arc::new(engine), context)
 }
 
+/// Bytes of memory available to this process (Linux: `MemAvailable`), where the system says.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb.saturating_mul(1024))
+}
+
 /// The session context: `--context` when given (an error past the model's
 /// max_position_embeddings, as at 0), else 2048 or the model's maximum if smaller.
 fn session_context(asked: Option<usize>, max: usize) -> Result<usize> {
@@ -749,6 +757,19 @@ fn init(a: InitArgs) -> Result<()> {
         return Ok(());
     }
     let opts = InitOptions { seed: a.seed, dtype: parse_dtype(&a.dtype)?, shards: a.shards, qkv_bias: a.qkv_bias };
+    // A safetensors directory is built in memory (f32 values plus the encoded file): refuse a
+    // size this machine cannot hold instead of aborting on the allocation.
+    let need = (cfg.num_params() as u64).saturating_mul(4 + opts.dtype.size() as u64);
+    if let Some(avail) = available_memory() {
+        if need > avail {
+            return Err(Error::Input(format!(
+                "the model's {} parameters need about {} bytes of memory to write as safetensors, more than the {avail} available; \
+                 write a GGUF file instead (a path ending in .gguf, or --gguf), which is written tensor by tensor",
+                cfg.num_params(),
+                need
+            )));
+        }
+    }
     let w = random_weights(&cfg, &opts);
     write_model(&a.dir, &cfg, &w, &opts)?;
     eprintln!("wrote {} ({} parameters, {})", a.dir.display(), cfg.num_params(), opts.dtype.name());

@@ -223,12 +223,11 @@ pub fn tensor_name(w: WeightId) -> String {
     format!("blk.{i}.{part}")
 }
 
-/// The load plan of a GGUF file under `cfg` (`file` is the file's name and size). Matrices
-/// are F16 (or BF16) on the device only when every matrix was stored in that type, and F32
-/// otherwise (quantised or mixed files): dequantised values such as `d*q + m` are generally
-/// not representable in f16, so the default device storage keeps them exactly.
+/// The load plan of a GGUF file under `cfg` (`file` is the file's name and size). Block
+/// formats stay blocks on the device; the float matrices (the others, but for the PLT gate, an
+/// F32 vector buffer) are F16 (or BF16) there only when every one of them was stored in that
+/// type, and F32 otherwise: a mixed file's values are kept exactly.
 pub(crate) fn plan(f: &GgufFile, cfg: Config, source: String, file: FileInfo) -> Result<LoadPlan> {
-    let mut matrix_types: Vec<GgmlType> = Vec::new();
     let mut find = |name: &str, shape: &[usize]| -> Result<Option<Found>> {
         let Some(t) = f.tensor(name) else { return Ok(None) };
         let got = t.shape();
@@ -242,15 +241,20 @@ pub(crate) fn plan(f: &GgufFile, cfg: Config, source: String, file: FileInfo) ->
                 t.ty.name()
             )));
         }
-        if shape.len() == 2 {
-            matrix_types.push(t.ty);
-        }
         Ok(Some(Found { storage: t.ty, shape: got, file: 0, offset: f.data_offset() + t.offset, bytes: t.n_bytes }))
     };
     let tensors = plan_tensors(&cfg, &tensor_name, &mut find, true)?;
-    let stored_dtype = if !matrix_types.is_empty() && matrix_types.iter().all(|&t| t == GgmlType::F16) {
+    // The float type of the matrices that are not kept as blocks (the PLT gate, an F32 vector
+    // buffer on the device, does not count): an all-F16 file stays F16 on the device.
+    let floats: Vec<GgmlType> = tensors
+        .iter()
+        .filter(|t| t.shape.len() == 2 && !matches!(t.weight, WeightId::Layer(_, LayerWeight::PltGate)))
+        .map(|t| t.storage)
+        .filter(|&ty| crate::format::WeightFormat::of_ggml(ty).is_none())
+        .collect();
+    let stored_dtype = if !floats.is_empty() && floats.iter().all(|&t| t == GgmlType::F16) {
         DType::F16
-    } else if !matrix_types.is_empty() && matrix_types.iter().all(|&t| t == GgmlType::BF16) {
+    } else if !floats.is_empty() && floats.iter().all(|&t| t == GgmlType::BF16) {
         DType::BF16
     } else {
         DType::F32
