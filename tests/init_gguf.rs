@@ -83,3 +83,18 @@ fn init_gguf_models_stay_quantised_and_match_the_reference() {
         }
     }
 }
+
+/// A PLT GGUF whose matrices are all F16 (its gate an F32 vector) keeps them F16 on the device;
+/// BF16 and F32 ones are F32 there.
+#[test]
+fn float_gguf_models_keep_their_float_type() {
+    for (hidden_gate, ty, want) in [(false, GgmlType::F16, WeightFormat::F16), (true, GgmlType::F16, WeightFormat::F16), (false, GgmlType::BF16, WeightFormat::F32), (true, GgmlType::F32, WeightFormat::F32)] {
+        let cfg = config(64, 96, 2, hidden_gate, false);
+        let bytes = gguf_bytes(&cfg, &GgufInitOptions { seed: 5, matrix_type: ty, qkv_bias: false }).unwrap();
+        let open = plt::load::open_gguf(Box::new(MemorySource::new("f.gguf", bytes))).unwrap();
+        let model = GpuModel::load(gpu(), open, None, &mut |_| {}).unwrap();
+        for id in [BufferId::Layer(0, LayerBuffer::QkvProj), BufferId::Layer(1, LayerBuffer::GateUpProj), BufferId::EmbedTokens, BufferId::LmHead] {
+            assert_eq!(model.formats(id), [want], "{ty:?} hidden gate {hidden_gate}: {id:?}");
+        }
+    }
+}
