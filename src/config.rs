@@ -109,7 +109,8 @@ impl Config {
     }
 
     pub fn from_file(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::load::source::read_bounded(path, crate::load::source::MAX_CONFIG_BYTES)?;
+        let text = String::from_utf8(bytes).map_err(|_| Error::Input(format!("{}: not UTF-8 text", path.display())))?;
         Config::from_json_str(&text)
     }
 

@@ -32,13 +32,13 @@ impl TokenizerInputs {
         if !path.exists() {
             return Ok(None);
         }
-        let json = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let json = crate::load::source::read_bounded(&path, crate::load::source::MAX_TOKENIZER_BYTES)?;
         let read_json = |name: &str| -> Result<Option<serde_json::Value>> {
             let p = dir.join(name);
             if !p.exists() {
                 return Ok(None);
             }
-            let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+            let bytes = crate::load::source::read_bounded(&p, crate::load::source::MAX_CONFIG_BYTES)?;
             TokenizerInputs::parse_json(name, &bytes).map(Some)
         };
         Ok(Some(TokenizerInputs {
@@ -93,7 +93,7 @@ impl Tokenizer {
     }
 
     pub fn from_file(path: &Path, vocab_size: usize) -> Result<Tokenizer> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::load::source::read_bounded(path, crate::load::source::MAX_TOKENIZER_BYTES)?;
         Tokenizer::from_bytes(&bytes, vocab_size)
     }
 

@@ -616,3 +616,30 @@ fn plt_checkpoint_config_warnings_reach_stderr() {
     std::fs::write(&path, cfg.to_json().to_string()).unwrap();
     assert!(!info().contains("config.json"), "warnings for a complete config");
 }
+
+/// Files that are not regular files (a FIFO would block the open forever) and small files
+/// (config, index, tokenizer) past their size bound are errors naming the file, before
+/// anything is read whole.
+#[test]
+fn special_and_oversized_files_are_errors() {
+    let (dir, _, _) = good_model("special");
+    let fifo = dir.join("model.safetensors");
+    std::fs::remove_file(&fifo).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().map(|s| s.success()).unwrap_or(false);
+    if made {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = dir.clone();
+        std::thread::spawn(move || tx.send(error_of(plt::load::open(&plt::load::ModelSource::Path(d)).map(|_| ()))).ok());
+        let msg = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("opening a FIFO must not block");
+        assert_mentions(&msg, &["model.safetensors", "not a regular file"]);
+        std::fs::remove_file(&fifo).unwrap();
+    }
+    // An index far past any real one (16 MiB bound).
+    let index = dir.join("model.safetensors.index.json");
+    let f = std::fs::File::create(&index).unwrap();
+    f.set_len(17 << 20).unwrap();
+    assert_mentions(&error_of(plt::load::open(&plt::load::ModelSource::Path(dir.clone())).map(|_| ())), &["model.safetensors.index.json", "more than"]);
+    let cfg = dir.join("config.json");
+    std::fs::File::create(&cfg).unwrap().set_len(17 << 20).unwrap();
+    assert_mentions(&error_of(Config::from_file(&cfg)), &["config.json", "more than"]);
+}

@@ -120,8 +120,8 @@ pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
         return Err(Error::Input(format!("{}: no model.safetensors or model.safetensors.index.json", dir.display())));
     }
     let bad = |msg: String| Error::Safetensors { file: index.display().to_string(), msg };
-    let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let bytes = super::source::read_bounded(&index, super::source::MAX_CONFIG_BYTES)?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
     let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("no `weight_map` object".into()))?;
     let mut shards: Vec<&str> = Vec::new();
     for (name, f) in map {

@@ -27,13 +27,40 @@ pub struct FileSource {
     pos: u64,
 }
 
+/// Checks that `path` is a regular file (not a directory, a FIFO or a device, which could
+/// block the open or never end) before it is opened; returns its size.
+pub fn regular_file(path: &Path) -> Result<u64> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
+        return Err(Error::Input(format!("{}: is a directory, not a file", path.display())));
+    }
+    if !meta.is_file() {
+        return Err(Error::Input(format!("{}: not a regular file", path.display())));
+    }
+    Ok(meta.len())
+}
+
+/// A small file read whole (a config, an index, a tokenizer), after checking that it is a
+/// regular file of at most `max` bytes.
+pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let size = regular_file(path)?;
+    if size > max {
+        return Err(Error::Input(format!("{}: {size} bytes, more than the {max} such a file may have", path.display())));
+    }
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+/// Bytes a config.json, generation_config.json, tokenizer_config.json or
+/// model.safetensors.index.json may have (real ones are kilobytes to a few megabytes).
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+/// Bytes a tokenizer.json may have (the largest real ones are tens of megabytes).
+pub const MAX_TOKENIZER_BYTES: u64 = 128 << 20;
+
 impl FileSource {
     pub fn open(path: &Path) -> Result<FileSource> {
+        regular_file(path)?;
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-        if meta.is_dir() {
-            return Err(Error::Input(format!("{}: is a directory, not a file", path.display())));
-        }
         let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| path.display().to_string());
         Ok(FileSource { path: path.to_path_buf(), name, file, size: meta.len(), pos: 0 })
     }
