@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Measures plt on an NVIDIA GPU (through Vulkan): first a correctness check of the GPU kernels
 # against the CPU reference, then `plt bench` over the default grid, the two large model shapes
-# with a per-kernel profile, and A/B runs of the kernel choices that depend on the adapter. Each
-# bench run stops itself at a time limit, so the whole script takes about eight minutes.
+# with a per-kernel profile, the same shapes with quantised weights, and A/B runs of the kernel
+# choices that depend on the adapter. Each bench run stops itself at a time limit, so the whole
+# script takes about ten minutes.
 # docs/benchmarks.md ("NVIDIA GPU") says how to read the results.
 #
 # Usage (from any directory; it runs in the repository root):
@@ -35,6 +36,8 @@
 #                             L 2, 3; B 1, 4, 16; T 128, 1024, 4096
 #   big.{json,md,svg}         smollm2-135m and llama-850m in f16, batch 1, decoding at T = 640
 #                             (after a 512-token prompt) and T = 4096, with a per-kernel profile
+#   quant.{json,md,svg}       smollm2-135m and llama-850m with Q8_0, Q4_K and Q6_K blocks kept on
+#                             the device (bits per weight, weight GB/s), batch 1, T = 640
 #   ab-subgroupsoff.*, ab-fusenormsoff.*, ab-lanes8.*
 #                             the smollm2-135m PLT-2 session of big (f16, B = 1, T = 640) with
 #                             subgroup reductions off / RMSNorm folding off / 8 lanes per output;
@@ -126,6 +129,12 @@ fi
     --preset smollm2-135m,llama-850m --dtype f16 --batch 1 --context 640,4096 --max-prefill-tokens 8192 \
     --json "$out/big.json" --markdown "$out/big.md" --plot "$out/big.svg" \
     2>&1 >/dev/null | tee "$out/big.log"
+# Quantised weights (the random models written as GGUF blocks and kept as blocks on the device):
+# bytes per weight read and weight bandwidth of the decode step.
+"$bin" bench --adapter nvidia --time-limit 90 \
+    --preset smollm2-135m,llama-850m --dtype q8_0,q4_k,q6_k --batch 1 --context 640 \
+    --json "$out/quant.json" --markdown "$out/quant.md" --plot "$out/quant.svg" \
+    2>&1 >/dev/null | tee "$out/quant.log"
 # A/B of the kernel choices a GPU gets by default (subgroup reductions, RMSNorm folding, 32 lanes
 # per output for narrow matrices): the smollm2-135m shape, f16, B = 1, T = 640, PLT-2, with each
 # choice turned off in turn.
