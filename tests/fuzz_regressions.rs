@@ -221,7 +221,39 @@ fn seeds_load_through_the_harness() {
         assert!(out.iter().all(|(c, r)| r.is_ok() || *c == "Tokenizer::from_bytes"), "{name}: {out:?}");
         n += 1;
     }
-    assert!(n >= 30, "only {n} seeds");
+    // Real templates' shapes (ChatML, [INST], header ids, one that raises on a missing system
+    // message) render the fixed conversation both ways and encode.
+    for f in files(&seeds.join("chat_template")) {
+        let data = std::fs::read(&f).unwrap();
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        let out = bounded(&name, data.len(), || harness::chat_template(&data));
+        assert_eq!(out.len(), 4, "{name}: {out:?}");
+        assert!(out.iter().all(|(_, r)| r.is_ok()), "{name}: {out:?}");
+        n += 1;
+    }
+    assert!(n >= 34, "only {n} seeds");
+}
+
+/// Hostile chat templates through the fuzz harness: endless work, output without end (direct,
+/// captured by `set`, through a filter), deep recursion and syntax errors are each an `Err`
+/// from rendering, in bounded time and memory (the output bound is 16 MiB of text).
+#[test]
+fn hostile_chat_templates_are_errors() {
+    let cases = [
+        "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+        "{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}",
+        "{% set s %}{% for i in range(100000) %}{{ 'y' * 100000 }}{% endfor %}{% endset %}{{ s | length }}",
+        "{% filter upper %}{% for i in range(100000) %}{{ 'z' * 100000 }}{% endfor %}{% endfilter %}",
+        "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+        "{% for m in messages %}",
+        "{{ raise_exception('no') }}",
+    ];
+    for t in cases {
+        let (r, cost) = measured(|| harness::chat_template(t.as_bytes()));
+        let out = r.unwrap_or_else(|m| panic!("{t}: panicked: {m}"));
+        assert!(cost.peak < REFUSE_OVER && cost.time <= MAX_TIME, "{t}: {cost:?}");
+        assert!(out.iter().any(|(c, r)| *c == "Tokenizer::apply_chat_template" && r.is_err()), "{t}: {out:?}");
+    }
 }
 
 /// Every input a fuzzer flagged (tests/fuzz-cases/<target>/) fails cleanly: no panic, no

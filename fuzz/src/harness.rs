@@ -243,3 +243,36 @@ pub fn tokenizer(data: &[u8]) -> Outcome {
     }
     out
 }
+
+// ---------------------------------------------------------------------------------------------
+// chat_template: a model's Jinja chat template
+// ---------------------------------------------------------------------------------------------
+
+/// The conversation every `chat_template` input renders: each role, non-ASCII text, an empty
+/// message.
+pub const CHAT_MESSAGES: &[(&str, &str)] = &[("system", "You are terse."), ("user", "héllo — 世界"), ("assistant", ""), ("user", "and?")];
+
+/// `chat_template` input: the whole input (lossy UTF-8) is the chat template of the byte-level
+/// tokenizer, rendered for `CHAT_MESSAGES` with and without the generation prompt; a rendering
+/// that succeeds is encoded (as a prompt, with BOS). The template's work and output are bounded
+/// (`Tokenizer::apply_chat_template`): a template that loops forever or prints without end is
+/// an `Err`.
+pub fn chat_template(data: &[u8]) -> Outcome {
+    thread_local! {
+        static TOK: std::cell::RefCell<Option<Tokenizer>> = const { std::cell::RefCell::new(None) };
+    }
+    let mut out = Outcome::new();
+    let template = String::from_utf8_lossy(data).into_owned();
+    let messages: Vec<plt::tokenizer::ChatMessage> = CHAT_MESSAGES.iter().map(|(r, c)| plt::tokenizer::ChatMessage::new(r, c)).collect();
+    TOK.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let tok = slot.get_or_insert_with(|| Tokenizer::from_bytes(&byte_tokenizer_json(), 257).expect("the byte tokenizer loads"));
+        tok.chat_template = Some(template);
+        for generation_prompt in [false, true] {
+            if let Some(text) = record(&mut out, "Tokenizer::apply_chat_template", tok.apply_chat_template(&messages, generation_prompt)) {
+                record(&mut out, "Tokenizer::encode", tok.encode(&text, true));
+            }
+        }
+    });
+    out
+}
