@@ -66,3 +66,15 @@ impl Error {
         Error::Config { field: field.to_string(), msg: msg.into() }
     }
 }
+
+/// `s` safe to print to a terminal: control characters (escape sequences, carriage returns,
+/// line breaks) and the bidirectional-text controls that could reorder what is shown are
+/// written as `\u{..}` escapes; everything else is kept. Errors and file contents (tensor names,
+/// metadata, templates) pass through this before the CLI prints them.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}');
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(s.chars().map(|c| if bad(c) { format!("\\u{{{:x}}}", c as u32) } else { c.to_string() }).collect())
+}

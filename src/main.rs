@@ -9,6 +9,7 @@ use plt::model::{Schedule, GpuModel, Logits, Session, SessionOptions};
 use plt::progress::Progress;
 use plt::sampling::SamplerConfig;
 use plt::tokenizer::ChatMessage;
+use plt::error::printable;
 use plt::{reference, DType, Error, GateMode, Looping, Result};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -302,7 +303,7 @@ fn main() {
         Cmd::Bench(a) => plt::bench::run(&a),
     };
     if let Err(e) = r {
-        eprintln!("error: {e}");
+        eprintln!("error: {}", printable(&e.to_string()));
         std::process::exit(1);
     }
 }
@@ -372,7 +373,7 @@ fn open(m: &ModelArgs, context: Option<usize>) -> Result<TextSession> {
     let path = model_source(&m.model);
     let on_cpu = |reason: &str| -> Result<TextSession> {
         if !reason.is_empty() {
-            eprintln!("warning: {reason}");
+            eprintln!("warning: {}", printable(reason));
             eprintln!("warning: falling back to the CPU reference: correct but SLOW. On Linux, `apt-get install -y mesa-vulkan-drivers` gives a software GPU adapter.");
         }
         let (cfg, w, tok) = plt::load::read_host(&path)?;
@@ -501,7 +502,7 @@ fn chat(a: ChatArgs) -> Result<()> {
                 let notes = if notes.is_empty() { String::new() } else { format!("; {}", notes.join("; ")) };
                 eprintln!("\n[{} tokens, {:.1} tok/s, context {}/{}{notes}]", g.timings.generated_tokens, g.timings.tokens_per_second(), ts.position(), ts.context());
             }
-            Err(e) => eprintln!("\nerror: {e}"),
+            Err(e) => eprintln!("\nerror: {}", printable(&e.to_string())),
         }
     }
     Ok(())
@@ -656,6 +657,8 @@ fn info(src: &ModelSource, a: &InfoArgs) -> Result<()> {
         // The plan's summary, the memory plan, then the metadata and every tensor.
         let (summary, full) = (plan.summary(), plan.to_string());
         let text = summary.clone() + &memory.text(if a.all_buffers { None } else { Some(8) }) + full.strip_prefix(summary.as_str()).unwrap_or(&full);
+        // Names and metadata come from the file: escape what a terminal would act on.
+        let text: String = text.lines().map(|l| printable(l).into_owned() + "\n").collect();
         let _ = std::io::stdout().lock().write_all(text.as_bytes());
         return Ok(());
     }

@@ -204,3 +204,26 @@ fn init_writes_quantised_gguf_models_that_info_and_score_read() {
     }
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+/// What a file says reaches the terminal escaped: an architecture name holding an escape
+/// sequence, a carriage return and a bidi override is printed as `\u{..}` escapes.
+#[test]
+fn file_contents_are_escaped_for_the_terminal() {
+    let tmp = std::env::temp_dir().join(format!("plt-cli-esc-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let s = |x: &str| [(x.len() as u64).to_le_bytes().to_vec(), x.as_bytes().to_vec()].concat();
+    let mut g = b"GGUF".to_vec();
+    g.extend(3u32.to_le_bytes());
+    g.extend(0u64.to_le_bytes());
+    g.extend(1u64.to_le_bytes());
+    g.extend(s("general.architecture"));
+    g.extend(8u32.to_le_bytes());
+    g.extend(s("ll\u{1b}[31mama\rX\u{202e}"));
+    let file = tmp.join("evil.gguf");
+    std::fs::write(&file, g).unwrap();
+    let (ok, _, err) = plt(&["info", "--model", file.to_str().unwrap(), "--plan"]);
+    assert!(!ok);
+    assert!(!err.contains('\u{1b}') && !err.contains('\r') && !err.contains('\u{202e}'), "{err:?}");
+    assert!(err.contains("\\u{1b}[31mama\\u{d}X\\u{202e}"), "{err}");
+    std::fs::remove_dir_all(&tmp).ok();
+}
