@@ -4,6 +4,7 @@
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod config;
+pub mod cpu;
 pub mod error;
 pub mod format;
 pub mod generate;

@@ -445,9 +445,6 @@ fn missing_file_is_an_io_error() {
 // Bad tensor data: errors name the file, the tensor and the first bad value or block
 // ---------------------------------------------------------------------------------------------
 
-/// Hidden size 256, so K-quant rows are whole super-blocks.
-const K_DIMS: Dims = Dims { d: 256, h: 4, hkv: 2, dh: 64, f: 512 };
-
 /// A synthetic model whose matrices (q/k/v, o, gate/up, down; the embedding too when it is a
 /// block format) are all of type `ty`, so the device keeps every block format quantised.
 fn all_of(ty: GgmlType, dims: Dims) -> Gguf {

@@ -23,33 +23,6 @@ use std::sync::Arc;
 /// GPU f32 accumulation against the reference's f64 (as tests/model.rs).
 const TOL: f64 = 1e-9;
 
-/// Every matrix quantised, fused parts of one format, every block format, a tied embedding.
-fn all_quantised() -> Variant {
-    use GgmlType as G;
-    Variant {
-        tied: true,
-        bias: true,
-        types: [[G::Q4_0, G::Q4_0, G::Q4_0, G::Q5_0, G::Q8_0, G::Q8_0, G::Q5_1], [G::Q4_1, G::Q4_1, G::Q4_1, G::Q8_0, G::Q5_1, G::Q5_1, G::Q4_0]],
-        embed: G::Q5_0,
-    }
-}
-
-/// K-quant matrices: Q4_K, Q5_K and Q6_K, a fused q/k/v of mixed K-quants, a Q6_K tied
-/// embedding (as llama.cpp's Q4_K_M files hold).
-fn k_quantised() -> Variant {
-    use GgmlType as G;
-    Variant {
-        tied: true,
-        bias: true,
-        types: [[G::Q4_K, G::Q4_K, G::Q4_K, G::Q6_K, G::Q4_K, G::Q4_K, G::Q6_K], [G::Q6_K, G::Q4_K, G::Q6_K, G::Q5_K, G::Q5_K, G::Q5_K, G::Q4_K]],
-        embed: G::Q6_K,
-    }
-}
-
-/// Every matrix's rows whole 256-weight super-blocks (a GGUF file holds K-quant rows of whole
-/// super-blocks only).
-const K_DIMS: Dims = Dims { d: 256, h: 4, hkv: 2, dh: 64, f: 512 };
-
 /// The device formats of a matrix of file types `parts` in rows of `cols`, part by part: each
 /// tensor keeps its block format where its rows are whole blocks, else F32 (the synthetic
 /// files' plan stores F32); neighbours of one format share a part. A fused matrix whose

@@ -321,6 +321,33 @@ pub fn variants() -> Vec<Variant> {
     ]
 }
 
+/// Every matrix quantised, fused parts of one format, every block format, a tied embedding.
+pub fn all_quantised() -> Variant {
+    use GgmlType as G;
+    Variant {
+        tied: true,
+        bias: true,
+        types: [[G::Q4_0, G::Q4_0, G::Q4_0, G::Q5_0, G::Q8_0, G::Q8_0, G::Q5_1], [G::Q4_1, G::Q4_1, G::Q4_1, G::Q8_0, G::Q5_1, G::Q5_1, G::Q4_0]],
+        embed: G::Q5_0,
+    }
+}
+
+/// K-quant matrices: Q4_K, Q5_K and Q6_K, a fused q/k/v of mixed K-quants, a Q6_K tied
+/// embedding (as llama.cpp's Q4_K_M files hold).
+pub fn k_quantised() -> Variant {
+    use GgmlType as G;
+    Variant {
+        tied: true,
+        bias: true,
+        types: [[G::Q4_K, G::Q4_K, G::Q4_K, G::Q6_K, G::Q4_K, G::Q4_K, G::Q6_K], [G::Q6_K, G::Q4_K, G::Q6_K, G::Q5_K, G::Q5_K, G::Q5_K, G::Q4_K]],
+        embed: G::Q6_K,
+    }
+}
+
+/// Every matrix's rows whole 256-weight super-blocks (a GGUF file holds K-quant rows of whole
+/// super-blocks only).
+pub const K_DIMS: Dims = Dims { d: 256, h: 4, hkv: 2, dh: 64, f: 512 };
+
 pub const D: usize = 64;
 pub const H: usize = 4;
 pub const HKV: usize = 2;

@@ -1,0 +1,631 @@
+//! The CPU backend's dot products: one weight row against a tile of up to `TILE` activation
+//! rows, for every storage format the backend keeps. Two implementations of each, chosen at
+//! run time (`Simd::detect`): AVX2 + FMA + F16C on x86-64 where the CPU has them, and portable
+//! Rust everywhere else. Accumulation is f32.
+//!
+//! - Float rows (F32, F16, BF16) take f32 activations: 8-wide FMAs, two accumulators per
+//!   activation row, a scalar tail for lengths that are not a multiple of 16.
+//! - Quantised rows (GGUF blocks as in the file: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K,
+//!   Q6_K) take activations quantised to int8 in blocks of 32 (`QActs`: a scale per block and
+//!   the integer sums of each 16 values), as CPU runtimes do. Every format is read as units of 32
+//!   weights `w_i = s_h * (q_i - off) + min` (s_h: the unit's scale, one per half of 16 for
+//!   Q6_K; q_i unsigned, or signed for Q8_0), so a unit's dot product with an activation block
+//!   (x_i = dx * p_i) is exact integer arithmetic plus two scalar terms:
+//!   `sum_h s_h dx (sum_{i in h} q_i p_i - off S_h) + min dx (S_0 + S_1)`, S_h = sum_{i in h} p_i.
+//!   AVX2 forms the integer sums with `maddubs` (unsigned x signed bytes to pairs of i16) and
+//!   `madd` (to i32): lanes 0-3 hold the first 16 products, lanes 4-7 the second.
+//!
+//! The result of an activation row never depends on the tile it was computed in (each row has
+//! its own accumulators and the same order of operations), so fused and sequential passes, and
+//! any number of threads, give the same numbers.
+
+use crate::gguf::GgmlType;
+
+/// Activation rows a kernel call handles at most (a weight row's units are decoded once for
+/// all of them).
+pub const TILE: usize = 4;
+
+/// The instruction sets a kernel may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Simd {
+    Portable,
+    /// x86-64 AVX2 with FMA and F16C.
+    Avx2,
+}
+
+impl Simd {
+    /// The best the CPU offers (`PLT_CPU_SIMD=portable` forces the portable code).
+    pub fn detect() -> Simd {
+        if std::env::var("PLT_CPU_SIMD").is_ok_and(|v| v.eq_ignore_ascii_case("portable")) {
+            return Simd::Portable;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+                return Simd::Avx2;
+            }
+        }
+        Simd::Portable
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Simd::Portable => "portable",
+            Simd::Avx2 => "avx2+fma+f16c",
+        }
+    }
+}
+
+/// Whether the backend computes with rows of `ty` as they are (without converting them).
+pub fn kept(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::F32
+            | GgmlType::F16
+            | GgmlType::BF16
+            | GgmlType::Q8_0
+            | GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+    )
+}
+
+/// Whether `ty` is a float format (activations stay f32).
+pub fn is_float(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+}
+
+/// Bytes of one row of `cols` values of `ty` (whole blocks; `kept` types only).
+pub fn row_bytes(ty: GgmlType, cols: usize) -> usize {
+    let (b, s) = ty.block().unwrap_or((1, 4));
+    cols / b as usize * s as usize
+}
+
+/// Activation rows quantised to int8 in blocks of 32.
+#[derive(Clone, Debug, Default)]
+pub struct QActs {
+    /// Values per row (a multiple of 32).
+    pub cols: usize,
+    pub q: Vec<i8>,
+    /// Scale of each block of 32 (x = d * q).
+    pub d: Vec<f32>,
+    /// Sum of the q of each 16 values.
+    pub s: Vec<i32>,
+}
+
+impl QActs {
+    /// Quantises `rows` rows of `x` ([rows, cols], cols a multiple of 32) in place of the
+    /// previous contents.
+    pub fn quantize(&mut self, x: &[f32], cols: usize) {
+        debug_assert!(cols.is_multiple_of(32) && x.len().is_multiple_of(cols.max(1)));
+        let blocks = x.len() / 32;
+        self.cols = cols;
+        self.q.resize(x.len(), 0);
+        self.d.resize(blocks, 0.0);
+        self.s.resize(2 * blocks, 0);
+        for (b, xb) in x.chunks_exact(32).enumerate() {
+            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            self.d[b] = d;
+            let q = &mut self.q[32 * b..32 * b + 32];
+            for (q, &v) in q.iter_mut().zip(xb) {
+                *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+            }
+            self.s[2 * b] = q[..16].iter().map(|&v| v as i32).sum();
+            self.s[2 * b + 1] = q[16..].iter().map(|&v| v as i32).sum();
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.q.len() / self.cols.max(1)
+    }
+}
+
+/// `out[i] = W_row . x[r0 + i]` for the `out.len()` (<= TILE) float activation rows starting at
+/// `r0` of `x` ([rows, cols]); `row` holds `cols` values of `ty` (F32, F16 or BF16).
+pub fn dot_float(simd: Simd, ty: GgmlType, row: &[u8], cols: usize, x: &[f32], r0: usize, out: &mut [f32]) {
+    let n = out.len();
+    assert!(n <= TILE && row.len() >= row_bytes(ty, cols) && x.len() >= (r0 + n) * cols, "dot_float: bad shapes");
+    let fmt = float_code(ty);
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe {
+            // Safe: `Simd::Avx2` is only chosen when the CPU has AVX2, FMA and F16C.
+            match (fmt, n) {
+                (0, 1) => avx2::dot_float::<0, 1>(row, cols, x, r0, out),
+                (0, 2) => avx2::dot_float::<0, 2>(row, cols, x, r0, out),
+                (0, 3) => avx2::dot_float::<0, 3>(row, cols, x, r0, out),
+                (0, _) => avx2::dot_float::<0, 4>(row, cols, x, r0, out),
+                (1, 1) => avx2::dot_float::<1, 1>(row, cols, x, r0, out),
+                (1, 2) => avx2::dot_float::<1, 2>(row, cols, x, r0, out),
+                (1, 3) => avx2::dot_float::<1, 3>(row, cols, x, r0, out),
+                (1, _) => avx2::dot_float::<1, 4>(row, cols, x, r0, out),
+                (_, 1) => avx2::dot_float::<2, 1>(row, cols, x, r0, out),
+                (_, 2) => avx2::dot_float::<2, 2>(row, cols, x, r0, out),
+                (_, 3) => avx2::dot_float::<2, 3>(row, cols, x, r0, out),
+                (_, _) => avx2::dot_float::<2, 4>(row, cols, x, r0, out),
+            }
+        },
+        _ => portable::dot_float(fmt, row, cols, x, r0, out),
+    }
+}
+
+/// `out[i] = W_row . x[r0 + i]` for quantised activation rows; `row` holds `units * 32`
+/// weights of the quantised type `ty`.
+pub fn dot_quant(simd: Simd, ty: GgmlType, row: &[u8], acts: &QActs, r0: usize, out: &mut [f32]) {
+    let n = out.len();
+    let cols = acts.cols;
+    assert!(n <= TILE && r0 + n <= acts.rows() && row.len() >= row_bytes(ty, cols), "dot_quant: bad shapes");
+    let f = quant_code(ty);
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe {
+            // Safe: as in `dot_float`; every unit read lies inside `row` (checked above).
+            macro_rules! by_n {
+                ($f:literal) => {
+                    match n {
+                        1 => avx2::dot_quant::<$f, 1>(row, acts, r0, out),
+                        2 => avx2::dot_quant::<$f, 2>(row, acts, r0, out),
+                        3 => avx2::dot_quant::<$f, 3>(row, acts, r0, out),
+                        _ => avx2::dot_quant::<$f, 4>(row, acts, r0, out),
+                    }
+                };
+            }
+            match f {
+                Q8_0 => by_n!(0),
+                Q4_0 => by_n!(1),
+                Q4_1 => by_n!(2),
+                Q5_0 => by_n!(3),
+                Q5_1 => by_n!(4),
+                Q4_K => by_n!(5),
+                Q5_K => by_n!(6),
+                _ => by_n!(7),
+            }
+        },
+        _ => portable::dot_quant(f, row, acts, r0, out),
+    }
+}
+
+fn float_code(ty: GgmlType) -> u8 {
+    match ty {
+        GgmlType::F32 => 0,
+        GgmlType::F16 => 1,
+        GgmlType::BF16 => 2,
+        other => panic!("dot_float: {} is not a float format", other.name()),
+    }
+}
+
+const Q8_0: u8 = 0;
+const Q4_0: u8 = 1;
+const Q4_1: u8 = 2;
+const Q5_0: u8 = 3;
+const Q5_1: u8 = 4;
+const Q4_K: u8 = 5;
+const Q5_K: u8 = 6;
+const Q6_K: u8 = 7;
+
+fn quant_code(ty: GgmlType) -> u8 {
+    match ty {
+        GgmlType::Q8_0 => Q8_0,
+        GgmlType::Q4_0 => Q4_0,
+        GgmlType::Q4_1 => Q4_1,
+        GgmlType::Q5_0 => Q5_0,
+        GgmlType::Q5_1 => Q5_1,
+        GgmlType::Q4_K => Q4_K,
+        GgmlType::Q5_K => Q5_K,
+        GgmlType::Q6_K => Q6_K,
+        other => panic!("dot_quant: {} is not a kept quantised format", other.name()),
+    }
+}
+
+#[inline(always)]
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// Q4_K / Q5_K: the 6-bit scale and min of sub-block `j` (0..8) from the 12 packed bytes.
+#[inline(always)]
+fn scale_min_k4(j: usize, q: &[u8]) -> (f32, f32) {
+    if j < 4 {
+        ((q[j] & 63) as f32, (q[j + 4] & 63) as f32)
+    } else {
+        (((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4)) as f32, ((q[j + 4] >> 4) | ((q[j] >> 6) << 4)) as f32)
+    }
+}
+
+/// The scalars of one unit of 32 weights: `w_i = s[i / 16] * (q_i - off) + min`.
+#[derive(Clone, Copy, Debug)]
+struct UnitScales {
+    s: [f32; 2],
+    off: i32,
+    min: f32,
+}
+
+/// The scalars of unit `u` of a row of format `f`, and the byte offsets of its quants: for the
+/// 32-weight formats the block starts at `u * block_bytes`.
+#[inline(always)]
+fn unit_scales(f: u8, row: &[u8], u: usize) -> UnitScales {
+    let one = |d: f32, off: i32, min: f32| UnitScales { s: [d, d], off, min };
+    match f {
+        Q8_0 => one(f16_at(row, 34 * u), 0, 0.0),
+        Q4_0 => one(f16_at(row, 18 * u), 8, 0.0),
+        Q4_1 => one(f16_at(row, 20 * u), 0, f16_at(row, 20 * u + 2)),
+        Q5_0 => one(f16_at(row, 22 * u), 16, 0.0),
+        Q5_1 => one(f16_at(row, 24 * u), 0, f16_at(row, 24 * u + 2)),
+        Q4_K | Q5_K => {
+            let b = &row[if f == Q4_K { 144 } else { 176 } * (u / 8)..];
+            let (sc, m) = scale_min_k4(u % 8, &b[4..16]);
+            one(f16_at(b, 0) * sc, 0, -f16_at(b, 2) * m)
+        }
+        _ => {
+            let b = &row[210 * (u / 8)..];
+            let (d, j) = (f16_at(b, 208), u % 8);
+            UnitScales { s: [d * (b[192 + 2 * j] as i8) as f32, d * (b[192 + 2 * j + 1] as i8) as f32], off: 32, min: 0.0 }
+        }
+    }
+}
+
+mod portable {
+    use super::*;
+
+    pub fn dot_float(fmt: u8, row: &[u8], cols: usize, x: &[f32], r0: usize, out: &mut [f32]) {
+        let w = |i: usize| -> f32 {
+            match fmt {
+                0 => f32::from_le_bytes([row[4 * i], row[4 * i + 1], row[4 * i + 2], row[4 * i + 3]]),
+                1 => f16_at(row, 2 * i),
+                _ => half::bf16::from_le_bytes([row[2 * i], row[2 * i + 1]]).to_f32(),
+            }
+        };
+        for (o, out) in out.iter_mut().enumerate() {
+            let xr = &x[(r0 + o) * cols..(r0 + o + 1) * cols];
+            // Eight partial sums, as the vector code keeps eight lanes.
+            let mut acc = [0f32; 8];
+            for (i, &xv) in xr.iter().enumerate() {
+                acc[i % 8] += w(i) * xv;
+            }
+            *out = acc.iter().sum();
+        }
+    }
+
+    /// Unit `u`'s 32 quants (unsigned, or int8 bits for Q8_0).
+    pub fn unit_quants(f: u8, row: &[u8], u: usize) -> [u8; 32] {
+        let mut q = [0u8; 32];
+        let nib = |qs: &[u8], q: &mut [u8; 32]| {
+            for j in 0..16 {
+                q[j] = qs[j] & 0xF;
+                q[j + 16] = qs[j] >> 4;
+            }
+        };
+        match f {
+            Q8_0 => q.copy_from_slice(&row[34 * u + 2..34 * u + 34]),
+            Q4_0 => nib(&row[18 * u + 2..], &mut q),
+            Q4_1 => nib(&row[20 * u + 4..], &mut q),
+            Q5_0 | Q5_1 => {
+                let o = if f == Q5_0 { 22 * u + 2 } else { 24 * u + 4 };
+                let qh = u32::from_le_bytes([row[o], row[o + 1], row[o + 2], row[o + 3]]);
+                nib(&row[o + 4..], &mut q);
+                for (j, q) in q.iter_mut().enumerate() {
+                    *q |= (((qh >> j) & 1) as u8) << 4;
+                }
+            }
+            Q4_K | Q5_K => {
+                let j = u % 8;
+                let (b, qs_at) = if f == Q4_K { (&row[144 * (u / 8)..], 16) } else { (&row[176 * (u / 8)..], 48) };
+                let qs = &b[qs_at + 32 * (j / 2)..qs_at + 32 * (j / 2) + 32];
+                for l in 0..32 {
+                    q[l] = if j % 2 == 0 { qs[l] & 0xF } else { qs[l] >> 4 };
+                    if f == Q5_K {
+                        q[l] |= ((b[16 + l] >> j) & 1) << 4;
+                    }
+                }
+            }
+            _ => {
+                let b = &row[210 * (u / 8)..];
+                let j = u % 8;
+                let (h, k) = (j / 4, j % 4);
+                let ql = &b[64 * h + 32 * (k & 1)..];
+                let qh = &b[128 + 32 * h..];
+                for l in 0..32 {
+                    let lo = if k < 2 { ql[l] & 0xF } else { ql[l] >> 4 };
+                    q[l] = lo | (((qh[l] >> (2 * k)) & 3) << 4);
+                }
+            }
+        }
+        q
+    }
+
+    pub fn dot_quant(f: u8, row: &[u8], acts: &QActs, r0: usize, out: &mut [f32]) {
+        let units = acts.cols / 32;
+        let mut acc = [0f32; TILE];
+        for u in 0..units {
+            let sc = unit_scales(f, row, u);
+            let q = unit_quants(f, row, u);
+            for (o, acc) in acc.iter_mut().enumerate().take(out.len()) {
+                let b = (r0 + o) * units + u;
+                let p = &acts.q[32 * b..32 * b + 32];
+                let mut h = [0i32; 2];
+                for i in 0..32 {
+                    let w = if f == Q8_0 { q[i] as i8 as i32 } else { q[i] as i32 };
+                    h[i / 16] += w * p[i] as i32;
+                }
+                let (s0, s1) = (acts.s[2 * b], acts.s[2 * b + 1]);
+                let dx = acts.d[b];
+                // The vector code's order: the integer sums scaled per lane and accumulated,
+                // then the scalar terms.
+                *acc += (sc.s[0] * dx) * h[0] as f32 + (sc.s[1] * dx) * h[1] as f32;
+                *acc += dx * (sc.min * (s0 + s1) as f32 - sc.off as f32 * (sc.s[0] * s0 as f32 + sc.s[1] * s1 as f32));
+            }
+        }
+        out.copy_from_slice(&acc[..out.len()]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// Eight weights of a float row from element `i` on, as f32.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8<const F: u8>(row: *const u8, i: usize) -> __m256 {
+        match F {
+            0 => _mm256_loadu_ps(row.add(4 * i) as *const f32),
+            1 => _mm256_cvtph_ps(_mm_loadu_si128(row.add(2 * i) as *const __m128i)),
+            _ => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(row.add(2 * i) as *const __m128i)))),
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_float<const F: u8, const N: usize>(row: &[u8], cols: usize, x: &[f32], r0: usize, out: &mut [f32]) {
+        let w = row.as_ptr();
+        let xs: [*const f32; N] = std::array::from_fn(|o| x.as_ptr().add((r0 + o) * cols));
+        let mut a0 = [_mm256_setzero_ps(); N];
+        let mut a1 = [_mm256_setzero_ps(); N];
+        let mut i = 0;
+        while i + 16 <= cols {
+            let w0 = load8::<F>(w, i);
+            let w1 = load8::<F>(w, i + 8);
+            for o in 0..N {
+                a0[o] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xs[o].add(i)), a0[o]);
+                a1[o] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xs[o].add(i + 8)), a1[o]);
+            }
+            i += 16;
+        }
+        for o in 0..N {
+            let mut s = hsum(_mm256_add_ps(a0[o], a1[o]));
+            for j in i..cols {
+                let wv = match F {
+                    0 => f32::from_le_bytes([row[4 * j], row[4 * j + 1], row[4 * j + 2], row[4 * j + 3]]),
+                    1 => f16_at(row, 2 * j),
+                    _ => half::bf16::from_le_bytes([row[2 * j], row[2 * j + 1]]).to_f32(),
+                };
+                s += wv * *xs[o].add(j);
+            }
+            out[o] = s;
+        }
+    }
+
+    /// 16 nibbles bytes -> 32 values: low nibbles first (weights 0..15), then high ones.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn nibbles16(p: *const u8) -> __m256i {
+        let b = _mm_loadu_si128(p as *const __m128i);
+        let m = _mm_set1_epi8(0x0F);
+        _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16::<4>(b), m), _mm_and_si128(b, m))
+    }
+
+    /// 32 bits -> 32 bytes of 0x10 where the bit is set (bit j for byte j).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn bits32(qh: u32) -> __m256i {
+        let v = _mm256_set1_epi32(qh as i32);
+        let shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        let bytes = _mm256_shuffle_epi8(v, shuf);
+        let mask = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, mask), mask);
+        _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+    }
+
+    /// Unit `u`'s 32 quants (unsigned bytes; int8 for Q8_0).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn quants<const F: u8>(row: *const u8, u: usize) -> __m256i {
+        let low4 = _mm256_set1_epi8(0x0F);
+        match F {
+            Q8_0 => _mm256_loadu_si256(row.add(34 * u + 2) as *const __m256i),
+            Q4_0 => nibbles16(row.add(18 * u + 2)),
+            Q4_1 => nibbles16(row.add(20 * u + 4)),
+            Q5_0 | Q5_1 => {
+                let o = if F == Q5_0 { 22 * u + 2 } else { 24 * u + 4 };
+                let qh = (row.add(o) as *const u32).read_unaligned();
+                _mm256_or_si256(nibbles16(row.add(o + 4)), bits32(u32::from_le(qh)))
+            }
+            Q4_K | Q5_K => {
+                let j = u % 8;
+                let (b, qs_at) = if F == Q4_K { (row.add(144 * (u / 8)), 16) } else { (row.add(176 * (u / 8)), 48) };
+                let qs = _mm256_loadu_si256(b.add(qs_at + 32 * (j / 2)) as *const __m256i);
+                let shift = _mm_cvtsi32_si128(4 * (j % 2) as i32);
+                let mut q = _mm256_and_si256(_mm256_srl_epi16(qs, shift), low4);
+                if F == Q5_K {
+                    let qh = _mm256_loadu_si256(b.add(16) as *const __m256i);
+                    let bit = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(j as i32)), _mm256_set1_epi8(1));
+                    q = _mm256_or_si256(q, _mm256_slli_epi16::<4>(bit));
+                }
+                q
+            }
+            _ => {
+                let b = row.add(210 * (u / 8));
+                let j = u % 8;
+                let (h, k) = (j / 4, j % 4);
+                let ql = _mm256_loadu_si256(b.add(64 * h + 32 * (k & 1)) as *const __m256i);
+                let lo = _mm256_and_si256(_mm256_srl_epi16(ql, _mm_cvtsi32_si128(4 * (k / 2) as i32)), low4);
+                let qh = _mm256_loadu_si256(b.add(128 + 32 * h) as *const __m256i);
+                let hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k as i32)), _mm256_set1_epi8(3));
+                _mm256_or_si256(lo, _mm256_slli_epi16::<4>(hi))
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_quant<const F: u8, const N: usize>(row: &[u8], acts: &QActs, r0: usize, out: &mut [f32]) {
+        let units = acts.cols / 32;
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); N];
+        let mut corr = [0f32; N];
+        let rp = row.as_ptr();
+        for u in 0..units {
+            let sc = unit_scales(F, row, u);
+            let q = quants::<F>(rp, u);
+            // Q8_0's quants are signed: maddubs wants the unsigned operand first, so it takes
+            // |q| and the activations with q's sign.
+            let aq = if F == Q8_0 { _mm256_sign_epi8(q, q) } else { q };
+            for o in 0..N {
+                let b = (r0 + o) * units + u;
+                let p = _mm256_loadu_si256(acts.q.as_ptr().add(32 * b) as *const __m256i);
+                let p = if F == Q8_0 { _mm256_sign_epi8(p, q) } else { p };
+                let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, p), ones);
+                let dx = *acts.d.get_unchecked(b);
+                let scale = if F == Q6_K {
+                    _mm256_set_m128(_mm_set1_ps(sc.s[1] * dx), _mm_set1_ps(sc.s[0] * dx))
+                } else {
+                    _mm256_set1_ps(sc.s[0] * dx)
+                };
+                acc[o] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[o]);
+                if F != Q8_0 {
+                    let (s0, s1) = (*acts.s.get_unchecked(2 * b), *acts.s.get_unchecked(2 * b + 1));
+                    corr[o] += dx * (sc.min * (s0 + s1) as f32 - sc.off as f32 * (sc.s[0] * s0 as f32 + sc.s[1] * s1 as f32));
+                }
+            }
+        }
+        for o in 0..N {
+            out[o] = hsum(acc[o]) + corr[o];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::dequantize;
+    use crate::rng::Rng;
+
+    /// Random valid blocks of `ty` for `rows` rows of `cols` (finite scales of moderate size).
+    fn random_rows(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
+        crate::gguf::writer::random_blocks(ty, rows, cols, 0.05, rng).unwrap()
+    }
+
+    fn nmse(a: &[f32], b: &[f64]) -> f64 {
+        let num: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y).powi(2)).sum();
+        let den: f64 = b.iter().map(|y| y * y).sum::<f64>().max(1e-30);
+        num / den
+    }
+
+    fn simds() -> Vec<Simd> {
+        let mut v = vec![Simd::Portable];
+        if Simd::detect() != Simd::Portable {
+            v.push(Simd::detect());
+        }
+        v
+    }
+
+    /// Every quantised format against the f64 dot of its dequantised weights with the
+    /// activations (the int8 activations' rounding is the only error), and the SIMD code
+    /// against the portable code (the same integer sums: equal to f32 rounding).
+    #[test]
+    fn quantised_dots_match_the_dequantised_weights() {
+        let mut rng = Rng::new(7);
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+            let cols = if ty.block().unwrap().0 == 256 { 512 } else { 96 };
+            let rows = 3;
+            let w = random_rows(ty, rows, cols, &mut rng);
+            let wf = dequantize(ty, &w, rows * cols).unwrap();
+            let nx = 5;
+            let x: Vec<f32> = (0..nx * cols).map(|_| rng.normal()).collect();
+            let mut acts = QActs::default();
+            acts.quantize(&x, cols);
+            let rb = row_bytes(ty, cols);
+            let mut per_simd = Vec::new();
+            for simd in simds() {
+                let mut got = Vec::new();
+                let mut want = Vec::new();
+                for r in 0..rows {
+                    // Tiles of 4 and 1: each row's result must not depend on its tile.
+                    let mut out = [f32::NAN; 5];
+                    dot_quant(simd, ty, &w[r * rb..(r + 1) * rb], &acts, 0, &mut out[..4]);
+                    dot_quant(simd, ty, &w[r * rb..(r + 1) * rb], &acts, 4, &mut out[4..5]);
+                    let mut single = [f32::NAN];
+                    dot_quant(simd, ty, &w[r * rb..(r + 1) * rb], &acts, 2, &mut single);
+                    assert_eq!(single[0].to_bits(), out[2].to_bits(), "{} {simd:?}: a row's result depends on its tile", ty.name());
+                    for (o, &v) in out.iter().enumerate() {
+                        got.push(v);
+                        let xr = &x[o * cols..(o + 1) * cols];
+                        want.push(wf[r * cols..(r + 1) * cols].iter().zip(xr).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>());
+                    }
+                }
+                let e = nmse(&got, &want);
+                assert!(e < 1e-4, "{} {simd:?}: nmse {e}", ty.name());
+                per_simd.push(got);
+            }
+            if per_simd.len() == 2 {
+                let want: Vec<f64> = per_simd[0].iter().map(|&v| v as f64).collect();
+                let e = nmse(&per_simd[1], &want);
+                assert!(e < 1e-10, "{}: SIMD and portable differ by nmse {e}", ty.name());
+            }
+        }
+    }
+
+    #[test]
+    fn float_dots_match_f64_on_odd_lengths() {
+        let mut rng = Rng::new(11);
+        for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+            for cols in [1, 7, 16, 37, 200] {
+                let w: Vec<f32> = (0..cols).map(|_| rng.normal()).collect();
+                let bytes: Vec<u8> = match ty {
+                    GgmlType::F32 => w.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    GgmlType::F16 => w.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+                    _ => w.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
+                };
+                let wf = dequantize(ty, &bytes, cols).unwrap();
+                let x: Vec<f32> = (0..3 * cols).map(|_| rng.normal()).collect();
+                for simd in simds() {
+                    let mut out = [f32::NAN; 3];
+                    dot_float(simd, ty, &bytes, cols, &x, 0, &mut out);
+                    let want: Vec<f64> = (0..3).map(|o| wf.iter().zip(&x[o * cols..]).map(|(&a, &b)| a as f64 * b as f64).sum()).collect();
+                    let e = nmse(&out, &want);
+                    assert!(e < 1e-10, "{} cols {cols} {simd:?}: nmse {e}", ty.name());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn activations_quantise_within_half_a_step() {
+        let mut rng = Rng::new(3);
+        let x: Vec<f32> = (0..64).map(|_| rng.normal() * 3.0).collect();
+        let mut a = QActs::default();
+        a.quantize(&x, 64);
+        for (i, &v) in x.iter().enumerate() {
+            let d = a.d[i / 32];
+            assert!((a.q[i] as f32 * d - v).abs() <= 0.5 * d * 1.0001, "value {i}");
+        }
+        assert_eq!(a.s[1], a.q[16..32].iter().map(|&q| q as i32).sum::<i32>());
+        let mut z = QActs::default();
+        z.quantize(&[0.0; 32], 32);
+        assert_eq!((z.d[0], z.s[0]), (0.0, 0));
+    }
+}

@@ -1,0 +1,367 @@
+//! `CpuModel`: a model's weights in host memory in their storage formats (F32, F16, BF16 as
+//! stored; GGUF's Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K blocks as in the file), filled
+//! from the load plan's stream, and the matmul that runs a `Linear` over rows of activations
+//! on the thread pool.
+
+use super::kernels::{self, QActs, Simd, TILE};
+use super::pool::Pool;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::gguf::GgmlType;
+use crate::load::{LayerWeight, LoadPlan, OpenModel, PlannedTensor, Sink, WeightId};
+use crate::weights::DType;
+use std::collections::HashMap;
+
+/// A matrix [rows, cols] in a storage format the kernels read (`kernels::kept`).
+#[derive(Clone, Debug)]
+pub struct Mat {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<u8>,
+}
+
+impl Mat {
+    pub fn row_bytes(&self) -> usize {
+        kernels::row_bytes(self.ty, self.cols)
+    }
+
+    pub fn row(&self, r: usize) -> &[u8] {
+        let rb = self.row_bytes();
+        &self.data[r * rb..(r + 1) * rb]
+    }
+
+    /// Row `r` as f32 values, into `out` (`cols` values).
+    pub fn row_f32(&self, r: usize, out: &mut [f32]) -> Result<()> {
+        let v = crate::gguf::dequantize(self.ty, self.row(r), self.cols)?;
+        out.copy_from_slice(&v);
+        Ok(())
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.data.len() as u64
+    }
+}
+
+/// `y = x W^T (+ bias)` where W is the rows of its parts one after another (q/k/v, or gate then
+/// up), each part in its own format.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub parts: Vec<Mat>,
+    pub bias: Option<Vec<f32>>,
+    /// Rows of all parts.
+    pub out: usize,
+    pub cols: usize,
+    /// Units of work: (part, first row, rows), a few per thread and more.
+    pieces: Vec<(usize, usize, usize)>,
+}
+
+/// Weight rows per unit of matmul work.
+const PIECE_ROWS: usize = 16;
+
+impl Linear {
+    fn new(parts: Vec<Mat>, bias: Option<Vec<f32>>) -> Linear {
+        let cols = parts[0].cols;
+        let out = parts.iter().map(|p| p.rows).sum();
+        let mut pieces = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            let mut r = 0;
+            while r < p.rows {
+                let n = PIECE_ROWS.min(p.rows - r);
+                pieces.push((i, r, n));
+                r += n;
+            }
+        }
+        Linear { parts, bias, out, cols, pieces }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.parts.iter().map(Mat::bytes).sum()
+    }
+}
+
+/// A PLT layer's gate (f32: it is small): weight [H, Dh] or [H, D], bias [H], norm [D].
+#[derive(Clone, Debug)]
+pub struct Gate {
+    pub weight: Vec<f32>,
+    pub cols: usize,
+    pub bias: Vec<f32>,
+    pub norm: Option<Vec<f32>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct CpuLayer {
+    pub input_layernorm: Vec<f32>,
+    pub qkv: Linear,
+    pub o_proj: Linear,
+    pub post_attention_layernorm: Vec<f32>,
+    /// Gate rows then up rows: [2F, D].
+    pub gate_up: Linear,
+    pub down: Linear,
+    pub gate: Option<Gate>,
+}
+
+/// Options of the CPU backend.
+#[derive(Clone, Debug, Default)]
+pub struct CpuOptions {
+    /// Threads (default: one per physical core).
+    pub threads: Option<usize>,
+    /// Instruction set (default: the best the CPU has, `Simd::detect`).
+    pub simd: Option<Simd>,
+}
+
+/// A model on the CPU backend.
+pub struct CpuModel {
+    pub cfg: Config,
+    pub layers: Vec<CpuLayer>,
+    /// The embedding [V, D] (one part), also the head when tied.
+    pub embed: Linear,
+    pub norm: Vec<f32>,
+    /// None when tied to the embedding.
+    pub lm_head: Option<Linear>,
+    pub pool: Pool,
+    pub simd: Simd,
+}
+
+impl CpuModel {
+    /// Streams an opened model into host memory. `dtype`: convert every matrix to this float
+    /// format (default: keep each as stored; GGUF types the kernels do not read become F16).
+    pub fn load(mut model: OpenModel<'_>, dtype: Option<DType>, opts: &CpuOptions, progress: &mut dyn FnMut(f32)) -> Result<CpuModel> {
+        model.plan.cfg.validate()?;
+        let mut sink = CpuSink { dtype, mats: HashMap::new(), vecs: HashMap::new() };
+        model.stream(&mut sink, progress)?;
+        sink.into_model(&model.plan, opts)
+    }
+
+    /// A model from weights in memory (f32), stored as `dtype` (default F32).
+    pub fn from_weights(cfg: &Config, w: &crate::weights::Weights, dtype: Option<DType>, opts: &CpuOptions) -> Result<CpuModel> {
+        let plan = crate::load::host_plan(cfg, w)?;
+        let src = crate::load::HostSource::new(&plan, w);
+        CpuModel::load(OpenModel::new(plan, vec![Box::new(src)]), dtype, opts, &mut |_| {})
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// The lm_head as a `Linear` (the embedding when tied).
+    pub fn head(&self) -> &Linear {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// Bytes of the matrices a decode step reads (every layer's and the head).
+    pub fn weight_bytes(&self) -> u64 {
+        self.layers.iter().map(|l| l.qkv.bytes() + l.o_proj.bytes() + l.gate_up.bytes() + l.down.bytes()).sum::<u64>() + self.head().bytes()
+    }
+
+    /// Bytes by storage format of those matrices.
+    pub fn formats(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut m = std::collections::BTreeMap::new();
+        let lins = self.layers.iter().flat_map(|l| [&l.qkv, &l.o_proj, &l.gate_up, &l.down]).chain([self.head()]);
+        for lin in lins {
+            for p in &lin.parts {
+                *m.entry(p.ty.name()).or_insert(0) += p.bytes();
+            }
+        }
+        m
+    }
+
+    /// "CPU: 2 threads, avx2+fma+f16c".
+    pub fn describe(&self) -> String {
+        format!("CPU backend ({} thread{}, {})", self.threads(), if self.threads() == 1 { "" } else { "s" }, self.simd.name())
+    }
+
+    /// `y[r] = lin(x[r])` for `rows` rows of x ([rows, lin.cols]) into y ([rows, lin.out]);
+    /// `qa` is scratch for the quantised activations.
+    pub fn matmul(&self, lin: &Linear, x: &[f32], rows: usize, y: &mut [f32], qa: &mut QActs) {
+        let (k, o) = (lin.cols, lin.out);
+        assert!(x.len() >= rows * k && y.len() >= rows * o, "matmul: bad shapes");
+        if lin.parts.iter().any(|p| !kernels::is_float(p.ty)) {
+            qa.quantize(&x[..rows * k], k);
+        }
+        let qa = &*qa;
+        let out = SyncPtr(y.as_mut_ptr());
+        let offsets: Vec<usize> = lin.parts.iter().scan(0, |a, p| {
+            let at = *a;
+            *a += p.rows;
+            Some(at)
+        }).collect();
+        let simd = self.simd;
+        self.pool.chunks(lin.pieces.len(), &|i| {
+            let (part, first, n) = lin.pieces[i];
+            let m = &lin.parts[part];
+            let float = kernels::is_float(m.ty);
+            let mut tile = [0f32; TILE];
+            let mut r0 = 0;
+            while r0 < rows {
+                let t = TILE.min(rows - r0);
+                for wr in first..first + n {
+                    let row = m.row(wr);
+                    if float {
+                        kernels::dot_float(simd, m.ty, row, k, x, r0, &mut tile[..t]);
+                    } else {
+                        kernels::dot_quant(simd, m.ty, row, qa, r0, &mut tile[..t]);
+                    }
+                    let col = offsets[part] + wr;
+                    let b = lin.bias.as_ref().map_or(0.0, |b| b[col]);
+                    for (j, &v) in tile[..t].iter().enumerate() {
+                        // Safe: each (row, column) is written by exactly one piece.
+                        unsafe { *out.ptr().add((r0 + j) * o + col) = v + b };
+                    }
+                }
+                r0 += t;
+            }
+        });
+    }
+}
+
+/// A pointer threads write disjoint elements through.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr<T>(pub *mut T);
+unsafe impl<T> Send for SyncPtr<T> {}
+unsafe impl<T> Sync for SyncPtr<T> {}
+
+impl<T> SyncPtr<T> {
+    /// The pointer (a method, so that closures capture the whole `SyncPtr`).
+    pub fn ptr(&self) -> *mut T {
+        self.0
+    }
+}
+
+/// Places the streamed tensors: matrices in their storage format, vectors in f32.
+struct CpuSink {
+    dtype: Option<DType>,
+    mats: HashMap<WeightId, Mat>,
+    vecs: HashMap<WeightId, Vec<f32>>,
+}
+
+impl CpuSink {
+    /// The format a float matrix of storage `st` is kept in.
+    fn float_format(&self, st: GgmlType, w: WeightId) -> GgmlType {
+        if matches!(w, WeightId::Layer(_, LayerWeight::PltGate)) {
+            return GgmlType::F32;
+        }
+        match self.dtype {
+            Some(DType::F32) => GgmlType::F32,
+            Some(DType::F16) => GgmlType::F16,
+            Some(DType::BF16) => GgmlType::BF16,
+            None if st == GgmlType::F32 || st == GgmlType::F16 || st == GgmlType::BF16 => st,
+            // Block types the kernels do not read: dequantised, held in F16.
+            None => GgmlType::F16,
+        }
+    }
+}
+
+impl Sink for CpuSink {
+    fn begin(&mut self, _plan: &LoadPlan) -> Result<()> {
+        Ok(())
+    }
+
+    fn wants_blocks(&self, t: &PlannedTensor) -> bool {
+        let block = t.storage.block().map_or(1, |b| b.0 as usize);
+        self.dtype.is_none()
+            && kernels::kept(t.storage)
+            && !kernels::is_float(t.storage)
+            && t.cols().is_multiple_of(block)
+            && !matches!(t.weight, WeightId::Layer(_, LayerWeight::PltGate))
+    }
+
+    fn blocks(&mut self, t: &PlannedTensor, first_row: usize, raw: &[u8]) -> Result<()> {
+        let m = self.mats.entry(t.weight).or_insert_with(|| Mat { ty: t.storage, rows: t.rows(), cols: t.cols(), data: Vec::new() });
+        let at = first_row * m.row_bytes();
+        if m.data.len() != at {
+            return Err(Error::Input(format!("tensor `{}`: rows arrived out of order", t.name)));
+        }
+        m.data.extend_from_slice(raw);
+        Ok(())
+    }
+
+    fn rows(&mut self, t: &PlannedTensor, first_row: usize, values: &[f32]) -> Result<()> {
+        if t.shape.len() < 2 {
+            let v = self.vecs.entry(t.weight).or_insert_with(|| vec![0.0; t.elems()]);
+            v[first_row..first_row + values.len()].copy_from_slice(values);
+            return Ok(());
+        }
+        let ty = self.float_format(t.storage, t.weight);
+        let m = self.mats.entry(t.weight).or_insert_with(|| Mat { ty, rows: t.rows(), cols: t.cols(), data: Vec::new() });
+        if m.data.len() != first_row * m.row_bytes() {
+            return Err(Error::Input(format!("tensor `{}`: rows arrived out of order", t.name)));
+        }
+        match ty {
+            GgmlType::F32 => m.data.extend(values.iter().flat_map(|v| v.to_le_bytes())),
+            GgmlType::F16 => m.data.extend(values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes())),
+            _ => m.data.extend(values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())),
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl CpuSink {
+    fn into_model(mut self, plan: &LoadPlan, opts: &CpuOptions) -> Result<CpuModel> {
+        use LayerWeight as L;
+        let cfg = plan.cfg.clone();
+        let missing = |w: WeightId| Error::MissingTensor { name: crate::load::safetensors::tensor_name(w) };
+        let mut mat = |w: WeightId| self.mats.remove(&w).ok_or_else(|| missing(w));
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        let mut mats = Vec::new();
+        for i in 0..cfg.num_hidden_layers {
+            let l = |w| WeightId::Layer(i, w);
+            let qkv = vec![mat(l(L::QProj))?, mat(l(L::KProj))?, mat(l(L::VProj))?];
+            let o = mat(l(L::OProj))?;
+            let gu = vec![mat(l(L::GateProj))?, mat(l(L::UpProj))?];
+            let down = mat(l(L::DownProj))?;
+            let gate = mat(l(L::PltGate)).ok();
+            mats.push((qkv, o, gu, down, gate));
+        }
+        let embed = mat(WeightId::EmbedTokens)?;
+        let lm_head = mat(WeightId::LmHead).ok();
+        let mut vec = |w: WeightId| self.vecs.remove(&w);
+        for (i, (qkv, o, gu, down, gate)) in mats.into_iter().enumerate() {
+            let l = |w| WeightId::Layer(i, w);
+            let bias = match (vec(l(L::QBias)), vec(l(L::KBias)), vec(l(L::VBias))) {
+                (None, None, None) => None,
+                (q, k, v) => {
+                    let mut b = q.unwrap_or_else(|| vec![0.0; cfg.q_dim()]);
+                    b.extend(k.unwrap_or_else(|| vec![0.0; cfg.kv_dim()]));
+                    b.extend(v.unwrap_or_else(|| vec![0.0; cfg.kv_dim()]));
+                    Some(b)
+                }
+            };
+            let gate = match gate {
+                Some(g) if cfg.is_plt() => {
+                    let weight = crate::gguf::dequantize(g.ty, &g.data, g.rows * g.cols)?;
+                    let bias = vec(l(L::PltGateBias)).ok_or_else(|| missing(l(L::PltGateBias)))?;
+                    Some(Gate { weight, cols: g.cols, bias, norm: vec(l(L::PltGateNorm)) })
+                }
+                _ => None,
+            };
+            if cfg.is_plt() && gate.is_none() {
+                return Err(missing(l(L::PltGate)));
+            }
+            layers.push(CpuLayer {
+                input_layernorm: vec(l(L::InputLayernorm)).ok_or_else(|| missing(l(L::InputLayernorm)))?,
+                qkv: Linear::new(qkv, bias),
+                o_proj: Linear::new(vec![o], None),
+                post_attention_layernorm: vec(l(L::PostAttentionLayernorm)).ok_or_else(|| missing(l(L::PostAttentionLayernorm)))?,
+                gate_up: Linear::new(gu, None),
+                down: Linear::new(vec![down], None),
+                gate,
+            });
+        }
+        let norm = vec(WeightId::Norm).ok_or_else(|| missing(WeightId::Norm))?;
+        let threads = opts.threads.unwrap_or_else(super::pool::default_threads);
+        Ok(CpuModel {
+            cfg,
+            layers,
+            embed: Linear::new(vec![embed], None),
+            norm,
+            lm_head: lm_head.map(|m| Linear::new(vec![m], None)),
+            pool: Pool::new(threads),
+            simd: opts.simd.unwrap_or_else(Simd::detect),
+        })
+    }
+}
