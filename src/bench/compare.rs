@@ -361,16 +361,13 @@ pub fn merge(inputs: Vec<(String, Value)>, allow_incomplete: bool) -> Result<Com
             host: host(v),
         });
     }
-    // Columns that would read the same: add the host, then the file.
-    for add_file in [false, true] {
-        let labels: Vec<String> = columns.iter().map(|c| c.label.clone()).collect();
-        for (i, c) in columns.iter_mut().enumerate() {
-            if labels.iter().filter(|l| **l == labels[i]).count() > 1 {
-                let extra = if add_file { c.file.clone() } else { c.host.clone() };
-                if !extra.is_empty() {
-                    c.label = format!("{} [{extra}]", c.label);
-                }
-            }
+    // Columns that would read the same: add the host where that tells them apart, else the file.
+    let labels: Vec<String> = columns.iter().map(|c| c.label.clone()).collect();
+    let with_host: Vec<String> = columns.iter().map(|c| format!("{} [{}]", c.label, c.host)).collect();
+    for (i, c) in columns.iter_mut().enumerate() {
+        if labels.iter().filter(|l| **l == labels[i]).count() > 1 {
+            let host_tells = !c.host.is_empty() && with_host.iter().filter(|l| **l == with_host[i]).count() == 1;
+            c.label = if host_tells { with_host[i].clone() } else { format!("{} [{}]", c.label, c.file) };
         }
     }
     let files: Vec<&str> = inputs.iter().map(|(f, _)| f.as_str()).collect();
@@ -616,4 +613,228 @@ pub fn svg(c: &Comparison) -> String {
     s += &format!("<line x1=\"{x0}\" y1=\"{}\" x2=\"{x0}\" y2=\"{y_end}\" stroke=\"#666\"/>\n", top - 6.0);
     s += "</svg>\n";
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A record as `plt bench` writes it (the fields this reads, and a few it does not).
+    fn rec(mode: &str, loops: u64, batch: u64, context: u64, wall: f64, gpu: Option<f64>, gbps: f64) -> Value {
+        json!({
+            "preset": "micro", "dtype": "f32", "mode": mode, "loops": loops, "batch": batch, "context": context,
+            "passes": loops, "rows": batch * loops, "positions": [context - 5, context - 1],
+            "wall_ms": {"n": 2, "median": wall, "p90": wall, "mean": wall, "min": wall, "max": wall},
+            "gpu_ms": gpu.map(|g| json!({"n": 2, "median": g, "p90": g, "mean": g, "min": g, "max": g})),
+            "wall_samples_ms": [wall, wall], "weight_gbps_wall": gbps, "weight_gbps_gpu": null,
+            "prefill": {"tokens": 10, "tokens_per_s": 100.0},
+        })
+    }
+
+    /// A report of schema 1 with `results`, its ratios (fused / non-looped and so on from the
+    /// medians, as `report::ratios` makes them) and `copy_bandwidth.gbps` = `copy`.
+    fn report(name: &str, backend: &str, copy: f64, results: Vec<Value>) -> Value {
+        let med = |m: &str, b: u64, t: u64| {
+            results.iter().find(|r| r["mode"] == m && r["batch"] == b && r["context"] == t).map(|r| r["wall_ms"]["median"].as_f64().unwrap())
+        };
+        let mut ratios = Vec::new();
+        for r in results.iter().filter(|r| r["mode"] == "plt-fused") {
+            let (b, t) = (r["batch"].as_u64().unwrap(), r["context"].as_u64().unwrap());
+            if let (Some(n), Some(f), Some(s), Some(v)) = (med("non-looped", b, t), med("plt-fused", b, t), med("plt-sequential", b, t), med("vanilla", b, t)) {
+                ratios.push(json!({
+                    "preset": "micro", "dtype": "f32", "loops": 2, "batch": b, "context": t,
+                    "plt_fused_over_nonlooped": {"wall": f / n, "gpu": null},
+                    "vanilla_over_plt_fused": {"wall": v / f, "gpu": null},
+                    "sequential_over_fused": {"wall": s / f, "gpu": null},
+                    "kv_plt_over_nonlooped": 1.5, "kv_vanilla_over_plt": 1.3,
+                }));
+            }
+        }
+        json!({
+            "schema": 1, "plt_version": "0.1.0", "command": ["plt", "bench"], "complete": true, "elapsed_s": 2.0,
+            "adapter": {"name": name, "backend": backend, "device_type": "Cpu", "describe": name, "software": true, "timestamps": false},
+            "host": {"os": "linux", "arch": "x86_64", "cpus": 2},
+            "settings": {
+                "quick": true, "software": true,
+                "sizes": [{"name": "micro", "vocab": 64, "hidden": 32, "ffn": 64, "layers": 1, "heads": 2, "kv_heads": 1, "head_dim": 16, "tied": false}],
+                "loops": [2], "batch": [1, 2], "context": [16], "dtype": ["f32"], "window": 8, "steps": 2, "warmup": 1,
+                "prefill_chunk": 128, "max_prefill_tokens": null, "time_limit_s": null, "copy_bytes": 4194304, "seed": 0,
+                "readback": "ids", "kv_dtype": "same", "profile": false,
+            },
+            "copy_bandwidth": {"gbps": copy},
+            "models": [], "results": results, "ratios": ratios, "skipped": [],
+        })
+    }
+
+    fn full(scale: f64, gpu: bool) -> Vec<Value> {
+        let g = |x: f64| if gpu { Some(0.5 * x * scale) } else { None };
+        let mut v = Vec::new();
+        for b in [1, 2] {
+            v.push(rec("non-looped", 1, b, 16, 2.0 * scale, g(2.0), 1.0));
+            v.push(rec("plt-fused", 2, b, 16, 2.5 * scale, g(2.5), 1.6));
+            v.push(rec("plt-sequential", 2, b, 16, 4.0 * scale, g(4.0), 2.0));
+            v.push(rec("vanilla", 2, b, 16, 5.0 * scale, g(5.0), 1.6));
+        }
+        v
+    }
+
+    fn two() -> Vec<(String, Value)> {
+        let a = report("llvmpipe", "Gl", 10.0, full(1.0, false));
+        // The CPU report lacks B = 2 and carries a top-level field this version does not know.
+        let mut b = report("CPU AMD EPYC", "cpu", 20.0, full(0.5, true).into_iter().filter(|r| r["batch"] == 1).collect());
+        b["backend"] = json!("cpu");
+        b["results"][0]["fraction_of_copy_bw"] = json!(0.25);
+        vec![("a.json".into(), a), ("b.json".into(), b)]
+    }
+
+    /// The cells of the markdown row that starts with `start`.
+    fn row<'a>(md: &'a str, start: &str) -> Vec<&'a str> {
+        let line = md.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no row `{start}` in\n{md}"));
+        line.trim_matches('|').split('|').map(str::trim).collect()
+    }
+
+    #[test]
+    fn merged_table_puts_each_report_in_its_column() {
+        let c = merge(two(), false).unwrap();
+        assert_eq!(c.columns[0].label, "llvmpipe (gl)");
+        assert_eq!(c.columns[1].label, "CPU AMD EPYC (cpu, 2 threads)");
+        assert_eq!(c.rows.len(), 8);
+        let md = markdown(&c);
+        assert!(md.contains("| [1] | llvmpipe (gl) | a.json |") && md.contains("| [2] | CPU AMD EPYC (cpu, 2 threads) | b.json |"), "{md}");
+        // mode, L, B, T, then ms / tok/s / of copy bw for [1] and for [2].
+        let r = row(&md, "| non-looped | 1 | 1 | 16 |");
+        assert_eq!(r[4..], ["2.00", "500", "10.0%", "1.00 (GPU 0.500)", "1000", "25.0%"], "{md}");
+        let r = row(&md, "| vanilla | 2 | 1 | 16 |");
+        // [2]'s fraction from its own copy bandwidth: 1.6 GB/s over 20.
+        assert_eq!(r[4..], ["5.00", "200", "16.0%", "2.50 (GPU 1.25)", "400", "8.00%"], "{md}");
+        // B = 2 only in [1]: dashes for [2], and a line naming the rows.
+        let r = row(&md, "| plt-fused | 2 | 2 | 16 |");
+        assert_eq!(r[4..], ["2.50", "800", "16.0%", "—", "—", "—"], "{md}");
+        assert!(md.contains("Rows only some reports have: non-looped L=1 B=2 T=16 (not in [2]); plt-fused L=2 B=2 T=16 (not in [2])"), "{md}");
+        assert!(!md.contains("B=1 T=16 (not in"), "{md}");
+        // Ratios: fused / non-looped 1.25, vanilla / fused 2, sequential / fused 1.6 on both.
+        let r = row(&md, "| 2 | 1 | 16 |");
+        assert_eq!(r[3..], ["1.25", "2.00", "1.60", "1.25", "2.00", "1.60"], "{md}");
+        let r = row(&md, "| 2 | 2 | 16 |");
+        assert_eq!(r[3..], ["1.25", "2.00", "1.60", "—", "—", "—"], "{md}");
+    }
+
+    #[test]
+    fn same_labels_are_told_apart() {
+        let mut v = two();
+        v[1].1 = v[0].1.clone();
+        let c = merge(v.clone(), false).unwrap();
+        assert_eq!((c.columns[0].label.as_str(), c.columns[1].label.as_str()), ("llvmpipe (gl) [a.json]", "llvmpipe (gl) [b.json]"));
+        v[1].1["host"]["cpus"] = json!(16);
+        let c = merge(v, false).unwrap();
+        assert_eq!(c.columns[1].label, "llvmpipe (gl) [x86_64, 16 CPUs]");
+    }
+
+    fn err(v: Vec<(String, Value)>) -> String {
+        match merge(v, false) {
+            Ok(_) => panic!("merged"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn settings_that_change_a_step_are_refused() {
+        for (k, val) in [("window", json!(64)), ("readback", json!("logits"))] {
+            let mut v = two();
+            v[1].1["settings"][k] = val;
+            let e = err(v);
+            assert!(e.contains(&format!("settings.{k}")) && e.contains("a.json") && e.contains("b.json"), "{e}");
+        }
+        // f32 matrices: `same` is an f32 cache, so f32 agrees and f16 does not.
+        let mut v = two();
+        v[1].1["settings"]["kv_dtype"] = json!("f32");
+        assert!(merge(v.clone(), false).is_ok());
+        v[1].1["settings"]["kv_dtype"] = json!("f16");
+        let e = err(v);
+        assert!(e.contains("settings.kv_dtype") && e.contains("f16 in b.json"), "{e}");
+        let mut v = two();
+        v[0].1["settings"]["sizes"][0]["hidden"] = json!(64);
+        let e = err(v);
+        assert!(e.contains("settings.sizes") && e.contains("`micro`"), "{e}");
+        // Sample counts may differ; the markdown says so.
+        let mut v = two();
+        v[1].1["settings"]["steps"] = json!(12);
+        let md = markdown(&merge(v, false).unwrap());
+        assert!(md.contains("settings.steps (2 in [1], 12 in [2])"), "{md}");
+    }
+
+    #[test]
+    fn non_reports_and_incomplete_ones_are_refused() {
+        let one = |f: &dyn Fn(&mut Value)| {
+            let mut v = two();
+            f(&mut v[1].1);
+            v
+        };
+        let e = err(one(&|v| {
+            v.as_object_mut().unwrap().remove("schema");
+        }));
+        assert!(e.contains("b.json") && e.contains("`schema`"), "{e}");
+        let e = err(one(&|v| {
+            v.as_object_mut().unwrap().remove("results");
+        }));
+        assert!(e.contains("b.json") && e.contains("`results`"), "{e}");
+        let e = err(one(&|v| v["schema"] = json!(2)));
+        assert!(e.contains("b.json") && e.contains("`schema` 2"), "{e}");
+        let e = err(one(&|v| *v = json!([1, 2])));
+        assert!(e.contains("b.json") && e.contains("not a plt bench report"), "{e}");
+        let e = err(one(&|v| v["results"][0].as_object_mut().unwrap().remove("mode").map(|_| ()).unwrap()));
+        assert!(e.contains("b.json") && e.contains("results[0] has no `mode`"), "{e}");
+        let v = one(&|v| v["complete"] = json!(false));
+        let e = err(v.clone());
+        assert!(e.contains("b.json") && e.contains("`complete` is false"), "{e}");
+        assert!(merge(v, true).is_ok());
+        let e = err(two().into_iter().take(1).collect());
+        assert!(e.contains("two or more"), "{e}");
+        let missing = std::env::temp_dir().join("plt-compare-no-such-report.json");
+        let e = read_report(&missing).unwrap_err().to_string();
+        assert!(e.contains("plt-compare-no-such-report.json"), "{e}");
+    }
+
+    /// Every tag closed in order.
+    fn balanced(s: &str) -> bool {
+        let mut stack: Vec<&str> = Vec::new();
+        let mut rest = s;
+        while let Some(i) = rest.find('<') {
+            let Some(j) = rest[i..].find('>') else { return false };
+            let tag = &rest[i + 1..i + j];
+            rest = &rest[i + j + 1..];
+            if let Some(name) = tag.strip_prefix('/') {
+                if stack.pop() != Some(name.trim()) {
+                    return false;
+                }
+            } else if !tag.ends_with('/') {
+                stack.push(tag.split_whitespace().next().unwrap_or(""));
+            }
+        }
+        stack.is_empty()
+    }
+
+    #[test]
+    fn svg_has_a_bar_group_per_row() {
+        let mut v = two();
+        v[0].1["adapter"]["name"] = json!("a <b> & c");
+        let c = merge(v, false).unwrap();
+        let s = svg(&c);
+        assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
+        assert!(balanced(&s), "{s}");
+        assert!(!balanced("<svg><g></svg></g>"));
+        assert!(s.contains("a &lt;b&gt; &amp; c"));
+        assert_eq!(s.matches("<g class=\"row\">").count(), c.rows.len());
+        // 8 rows: 4 with two bars, 4 with one bar and a dash.
+        assert_eq!(s.matches("<rect x=\"250\"").count(), 12);
+        assert_eq!(s.matches(">—</text>").count(), 4);
+        assert!(!s.contains("log scale"));
+        // A 100x span gets a log axis.
+        let mut v = two();
+        for r in v[1].1["results"].as_array_mut().unwrap() {
+            r["wall_ms"]["median"] = json!(r["wall_ms"]["median"].as_f64().unwrap() * 0.01);
+        }
+        assert!(svg(&merge(v, false).unwrap()).contains("log scale"));
+    }
 }
