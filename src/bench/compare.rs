@@ -81,6 +81,9 @@ pub struct Row {
 /// The three ratios of one report at one (size, dtype, L, B, T): (wall, gpu) each.
 pub type Ratios = [(f64, Option<f64>); 3];
 
+/// What a ratio is matched by: (preset, dtype, L, B, T).
+type RatioKey = (String, String, u64, u64, u64);
+
 #[derive(Clone, Debug)]
 pub struct RatioRow {
     pub preset: String,
@@ -245,7 +248,7 @@ fn records(file: &str, v: &Value, copy_gbps: Option<f64>) -> Result<Vec<(Key, Ce
     Ok(out)
 }
 
-fn ratios_of(v: &Value) -> Vec<((String, String, u64, u64, u64), Ratios)> {
+fn ratios_of(v: &Value) -> Vec<(RatioKey, Ratios)> {
     let mut out = Vec::new();
     for r in v["ratios"].as_array().into_iter().flatten() {
         let (Some(p), Some(d), Some(l), Some(b), Some(t)) = (r["preset"].as_str(), r["dtype"].as_str(), r["loops"].as_u64(), r["batch"].as_u64(), r["context"].as_u64()) else {
@@ -400,14 +403,14 @@ pub fn merge(inputs: Vec<(String, Value)>, allow_incomplete: bool) -> Result<Com
         .collect();
 
     let per: Vec<_> = reports.iter().map(|v| ratios_of(v)).collect();
-    let mut rkeys: Vec<(String, String, u64, u64, u64)> = Vec::new();
+    let mut rkeys: Vec<RatioKey> = Vec::new();
     for (k, _) in per.iter().flatten() {
         if !rkeys.contains(k) {
             rkeys.push(k.clone());
         }
     }
-    let rgroup = |k: &(String, String, u64, u64, u64)| groups.iter().position(|g| g.0 == k.0 && g.1 == k.1).unwrap_or(groups.len());
-    rkeys.sort_by(|a, b| (rgroup(a), a.3, a.4, a.2).cmp(&(rgroup(b), b.3, b.4, b.2)));
+    let rgroup = |k: &RatioKey| groups.iter().position(|g| g.0 == k.0 && g.1 == k.1).unwrap_or(groups.len());
+    rkeys.sort_by_key(|k| (rgroup(k), k.3, k.4, k.2));
     let ratios = rkeys
         .into_iter()
         .map(|k| RatioRow {
@@ -486,11 +489,23 @@ pub fn markdown(c: &Comparison) -> String {
             s += "\n";
             let absent: Vec<String> = r.cells.iter().enumerate().filter(|(_, x)| x.is_none()).map(|(i, _)| format!("[{}]", i + 1)).collect();
             if !absent.is_empty() {
-                missing.push(format!("{} (not in {})", row_name(&r.key), absent.join(", ")));
+                missing.push((r.key.batch, r.key.context, absent.join(", "), format!("{} L={}", r.key.mode, r.key.loops)));
             }
         }
         if !missing.is_empty() {
-            s += &format!("\nRows only some reports have: {}.\n", missing.join("; "));
+            // One entry per (B, T, reports lacking them), naming the modes; "every mode" where
+            // that is every row of the (B, T).
+            let mut parts: Vec<String> = Vec::new();
+            let mut i = 0;
+            while i < missing.len() {
+                let (b, t, absent, _) = &missing[i];
+                let same: Vec<&str> = missing[i..].iter().take_while(|m| (m.0, m.1, &m.2) == (*b, *t, absent)).map(|m| m.3.as_str()).collect();
+                let of_bt = c.rows.iter().filter(|r| r.key.preset == preset && r.key.dtype == dtype && (r.key.batch, r.key.context) == (*b, *t)).count();
+                let modes = if same.len() == of_bt && of_bt > 1 { "every mode".to_string() } else { same.join(", ") };
+                parts.push(format!("B={b} T={t} {modes} (not in {absent})"));
+                i += same.len();
+            }
+            s += &format!("\nRows only some reports have: {}.\n", parts.join("; "));
         }
         let rs: Vec<&RatioRow> = c.ratios.iter().filter(|r| r.preset == preset && r.dtype == dtype).collect();
         if !rs.is_empty() {
@@ -711,8 +726,13 @@ mod tests {
         // B = 2 only in [1]: dashes for [2], and a line naming the rows.
         let r = row(&md, "| plt-fused | 2 | 2 | 16 |");
         assert_eq!(r[4..], ["2.50", "800", "16.0%", "—", "—", "—"], "{md}");
-        assert!(md.contains("Rows only some reports have: non-looped L=1 B=2 T=16 (not in [2]); plt-fused L=2 B=2 T=16 (not in [2])"), "{md}");
-        assert!(!md.contains("B=1 T=16 (not in"), "{md}");
+        assert!(md.contains("Rows only some reports have: B=2 T=16 every mode (not in [2]).\n"), "{md}");
+        assert!(!md.contains("B=1 T=16 every"), "{md}");
+        // One row missing: named by its mode.
+        let mut v = two();
+        v[0].1["results"].as_array_mut().unwrap().remove(1);
+        let md = markdown(&merge(v, false).unwrap());
+        assert!(md.contains("Rows only some reports have: B=1 T=16 plt-fused L=2 (not in [1]); B=2 T=16 every mode (not in [2]).\n"), "{md}");
         // Ratios: fused / non-looped 1.25, vanilla / fused 2, sequential / fused 1.6 on both.
         let r = row(&md, "| 2 | 1 | 16 |");
         assert_eq!(r[3..], ["1.25", "2.00", "1.60", "1.25", "2.00", "1.60"], "{md}");
