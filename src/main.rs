@@ -56,7 +56,9 @@ enum Cmd {
     Score(ScoreArgs),
     /// Write a random model directory (config.json, model.safetensors, tokenizer.json).
     Init(InitArgs),
-    /// Measure decode latency and KV memory: PLT fused vs sequential vs non-looped vs vanilla.
+    /// Measure decode latency and KV memory: PLT fused vs sequential vs non-looped vs vanilla
+    /// (`plt bench compare A.json B.json ...` merges reports of different machines).
+    #[command(args_conflicts_with_subcommands = true)]
     Bench(Box<plt::bench::BenchArgs>),
 }
 

@@ -253,6 +253,38 @@ fn quick_bench_report_is_complete_and_consistent() {
     assert!(plot.starts_with("<svg") && plot.trim_end().ends_with("</svg>"));
     let lines = plot.matches("<polyline").count();
     assert_eq!(lines, sizes.len() * dtypes.len() * batches.len() * (1 + 3 * loops.len()));
+
+    // `plt bench compare` reads the real report: this one next to a copy of it with another
+    // adapter name, the CPU backend and a larger window.
+    let mut other = r.clone();
+    other["adapter"]["name"] = "CPU test".into();
+    other["backend"] = "cpu".into();
+    other["settings"]["window"] = (window + 1).into();
+    let json2 = dir.join("other.json");
+    std::fs::write(&json2, other.to_string()).unwrap();
+    let (ok, _, stderr) = plt(&["bench", "compare", json.to_str().unwrap(), json2.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("settings.window") && stderr.contains("other.json"), "{stderr}");
+    other["settings"]["window"] = window.into();
+    std::fs::write(&json2, other.to_string()).unwrap();
+    let (cmp_md, cmp_svg) = (dir.join("compare.md"), dir.join("compare.svg"));
+    let (ok, stdout, stderr) = plt(&["bench", "compare", json.to_str().unwrap(), json2.to_str().unwrap(), "--markdown", cmp_md.to_str().unwrap(), "--svg", cmp_svg.to_str().unwrap()]);
+    assert!(ok, "plt bench compare failed:\n{stderr}");
+    assert!(stdout.is_empty(), "the markdown goes to the file: {stdout}");
+    let text = read(&cmp_md);
+    let cpus = u(&r["host"]["cpus"]);
+    assert!(text.contains(&format!("| [2] | CPU test (cpu, {}, {cpus} thread", a["backend"].as_str().unwrap().to_lowercase())), "{text}");
+    // One row per result, the same figures in both column groups; one ratio row per ratio.
+    let body: Vec<&str> = text.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| mode") && !l.starts_with("| L ") && !l.starts_with("| [") && !l.starts_with("| |")).collect();
+    assert_eq!(body.len(), results.len() + ratios.len(), "{text}");
+    for l in &body {
+        let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+        let k = cells.len() - 6;
+        assert_eq!(cells[k..k + 3], cells[k + 3..], "{l}");
+        assert!(!l.contains('—'), "{l}");
+    }
+    let plot = read(&cmp_svg);
+    assert!(plot.starts_with("<svg") && plot.trim_end().ends_with("</svg>"));
+    assert_eq!(plot.matches("<g class=\"row\">").count(), results.len());
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -267,6 +299,9 @@ fn bad_bench_arguments_are_one_line_errors() {
         (&["bench", "--subgroups", "maybe"][..], "--subgroups: expected auto, on or off"),
         (&["bench", "--fuse-norms", "yes"][..], "--fuse-norms: expected auto, on or off"),
         (&["bench", "--lanes", "12"][..], "--lanes: expected auto, 8, 16 or 32"),
+        (&["bench", "compare", "/nonexistent/a.json", "/nonexistent/b.json"][..], "/nonexistent/a.json"),
+        (&["bench", "compare", "Cargo.toml", "Cargo.toml"][..], "Cargo.toml: not JSON"),
+        (&["bench", "compare", "tests/browser/package.json", "tests/browser/package.json"][..], "package.json: not a plt bench report (no `schema`)"),
     ] {
         let (ok, _, err) = plt(args);
         assert!(!ok, "plt {args:?} should fail");

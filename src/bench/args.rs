@@ -131,6 +131,17 @@ pub struct BenchArgs {
     /// No progress bar on stderr.
     #[arg(long)]
     pub no_progress: bool,
+    /// Instead of a run: `compare` merges reports of other runs.
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+}
+
+/// What `plt bench` does instead of a run.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum BenchCommand {
+    /// Merge the JSON reports of runs on different machines or adapters into one table per
+    /// (size, dtype), a column group per report, and optionally a bar chart.
+    Compare(super::compare::CompareArgs),
 }
 
 // ---------------------------------------------------------------------------------------------

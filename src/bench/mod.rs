@@ -20,16 +20,19 @@
 //! The parts: `args` (the command line, model sizes, resolved settings), `run` (the plan and the
 //! loop over configurations), `session` (one measured session: memory, prefill, alternating
 //! decode steps), `copy` (the copy-bandwidth yardstick), `report` (the JSON), `render` (markdown
-//! and SVG). The progress bar is `crate::progress`.
+//! and SVG). The progress bar is `crate::progress`. `compare` (`plt bench compare`) merges
+//! reports of different machines or adapters.
 
 mod args;
+mod compare;
 mod copy;
 mod render;
 mod report;
 mod run;
 mod session;
 
-pub use args::{preset, resolve, BenchArgs, Dtype, KvDtype, Readback, Settings, Size, PRESETS};
+pub use args::{preset, resolve, BenchArgs, BenchCommand, Dtype, KvDtype, Readback, Settings, Size, PRESETS};
+pub use compare::{merge, CompareArgs, Comparison};
 pub use copy::copy_bandwidth;
 pub use render::{markdown, svg};
 pub use report::{AdapterReport, CopyBw, Dist, Host, Kind, Kv, Mode, ModelInfo, Pair, Prefill, Ratio, Record, Report, Skip, Timer};

@@ -5,7 +5,7 @@ use super::args::{Dtype, KvDtype, Readback};
 use super::report::{Mode, Pair, Record, Report, Skip};
 
 /// Milliseconds: three significant digits below 100, whole numbers above.
-fn ms(x: f64) -> String {
+pub(super) fn ms(x: f64) -> String {
     if x >= 100.0 {
         format!("{x:.0}")
     } else if x >= 10.0 {
@@ -30,7 +30,7 @@ fn mib(b: u64) -> String {
 }
 
 /// Three significant digits.
-fn sig(x: f64) -> String {
+pub(super) fn sig(x: f64) -> String {
     if x == 0.0 || !x.is_finite() {
         return format!("{x}");
     }
@@ -39,7 +39,7 @@ fn sig(x: f64) -> String {
 }
 
 /// A ratio of two times or sizes.
-fn ratio(x: f64) -> String {
+pub(super) fn ratio(x: f64) -> String {
     format!("{x:.2}")
 }
 
@@ -167,12 +167,12 @@ pub fn markdown(r: &Report) -> String {
 // ---------------------------------------------------------------------------------------------
 // SVG
 
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// "Nice" tick step for a 0..max axis with about `n` ticks.
-fn tick_step(max: f64, n: f64) -> f64 {
+pub(super) fn tick_step(max: f64, n: f64) -> f64 {
     let raw = (max / n).max(1e-12);
     let p = 10f64.powf(raw.log10().floor());
     let m = raw / p;

@@ -1,7 +1,7 @@
 //! The run: planning the configurations, uploading the model variants, and measuring every
 //! (size, dtype, B, T) with one session per variant, within the time limit.
 
-use super::args::{auto_on_off, parse_lanes, resolve, BenchArgs, Dtype, Settings};
+use super::args::{auto_on_off, parse_lanes, resolve, BenchArgs, BenchCommand, Dtype, Settings};
 use super::copy::copy_bandwidth;
 use super::render::{markdown, svg};
 use super::report::{ratios, write_json, AdapterReport, Host, Kind, ModelInfo, Report, Skip};
@@ -34,6 +34,9 @@ struct Unit {
 /// configuration; writes the JSON (after every configuration, and complete at the end), prints
 /// the markdown to stdout, and writes the optional markdown file and plot.
 pub fn run(args: &BenchArgs) -> Result<()> {
+    if let Some(BenchCommand::Compare(c)) = &args.command {
+        return super::compare::run(c);
+    }
     let t0 = Instant::now();
     resolve(args, false)?; // argument errors before opening the device
     let gpu = Arc::new(Gpu::new_blocking(&GpuOptions {
