@@ -20,6 +20,10 @@ use std::sync::Arc;
 
 /// f32 accumulation against the reference's f64.
 const TOL: f64 = 1e-9;
+/// Int8 activations in the block formats' dot products: about 0.5% relative error per matmul,
+/// which these tiny random models (near-cancelling logits) amplify to nmse ~2e-3 at worst
+/// (measured: 1.9e-3); a wrong decoder gives nmse ~1.
+const QTOL: f64 = 5e-3;
 
 fn model(cfg: &Config, w: &Weights, dtype: DType, threads: usize) -> Arc<CpuModel> {
     Arc::new(CpuModel::from_weights(cfg, w, Some(dtype), &CpuOptions { threads: Some(threads), simd: None }).unwrap())
@@ -108,8 +112,7 @@ fn portable_kernels_match_the_reference() {
 }
 
 /// GGUF files with every kept block format (mixed in fused matrices, a quantised tied
-/// embedding) against the reference on their dequantised weights. The activations are int8
-/// for the dot products: nmse ~1e-5 per dot.
+/// embedding) against the reference on their dequantised weights (`QTOL`), and as f32.
 #[test]
 fn quantised_gguf_models_match_the_reference() {
     let mut vars = vec![(all_quantised(), TINY), (k_quantised(), K_DIMS)];
@@ -127,11 +130,18 @@ fn quantised_gguf_models_match_the_reference() {
         }
         let toks = tokens(12, host.cfg.vocab_size, 8);
         let want = reference::forward(&host.cfg, &host.weights, &toks);
-        for schedule in [Schedule::Fused, Schedule::Sequential] {
-            for (t, (g, w)) in run(&m, &toks, 5, schedule, false).iter().zip(&want).enumerate() {
-                let e = nmse(g, w);
-                assert!(e < 2e-4, "variant {vi} {schedule:?}: position {t}: nmse {e:e}");
-            }
+        let fused = run(&m, &toks, 5, Schedule::Fused, false);
+        for (t, (g, w)) in fused.iter().zip(&want).enumerate() {
+            let e = nmse(g, w);
+            assert!(e < QTOL, "variant {vi}: position {t}: nmse {e:e}");
+        }
+        assert_eq!(bits(&run(&m, &toks, 5, Schedule::Sequential, false)), bits(&fused), "variant {vi}: sequential differs from fused");
+        // Dequantised to f32 at load, the same files give the reference's numbers.
+        let open = plt::load::open_gguf(Box::new(MemorySource::new("synthetic.gguf", g.bytes()))).unwrap();
+        let f = Arc::new(CpuModel::load(open, Some(DType::F32), &CpuOptions { threads: Some(2), simd: None }, &mut |_| {}).unwrap());
+        for (t, (g, w)) in run(&f, &toks, 5, Schedule::Fused, false).iter().zip(&want).enumerate() {
+            let e = nmse(g, w);
+            assert!(e < TOL, "variant {vi} as f32: position {t}: nmse {e:e}");
         }
     }
 }
