@@ -20,7 +20,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::load::{ModelSource, OpenModel};
-use crate::model::{GpuModel, Schedule};
+use crate::cpu::{CpuModel, CpuOptions, CpuSession, CpuSessionOptions};
+use crate::model::{GpuModel, Schedule, Session, SessionOptions};
 use crate::sampling::SamplerConfig;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{DType, Weights};
@@ -28,24 +29,67 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-/// A model on a device, with its tokenizer.
+/// Where a model runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// A hardware GPU adapter when there is one; else the CPU backend (software adapters such
+    /// as llvmpipe, lavapipe, SwiftShader or WARP are slower than it). Named adapters
+    /// (`GpuOptions::adapter`) are always used.
+    #[default]
+    Auto,
+    /// A GPU adapter through wgpu (a software one too).
+    Gpu,
+    /// The native CPU backend (`crate::cpu`).
+    Cpu,
+}
+
+impl Backend {
+    pub fn parse(s: &str) -> Option<Backend> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Some(Backend::Auto),
+            "gpu" => Some(Backend::Gpu),
+            "cpu" => Some(Backend::Cpu),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Gpu => "gpu",
+            Backend::Cpu => "cpu",
+        }
+    }
+}
+
+/// The loaded model of an engine: on a GPU, or on the CPU backend.
+pub enum Device {
+    Gpu { gpu: Arc<Gpu>, model: Arc<GpuModel> },
+    Cpu(Arc<CpuModel>),
+}
+
+/// A model on a backend, with its tokenizer.
 pub struct Engine {
-    pub gpu: Arc<Gpu>,
-    pub model: Arc<GpuModel>,
+    pub device: Device,
     pub tokenizer: Option<Arc<Tokenizer>>,
     /// Where it came from (for messages).
     pub source: String,
     /// `TextSession`s store their KV cache in f16 (`LoadOptions::kv_f16`).
     pub kv_f16: bool,
+    /// Why `Backend::Auto` chose the backend it did (None for an explicit choice).
+    pub choice: Option<String>,
 }
 
 /// Options for `Engine::load`.
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
-    /// Device storage of the matrices (default: as stored; F16 for F16 files, GGUF 32-weight
-    /// blocks kept quantised, F32 otherwise); a dtype dequantises every matrix to it.
+    /// Storage of the matrices (default: as stored; F16 for F16 files, GGUF blocks kept
+    /// quantised, F32 otherwise on the GPU, BF16 kept on the CPU); a dtype converts every
+    /// matrix to it.
     pub dtype: Option<DType>,
+    pub backend: Backend,
     pub gpu: GpuOptions,
+    pub cpu: CpuOptions,
     /// Sessions of this engine keep their KV cache in f16 (`SessionOptions::kv_f16`).
     pub kv_f16: bool,
 }
@@ -57,17 +101,35 @@ pub fn read_model(path: &Path) -> Result<(Config, Weights, Option<Tokenizer>)> {
 }
 
 impl Engine {
-    /// Loads a model (a path, or files in memory) onto a new device: its headers are read and
-    /// its plan made, then the tensors stream from the files to the device.
-    /// `progress(stage, fraction)` reports the upload.
+    /// Loads a model (a path, or files in memory) onto the backend `opts` chooses: its headers
+    /// are read and its plan made, then the tensors stream from the files to the device (or
+    /// host memory). `progress(stage, fraction)` reports the upload.
     pub async fn load(src: impl Into<ModelSource>, opts: &LoadOptions, progress: &mut dyn FnMut(&str, f32)) -> Result<Engine> {
         let src = src.into();
         progress("reading", 0.0);
         let model = crate::load::open(&src)?;
         progress("reading", 1.0);
-        let gpu = Arc::new(Gpu::new(&opts.gpu).await?);
-        let mut e = Engine::from_model(gpu, model, opts.dtype, &src.to_string(), progress)?;
+        Engine::from_open(model, opts, &src.to_string(), progress).await
+    }
+
+    /// An engine from an opened model (`load::open`) on the backend `opts` chooses.
+    pub async fn from_open(model: OpenModel<'_>, opts: &LoadOptions, source: &str, progress: &mut dyn FnMut(&str, f32)) -> Result<Engine> {
+        let (gpu, choice) = match opts.backend {
+            Backend::Cpu => (None, None),
+            Backend::Gpu => (Some(Gpu::new(&opts.gpu).await?), None),
+            Backend::Auto => match Gpu::new(&opts.gpu).await {
+                Ok(g) if !g.is_software() || opts.gpu.adapter.is_some() => (Some(g), None),
+                Ok(g) => (None, Some(format!("the only GPU adapter is a software one ({}), slower than the CPU backend", g.describe()))),
+                Err(Error::NoAdapter(msg)) if opts.gpu.adapter.is_none() => (None, Some(format!("no GPU adapter ({msg})"))),
+                Err(e) => return Err(e),
+            },
+        };
+        let mut e = match gpu {
+            Some(g) => Engine::from_model(Arc::new(g), model, opts.dtype, source, progress)?,
+            None => Engine::from_model_cpu(model, opts.dtype, &opts.cpu, source, progress)?,
+        };
         e.kv_f16 = opts.kv_f16;
+        e.choice = choice;
         Ok(e)
     }
 
@@ -76,7 +138,19 @@ impl Engine {
     pub fn from_model(gpu: Arc<Gpu>, model: OpenModel<'_>, dtype: Option<DType>, source: &str, progress: &mut dyn FnMut(&str, f32)) -> Result<Engine> {
         let tokenizer = model.tokenizer()?;
         let model = GpuModel::load(gpu.clone(), model, dtype, &mut |f| progress("uploading", f))?;
-        Ok(Engine { gpu, model: Arc::new(model), tokenizer: tokenizer.map(Arc::new), source: source.to_string(), kv_f16: false })
+        Ok(Engine::new(Device::Gpu { gpu, model: Arc::new(model) }, tokenizer, source))
+    }
+
+    /// An engine on the CPU backend from an opened model: the tensors stream into host memory
+    /// in their storage formats.
+    pub fn from_model_cpu(model: OpenModel<'_>, dtype: Option<DType>, opts: &CpuOptions, source: &str, progress: &mut dyn FnMut(&str, f32)) -> Result<Engine> {
+        let tokenizer = model.tokenizer()?;
+        let model = CpuModel::load(model, dtype, opts, &mut |f| progress("loading", f))?;
+        Ok(Engine::new(Device::Cpu(Arc::new(model)), tokenizer, source))
+    }
+
+    fn new(device: Device, tokenizer: Option<Tokenizer>, source: &str) -> Engine {
+        Engine { device, tokenizer: tokenizer.map(Arc::new), source: source.to_string(), kv_f16: false, choice: None }
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -84,7 +158,7 @@ impl Engine {
         pollster::block_on(Engine::load(src, opts, progress))
     }
 
-    /// An engine from weights already in memory (e.g. fetched by a browser).
+    /// An engine on `gpu` from weights already in memory (e.g. fetched by a browser).
     pub fn from_parts(
         gpu: Arc<Gpu>,
         cfg: &Config,
@@ -95,11 +169,79 @@ impl Engine {
         progress: &mut dyn FnMut(&str, f32),
     ) -> Result<Engine> {
         let model = GpuModel::new_with_progress(gpu.clone(), cfg, w, dtype, &mut |f| progress("uploading", f))?;
-        Ok(Engine { gpu, model: Arc::new(model), tokenizer: tokenizer.map(Arc::new), source: source.to_string(), kv_f16: false })
+        Ok(Engine::new(Device::Gpu { gpu, model: Arc::new(model) }, tokenizer, source))
+    }
+
+    /// An engine on the CPU backend from weights in memory.
+    pub fn from_parts_cpu(cfg: &Config, w: &Weights, tokenizer: Option<Tokenizer>, dtype: Option<DType>, opts: &CpuOptions, source: &str) -> Result<Engine> {
+        let model = CpuModel::from_weights(cfg, w, dtype, opts)?;
+        Ok(Engine::new(Device::Cpu(Arc::new(model)), tokenizer, source))
     }
 
     pub fn cfg(&self) -> &Config {
-        &self.model.cfg
+        match &self.device {
+            Device::Gpu { model, .. } => &model.cfg,
+            Device::Cpu(m) => &m.cfg,
+        }
+    }
+
+    /// The GPU, for an engine on one.
+    pub fn gpu(&self) -> Option<&Arc<Gpu>> {
+        match &self.device {
+            Device::Gpu { gpu, .. } => Some(gpu),
+            Device::Cpu(_) => None,
+        }
+    }
+
+    /// The model on the GPU, for an engine on one.
+    pub fn gpu_model(&self) -> Option<&Arc<GpuModel>> {
+        match &self.device {
+            Device::Gpu { model, .. } => Some(model),
+            Device::Cpu(_) => None,
+        }
+    }
+
+    /// The model on the CPU backend, for an engine on it.
+    pub fn cpu_model(&self) -> Option<&Arc<CpuModel>> {
+        match &self.device {
+            Device::Cpu(m) => Some(m),
+            Device::Gpu { .. } => None,
+        }
+    }
+
+    /// The backend it runs on: `gpu` or `cpu`.
+    pub fn backend(&self) -> Backend {
+        match self.device {
+            Device::Gpu { .. } => Backend::Gpu,
+            Device::Cpu(_) => Backend::Cpu,
+        }
+    }
+
+    /// The adapter or the CPU backend, in words.
+    pub fn describe(&self) -> String {
+        match &self.device {
+            Device::Gpu { gpu, .. } => gpu.describe(),
+            Device::Cpu(m) => m.describe(),
+        }
+    }
+
+    /// Bytes of the matrices a decode step reads.
+    pub fn weight_bytes(&self) -> u64 {
+        match &self.device {
+            Device::Gpu { model, .. } => model.weight_bytes(),
+            Device::Cpu(m) => m.weight_bytes(),
+        }
+    }
+
+    /// A new sequence of up to `context` positions on this engine's backend.
+    pub fn step_session(&self, context: usize) -> Result<Box<dyn StepSession>> {
+        Ok(match &self.device {
+            Device::Gpu { model, .. } => {
+                let opts = SessionOptions { batch: 1, context, prefill_chunk: 128.min(context), kv_f16: self.kv_f16 };
+                Box::new(Session::new(model.clone(), opts)?)
+            }
+            Device::Cpu(m) => Box::new(CpuSession::new(m.clone(), CpuSessionOptions { context, kv_f16: self.kv_f16 })?),
+        })
     }
 
     pub fn tokenizer(&self) -> Result<&Tokenizer> {

@@ -1,11 +1,12 @@
 //! The `plt` command: generate, chat, perplexity, info, score, init, bench.
 
 use clap::{Args, Parser, Subcommand};
-use plt::generate::{Chat, Engine, FinishReason, GenerateOptions, LoadOptions, ReferenceSession, TextSession};
+use plt::cpu::{CpuOptions, CpuSession, CpuSessionOptions};
+use plt::generate::{Backend, Chat, Device, Engine, FinishReason, GenerateOptions, LoadOptions, ReferenceSession, TextSession};
 use plt::gpu::GpuOptions;
 use plt::init::{random_weights, write_model, InitOptions};
 use plt::load::{Bytes, MemoryModel, ModelSource};
-use plt::model::{Schedule, GpuModel, Logits, Session, SessionOptions};
+use plt::model::{Schedule, Logits, Session, SessionOptions};
 use plt::progress::Progress;
 use plt::sampling::SamplerConfig;
 use plt::tokenizer::ChatMessage;
@@ -78,9 +79,70 @@ struct ModelArgs {
     /// KV-cache storage: f32 (default) or f16 (half the memory; keys and values rounded).
     #[arg(long)]
     kv_dtype: Option<String>,
-    /// Run on the CPU reference instead of the GPU (slow; also the fallback without an adapter).
+    /// Where the model runs: auto (a hardware GPU when there is one, else the CPU backend),
+    /// gpu (any adapter, software ones too), cpu (the native CPU backend), or reference (the
+    /// f64 CPU oracle: exact and slow).
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// The same as `--backend cpu`.
     #[arg(long)]
     cpu: bool,
+    /// CPU backend threads (default: one per physical core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// What `--backend` (or `--cpu`) asks for: a backend of `Engine`, or the reference.
+enum Choice {
+    Engine(Backend),
+    Reference,
+}
+
+impl ModelArgs {
+    fn choice(&self) -> Result<Choice> {
+        if self.cpu {
+            if self.backend != "auto" && self.backend != "cpu" {
+                return Err(Error::Input(format!("--cpu and --backend {} contradict each other", self.backend)));
+            }
+            return Ok(Choice::Engine(Backend::Cpu));
+        }
+        if self.backend.eq_ignore_ascii_case("reference") {
+            return Ok(Choice::Reference);
+        }
+        Backend::parse(&self.backend)
+            .map(Choice::Engine)
+            .ok_or_else(|| Error::Input(format!("--backend: expected auto, gpu, cpu or reference, got `{}`", self.backend)))
+    }
+
+    fn load_options(&self, backend: Backend) -> Result<LoadOptions> {
+        if self.threads == Some(0) {
+            return Err(Error::Input("--threads must be at least 1".into()));
+        }
+        Ok(LoadOptions {
+            dtype: self.dtype.as_deref().map(parse_dtype).transpose()?,
+            backend,
+            gpu: GpuOptions { adapter: self.adapter.clone(), ..Default::default() },
+            cpu: CpuOptions { threads: self.threads, simd: None },
+            kv_f16: parse_kv_dtype(self.kv_dtype.as_deref())?,
+        })
+    }
+
+    /// The engine on the backend asked for, from an opened model; says where it runs and,
+    /// when `auto` chose, why.
+    fn engine(&self, model: plt::load::OpenModel<'_>, backend: Backend, source: &str, bar: &mut Progress) -> Result<Engine> {
+        let opts = self.load_options(backend)?;
+        let e = pollster::block_on(Engine::from_open(model, &opts, source, &mut |stage, f| bar.stage(stage, f))).map_err(|e| match e {
+            Error::NoAdapter(msg) => Error::NoAdapter(format!(
+                "{msg}. On Linux, `apt-get install -y mesa-vulkan-drivers` gives a software GPU adapter; `--backend cpu` runs without one"
+            )),
+            e => e,
+        })?;
+        eprintln!("{source} on {}", e.describe());
+        if let Some(why) = &e.choice {
+            eprintln!("note: {}: running on the CPU backend (`--backend gpu` uses the GPU anyway)", printable(why));
+        }
+        Ok(e)
+    }
 }
 
 #[derive(Args, Clone)]
@@ -369,37 +431,22 @@ fn options_unchecked(a: &SampleArgs) -> Result<GenerateOptions> {
     })
 }
 
-/// A text session on the GPU, or on the CPU reference (`--cpu`, or loudly when no adapter):
-/// the same generation either way.
+/// A text session on the backend `--backend` names (the CPU reference too): the same
+/// generation on each.
 fn open(m: &ModelArgs, context: Option<usize>) -> Result<TextSession> {
     let path = model_source(&m.model);
-    let on_cpu = |reason: &str| -> Result<TextSession> {
-        if !reason.is_empty() {
-            eprintln!("warning: {}", printable(reason));
-            eprintln!("warning: falling back to the CPU reference: correct but SLOW. On Linux, `apt-get install -y mesa-vulkan-drivers` gives a software GPU adapter.");
+    let backend = match m.choice()? {
+        Choice::Reference => {
+            let (cfg, w, tok) = plt::load::read_host(&path)?;
+            let context = session_context(context, cfg.max_position_embeddings)?;
+            let session = ReferenceSession::new(&cfg, Arc::new(w), context)?;
+            eprintln!("{path} on the CPU reference (exact and slow)");
+            return Ok(TextSession::with_backend(Box::new(session), tok.map(Arc::new), &path.to_string()));
         }
-        let (cfg, w, tok) = plt::load::read_host(&path)?;
-        let context = session_context(context, cfg.max_position_embeddings)?;
-        let session = ReferenceSession::new(&cfg, Arc::new(w), context)?;
-        eprintln!("{path} on the CPU reference");
-        Ok(TextSession::with_backend(Box::new(session), tok.map(Arc::new), &path.to_string()))
-    };
-    if m.cpu {
-        return on_cpu("");
-    }
-    let opts = LoadOptions {
-        dtype: m.dtype.as_deref().map(parse_dtype).transpose()?,
-        gpu: GpuOptions { adapter: m.adapter.clone(), ..Default::default() },
-        kv_f16: parse_kv_dtype(m.kv_dtype.as_deref())?,
+        Choice::Engine(b) => b,
     };
     let mut bar = Progress::new(1.0, true);
-    let engine = match Engine::load_blocking(&path, &opts, &mut |stage, f| bar.stage(stage, f)) {
-        Ok(e) => e,
-        // A named adapter that is not there is the user's error; no adapter at all falls back.
-        Err(Error::NoAdapter(msg)) if m.adapter.is_none() => return on_cpu(&format!("no GPU adapter ({msg})")),
-        Err(e) => return Err(e),
-    };
-    eprintln!("{path} on {}", engine.gpu.describe());
+    let engine = m.engine(plt::load::open(&path)?, backend, &path.to_string(), &mut bar)?;
     let context = session_context(context, engine.cfg().max_position_embeddings)?;
     TextSession::new(Arc::new(engine), context)
 }
@@ -520,13 +567,12 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
     if !meta.is_file() {
         return Err(Error::Input(format!("{} is not a regular file", a.file.display())));
     }
-    let opts = LoadOptions {
-        dtype: a.model.dtype.as_deref().map(parse_dtype).transpose()?,
-        gpu: GpuOptions { adapter: a.model.adapter.clone(), ..Default::default() },
-        kv_f16: parse_kv_dtype(a.model.kv_dtype.as_deref())?,
+    let backend = match a.model.choice()? {
+        Choice::Engine(b) => b,
+        Choice::Reference => return Err(Error::Input("perplexity runs on --backend auto, gpu or cpu (the reference is too slow for a file)".into())),
     };
     let mut bar = Progress::new(1.0, true);
-    let engine = Engine::load_blocking(&path, &opts, &mut |stage, f| bar.stage(stage, f))?;
+    let engine = a.model.engine(plt::load::open(&path)?, backend, &path.to_string(), &mut bar)?;
     let tok = engine.tokenizer()?;
     let max = engine.cfg().max_position_embeddings;
     let ctx = match a.context {
@@ -535,7 +581,23 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
         None => 256.min(max),
     };
     let v = engine.cfg().vocab_size;
-    let mut s = Session::new(engine.model.clone(), SessionOptions { batch: 1, context: ctx, prefill_chunk: 128.min(ctx), kv_f16: engine.kv_f16 })?;
+    // Every position's logits of one chunk, from position 0.
+    let mut chunk_logits: Box<dyn FnMut(&[u32]) -> Result<Vec<f32>>> = match &engine.device {
+        Device::Gpu { model, .. } => {
+            let mut s = Session::new(model.clone(), SessionOptions { batch: 1, context: ctx, prefill_chunk: 128.min(ctx), kv_f16: engine.kv_f16 })?;
+            Box::new(move |c: &[u32]| {
+                s.reset(0)?;
+                s.prefill_blocking(0, c, Logits::All)
+            })
+        }
+        Device::Cpu(m) => {
+            let mut s = CpuSession::new(m.clone(), CpuSessionOptions { context: ctx, kv_f16: engine.kv_f16 })?;
+            Box::new(move |c: &[u32]| {
+                plt::generate::StepSession::reset(&mut s)?;
+                s.prefill_logits(c, true)
+            })
+        }
+    };
     let (mut nll, mut n, mut chunks) = (0.0f64, 0usize, 0usize);
     let start = Instant::now();
     // The file is read, tokenised and scored a piece at a time: memory stays flat in its size.
@@ -554,8 +616,7 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
         }
         while ids.len() >= ctx || (last && ids.len() >= 2) {
             let c: Vec<u32> = ids.drain(..ctx.min(ids.len())).collect();
-            s.reset(0)?;
-            let logits = s.prefill_blocking(0, &c, Logits::All)?;
+            let logits = chunk_logits(&c)?;
             for t in 0..c.len() - 1 {
                 nll -= reference::logprob(&logits[t * v..(t + 1) * v], c[t + 1]);
                 n += 1;
@@ -579,7 +640,7 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
         serde_json::json!({
             "file": a.file.display().to_string(), "tokens_scored": n, "chunks": chunks, "context": ctx,
             "mean_nll": nll / n as f64, "perplexity": ppl, "seconds": start.elapsed().as_secs_f64(),
-            "adapter": engine.gpu.describe(),
+            "backend": engine.backend().name(), "adapter": engine.describe(),
         })
     );
     Ok(())
@@ -823,34 +884,47 @@ fn score(a: ScoreArgs) -> Result<()> {
             Schedule::Sequential => "sequential",
         }
     };
-    let cpu = a.model.cpu;
+    let choice = a.model.choice()?;
+    let reference = matches!(choice, Choice::Reference);
     // logits[t] predicts tokens[t+1]; the last token's logits are not needed.
-    let (logits, adapter): (Vec<Vec<f32>>, String) = if cpu {
-        let w = model.read_weights()?;
-        (reference::forward(&cfg, &w, &tokens[..n - 1]), "cpu-reference".into())
-    } else {
-        let dtype = a.model.dtype.as_deref().map(parse_dtype).transpose()?;
-        let gpu = Arc::new(plt::gpu::Gpu::new_blocking(&GpuOptions { adapter: a.model.adapter.clone(), ..Default::default() })?);
-        let adapter = gpu.describe();
-        // The tensors stream from the files to the device: no host copy of the weights.
-        let gpu_model = Arc::new(GpuModel::load(gpu, model, dtype, &mut |_| {})?);
-        let kv_f16 = parse_kv_dtype(a.model.kv_dtype.as_deref())?;
-        let mut s = Session::new(gpu_model, SessionOptions { batch: 1, context: n, prefill_chunk: 128, kv_f16 })?;
-        let v = cfg.vocab_size;
-        let mut out: Vec<Vec<f32>> = s.prefill_blocking(0, &tokens[..prefill], Logits::All)?.chunks(v).map(|c| c.to_vec()).collect();
-        for &t in &tokens[prefill..n - 1] {
-            out.push(s.decode_blocking(&[t], schedule, true)?);
+    let (logits, adapter, backend): (Vec<Vec<f32>>, String, &str) = match choice {
+        Choice::Reference => {
+            let w = model.read_weights()?;
+            (reference::forward(&cfg, &w, &tokens[..n - 1]), "cpu-reference".into(), "reference")
         }
-        out.truncate(n - 1);
-        (out, adapter)
+        Choice::Engine(b) => {
+            let mut bar = Progress::new(1.0, false);
+            let engine = a.model.engine(model, b, &src.to_string(), &mut bar)?;
+            let v = cfg.vocab_size;
+            let mut out: Vec<Vec<f32>> = Vec::new();
+            match &engine.device {
+                Device::Gpu { model, .. } => {
+                    let mut s = Session::new(model.clone(), SessionOptions { batch: 1, context: n, prefill_chunk: 128, kv_f16: engine.kv_f16 })?;
+                    out.extend(s.prefill_blocking(0, &tokens[..prefill], Logits::All)?.chunks(v).map(|c| c.to_vec()));
+                    for &t in &tokens[prefill..n - 1] {
+                        out.push(s.decode_blocking(&[t], schedule, true)?);
+                    }
+                }
+                Device::Cpu(m) => {
+                    let mut s = CpuSession::new(m.clone(), CpuSessionOptions { context: n, kv_f16: engine.kv_f16 })?;
+                    out.extend(s.prefill_logits(&tokens[..prefill], true)?.chunks(v).map(|c| c.to_vec()));
+                    for &t in &tokens[prefill..n - 1] {
+                        out.push(s.decode_logits(t, schedule)?);
+                    }
+                }
+            }
+            out.truncate(n - 1);
+            (out, engine.describe(), engine.backend().name())
+        }
     };
     let logprobs: Vec<f64> = (0..n - 1).map(|t| reference::logprob(&logits[t], tokens[t + 1])).collect();
     let json = serde_json::json!({
         "logprobs": logprobs,
+        "backend": backend,
         "adapter": adapter,
-        "mode": if cpu { "reference" } else { mode },
+        "mode": if reference { "reference" } else { mode },
         "tokens": tokens,
-        "prefill": if cpu { n - 1 } else { prefill },
+        "prefill": if reference { n - 1 } else { prefill },
     });
     println!("{json}");
     Ok(())

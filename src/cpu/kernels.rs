@@ -81,8 +81,22 @@ pub fn is_float(ty: GgmlType) -> bool {
 
 /// Bytes of one row of `cols` values of `ty` (whole blocks; `kept` types only).
 pub fn row_bytes(ty: GgmlType, cols: usize) -> usize {
-    let (b, s) = ty.block().unwrap_or((1, 4));
-    cols / b as usize * s as usize
+    match ty {
+        GgmlType::F32 => 4 * cols,
+        GgmlType::F16 | GgmlType::BF16 => 2 * cols,
+        GgmlType::Q8_0 => cols / 32 * 34,
+        GgmlType::Q4_0 => cols / 32 * 18,
+        GgmlType::Q4_1 => cols / 32 * 20,
+        GgmlType::Q5_0 => cols / 32 * 22,
+        GgmlType::Q5_1 => cols / 32 * 24,
+        GgmlType::Q4_K => cols / 256 * 144,
+        GgmlType::Q5_K => cols / 256 * 176,
+        GgmlType::Q6_K => cols / 256 * 210,
+        other => {
+            let (b, s) = other.block().unwrap_or((1, 4));
+            cols / b as usize * s as usize
+        }
+    }
 }
 
 /// Activation rows quantised to int8 in blocks of 32.
@@ -95,6 +109,9 @@ pub struct QActs {
     pub d: Vec<f32>,
     /// Sum of the q of each 16 values.
     pub s: Vec<i32>,
+    /// d times the sum of the q of each block of 32 (the block's sum of values, as the dot
+    /// products see them).
+    pub sx: Vec<f32>,
 }
 
 impl QActs {
@@ -107,6 +124,7 @@ impl QActs {
         self.q.resize(x.len(), 0);
         self.d.resize(blocks, 0.0);
         self.s.resize(2 * blocks, 0);
+        self.sx.resize(blocks, 0.0);
         for (b, xb) in x.chunks_exact(32).enumerate() {
             let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
             let d = amax / 127.0;
@@ -118,6 +136,7 @@ impl QActs {
             }
             self.s[2 * b] = q[..16].iter().map(|&v| v as i32).sum();
             self.s[2 * b + 1] = q[16..].iter().map(|&v| v as i32).sum();
+            self.sx[b] = d * (self.s[2 * b] + self.s[2 * b + 1]) as f32;
         }
     }
 
@@ -441,32 +460,68 @@ mod avx2 {
         _mm256_and_si256(set, _mm256_set1_epi8(0x10))
     }
 
-    /// Unit `u`'s 32 quants (unsigned bytes; int8 for Q8_0).
+    /// f16 bits to f32 with F16C.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn quants<const F: u8>(row: *const u8, u: usize) -> __m256i {
+    unsafe fn h2f(p: *const u8) -> f32 {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128((p as *const u16).read_unaligned() as i32)))
+    }
+
+    /// Two adjacent f16 (d, m) to f32.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn h2f2(p: *const u8) -> (f32, f32) {
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const u32).read_unaligned() as i32));
+        (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+    }
+
+    /// Whether format `F`'s quants are read as signed bytes (their offset subtracted): then the
+    /// dot product takes the sign trick and no correction term.
+    const fn signed(f: u8) -> bool {
+        matches!(f, Q8_0 | Q4_0 | Q5_0 | Q6_K)
+    }
+
+    /// Unit `u`: its 32 quants (signed bytes with the offset subtracted for `signed` formats,
+    /// else unsigned), its scale per half (lanes 0-3, 4-7), and its min.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn unit<const F: u8>(row: *const u8, u: usize) -> (__m256i, __m256, f32) {
         let low4 = _mm256_set1_epi8(0x0F);
         match F {
-            Q8_0 => _mm256_loadu_si256(row.add(34 * u + 2) as *const __m256i),
-            Q4_0 => nibbles16(row.add(18 * u + 2)),
-            Q4_1 => nibbles16(row.add(20 * u + 4)),
+            Q8_0 => (_mm256_loadu_si256(row.add(34 * u + 2) as *const __m256i), _mm256_set1_ps(h2f(row.add(34 * u))), 0.0),
+            Q4_0 => {
+                let b = row.add(18 * u);
+                (_mm256_sub_epi8(nibbles16(b.add(2)), _mm256_set1_epi8(8)), _mm256_set1_ps(h2f(b)), 0.0)
+            }
+            Q4_1 => {
+                let b = row.add(20 * u);
+                let (d, m) = h2f2(b);
+                (nibbles16(b.add(4)), _mm256_set1_ps(d), m)
+            }
             Q5_0 | Q5_1 => {
-                let o = if F == Q5_0 { 22 * u + 2 } else { 24 * u + 4 };
-                let qh = (row.add(o) as *const u32).read_unaligned();
-                _mm256_or_si256(nibbles16(row.add(o + 4)), bits32(u32::from_le(qh)))
+                let (b, o) = if F == Q5_0 { (row.add(22 * u), 2) } else { (row.add(24 * u), 4) };
+                let qh = u32::from_le((b.add(o) as *const u32).read_unaligned());
+                let q = _mm256_or_si256(nibbles16(b.add(o + 4)), bits32(qh));
+                if F == Q5_0 {
+                    (_mm256_sub_epi8(q, _mm256_set1_epi8(16)), _mm256_set1_ps(h2f(b)), 0.0)
+                } else {
+                    let (d, m) = h2f2(b);
+                    (q, _mm256_set1_ps(d), m)
+                }
             }
             Q4_K | Q5_K => {
                 let j = u % 8;
                 let (b, qs_at) = if F == Q4_K { (row.add(144 * (u / 8)), 16) } else { (row.add(176 * (u / 8)), 48) };
                 let qs = _mm256_loadu_si256(b.add(qs_at + 32 * (j / 2)) as *const __m256i);
-                let shift = _mm_cvtsi32_si128(4 * (j % 2) as i32);
-                let mut q = _mm256_and_si256(_mm256_srl_epi16(qs, shift), low4);
+                let mut q = _mm256_and_si256(_mm256_srl_epi16(qs, _mm_cvtsi32_si128(4 * (j % 2) as i32)), low4);
                 if F == Q5_K {
                     let qh = _mm256_loadu_si256(b.add(16) as *const __m256i);
                     let bit = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(j as i32)), _mm256_set1_epi8(1));
                     q = _mm256_or_si256(q, _mm256_slli_epi16::<4>(bit));
                 }
-                q
+                let (d, dmin) = h2f2(b);
+                let (sc, m) = scale_min_k4(j, std::slice::from_raw_parts(b.add(4), 12));
+                (q, _mm256_set1_ps(d * sc), -dmin * m)
             }
             _ => {
                 let b = row.add(210 * (u / 8));
@@ -476,44 +531,61 @@ mod avx2 {
                 let lo = _mm256_and_si256(_mm256_srl_epi16(ql, _mm_cvtsi32_si128(4 * (k / 2) as i32)), low4);
                 let qh = _mm256_loadu_si256(b.add(128 + 32 * h) as *const __m256i);
                 let hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k as i32)), _mm256_set1_epi8(3));
-                _mm256_or_si256(lo, _mm256_slli_epi16::<4>(hi))
+                let q = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16::<4>(hi)), _mm256_set1_epi8(32));
+                let d = h2f(b.add(208));
+                let (s0, s1) = (*b.add(192 + 2 * j) as i8 as f32, *b.add(193 + 2 * j) as i8 as f32);
+                (q, _mm256_set_m128(_mm_set1_ps(d * s1), _mm_set1_ps(d * s0)), 0.0)
             }
         }
     }
+
+    /// Average bytes per unit of 32 weights, by format code.
+    const UNIT_BYTES: [usize; 8] = [34, 18, 20, 22, 24, 18, 22, 26];
+    /// How far ahead of the unit being read the weights are prefetched.
+    const PREFETCH: usize = 4096;
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_quant<const F: u8, const N: usize>(row: &[u8], acts: &QActs, r0: usize, out: &mut [f32]) {
         let units = acts.cols / 32;
         let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); N];
-        let mut corr = [0f32; N];
+        // Two accumulators per row (even and odd units) for the products and for the mins.
+        let mut acc = [[_mm256_setzero_ps(); 2]; N];
+        let mut corr = [[0f32; 2]; N];
         let rp = row.as_ptr();
-        for u in 0..units {
-            let sc = unit_scales(F, row, u);
-            let q = quants::<F>(rp, u);
-            // Q8_0's quants are signed: maddubs wants the unsigned operand first, so it takes
-            // |q| and the activations with q's sign.
-            let aq = if F == Q8_0 { _mm256_sign_epi8(q, q) } else { q };
-            for o in 0..N {
-                let b = (r0 + o) * units + u;
-                let p = _mm256_loadu_si256(acts.q.as_ptr().add(32 * b) as *const __m256i);
-                let p = if F == Q8_0 { _mm256_sign_epi8(p, q) } else { p };
-                let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, p), ones);
-                let dx = *acts.d.get_unchecked(b);
-                let scale = if F == Q6_K {
-                    _mm256_set_m128(_mm_set1_ps(sc.s[1] * dx), _mm_set1_ps(sc.s[0] * dx))
-                } else {
-                    _mm256_set1_ps(sc.s[0] * dx)
-                };
-                acc[o] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[o]);
-                if F != Q8_0 {
-                    let (s0, s1) = (*acts.s.get_unchecked(2 * b), *acts.s.get_unchecked(2 * b + 1));
-                    corr[o] += dx * (sc.min * (s0 + s1) as f32 - sc.off as f32 * (sc.s[0] * s0 as f32 + sc.s[1] * s1 as f32));
+        let (qp, dp, sp) = (acts.q.as_ptr(), acts.d.as_ptr(), acts.sx.as_ptr());
+        macro_rules! step {
+            ($u:expr, $k:literal) => {{
+                let u = $u;
+                // The weights stream from memory once: ask for them a few units ahead.
+                _mm_prefetch::<_MM_HINT_T0>(rp.add(UNIT_BYTES[F as usize] * u + PREFETCH) as *const i8);
+                let (q, scale, min) = unit::<F>(rp, u);
+                // maddubs wants its first operand unsigned: signed quants give |q| and the
+                // activations take q's sign.
+                let aq = if signed(F) { _mm256_sign_epi8(q, q) } else { q };
+                for o in 0..N {
+                    let b = (r0 + o) * units + u;
+                    let p = _mm256_loadu_si256(qp.add(32 * b) as *const __m256i);
+                    let p = if signed(F) { _mm256_sign_epi8(p, q) } else { p };
+                    let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, p), ones);
+                    let sv = _mm256_mul_ps(scale, _mm256_broadcast_ss(&*dp.add(b)));
+                    acc[o][$k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), sv, acc[o][$k]);
+                    if !signed(F) {
+                        corr[o][$k] += min * *sp.add(b);
+                    }
                 }
-            }
+            }};
+        }
+        let mut u = 0;
+        while u + 2 <= units {
+            step!(u, 0);
+            step!(u + 1, 1);
+            u += 2;
+        }
+        if u < units {
+            step!(u, 0);
         }
         for o in 0..N {
-            out[o] = hsum(acc[o]) + corr[o];
+            out[o] = hsum(_mm256_add_ps(acc[o][0], acc[o][1])) + (corr[o][0] + corr[o][1]);
         }
     }
 }

@@ -192,11 +192,12 @@ impl CpuModel {
             let m = &lin.parts[part];
             let float = kernels::is_float(m.ty);
             let mut tile = [0f32; TILE];
+            let rb = m.row_bytes();
             let mut r0 = 0;
             while r0 < rows {
                 let t = TILE.min(rows - r0);
                 for wr in first..first + n {
-                    let row = m.row(wr);
+                    let row = &m.data[wr * rb..(wr + 1) * rb];
                     if float {
                         kernels::dot_float(simd, m.ty, row, k, x, r0, &mut tile[..t]);
                     } else {

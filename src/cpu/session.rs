@@ -557,11 +557,19 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 fn attend<'a>(q: &[f32], range: std::ops::Range<usize>, kv: impl Fn(usize, bool, &mut [f32]) -> Option<&'a [f32]>, o: &mut [f32]) {
     let dh = q.len();
     let scale = 1.0 / (dh as f32).sqrt();
-    let mut buf = vec![0.0; dh];
+    // Heads up to 256 wide (every model we know) convert f16 rows on the stack.
+    let mut stack = [0f32; 256];
+    let mut heap = Vec::new();
+    let buf: &mut [f32] = if dh <= 256 {
+        &mut stack[..dh]
+    } else {
+        heap.resize(dh, 0.0);
+        &mut heap
+    };
     let mut scores = Vec::with_capacity(range.len());
     for p in range.clone() {
-        let k = kv(p, false, &mut buf);
-        scores.push(dot(q, k.unwrap_or(&buf)) * scale);
+        let k = kv(p, false, buf);
+        scores.push(dot(q, k.unwrap_or(buf)) * scale);
     }
     let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     let mut z = 0.0;
@@ -569,8 +577,8 @@ fn attend<'a>(q: &[f32], range: std::ops::Range<usize>, kv: impl Fn(usize, bool,
     for (p, s) in range.zip(&scores) {
         let w = (s - max).exp();
         z += w;
-        let v = kv(p, true, &mut buf);
-        for (o, &v) in o.iter_mut().zip(v.unwrap_or(&buf)) {
+        let v = kv(p, true, buf);
+        for (o, &v) in o.iter_mut().zip(v.unwrap_or(buf)) {
             *o += w * v;
         }
     }

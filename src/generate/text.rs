@@ -5,7 +5,6 @@
 use super::step::StepSession;
 use super::{now_ms, Engine, FinishReason, GenerateOptions, Generation, Timings};
 use crate::error::{Error, Result};
-use crate::model::{Session, SessionOptions};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -37,11 +36,9 @@ pub struct TextSession {
 }
 
 impl TextSession {
-    /// A conversation of up to `context` positions on `engine`'s device.
+    /// A conversation of up to `context` positions on `engine`'s backend.
     pub fn new(engine: Arc<Engine>, context: usize) -> Result<TextSession> {
-        let opts = SessionOptions { batch: 1, context, prefill_chunk: 128.min(context), kv_f16: engine.kv_f16 };
-        let session = Session::new(engine.model.clone(), opts)?;
-        Ok(TextSession::with_backend(Box::new(session), engine.tokenizer.clone(), &engine.source))
+        Ok(TextSession::with_backend(engine.step_session(context)?, engine.tokenizer.clone(), &engine.source))
     }
 
     /// A conversation on any backend (e.g. `ReferenceSession` on the CPU). `source` names the
