@@ -122,7 +122,7 @@ impl ModelArgs {
             dtype: self.dtype.as_deref().map(parse_dtype).transpose()?,
             backend,
             gpu: GpuOptions { adapter: self.adapter.clone(), ..Default::default() },
-            cpu: CpuOptions { threads: self.threads, simd: None },
+            cpu: CpuOptions { threads: self.threads, ..Default::default() },
             kv_f16: parse_kv_dtype(self.kv_dtype.as_deref())?,
         })
     }

@@ -26,7 +26,7 @@ const TOL: f64 = 1e-9;
 const QTOL: f64 = 5e-3;
 
 fn model(cfg: &Config, w: &Weights, dtype: DType, threads: usize) -> Arc<CpuModel> {
-    Arc::new(CpuModel::from_weights(cfg, w, Some(dtype), &CpuOptions { threads: Some(threads), simd: None }).unwrap())
+    Arc::new(CpuModel::from_weights(cfg, w, Some(dtype), &CpuOptions { threads: Some(threads), ..Default::default() }).unwrap())
 }
 
 fn session(m: &Arc<CpuModel>, kv_f16: bool) -> CpuSession {
@@ -104,7 +104,7 @@ fn portable_kernels_match_the_reference() {
     let toks = tokens(10, cfg.vocab_size, 6);
     let w = random_weights(&cfg, &InitOptions { seed: 19, qkv_bias: true, dtype: DType::F16, ..Default::default() });
     let want = reference::forward(&cfg, &w, &toks);
-    let m = Arc::new(CpuModel::from_weights(&cfg, &w, Some(DType::F16), &CpuOptions { threads: Some(2), simd: Some(Simd::Portable) }).unwrap());
+    let m = Arc::new(CpuModel::from_weights(&cfg, &w, Some(DType::F16), &CpuOptions { threads: Some(2), simd: Some(Simd::Portable), ..Default::default() }).unwrap());
     for (t, (g, w)) in run(&m, &toks, 4, Schedule::Fused, false).iter().zip(&want).enumerate() {
         let e = nmse(g, w);
         assert!(e < TOL, "portable: position {t}: nmse {e:e}");
@@ -122,7 +122,7 @@ fn quantised_gguf_models_match_the_reference() {
         let bytes = g.bytes();
         let host = plt::gguf::load_gguf_bytes(&bytes).unwrap();
         let open = plt::load::open_gguf(Box::new(MemorySource::new("synthetic.gguf", bytes))).unwrap();
-        let m = Arc::new(CpuModel::load(open, None, &CpuOptions { threads: Some(2), simd: None }, &mut |_| {}).unwrap());
+        let m = Arc::new(CpuModel::load(open, None, &CpuOptions { threads: Some(2), ..Default::default() }, &mut |_| {}).unwrap());
         // Every block format stays as stored.
         let formats = m.formats();
         for t in var.types.iter().flatten() {
@@ -138,7 +138,7 @@ fn quantised_gguf_models_match_the_reference() {
         assert_eq!(bits(&run(&m, &toks, 5, Schedule::Sequential, false)), bits(&fused), "variant {vi}: sequential differs from fused");
         // Dequantised to f32 at load, the same files give the reference's numbers.
         let open = plt::load::open_gguf(Box::new(MemorySource::new("synthetic.gguf", g.bytes()))).unwrap();
-        let f = Arc::new(CpuModel::load(open, Some(DType::F32), &CpuOptions { threads: Some(2), simd: None }, &mut |_| {}).unwrap());
+        let f = Arc::new(CpuModel::load(open, Some(DType::F32), &CpuOptions { threads: Some(2), ..Default::default() }, &mut |_| {}).unwrap());
         for (t, (g, w)) in run(&f, &toks, 5, Schedule::Fused, false).iter().zip(&want).enumerate() {
             let e = nmse(g, w);
             assert!(e < TOL, "variant {vi} as f32: position {t}: nmse {e:e}");

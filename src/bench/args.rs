@@ -95,6 +95,13 @@ pub struct BenchArgs {
     /// Seed of the random weights and prompts.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Where the models run: auto (a hardware GPU when there is one, else the CPU backend),
+    /// gpu (any adapter, software ones too) or cpu (the native CPU backend, batch 1).
+    #[arg(long, default_value = "auto")]
+    pub backend: String,
+    /// CPU backend threads (default: one per physical core).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Pick the adapter whose name contains this (case-insensitive).
     #[arg(long)]
     pub adapter: Option<String>,
@@ -335,6 +342,10 @@ pub enum Readback {
 #[derive(Clone, Debug, Serialize)]
 pub struct Settings {
     pub quick: bool,
+    /// "gpu" or "cpu".
+    pub backend: String,
+    /// CPU backend threads (null on a GPU).
+    pub threads: Option<usize>,
     /// The adapter is a software one (its defaults were used where no flag was given).
     pub software: bool,
     pub sizes: Vec<Size>,
@@ -405,6 +416,18 @@ const SOFTWARE: Defaults = Defaults {
     time_limit_s: Some(540.0),
     copy_mib: 16,
 };
+const CPU: Defaults = Defaults {
+    sizes: &["tiny", "small", "medium"],
+    loops: &[2, 3],
+    batch: &[1],
+    context: &[128, 1024],
+    steps: 12,
+    warmup: 2,
+    window: 64,
+    max_prefill_tokens: None,
+    time_limit_s: Some(540.0),
+    copy_mib: 256,
+};
 const GPU: Defaults = Defaults {
     sizes: &["tiny", "small", "medium"],
     loops: &[2, 3],
@@ -418,18 +441,44 @@ const GPU: Defaults = Defaults {
     copy_mib: 512,
 };
 
-/// The settings of `a` on an adapter that is (`software`) or is not a software one; argument
-/// errors are one-line `Error::Input`s naming the flag.
-pub fn resolve(a: &BenchArgs, software: bool) -> Result<Settings> {
+/// What a run measures on: its defaults differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Gpu,
+    /// A software adapter (llvmpipe, lavapipe, SwiftShader, WARP).
+    Software,
+    /// The CPU backend.
+    Cpu,
+}
+
+/// `--backend`: auto, gpu or cpu.
+pub fn parse_backend(a: &BenchArgs) -> Result<crate::generate::Backend> {
+    let b = crate::generate::Backend::parse(&a.backend).ok_or_else(|| Error::Input(format!("--backend: expected auto, gpu or cpu, got `{}`", a.backend)))?;
+    if b == crate::generate::Backend::Cpu && a.adapter.is_some() {
+        return Err(Error::Input("--adapter names a GPU adapter; --backend cpu uses none".into()));
+    }
+    if a.threads == Some(0) {
+        return Err(Error::Input("--threads must be at least 1".into()));
+    }
+    Ok(b)
+}
+
+/// The settings of `a` on `target`; argument errors are one-line `Error::Input`s naming the
+/// flag.
+pub fn resolve(a: &BenchArgs, target: Target) -> Result<Settings> {
     auto_on_off("--subgroups", &a.subgroups)?;
     auto_on_off("--fuse-norms", &a.fuse_norms)?;
     parse_lanes(&a.lanes)?;
+    parse_backend(a)?;
+    let software = target == Target::Software;
     let d = if a.quick {
         &QUICK
-    } else if software {
-        &SOFTWARE
     } else {
-        &GPU
+        match target {
+            Target::Software => &SOFTWARE,
+            Target::Cpu => &CPU,
+            Target::Gpu => &GPU,
+        }
     };
     let or = |v: &Vec<usize>, def: &[usize]| if v.is_empty() { def.to_vec() } else { v.clone() };
     let mut names: Vec<String> = a.preset.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
@@ -465,7 +514,7 @@ pub fn resolve(a: &BenchArgs, software: bool) -> Result<Settings> {
     if let Some(l) = loops.iter().find(|&&l| l < 2) {
         return Err(Error::Input(format!("--loops: {l} is not a looped model (L = 1 is always measured as the baseline)")));
     }
-    let batch = or(&a.batch, d.batch);
+    let batch = if target == Target::Cpu && a.batch.is_empty() { vec![1] } else { or(&a.batch, d.batch) };
     let context = or(&a.context, d.context);
     if batch.contains(&0) || context.contains(&0) {
         return Err(Error::Input("--batch and --context values must be at least 1".into()));
@@ -490,6 +539,8 @@ pub fn resolve(a: &BenchArgs, software: bool) -> Result<Settings> {
     let kv = a.kv_dtype.as_deref().unwrap_or("same");
     Ok(Settings {
         quick: a.quick,
+        backend: if target == Target::Cpu { "cpu" } else { "gpu" }.into(),
+        threads: (target == Target::Cpu).then(|| a.threads.unwrap_or_else(crate::cpu::default_threads)),
         software,
         sizes,
         loops,

@@ -125,3 +125,64 @@ pub fn copy_bandwidth(gpu: &Gpu, bytes: u64) -> Result<CopyBw> {
         gbps: b.max(s),
     })
 }
+
+/// The CPU's memory bandwidth with the backend's threads, STREAM-like: a buffer of `bytes`
+/// copied to another (read + write bytes per second) and read alone (the access of a decode
+/// step's weights: a sum over every 32-byte line), each split into one contiguous range per
+/// thread, best of 5 rounds after one untimed round. The report's figure is the better of the
+/// two; `shader_copy_*` hold the read.
+pub fn cpu_bandwidth(pool: &crate::cpu::Pool, bytes: u64) -> CopyBw {
+    use crate::cpu::model::SyncPtr;
+    let n = (bytes as usize / 8).max(1 << 16); // u64 words
+    let src: Vec<u64> = (0..n as u64).collect();
+    let mut dst = vec![0u64; n];
+    let threads = pool.threads();
+    let range = |t: usize| (n * t / threads)..(n * (t + 1) / threads);
+    let dp = SyncPtr(dst.as_mut_ptr());
+    let time = |f: &(dyn Fn(usize) + Sync)| -> Vec<f64> {
+        (0..=ROUNDS)
+            .map(|_| {
+                let t = Instant::now();
+                pool.run(f);
+                t.elapsed().as_secs_f64()
+            })
+            .skip(1)
+            .collect()
+    };
+    let copy = time(&|t| {
+        let r = range(t);
+        // Safe: each thread writes its own range.
+        let d = unsafe { std::slice::from_raw_parts_mut(dp.ptr().add(r.start), r.len()) };
+        d.copy_from_slice(&src[r]);
+    });
+    let sums: Vec<std::sync::atomic::AtomicU64> = (0..threads).map(|_| std::sync::atomic::AtomicU64::new(0)).collect();
+    let read = time(&|t| {
+        // Four words of every 32 bytes, summed in independent lanes (the loads are the work).
+        let mut acc = [0u64; 4];
+        for c in src[range(t)].chunks_exact(4) {
+            for i in 0..4 {
+                acc[i] = acc[i].wrapping_add(c[i]);
+            }
+        }
+        sums[t].store(acc.iter().fold(0, |a, &x| a.wrapping_add(x)), std::sync::atomic::Ordering::Relaxed);
+    });
+    std::hint::black_box((&dst, &sums));
+    let gbps = |secs: &[f64], moved: f64| {
+        let mut g: Vec<f64> = secs.iter().map(|s| moved / s.max(1e-12) / 1e9).collect();
+        g.sort_by(|a, b| a.total_cmp(b));
+        (g[g.len() - 1], g[g.len() / 2])
+    };
+    let b = 8.0 * n as f64;
+    let (copy_best, copy_median) = gbps(&copy, 2.0 * b);
+    let (read_best, read_median) = gbps(&read, b);
+    CopyBw {
+        bytes: 8 * n as u64,
+        copies: 1,
+        buffer_copy_gbps: copy_best,
+        buffer_copy_gbps_median: copy_median,
+        shader_copy_gbps: read_best,
+        shader_copy_gbps_median: read_median,
+        shader_copy_timer: Timer::Wall,
+        gbps: copy_best.max(read_best),
+    }
+}

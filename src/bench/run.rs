@@ -1,11 +1,13 @@
 //! The run: planning the configurations, uploading the model variants, and measuring every
 //! (size, dtype, B, T) with one session per variant, within the time limit.
 
-use super::args::{auto_on_off, parse_lanes, resolve, BenchArgs, BenchCommand, Dtype, Settings};
-use super::copy::copy_bandwidth;
+use super::args::{auto_on_off, parse_backend, parse_lanes, resolve, BenchArgs, BenchCommand, Dtype, Settings, Target};
+use super::copy::{copy_bandwidth, cpu_bandwidth};
 use super::render::{markdown, svg};
 use super::report::{ratios, write_json, AdapterReport, Host, Kind, ModelInfo, Report, Skip};
-use super::session::{self, decode_all, settle, Variant};
+use super::session::{self, decode_all, settle, BenchModel, Variant};
+use crate::cpu::{CpuModel, CpuOptions, Pool};
+use crate::generate::Backend;
 use crate::config::{Config, Looping};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuOptions};
@@ -38,19 +40,55 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         return super::compare::run(c);
     }
     let t0 = Instant::now();
-    resolve(args, false)?; // argument errors before opening the device
-    let gpu = Arc::new(Gpu::new_blocking(&GpuOptions {
-        adapter: args.adapter.clone(),
-        subgroups: auto_on_off("--subgroups", &args.subgroups)?,
-        fuse_norms: auto_on_off("--fuse-norms", &args.fuse_norms)?,
-        decode_lanes: parse_lanes(&args.lanes)?,
-        ..Default::default()
-    })?);
-    let set = resolve(args, gpu.is_software())?;
-    let adapter = adapter_report(&gpu);
-    eprintln!("plt bench on {}", gpu.describe());
-    eprintln!("{}", gpu.kernel_summary());
-    let copy = copy_bandwidth(&gpu, set.copy_bytes)?;
+    let backend = parse_backend(args)?;
+    resolve(args, Target::Gpu)?; // argument errors before opening the device
+    let open_gpu = || {
+        Gpu::new_blocking(&GpuOptions {
+            adapter: args.adapter.clone(),
+            subgroups: auto_on_off("--subgroups", &args.subgroups)?,
+            fuse_norms: auto_on_off("--fuse-norms", &args.fuse_norms)?,
+            decode_lanes: parse_lanes(&args.lanes)?,
+            ..Default::default()
+        })
+    };
+    let gpu: Option<Arc<Gpu>> = match backend {
+        Backend::Cpu => None,
+        Backend::Gpu => Some(Arc::new(open_gpu()?)),
+        Backend::Auto => match open_gpu() {
+            Ok(g) if !g.is_software() || args.adapter.is_some() => Some(Arc::new(g)),
+            Ok(g) => {
+                eprintln!("note: the only GPU adapter is a software one ({}): measuring the CPU backend (`--backend gpu` measures the adapter)", g.describe());
+                None
+            }
+            Err(Error::NoAdapter(m)) if args.adapter.is_none() => {
+                eprintln!("note: no GPU adapter ({m}): measuring the CPU backend");
+                None
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    let target = match &gpu {
+        Some(g) if g.is_software() => Target::Software,
+        Some(_) => Target::Gpu,
+        None => Target::Cpu,
+    };
+    let set = resolve(args, target)?;
+    // The CPU backend's models share one thread pool.
+    let pool = gpu.is_none().then(|| Arc::new(Pool::new(set.threads.unwrap_or(1))));
+    let cpu_opts = CpuOptions { threads: set.threads, simd: None, pool: pool.clone() };
+    let (adapter, copy) = match (&gpu, &pool) {
+        (Some(gpu), _) => {
+            eprintln!("plt bench on {}", gpu.describe());
+            eprintln!("{}", gpu.kernel_summary());
+            (adapter_report(gpu), copy_bandwidth(gpu, set.copy_bytes)?)
+        }
+        (None, Some(pool)) => {
+            let simd = crate::cpu::Simd::detect();
+            eprintln!("plt bench on the CPU backend ({} threads, {})", pool.threads(), simd.name());
+            (cpu_adapter_report(pool, simd), cpu_bandwidth(pool, set.copy_bytes))
+        }
+        (None, None) => return Err(Error::Input("bench: no device".into())),
+    };
     eprintln!(
         "copy bandwidth: {:.1} GB/s (buffer copy {:.1}, copy kernel {:.1} by {})",
         copy.gbps, copy.buffer_copy_gbps, copy.shader_copy_gbps, copy.shader_copy_timer
@@ -132,7 +170,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         if !over_time(&progress, 0.0) {
             for &kind in &kinds {
                 progress.show(&format!("{} {dt} {kind}: uploading weights", s.name), kind == Kind::NonLooped);
-                match upload(&gpu, &set, &mut weights, si, dt, kind, max_ctx) {
+                match upload(gpu.as_ref(), &cpu_opts, &set, &mut weights, si, dt, kind, max_ctx) {
                     Ok((v, info)) => {
                         models.push(v);
                         report.models.push(info);
@@ -157,13 +195,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             let mut live = Vec::new();
             for v in &models {
                 progress.show(&format!("{what}: {} prefill", v.kind), v.kind == Kind::NonLooped);
-                match session::open(&gpu, &set, v, u.batch, u.context) {
+                match session::open(gpu.as_ref(), &set, v, u.batch, u.context) {
                     Ok(l) => live.push(l),
                     Err(e) => report.skipped.push(Skip::new(s, dt, v.kind, u.batch, u.context, &format!("session failed: {e}"))),
                 }
             }
             progress.show(&format!("{what}: decoding"), false);
-            match decode_all(&gpu, &set, &mut live) {
+            match decode_all(gpu.as_deref(), &set, &mut live) {
                 Ok(()) => {
                     for l in live {
                         report.results.extend(l.records(s, &set));
@@ -175,14 +213,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     }
                 }
             }
-            settle(&gpu);
+            if let Some(g) = &gpu {
+                settle(g);
+            }
             progress.advance(u.weight);
             report.ratios = ratios(&report.results);
             report.elapsed_s = t0.elapsed().as_secs_f64();
             write_json(&args.json, &report)?;
         }
         drop(models);
-        settle(&gpu);
+        if let Some(g) = &gpu {
+            settle(g);
+        }
         i = group_end;
     }
     progress.finish();
@@ -257,8 +299,10 @@ impl WeightCache {
     }
 }
 
-/// Uploads variant `kind` of `set.sizes[size]` in `dtype`: the model and its report entry.
-fn upload(gpu: &Arc<Gpu>, set: &Settings, weights: &mut WeightCache, size: usize, dtype: Dtype, kind: Kind, max_ctx: usize) -> Result<(Variant, ModelInfo)> {
+/// Uploads variant `kind` of `set.sizes[size]` in `dtype` (to the GPU, or into the CPU
+/// backend's memory when there is no `gpu`): the model and its report entry.
+#[allow(clippy::too_many_arguments)]
+fn upload(gpu: Option<&Arc<Gpu>>, cpu: &CpuOptions, set: &Settings, weights: &mut WeightCache, size: usize, dtype: Dtype, kind: Kind, max_ctx: usize) -> Result<(Variant, ModelInfo)> {
     let s = &set.sizes[size];
     let cfg = kind.config(s, set, max_ctx)?;
     let source = match dtype.storage() {
@@ -269,32 +313,58 @@ fn upload(gpu: &Arc<Gpu>, set: &Settings, weights: &mut WeightCache, size: usize
         Some(_) => None,
         None => Some(weights.get(set, size)?),
     };
+    // The file's blocks kept (no dtype), under this variant's config.
+    fn open_gguf<'a>(bytes: &'a [u8], name: String, cfg: &Config) -> Result<crate::load::OpenModel<'a>> {
+        let src = Box::new(MemorySource::new("bench.gguf", bytes));
+        crate::gguf::open(src, name, Some(cfg.clone())).map(|(open, _)| open)
+    }
+    let name = format!("{} {dtype} (random GGUF)", s.name);
+    let t = Instant::now();
+    let Some(gpu) = gpu else {
+        let model = match (&w, &source) {
+            (Some(w), _) => CpuModel::from_weights(&cfg, w, dtype.storage(), cpu)?,
+            (None, Some(bytes)) => CpuModel::load(open_gguf(bytes, name, &cfg)?, None, cpu, &mut |_| {})?,
+            (None, None) => return Err(Error::Input("bench: no weights".into())),
+        };
+        let info = model_info(s, dtype, kind, &cfg, model.weight_bytes(), model.head().bytes(), model.formats(), model.total_bytes(), t);
+        let model_bytes = info.model_bytes;
+        return Ok((Variant { kind, dtype, model: BenchModel::Cpu(Arc::new(model)), model_bytes }, info));
+    };
     settle(gpu);
     let before = gpu.allocated_bytes();
-    let t = Instant::now();
     let model = match (&w, &source) {
         (Some(w), _) => GpuModel::new(gpu.clone(), &cfg, w, dtype.storage())?,
-        (None, Some(bytes)) => {
-            // The file's blocks kept (no dtype), under this variant's config.
-            let src = Box::new(MemorySource::new("bench.gguf", bytes.as_slice()));
-            let (open, _) = crate::gguf::open(src, format!("{} {dtype} (random GGUF)", s.name), Some(cfg.clone()))?;
-            GpuModel::load(gpu.clone(), open, None, &mut |_| {})?
-        }
+        (None, Some(bytes)) => GpuModel::load(gpu.clone(), open_gguf(bytes, name, &cfg)?, None, &mut |_| {})?,
         (None, None) => return Err(Error::Input("bench: no weights".into())),
     };
     gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
     gpu.check()?;
     let model_bytes = gpu.allocated_bytes() - before;
-    let weight_bytes = model.weight_bytes();
-    let matrix_params = matrix_params(&cfg);
-    let head_bytes = model.head_bytes();
     let mut formats = std::collections::BTreeMap::new();
     for (id, _) in matrix_buffers(&cfg) {
         for (f, bytes) in model.part_bytes(id) {
             *formats.entry(f.name().to_string()).or_insert(0u64) += bytes;
         }
     }
-    let info = ModelInfo {
+    let info = model_info(s, dtype, kind, &cfg, model.weight_bytes(), model.head_bytes(), formats, model_bytes, t);
+    Ok((Variant { kind, dtype, model: BenchModel::Gpu(Arc::new(model)), model_bytes }, info))
+}
+
+/// The report entry of an uploaded model.
+#[allow(clippy::too_many_arguments)]
+fn model_info(
+    s: &super::args::Size,
+    dtype: Dtype,
+    kind: Kind,
+    cfg: &Config,
+    weight_bytes: u64,
+    head_bytes: u64,
+    formats: std::collections::BTreeMap<String, u64>,
+    model_bytes: u64,
+    started: Instant,
+) -> ModelInfo {
+    let matrix_params = matrix_params(cfg);
+    ModelInfo {
         preset: s.name.clone(),
         dtype,
         model: kind,
@@ -306,9 +376,8 @@ fn upload(gpu: &Arc<Gpu>, set: &Settings, weights: &mut WeightCache, size: usize
         head_bytes,
         formats,
         model_bytes,
-        upload_s: t.elapsed().as_secs_f64(),
-    };
-    Ok((Variant { kind, dtype, model: Arc::new(model), model_bytes }, info))
+        upload_s: started.elapsed().as_secs_f64(),
+    }
 }
 
 /// The matrix buffers one pass reads and their weights: every layer's four, and the lm_head
@@ -340,6 +409,38 @@ fn loadavg() -> Option<[f64; 3]> {
 
 fn feature_names(f: wgpu::Features) -> Vec<String> {
     f.iter_names().map(|(n, _)| n.to_string()).collect()
+}
+
+/// The CPU backend in the report's adapter fields: the CPU's model name, its threads and
+/// instruction set.
+fn cpu_adapter_report(pool: &Pool, simd: crate::cpu::Simd) -> AdapterReport {
+    let name = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|n| n.trim().to_string()))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let describe = format!("CPU backend: {name} ({} threads, {})", pool.threads(), simd.name());
+    AdapterReport {
+        name,
+        backend: "cpu".into(),
+        device_type: "Cpu".into(),
+        driver: "plt CPU backend".into(),
+        driver_info: simd.name().into(),
+        vendor: 0,
+        device: 0,
+        describe,
+        software: false,
+        timestamps: false,
+        adapter_features: vec![simd.name().into()],
+        device_features: vec![format!("{} threads", pool.threads())],
+        max_storage_buffer_binding_size: 0,
+        max_buffer_size: 0,
+        max_compute_workgroup_storage_size: 0,
+        max_compute_invocations_per_workgroup: 0,
+        allocator_report: false,
+        subgroup_reduction: None,
+        fuse_norms: false,
+        decode_lanes: None,
+    }
 }
 
 /// The adapter of `gpu`, its limits and the kernel choices the runtime made for it.

@@ -6,7 +6,10 @@
 
 use super::args::{Dtype, Readback, Settings, Size};
 use super::report::{Dist, Kind, Kv, Prefill, Record};
+use crate::config::Config;
+use crate::cpu::{CpuModel, CpuSession, CpuSessionOptions};
 use crate::error::{Error, Result};
+use crate::generate::StepSession;
 use crate::gpu::Gpu;
 use crate::model::{GpuModel, Logits, Schedule, Session, SessionOptions};
 use crate::rng::Rng;
@@ -32,20 +35,57 @@ fn is_kv_label(name: &str) -> bool {
     name.starts_with("layers.") && (name.ends_with(".kv_cache") || name.ends_with(".ring"))
 }
 
+/// A variant's model: on the GPU or on the CPU backend.
+#[derive(Clone)]
+pub enum BenchModel {
+    Gpu(Arc<GpuModel>),
+    Cpu(Arc<CpuModel>),
+}
+
+impl BenchModel {
+    pub fn cfg(&self) -> &Config {
+        match self {
+            BenchModel::Gpu(m) => &m.cfg,
+            BenchModel::Cpu(m) => &m.cfg,
+        }
+    }
+    /// Bytes of the matrices one pass reads (every layer's and the head).
+    pub fn weight_bytes(&self) -> u64 {
+        match self {
+            BenchModel::Gpu(m) => m.weight_bytes(),
+            BenchModel::Cpu(m) => m.weight_bytes(),
+        }
+    }
+    /// Bytes of the head (the embedding when tied), read once per step.
+    pub fn head_bytes(&self) -> u64 {
+        match self {
+            BenchModel::Gpu(m) => m.head_bytes(),
+            BenchModel::Cpu(m) => m.head().bytes(),
+        }
+    }
+}
+
 /// A model variant on the device, uploaded from its size's weights.
 #[derive(Clone)]
 pub struct Variant {
     pub kind: Kind,
     pub dtype: Dtype,
-    pub model: Arc<GpuModel>,
-    /// Bytes the upload allocated (the runtime's counter).
+    pub model: BenchModel,
+    /// Bytes the upload allocated (the runtime's counter; the CPU backend's weight bytes).
     pub model_bytes: u64,
+}
+
+/// The sequence(s) being measured.
+enum Seq {
+    Gpu(Session),
+    /// One sequence (the CPU backend runs batch 1).
+    Cpu(CpuSession),
 }
 
 /// One session being measured: a model variant at one (B, T).
 pub struct Live {
     pub variant: Variant,
-    session: Session,
+    session: Seq,
     batch: usize,
     context: usize,
     prefill: Prefill,
@@ -68,8 +108,14 @@ pub struct Live {
 
 /// Creates a session of `variant` for (B, T), measures its memory, and prefills every sequence
 /// up to the decode window (the prefill figures).
-pub fn open(gpu: &Arc<Gpu>, set: &Settings, variant: &Variant, batch: usize, context: usize) -> Result<Live> {
-    let (model, kind) = (&variant.model, variant.kind);
+pub fn open(gpu: Option<&Arc<Gpu>>, set: &Settings, variant: &Variant, batch: usize, context: usize) -> Result<Live> {
+    let model = match (&variant.model, gpu) {
+        (BenchModel::Cpu(m), _) => return open_cpu(m, set, variant, batch, context),
+        (BenchModel::Gpu(m), Some(_)) => m,
+        (BenchModel::Gpu(_), None) => return Err(Error::Input("bench: a GPU model without its GPU".into())),
+    };
+    let gpu = gpu.expect("checked above");
+    let kind = variant.kind;
     let cfg = model.cfg.clone();
     let (b, t) = (batch, context);
     let p = t - set.decode_positions();
@@ -138,7 +184,7 @@ pub fn open(gpu: &Arc<Gpu>, set: &Settings, variant: &Variant, batch: usize, con
     };
     Ok(Live {
         variant: variant.clone(),
-        session,
+        session: Seq::Gpu(session),
         batch: b,
         context: t,
         prefill,
@@ -157,18 +203,82 @@ pub fn open(gpu: &Arc<Gpu>, set: &Settings, variant: &Variant, batch: usize, con
     })
 }
 
+/// A CPU backend session of `variant` for (1, T), prefilled up to the decode window.
+fn open_cpu(model: &Arc<CpuModel>, set: &Settings, variant: &Variant, batch: usize, context: usize) -> Result<Live> {
+    if batch != 1 {
+        return Err(Error::Input(format!("the CPU backend runs one sequence (batch 1), not {batch}")));
+    }
+    let cfg = &model.cfg;
+    let t = context;
+    let p = t - set.decode_positions();
+    let t_setup = Instant::now();
+    let kv_f16 = set.kv_dtype.is_f16(variant.dtype);
+    let mut session = CpuSession::new(model.clone(), CpuSessionOptions { context: t, kv_f16 })?;
+    let elem = if kv_f16 { 2 } else { 4 };
+    let spec_per_seq = cfg.kv_bytes(t, elem) as u64;
+    let kv = Kv {
+        spec_bytes: spec_per_seq,
+        spec_bytes_per_sequence: spec_per_seq,
+        elem_bytes: Some(elem as u64),
+        // The caches grow as positions arrive: measured after the decode window (`records`).
+        allocated_bytes: None,
+        buffers: 0,
+        matches_spec: None,
+        formula: variant.kind.kv_formula(),
+    };
+    let mut rng = Rng::new(set.seed ^ 0x5eed ^ (1u64 << 32) ^ t as u64);
+    let v = cfg.vocab_size as u64;
+    let prompt: Vec<u32> = (0..p).map(|_| rng.below(v) as u32).collect();
+    let tp = Instant::now();
+    for c in prompt.chunks(set.prefill_chunk) {
+        session.prefill_tokens(c)?;
+    }
+    let wall_s = tp.elapsed().as_secs_f64();
+    let passes = if variant.kind.loops() > 1 { variant.kind.loops() } else { 1 };
+    let prefill = Prefill { tokens: p, passes_per_chunk: passes, wall_s, tokens_per_s: p as f64 / wall_s.max(1e-12), gpu_s: None, gpu_tokens_per_s: None };
+    Ok(Live {
+        variant: variant.clone(),
+        session: Seq::Cpu(session),
+        batch: 1,
+        context: t,
+        prefill,
+        kv,
+        session_bytes: 0,
+        session_device_bytes: None,
+        setup_s: t_setup.elapsed().as_secs_f64(),
+        tokens: vec![rng.below(v) as u32],
+        wall: [vec![], vec![]],
+        gpu: [None, None],
+        shape: [(0, 0); 2],
+        allocated_during_decode: 0,
+        profile: [None, None],
+        host: [Vec::new(), Vec::new()],
+        dispatches: [0, 0],
+    })
+}
+
 /// One decode step of every sequence of `l`: wall ms, and the next tokens (greedy).
 fn step(l: &mut Live, schedule: Schedule, logits_back: bool) -> Result<f64> {
     let b = l.batch;
+    let v = l.variant.model.cfg().vocab_size;
     let ts = Instant::now();
-    let (ms, next) = if logits_back {
-        let logits = l.session.decode_blocking(&l.tokens, schedule, true)?;
-        let ms = ts.elapsed().as_secs_f64() * 1e3;
-        // Greedy next tokens (outside the timing).
-        (ms, logits.chunks(l.variant.model.cfg.vocab_size).map(crate::sampling::argmax).collect::<Vec<u32>>())
-    } else {
-        let (ids, _) = pollster::block_on(l.session.decode_sample(&l.tokens, schedule, false))?;
-        (ts.elapsed().as_secs_f64() * 1e3, ids)
+    let (ms, next) = match &mut l.session {
+        Seq::Cpu(s) => {
+            // The logits are on the host either way; the greedy pick is part of the step.
+            let logits = s.decode_logits(l.tokens[0], schedule)?;
+            let id = crate::sampling::argmax(&logits);
+            (ts.elapsed().as_secs_f64() * 1e3, vec![id])
+        }
+        Seq::Gpu(s) if logits_back => {
+            let logits = s.decode_blocking(&l.tokens, schedule, true)?;
+            let ms = ts.elapsed().as_secs_f64() * 1e3;
+            // Greedy next tokens (outside the timing).
+            (ms, logits.chunks(v).map(crate::sampling::argmax).collect::<Vec<u32>>())
+        }
+        Seq::Gpu(s) => {
+            let (ids, _) = pollster::block_on(s.decode_sample(&l.tokens, schedule, false))?;
+            (ts.elapsed().as_secs_f64() * 1e3, ids)
+        }
     };
     if next.len() != b {
         return Err(Error::Gpu(format!("decode returned {} tokens for a batch of {b}", next.len())));
@@ -179,43 +289,68 @@ fn step(l: &mut Live, schedule: Schedule, logits_back: bool) -> Result<f64> {
 
 /// Decodes the sessions' windows, round-robin over the sessions step by step; within a session
 /// the two slots alternate (fused / sequential for PLT). Warm-up steps first.
-pub fn decode_all(gpu: &Gpu, set: &Settings, live: &mut [Live]) -> Result<()> {
+pub fn decode_all(gpu: Option<&Gpu>, set: &Settings, live: &mut [Live]) -> Result<()> {
     let schedules = [Schedule::Fused, Schedule::Sequential];
     let logits_back = set.readback == Readback::Logits;
     let timed = 2 * (set.warmup + set.steps);
-    let alloc: Vec<u64> = live.iter().map(|_| gpu.allocated_bytes()).collect();
+    let allocated = |l: &Live| match &l.session {
+        Seq::Gpu(_) => gpu.map_or(0, |g| g.allocated_bytes()),
+        Seq::Cpu(s) => s.cache_bytes() as u64,
+    };
+    let alloc: Vec<u64> = live.iter().map(allocated).collect();
     for k in 0..timed {
         let slot = k % 2;
         for l in live.iter_mut() {
             let ms = step(l, schedules[slot], logits_back)?;
+            let Seq::Gpu(session) = &l.session else {
+                // CPU: one pass of L rows fused, L passes of one row otherwise.
+                let loops = l.variant.kind.loops();
+                let fused = schedules[slot] == Schedule::Fused && matches!(l.variant.kind, Kind::Plt(_));
+                l.shape[slot] = if fused { (1, loops) } else { (loops, 1) };
+                if k >= 2 * set.warmup {
+                    l.wall[slot].push(ms);
+                }
+                continue;
+            };
             if k >= 2 * set.warmup {
                 l.wall[slot].push(ms);
-                let g = l.session.stats.gpu_ns;
+                let g = session.stats.gpu_ns;
                 l.gpu[slot] = l.gpu[slot].take().zip(g).map(|(mut xs, n)| {
                     xs.push(n as f64 * 1e-6);
                     xs
                 });
             }
-            l.shape[slot] = (l.session.stats.passes, l.session.stats.rows);
+            l.shape[slot] = (session.stats.passes, session.stats.rows);
             if k >= 2 * set.warmup {
-                if let Some(n) = l.session.stats.host_ns {
+                if let Some(n) = session.stats.host_ns {
                     l.host[slot].push(n as f64 * 1e-6);
                 }
-                l.dispatches[slot] = l.session.stats.dispatches;
+                l.dispatches[slot] = session.stats.dispatches;
             }
         }
     }
     for (l, a) in live.iter_mut().zip(alloc) {
-        l.allocated_during_decode = gpu.allocated_bytes() - a;
+        l.allocated_during_decode = allocated(l).saturating_sub(a);
+        if let Seq::Cpu(s) = &l.session {
+            // The caches now hold every position decoded: compare with section 4's count.
+            let cfg = &l.variant.model.cfg().clone();
+            let bytes = s.cache_bytes() as u64;
+            let elem = l.kv.elem_bytes.unwrap_or(4) as usize;
+            l.kv.allocated_bytes = Some(bytes);
+            l.kv.matches_spec = Some(bytes == cfg.kv_bytes(s.position(), elem) as u64);
+            l.session_bytes = bytes;
+        }
     }
     // One profiled step per slot (outside the statistics).
-    if set.profile && gpu.has_timestamps() {
+    if set.profile && gpu.is_some_and(|g| g.has_timestamps()) {
         for l in live.iter_mut() {
-            l.session.set_profiling(true)?;
+            let Seq::Gpu(session) = &mut l.session else { continue };
+            session.set_profiling(true)?;
             for (slot, &schedule) in schedules.iter().enumerate() {
                 step(l, schedule, logits_back)?;
+                let Seq::Gpu(session) = &l.session else { continue };
                 let mut by: Vec<(String, f64)> = Vec::new();
-                for (label, ms) in l.session.profile() {
+                for (label, ms) in session.profile() {
                     match by.iter_mut().find(|(x, _)| x == label) {
                         Some(e) => e.1 += ms,
                         None => by.push((label.clone(), *ms)),
@@ -223,7 +358,9 @@ pub fn decode_all(gpu: &Gpu, set: &Settings, live: &mut [Live]) -> Result<()> {
                 }
                 l.profile[slot] = Some(by);
             }
-            l.session.set_profiling(false)?;
+            if let Seq::Gpu(session) = &mut l.session {
+                session.set_profiling(false)?;
+            }
         }
     }
     Ok(())
@@ -232,7 +369,7 @@ pub fn decode_all(gpu: &Gpu, set: &Settings, live: &mut [Live]) -> Result<()> {
 impl Live {
     /// One record per mode the session measured.
     pub fn records(self, s: &Size, set: &Settings) -> Vec<Record> {
-        let cfg = &self.variant.model.cfg;
+        let cfg = self.variant.model.cfg();
         let modes = self.variant.kind.modes();
         let p = self.context - set.decode_positions();
         let timed = 2 * (set.warmup + set.steps);

@@ -11,6 +11,7 @@ use crate::gguf::GgmlType;
 use crate::load::{LayerWeight, LoadPlan, OpenModel, PlannedTensor, Sink, WeightId};
 use crate::weights::DType;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A matrix [rows, cols] in a storage format the kernels read (`kernels::kept`).
 #[derive(Clone, Debug)]
@@ -108,6 +109,8 @@ pub struct CpuOptions {
     pub threads: Option<usize>,
     /// Instruction set (default: the best the CPU has, `Simd::detect`).
     pub simd: Option<Simd>,
+    /// A pool to share with other models (then `threads` is the pool's); default: a new one.
+    pub pool: Option<Arc<Pool>>,
 }
 
 /// A model on the CPU backend.
@@ -119,7 +122,7 @@ pub struct CpuModel {
     pub norm: Vec<f32>,
     /// None when tied to the embedding.
     pub lm_head: Option<Linear>,
-    pub pool: Pool,
+    pub pool: Arc<Pool>,
     pub simd: Simd,
 }
 
@@ -152,6 +155,20 @@ impl CpuModel {
     /// Bytes of the matrices a decode step reads (every layer's and the head).
     pub fn weight_bytes(&self) -> u64 {
         self.layers.iter().map(|l| l.qkv.bytes() + l.o_proj.bytes() + l.gate_up.bytes() + l.down.bytes()).sum::<u64>() + self.head().bytes()
+    }
+
+    /// Bytes of every tensor held (matrices and vectors).
+    pub fn total_bytes(&self) -> u64 {
+        let vec = |v: &Vec<f32>| 4 * v.len() as u64;
+        let layers: u64 = self
+            .layers
+            .iter()
+            .map(|l| {
+                let g = l.gate.as_ref().map_or(0, |g| 4 * (g.weight.len() + g.bias.len() + g.norm.as_ref().map_or(0, Vec::len)) as u64);
+                l.qkv.bytes() + l.o_proj.bytes() + l.gate_up.bytes() + l.down.bytes() + vec(&l.input_layernorm) + vec(&l.post_attention_layernorm) + g
+            })
+            .sum();
+        layers + self.embed.bytes() + self.lm_head.as_ref().map_or(0, Linear::bytes) + vec(&self.norm)
     }
 
     /// Bytes by storage format of those matrices.
@@ -361,7 +378,7 @@ impl CpuSink {
             embed: Linear::new(vec![embed], None),
             norm,
             lm_head: lm_head.map(|m| Linear::new(vec![m], None)),
-            pool: Pool::new(threads),
+            pool: opts.pool.clone().unwrap_or_else(|| Arc::new(Pool::new(threads))),
             simd: opts.simd.unwrap_or_else(Simd::detect),
         })
     }

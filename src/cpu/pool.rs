@@ -50,6 +50,12 @@ pub struct Pool {
     busy: Mutex<()>,
 }
 
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pool({} threads)", self.threads)
+    }
+}
+
 impl Pool {
     /// A pool that runs jobs on `threads` threads (at least 1; 1 runs them on the caller).
     pub fn new(threads: usize) -> Pool {

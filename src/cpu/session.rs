@@ -117,8 +117,9 @@ impl Kv {
         }
     }
 
+    /// Bytes of the slots written so far.
     fn bytes(&self) -> usize {
-        4 * (self.k32.capacity() + self.v32.capacity()) + 2 * (self.k16.capacity() + self.v16.capacity())
+        4 * (self.k32.len() + self.v32.len()) + 2 * (self.k16.len() + self.v16.len())
     }
 }
 
@@ -202,7 +203,16 @@ impl CpuSession {
         &self.model
     }
 
-    /// Bytes the caches hold now.
+    /// Feeds `tokens` at the next positions without computing logits.
+    pub fn prefill_tokens(&mut self, tokens: &[u32]) -> Result<()> {
+        self.check(tokens)?;
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            self.prefill_chunk(chunk);
+        }
+        Ok(())
+    }
+
+    /// Bytes the caches hold now (the positions written: they grow as positions arrive).
     pub fn cache_bytes(&self) -> usize {
         self.full.iter().chain(&self.rings).flatten().map(Kv::bytes).sum()
     }
@@ -595,13 +605,7 @@ fn sigmoid(x: f32) -> f32 {
 
 impl StepSession for CpuSession {
     fn prefill<'a>(&'a mut self, tokens: &'a [u32]) -> StepFuture<'a, ()> {
-        Box::pin(async move {
-            self.check(tokens)?;
-            for chunk in tokens.chunks(PREFILL_CHUNK) {
-                self.prefill_chunk(chunk);
-            }
-            Ok(())
-        })
+        Box::pin(async move { self.prefill_tokens(tokens) })
     }
 
     fn prefill_sample<'a>(&'a mut self, tokens: &'a [u32]) -> StepFuture<'a, u32> {
