@@ -416,7 +416,9 @@ mod avx2 {
         let mut a0 = [_mm256_setzero_ps(); N];
         let mut a1 = [_mm256_setzero_ps(); N];
         let mut i = 0;
+        let elem = if F == 0 { 4 } else { 2 };
         while i + 16 <= cols {
+            _mm_prefetch::<_MM_HINT_T0>(w.add(elem * i + PREFETCH) as *const i8);
             let w0 = load8::<F>(w, i);
             let w1 = load8::<F>(w, i + 8);
             for o in 0..N {

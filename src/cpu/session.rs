@@ -66,16 +66,13 @@ impl Kv {
     fn set(&mut self, s: usize, k: &[f32], v: &[f32]) {
         let w = self.width;
         if self.f16 {
+            use half::slice::HalfFloatSliceExt;
             if s == self.slots() {
                 self.k16.resize((s + 1) * w, half::f16::ZERO);
                 self.v16.resize((s + 1) * w, half::f16::ZERO);
             }
-            for (d, &x) in self.k16[s * w..(s + 1) * w].iter_mut().zip(k) {
-                *d = half::f16::from_f32(x);
-            }
-            for (d, &x) in self.v16[s * w..(s + 1) * w].iter_mut().zip(v) {
-                *d = half::f16::from_f32(x);
-            }
+            self.k16[s * w..(s + 1) * w].convert_from_f32_slice(k);
+            self.v16[s * w..(s + 1) * w].convert_from_f32_slice(v);
         } else {
             if s == self.slots() {
                 self.k32.resize((s + 1) * w, 0.0);
@@ -105,10 +102,10 @@ impl Kv {
     fn get(&self, s: usize, at: usize, n: usize, value: bool, buf: &mut [f32]) -> Option<&[f32]> {
         let i = s * self.width + at;
         if self.f16 {
+            use half::slice::HalfFloatSliceExt;
             let src = if value { &self.v16[i..i + n] } else { &self.k16[i..i + n] };
-            for (d, x) in buf[..n].iter_mut().zip(src) {
-                *d = x.to_f32();
-            }
+            // Vectorised (F16C where the CPU has it).
+            src.convert_to_f32_slice(&mut buf[..n]);
             None
         } else if value {
             Some(&self.v32[i..i + n])
