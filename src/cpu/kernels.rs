@@ -417,8 +417,26 @@ mod avx2 {
         let mut a1 = [_mm256_setzero_ps(); N];
         let mut i = 0;
         let elem = if F == 0 { 4 } else { 2 };
-        while i + 16 <= cols {
-            _mm_prefetch::<_MM_HINT_T0>(w.add(elem * i + PREFETCH) as *const i8);
+        // 32 weights per step (one 64-byte line of f16 or bf16, two of f32), prefetched ahead.
+        while i + 32 <= cols {
+            let p = w.add(elem * i + PREFETCH);
+            _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+            if F == 0 {
+                _mm_prefetch::<_MM_HINT_T0>(p.add(64) as *const i8);
+            }
+            let w0 = load8::<F>(w, i);
+            let w1 = load8::<F>(w, i + 8);
+            let w2 = load8::<F>(w, i + 16);
+            let w3 = load8::<F>(w, i + 24);
+            for o in 0..N {
+                a0[o] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xs[o].add(i)), a0[o]);
+                a1[o] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xs[o].add(i + 8)), a1[o]);
+                a0[o] = _mm256_fmadd_ps(w2, _mm256_loadu_ps(xs[o].add(i + 16)), a0[o]);
+                a1[o] = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xs[o].add(i + 24)), a1[o]);
+            }
+            i += 32;
+        }
+        if i + 16 <= cols {
             let w0 = load8::<F>(w, i);
             let w1 = load8::<F>(w, i + 8);
             for o in 0..N {
@@ -544,7 +562,7 @@ mod avx2 {
     /// Average bytes per unit of 32 weights, by format code.
     const UNIT_BYTES: [usize; 8] = [34, 18, 20, 22, 24, 18, 22, 26];
     /// How far ahead of the unit being read the weights are prefetched.
-    const PREFETCH: usize = 4096;
+    const PREFETCH: usize = 1024;
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_quant<const F: u8, const N: usize>(row: &[u8], acts: &QActs, r0: usize, out: &mut [f32]) {
