@@ -562,7 +562,7 @@ mod avx2 {
     /// Average bytes per unit of 32 weights, by format code.
     const UNIT_BYTES: [usize; 8] = [34, 18, 20, 22, 24, 18, 22, 26];
     /// How far ahead of the unit being read the weights are prefetched.
-    const PREFETCH: usize = 1024;
+    const PREFETCH: usize = 4096;
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_quant<const F: u8, const N: usize>(row: &[u8], acts: &QActs, r0: usize, out: &mut [f32]) {
