@@ -50,10 +50,23 @@ fn read(p: &Path) -> String {
 
 #[test]
 fn quick_bench_report_is_complete_and_consistent() {
-    let dir = tmp("quick");
+    quick_report("gpu");
+}
+
+/// The CPU backend's report: the same checks (its KV reservation against section 4 too).
+#[test]
+fn quick_cpu_bench_report_is_complete_and_consistent() {
+    quick_report("cpu");
+}
+
+fn quick_report(backend: &str) {
+    let cpu = backend == "cpu";
+    let dir = tmp(&format!("quick-{backend}"));
     let (json, md, svg) = (dir.join("bench.json"), dir.join("bench.md"), dir.join("bench.svg"));
     let (ok, stdout, stderr) = plt(&[
         "bench",
+        "--backend",
+        backend,
         "--quick",
         "--json",
         json.to_str().unwrap(),
@@ -75,12 +88,18 @@ fn quick_bench_report_is_complete_and_consistent() {
     }
     assert!(a["driver"].is_string() && a["driver_info"].is_string());
     let adapter_features: Vec<&str> = a["adapter_features"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
-    for x in a["device_features"].as_array().unwrap() {
-        assert!(adapter_features.contains(&x.as_str().unwrap()), "device feature {x} not offered by the adapter");
-    }
     let timestamps = a["timestamps"].as_bool().unwrap();
-    assert_eq!(timestamps, adapter_features.contains(&"TIMESTAMP_QUERY"));
-    assert!(u(&a["max_storage_buffer_binding_size"]) > 0 && u(&a["max_buffer_size"]) > 0);
+    if cpu {
+        assert_eq!((a["backend"].as_str(), timestamps), (Some("cpu"), false), "{a}");
+        assert_eq!(r["settings"]["backend"], "cpu");
+        assert!(u(&r["settings"]["threads"]) >= 1);
+    } else {
+        for x in a["device_features"].as_array().unwrap() {
+            assert!(adapter_features.contains(&x.as_str().unwrap()), "device feature {x} not offered by the adapter");
+        }
+        assert_eq!(timestamps, adapter_features.contains(&"TIMESTAMP_QUERY"));
+        assert!(u(&a["max_storage_buffer_binding_size"]) > 0 && u(&a["max_buffer_size"]) > 0);
+    }
     assert!(u(&r["host"]["cpus"]) > 0);
 
     // Copy bandwidth.
@@ -176,6 +195,10 @@ fn quick_bench_report_is_complete_and_consistent() {
                         let elem = kv["elem_bytes"].as_u64().unwrap_or(4);
                         assert_eq!(u(&kv["spec_bytes_per_sequence"]), kv_spec(l, mode, elem), "{what}: KV spec");
                         assert_eq!(u(&kv["spec_bytes"]), b * kv_spec(l, mode, elem), "{what}: KV spec x B");
+                        if cpu {
+                            // The CPU session reserves section 4's bytes exactly.
+                            assert_eq!((u(&kv["allocated_bytes"]), &kv["matches_spec"]), (u(&kv["spec_bytes"]), &Value::Bool(true)), "{what}");
+                        }
                         if a["allocator_report"] == true {
                             let alloc = u(&kv["allocated_bytes"]);
                             let slack = 256 * u(&kv["buffers"]);
@@ -254,6 +277,10 @@ fn quick_bench_report_is_complete_and_consistent() {
     let lines = plot.matches("<polyline").count();
     assert_eq!(lines, sizes.len() * dtypes.len() * batches.len() * (1 + 3 * loops.len()));
 
+    if cpu {
+        std::fs::remove_dir_all(&dir).ok();
+        return;
+    }
     // `plt bench compare` reads the real report: this one next to a copy of it with another
     // adapter name, the CPU backend and a larger window.
     let mut other = r.clone();
@@ -299,6 +326,9 @@ fn bad_bench_arguments_are_one_line_errors() {
         (&["bench", "--subgroups", "maybe"][..], "--subgroups: expected auto, on or off"),
         (&["bench", "--fuse-norms", "yes"][..], "--fuse-norms: expected auto, on or off"),
         (&["bench", "--lanes", "12"][..], "--lanes: expected auto, 8, 16 or 32"),
+        (&["bench", "--backend", "npu"][..], "--backend: expected auto, gpu or cpu"),
+        (&["bench", "--backend", "cpu", "--adapter", "x"][..], "--adapter"),
+        (&["bench", "--backend", "cpu", "--threads", "0"][..], "--threads"),
         (&["bench", "compare", "/nonexistent/a.json", "/nonexistent/b.json"][..], "/nonexistent/a.json"),
         (&["bench", "compare", "Cargo.toml", "Cargo.toml"][..], "Cargo.toml: not JSON"),
         (&["bench", "compare", "tests/browser/package.json", "tests/browser/package.json"][..], "package.json: not a plt bench report (no `schema`)"),
@@ -314,9 +344,16 @@ fn bad_bench_arguments_are_one_line_errors() {
 /// blocks; the report's bits per weight, formats and weight bytes follow from the shapes.
 #[test]
 fn quantised_bench_keeps_blocks_and_reports_bits_per_weight() {
-    let dir = tmp("quant");
+    // The GPU and the CPU backend both hold the file's blocks.
+    for backend in ["gpu", "cpu"] {
+        quantised_bench(backend);
+    }
+}
+
+fn quantised_bench(backend: &str) {
+    let dir = tmp(&format!("quant-{backend}"));
     let json = dir.join("bench.json");
-    let args = ["bench", "--quick", "--preset", "tiny", "--dtype", "q8_0,q4_k", "--batch", "1", "--context", "32", "--no-progress", "--json", json.to_str().unwrap()];
+    let args = ["bench", "--backend", backend, "--quick", "--preset", "tiny", "--dtype", "q8_0,q4_k", "--batch", "1", "--context", "32", "--no-progress", "--json", json.to_str().unwrap()];
     let (ok, stdout, stderr) = plt(&args);
     assert!(ok, "plt bench failed:\n{stderr}");
     let r: Value = serde_json::from_str(&read(&json)).expect("the report is JSON");

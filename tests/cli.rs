@@ -1,6 +1,7 @@
 //! The `plt` binary: `init` writes models of every option, `score` prints stable JSON, the GPU
-//! agrees with `--cpu` (the reference), bad input is a one-line error, never a panic, and the
-//! shipped model is built in (no `--model`, from anywhere).
+//! (`--backend gpu`) and the CPU backend (`--backend cpu`) agree with the reference
+//! (`--backend reference`), bad input is a one-line error, never a panic, and the shipped model
+//! is built in (no `--model`, from anywhere).
 
 use std::path::Path;
 use std::process::Command;
@@ -23,7 +24,7 @@ fn logprobs(v: &serde_json::Value) -> Vec<f64> {
 }
 
 #[test]
-fn init_and_score_every_option_gpu_matches_cpu() {
+fn init_and_score_every_option_gpu_and_cpu_match_the_reference() {
     let tmp = std::env::temp_dir().join(format!("plt-cli-{}", std::process::id()));
     let base = ["--vocab", "50", "--hidden", "32", "--intermediate", "48", "--layers", "2", "--heads", "4", "--max-positions", "64"];
     let variants: &[&[&str]] = &[
@@ -44,37 +45,40 @@ fn init_and_score_every_option_gpu_matches_cpu() {
         args.extend_from_slice(v);
         let (ok, _, err) = plt(&args);
         assert!(ok, "init {v:?}: {err}");
-        let cpu = score(&dir, &["--cpu"]);
-        assert_eq!(cpu["adapter"], "cpu-reference");
-        let want = logprobs(&cpu);
+        let reference = score(&dir, &["--backend", "reference"]);
+        assert_eq!((reference["adapter"].as_str(), reference["backend"].as_str()), (Some("cpu-reference"), Some("reference")));
+        let want = logprobs(&reference);
         assert_eq!(want.len(), 10, "T-1 log-probabilities");
         assert!(want.iter().all(|x| x.is_finite() && *x < 0.0));
-        // (flag, value, the JSON's stable `mode`): the older `--mode parallel` is the fused schedule.
-        for (flag, value, mode) in [("--schedule", "fused", "parallel"), ("--schedule", "sequential", "sequential"), ("--mode", "parallel", "parallel")] {
-            let gpu = score(&dir, &[flag, value]);
-            let got = logprobs(&gpu);
-            assert_eq!(got.len(), want.len());
-            for (t, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!((g - w).abs() < 1e-4, "{v:?} {mode}: token {t}: gpu {g} vs cpu {w}");
+        for backend in ["gpu", "cpu"] {
+            // (flag, value, the JSON's stable `mode`): the older `--mode parallel` is the fused schedule.
+            for (flag, value, mode) in [("--schedule", "fused", "parallel"), ("--schedule", "sequential", "sequential"), ("--mode", "parallel", "parallel")] {
+                let got_json = score(&dir, &["--backend", backend, flag, value]);
+                let got = logprobs(&got_json);
+                assert_eq!(got.len(), want.len());
+                for (t, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!((g - w).abs() < 1e-4, "{v:?} {backend} {mode}: token {t}: {g} vs reference {w}");
+                }
+                let expect_mode = if v.contains(&"vanilla") { "vanilla" } else { mode };
+                assert_eq!(got_json["mode"], expect_mode);
+                assert_eq!(got_json["backend"], backend);
+                assert!(got_json["adapter"].as_str().unwrap().len() > 3);
             }
-            let expect_mode = if v.contains(&"vanilla") { "vanilla" } else { mode };
-            assert_eq!(gpu["mode"], expect_mode);
-            assert!(gpu["adapter"].as_str().unwrap().len() > 3);
-        }
-        // An f16 KV cache: keys and values rounded, so close to the reference, not equal.
-        let got = logprobs(&score(&dir, &["--kv-dtype", "f16"]));
-        for (t, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert!((g - w).abs() < 1e-2, "{v:?} --kv-dtype f16: token {t}: gpu {g} vs cpu {w}");
+            // An f16 KV cache: keys and values rounded, so close to the reference, not equal.
+            let got = logprobs(&score(&dir, &["--backend", backend, "--kv-dtype", "f16"]));
+            for (t, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((g - w).abs() < 1e-2, "{v:?} {backend} --kv-dtype f16: token {t}: {g} vs reference {w}");
+            }
         }
     }
     // --text uses the model's tokenizer.json; same numbers as the ids it encodes to.
     let dir = tmp.join("m1");
-    let (ok, out, err) = plt(&["score", "--model", dir.to_str().unwrap(), "--text", "a b c zz q", "--cpu"]);
+    let (ok, out, err) = plt(&["score", "--model", dir.to_str().unwrap(), "--text", "a b c zz q", "--backend", "reference"]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let ids: Vec<String> = v["tokens"].as_array().unwrap().iter().map(|x| x.to_string()).collect();
     assert_eq!(ids.len(), 5);
-    let (_, out2, _) = plt(&["score", "--model", dir.to_str().unwrap(), "--tokens", &ids.join(","), "--cpu"]);
+    let (_, out2, _) = plt(&["score", "--model", dir.to_str().unwrap(), "--tokens", &ids.join(","), "--backend", "reference"]);
     let v2: serde_json::Value = serde_json::from_str(&out2).unwrap();
     assert_eq!(v["logprobs"], v2["logprobs"]);
     std::fs::remove_dir_all(&tmp).ok();
@@ -104,6 +108,10 @@ fn bad_input_is_a_one_line_error() {
         (&["generate", "--model", d, "--context", "1000000", "hi"], "--context 1000000"),
         (&["generate", "--model", d, "--context", "0", "hi"], "--context 0"),
         (&["generate", "--model", d, "--adapter", "NoSuchAdapter", "hi"], "nosuchadapter"),
+        (&["generate", "--model", d, "--backend", "tpu", "hi"], "--backend"),
+        (&["generate", "--model", d, "--backend", "gpu", "--cpu", "hi"], "--cpu"),
+        (&["generate", "--model", d, "--backend", "cpu", "--threads", "0", "hi"], "--threads"),
+        (&["perplexity", "--model", d, "--file", d, "--backend", "reference"], "reference"),
         (&["perplexity", "--model", d, "--file", d, "--max-chunks", "0"], "--max-chunks"),
         (&["perplexity", "--model", d, "--file", d], "not a regular file"),
         (&["init", y.to_str().unwrap(), "--dtype", "q4_k"], ".gguf"),
@@ -126,7 +134,7 @@ fn bad_input_is_a_one_line_error() {
 }
 
 #[test]
-fn generate_on_gpu_and_cpu_prints_the_same() {
+fn generate_prints_the_same_on_every_backend() {
     let tmp = std::env::temp_dir().join(format!("plt-cli-gen-{}", std::process::id()));
     let dir = tmp.join("m");
     let (ok, _, err) = plt(&["init", dir.to_str().unwrap(), "--seed", "5", "--loops", "2", "--window", "3"]);
@@ -135,15 +143,24 @@ fn generate_on_gpu_and_cpu_prints_the_same() {
     for extra in [&["--temperature", "0"][..], &["--temperature", "0.9", "--seed", "11"]] {
         let mut args = vec!["generate", "ab", "--model", d, "-n", "12", "--ignore-eos", "--context", "10", "--context-shift"];
         args.extend_from_slice(extra);
-        let (ok, gpu, err) = plt(&args);
-        assert!(ok, "{args:?}: {err}");
+        let run = |backend: &[&str], says: &str| {
+            let mut a = args.clone();
+            a.extend_from_slice(backend);
+            let (ok, out, err) = plt(&a);
+            assert!(ok, "{a:?}: {err}");
+            assert!(err.contains(says), "{a:?}: {err}");
+            out
+        };
+        let gpu = run(&["--backend", "gpu"], " on ");
         assert!(gpu.starts_with("ab") && gpu.len() > 2, "{gpu:?}");
-        args.push("--cpu");
-        let (ok, cpu, err) = plt(&args);
-        assert!(ok, "{args:?}: {err}");
-        assert!(err.contains("CPU reference"), "{err}");
-        assert_eq!(gpu, cpu, "{extra:?}");
+        assert_eq!(run(&["--backend", "reference"], "CPU reference"), gpu, "{extra:?}: reference");
+        assert_eq!(run(&["--cpu", "--threads", "1"], "CPU backend (1 thread"), gpu, "{extra:?}: CPU backend");
+        assert_eq!(run(&["--backend", "cpu", "--threads", "3"], "CPU backend (3 threads"), gpu, "{extra:?}: CPU backend");
     }
+    // auto takes the CPU backend when the only adapters are software ones, and says why.
+    let (ok, _, err) = plt(&["generate", "ab", "--model", d, "-n", "2"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("CPU backend") && err.contains("software"), "{err}");
     // -n 0: the prompt is fed, nothing is generated.
     let (ok, out, err) = plt(&["generate", "ab", "--model", d, "-n", "0"]);
     assert!(ok, "{err}");
@@ -162,7 +179,7 @@ fn the_default_model_is_built_in() {
     let copy = tmp.join("plt-copy");
     std::fs::copy(env!("CARGO_BIN_EXE_plt"), &copy).unwrap();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/plt2-shakespeare");
-    let (ok, want, err) = plt(&["score", "--model", dir.to_str().unwrap(), "--tokens", "5,9,13,7,40", "--cpu"]);
+    let (ok, want, err) = plt(&["score", "--model", dir.to_str().unwrap(), "--tokens", "5,9,13,7,40", "--backend", "reference"]);
     assert!(ok, "{err}");
     for bin in [Path::new(env!("CARGO_BIN_EXE_plt")), copy.as_path()] {
         let run = |args: &[&str]| {
@@ -174,7 +191,7 @@ fn the_default_model_is_built_in() {
         let info: serde_json::Value = serde_json::from_str(&run(&["info"])).unwrap();
         assert_eq!(info["config"]["num_hidden_layers"], 4, "{info}");
         assert!(info["model"].as_str().unwrap().contains("built in"), "{info}");
-        assert_eq!(run(&["score", "--tokens", "5,9,13,7,40", "--cpu"]), want, "{}: built-in vs directory", bin.display());
+        assert_eq!(run(&["score", "--tokens", "5,9,13,7,40", "--backend", "reference"]), want, "{}: built-in vs directory", bin.display());
         let text = run(&["generate", "ROMEO:", "-n", "12", "--temperature", "0"]);
         assert!(text.starts_with("ROMEO:") && text.len() > "ROMEO:".len(), "{}: {text:?}", bin.display());
     }
@@ -195,11 +212,14 @@ fn init_writes_quantised_gguf_models_that_info_and_score_read() {
         let (ok, plan, err) = plt(&["info", "--model", f, "--plan"]);
         assert!(ok, "{err}");
         assert!(plan.contains(&format!("quantised blocks kept): {name}")) && plan.contains("L=2"), "{plan}");
-        let want = logprobs(&score(&file, &["--cpu"]));
-        let got = logprobs(&score(&file, &[]));
-        assert_eq!(got.len(), 10);
-        for (t, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert!((g - w).abs() < 1e-4, "{dtype}: token {t}: gpu {g} vs cpu {w}");
+        let want = logprobs(&score(&file, &["--backend", "reference"]));
+        // The CPU backend's int8 activations: close, not equal.
+        for (backend, tol) in [("gpu", 1e-4), ("cpu", 0.05)] {
+            let got = logprobs(&score(&file, &["--backend", backend]));
+            assert_eq!(got.len(), 10);
+            for (t, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((g - w).abs() < tol, "{dtype}: token {t}: {backend} {g} vs reference {w}");
+            }
         }
     }
     std::fs::remove_dir_all(&tmp).ok();

@@ -9,7 +9,6 @@ use super::report::{Dist, Kind, Kv, Prefill, Record};
 use crate::config::Config;
 use crate::cpu::{CpuModel, CpuSession, CpuSessionOptions};
 use crate::error::{Error, Result};
-use crate::generate::StepSession;
 use crate::gpu::Gpu;
 use crate::model::{GpuModel, Logits, Schedule, Session, SessionOptions};
 use crate::rng::Rng;
@@ -214,16 +213,16 @@ fn open_cpu(model: &Arc<CpuModel>, set: &Settings, variant: &Variant, batch: usi
     let t_setup = Instant::now();
     let kv_f16 = set.kv_dtype.is_f16(variant.dtype);
     let mut session = CpuSession::new(model.clone(), CpuSessionOptions { context: t, kv_f16 })?;
+    let session_bytes = session.cache_bytes() as u64;
     let elem = if kv_f16 { 2 } else { 4 };
     let spec_per_seq = cfg.kv_bytes(t, elem) as u64;
     let kv = Kv {
         spec_bytes: spec_per_seq,
         spec_bytes_per_sequence: spec_per_seq,
         elem_bytes: Some(elem as u64),
-        // The caches grow as positions arrive: measured after the decode window (`records`).
-        allocated_bytes: None,
+        allocated_bytes: Some(session.cache_bytes() as u64),
         buffers: 0,
-        matches_spec: None,
+        matches_spec: Some(session.cache_bytes() as u64 == spec_per_seq),
         formula: variant.kind.kv_formula(),
     };
     let mut rng = Rng::new(set.seed ^ 0x5eed ^ (1u64 << 32) ^ t as u64);
@@ -243,7 +242,7 @@ fn open_cpu(model: &Arc<CpuModel>, set: &Settings, variant: &Variant, batch: usi
         context: t,
         prefill,
         kv,
-        session_bytes: 0,
+        session_bytes,
         session_device_bytes: None,
         setup_s: t_setup.elapsed().as_secs_f64(),
         tokens: vec![rng.below(v) as u32],
@@ -303,10 +302,11 @@ pub fn decode_all(gpu: Option<&Gpu>, set: &Settings, live: &mut [Live]) -> Resul
         for l in live.iter_mut() {
             let ms = step(l, schedules[slot], logits_back)?;
             let Seq::Gpu(session) = &l.session else {
-                // CPU: one pass of L rows fused, L passes of one row otherwise.
+                // CPU: (passes, rows over all passes): one pass of L rows fused, L passes of
+                // one row otherwise.
                 let loops = l.variant.kind.loops();
                 let fused = schedules[slot] == Schedule::Fused && matches!(l.variant.kind, Kind::Plt(_));
-                l.shape[slot] = if fused { (1, loops) } else { (loops, 1) };
+                l.shape[slot] = if fused { (1, loops) } else { (loops, loops) };
                 if k >= 2 * set.warmup {
                     l.wall[slot].push(ms);
                 }
@@ -331,15 +331,6 @@ pub fn decode_all(gpu: Option<&Gpu>, set: &Settings, live: &mut [Live]) -> Resul
     }
     for (l, a) in live.iter_mut().zip(alloc) {
         l.allocated_during_decode = allocated(l).saturating_sub(a);
-        if let Seq::Cpu(s) = &l.session {
-            // The caches now hold every position decoded: compare with section 4's count.
-            let cfg = &l.variant.model.cfg().clone();
-            let bytes = s.cache_bytes() as u64;
-            let elem = l.kv.elem_bytes.unwrap_or(4) as usize;
-            l.kv.allocated_bytes = Some(bytes);
-            l.kv.matches_spec = Some(bytes == cfg.kv_bytes(s.position(), elem) as u64);
-            l.session_bytes = bytes;
-        }
     }
     // One profiled step per slot (outside the statistics).
     if set.profile && gpu.is_some_and(|g| g.has_timestamps()) {

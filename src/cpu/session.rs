@@ -47,14 +47,27 @@ struct Kv {
 }
 
 impl Kv {
-    fn new(width: usize, f16: bool) -> Kv {
-        Kv { f16, width, ..Default::default() }
+    /// An empty cache of `slots` slots of `width` keys and values, its memory reserved (pages
+    /// become resident as slots are written; the slots never move).
+    fn new(width: usize, f16: bool, slots: usize) -> Result<Kv> {
+        let mut kv = Kv { f16, width, ..Default::default() };
+        let n = width.checked_mul(slots).ok_or_else(|| Error::Input(format!("a KV cache of {slots} positions x {width} values is too large")))?;
+        let fail = |e: std::collections::TryReserveError| Error::Input(format!("cannot reserve a KV cache of {slots} positions x {width} values: {e}"));
+        if f16 {
+            kv.k16.try_reserve_exact(n).map_err(fail)?;
+            kv.v16.try_reserve_exact(n).map_err(fail)?;
+        } else {
+            kv.k32.try_reserve_exact(n).map_err(fail)?;
+            kv.v32.try_reserve_exact(n).map_err(fail)?;
+        }
+        Ok(kv)
     }
 
     fn slots(&self) -> usize {
         (if self.f16 { self.k16.len() } else { self.k32.len() }) / self.width.max(1)
     }
 
+    /// Forgets every slot (the memory stays reserved).
     fn clear(&mut self) {
         self.k32.clear();
         self.v32.clear();
@@ -114,9 +127,9 @@ impl Kv {
         }
     }
 
-    /// Bytes of the slots written so far.
+    /// Bytes reserved.
     fn bytes(&self) -> usize {
-        4 * (self.k32.len() + self.v32.len()) + 2 * (self.k16.len() + self.v16.len())
+        4 * (self.k32.capacity() + self.v32.capacity()) + 2 * (self.k16.capacity() + self.v16.capacity())
     }
 }
 
@@ -180,12 +193,14 @@ impl CpuSession {
         }
         let n = cfg.num_hidden_layers;
         let caches = if cfg.looping == Looping::Vanilla { cfg.num_loops } else { 1 };
-        let kv = || Kv::new(cfg.kv_dim(), opts.kv_f16);
+        // Full caches hold the context; rings their window (no more than the context).
+        let full = |n_layers: usize| (0..n_layers).map(|_| Kv::new(cfg.kv_dim(), opts.kv_f16, opts.context)).collect::<Result<Vec<_>>>();
+        let ring = |n_layers: usize| (0..n_layers).map(|_| Kv::new(cfg.kv_dim(), opts.kv_f16, cfg.window_slots().min(opts.context))).collect::<Result<Vec<_>>>();
         let dh = cfg.head_dim;
         let inv_freq = (0..dh / 2).map(|j| (cfg.rope_theta as f64).powf(-2.0 * j as f64 / dh as f64)).collect();
         Ok(CpuSession {
-            full: (0..caches).map(|_| (0..n).map(|_| kv()).collect()).collect(),
-            rings: if cfg.is_plt() { (1..cfg.num_loops).map(|_| (0..n).map(|_| kv()).collect()).collect() } else { Vec::new() },
+            full: (0..caches).map(|_| full(n)).collect::<Result<_>>()?,
+            rings: if cfg.is_plt() { (1..cfg.num_loops).map(|_| ring(n)).collect::<Result<_>>()? } else { Vec::new() },
             carried: vec![vec![0.0; cfg.hidden_size]; cfg.num_loops],
             tokens: Vec::new(),
             sampler: SamplerConfig::default(),
@@ -209,7 +224,7 @@ impl CpuSession {
         Ok(())
     }
 
-    /// Bytes the caches hold now (the positions written: they grow as positions arrive).
+    /// Bytes reserved for the caches (the context's positions, the rings' window).
     pub fn cache_bytes(&self) -> usize {
         self.full.iter().chain(&self.rings).flatten().map(Kv::bytes).sum()
     }
