@@ -92,6 +92,7 @@ fn bad_input_is_a_one_line_error() {
     assert!(ok, "{err}");
     let d = dir.to_str().unwrap();
     let (x, y) = (tmp.join("x"), tmp.join("y"));
+    let text_file = dir.join("config.json").to_str().unwrap().to_string();
     let cases: &[(&[&str], &str)] = &[
         (&["score", "--model", "/nonexistent/model", "--tokens", "1,2"], "not a model directory"),
         (&["score", "--model", d, "--tokens", "1,2000"], "2000"),
@@ -111,7 +112,7 @@ fn bad_input_is_a_one_line_error() {
         (&["generate", "--model", d, "--backend", "tpu", "hi"], "--backend"),
         (&["generate", "--model", d, "--backend", "gpu", "--cpu", "hi"], "--cpu"),
         (&["generate", "--model", d, "--backend", "cpu", "--threads", "0", "hi"], "--threads"),
-        (&["perplexity", "--model", d, "--file", d, "--backend", "reference"], "reference"),
+        (&["perplexity", "--model", d, "--file", &text_file, "--backend", "reference"], "reference"),
         (&["perplexity", "--model", d, "--file", d, "--max-chunks", "0"], "--max-chunks"),
         (&["perplexity", "--model", d, "--file", d], "not a regular file"),
         (&["init", y.to_str().unwrap(), "--dtype", "q4_k"], ".gguf"),
