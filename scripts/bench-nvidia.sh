@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Measures plt on an NVIDIA GPU (through Vulkan): first a correctness check of the GPU kernels
 # against the CPU reference, then `plt bench` over the default grid, the two large model shapes
-# with a per-kernel profile, the same shapes with quantised weights, and A/B runs of the kernel
-# choices that depend on the adapter. Each bench run stops itself at a time limit, so the whole
+# with a per-kernel profile, the same shapes with quantised weights, A/B runs of the kernel
+# choices that depend on the adapter, and the machine's CPUs through the CPU backend. Each bench run stops itself at a time limit, so the whole
 # script takes about ten minutes.
 # docs/benchmarks.md ("NVIDIA GPU") says how to read the results.
 #
@@ -30,7 +30,7 @@
 # Output (OUT_DIR):
 #   nvidia-smi.txt            the GPU, driver, memory, clocks and power limit
 #   check-*.json, check.txt   correctness: `plt score` of the shipped model on the GPU (fused and
-#                             sequential schedules) against --cpu; every |difference| of a
+#                             sequential schedules) against the CPU reference; every |difference| of a
 #                             log-probability must be below 1e-4
 #   grid.{json,md,svg}        the default grid on a GPU: sizes tiny, small, medium; f32 and f16;
 #                             L 2, 3; B 1, 4, 16; T 128, 1024, 4096
@@ -38,6 +38,8 @@
 #                             (after a 512-token prompt) and T = 4096, with a per-kernel profile
 #   quant.{json,md,svg}       smollm2-135m and llama-850m with Q8_0, Q4_K and Q6_K blocks kept on
 #                             the device (bits per weight, weight GB/s), batch 1, T = 640
+#   cpu.{json,md}             the CPU backend on the same machine: smollm2-135m and medium, f16,
+#                             Q8_0 and Q4_K, PLT-2, T = 640 (compare with `plt bench compare`)
 #   ab-subgroupsoff.*, ab-fusenormsoff.*, ab-lanes8.*
 #                             the smollm2-135m PLT-2 session of big (f16, B = 1, T = 640) with
 #                             subgroup reductions off / RMSNorm folding off / 8 lanes per output;
@@ -103,7 +105,7 @@ start=$(date +%s)
 # the matmuls). The shipped model's log-probabilities on the GPU, under both schedules, against
 # the CPU reference.
 text="ROMEO: What light through yonder window breaks? It is the east, and Juliet is the sun."
-"$bin" score --model models/plt2-shakespeare --text "$text" --cpu > "$out/check-cpu.json"
+"$bin" score --model models/plt2-shakespeare --text "$text" --backend reference > "$out/check-cpu.json"
 for schedule in fused sequential; do
     "$bin" score --model models/plt2-shakespeare --text "$text" --schedule $schedule --adapter nvidia \
         > "$out/check-$schedule.json"
@@ -125,7 +127,7 @@ fi
 "$bin" bench --adapter nvidia --time-limit 150 \
     --json "$out/grid.json" --markdown "$out/grid.md" --plot "$out/grid.svg" \
     2>&1 >/dev/null | tee "$out/grid.log"
-"$bin" bench --adapter nvidia --time-limit 150 --profile \
+"$bin" bench --adapter nvidia --time-limit 120 --profile \
     --preset smollm2-135m,llama-850m --dtype f16 --batch 1 --context 640,4096 --max-prefill-tokens 8192 \
     --json "$out/big.json" --markdown "$out/big.md" --plot "$out/big.svg" \
     2>&1 >/dev/null | tee "$out/big.log"
@@ -146,4 +148,10 @@ for ab in "--subgroups off" "--fuse-norms off" "--lanes 8"; do
         --json "$out/ab-$tag.json" --markdown "$out/ab-$tag.md" \
         2>&1 >/dev/null | tee "$out/ab-$tag.log"
 done
+# The same machine's CPUs through the CPU backend (one thread per physical core): the PLT
+# ratios in f16 and the quantised formats, for `plt bench compare` against the GPU.
+"$bin" bench --backend cpu --time-limit 45 --preset smollm2-135m,medium --loops 2 --dtype f16,q8_0,q4_k \
+    --context 640 --steps 12 \
+    --json "$out/cpu.json" --markdown "$out/cpu.md" \
+    2>&1 >/dev/null | tee "$out/cpu.log"
 echo "bench-nvidia: done in $(( $(date +%s) - start )) s; results in $out" >&2

@@ -19,8 +19,8 @@ wall() { grep -E "Elapsed" "$1" | awk '{print $8}'; }
 for t in $types; do
     f="$dir/lc2-$t.gguf"
     [ -f "$f" ] || /usr/bin/time -v "$plt" init "$f" --preset loopcoder-v2 --layers 2 --dtype "$t" 2> "$dir/init-$t.log" >/dev/null
-    /usr/bin/time -v "$plt" score --model "$f" --tokens $tokens > "$dir/gpu-$t.json" 2> "$dir/gpu-$t.log"
-    /usr/bin/time -v "$plt" score --model "$f" --tokens $tokens --cpu > "$dir/cpu-$t.json" 2> "$dir/cpu-$t.log"
+    /usr/bin/time -v "$plt" score --model "$f" --tokens $tokens --backend gpu > "$dir/gpu-$t.json" 2> "$dir/gpu-$t.log"
+    /usr/bin/time -v "$plt" score --model "$f" --tokens $tokens --backend reference > "$dir/cpu-$t.json" 2> "$dir/cpu-$t.log"
     python3 - "$dir/gpu-$t.json" "$dir/cpu-$t.json" "$t" "$(peak "$dir/gpu-$t.log")" "$(wall "$dir/gpu-$t.log")" "$(stat -c %s "$f")" <<'PY'
 import json, sys
 g, c = (json.load(open(p))["logprobs"] for p in sys.argv[1:3])

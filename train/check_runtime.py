@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Cross-implementation check of an exported model directory against the Rust runtime:
-`plt score` (CPU reference with --cpu, else the GPU: prefill + fused decode) must reproduce the
+`plt score` (the CPU reference with --cpu, else the GPU: prefill + fused decode) must reproduce the
 trainer's golden.json (tokenisation of every text, and per-token log-probabilities).
 
     python train/check_runtime.py models/plt2-shakespeare --plt target/release/plt [--cpu] [--tol 2e-3]
@@ -22,7 +22,7 @@ def main():
     golden = json.load(open(os.path.join(args.model_dir, "golden.json")))
     worst = 0.0
     for t in golden["texts"]:
-        cmd = [args.plt, "score", "--model", args.model_dir, "--text", t["text"]] + (["--cpu"] if args.cpu else [])
+        cmd = [args.plt, "score", "--model", args.model_dir, "--text", t["text"], "--backend", "reference" if args.cpu else "gpu"]
         out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
         assert out["tokens"] == t["tokens"], f"tokenizer mismatch for {t['text']!r}: {out['tokens']} vs {t['tokens']}"
         d = max(abs(a - b) for a, b in zip(out["logprobs"], t["logprobs"]))
