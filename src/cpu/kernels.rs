@@ -31,27 +31,49 @@ pub enum Simd {
     Portable,
     /// x86-64 AVX2 with FMA and F16C.
     Avx2,
+    /// AVX2 with FMA and F16C, and AVX-VNNI for the int8 dot products (`vpdpbusd`: one
+    /// instruction where AVX2 takes two; the same sums).
+    Avx2Vnni,
 }
 
 impl Simd {
-    /// The best the CPU offers (`PLT_CPU_SIMD=portable` forces the portable code).
+    /// The best the CPU offers. `PLT_CPU_SIMD=portable` or `=avx2` caps it (for tests and
+    /// A/B runs).
     pub fn detect() -> Simd {
-        if std::env::var("PLT_CPU_SIMD").is_ok_and(|v| v.eq_ignore_ascii_case("portable")) {
+        let cap = std::env::var("PLT_CPU_SIMD").unwrap_or_default().to_ascii_lowercase();
+        if cap == "portable" {
             return Simd::Portable;
         }
         #[cfg(target_arch = "x86_64")]
         {
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+                if cap != "avx2" && is_x86_feature_detected!("avxvnni") {
+                    return Simd::Avx2Vnni;
+                }
                 return Simd::Avx2;
             }
         }
         Simd::Portable
     }
 
+    /// Whether this CPU can run `self`'s code.
+    pub fn available(self) -> bool {
+        match self {
+            Simd::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c"),
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2Vnni => Simd::Avx2.available() && is_x86_feature_detected!("avxvnni"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Simd::Portable => "portable",
             Simd::Avx2 => "avx2+fma+f16c",
+            Simd::Avx2Vnni => "avx2+fma+f16c+avx-vnni",
         }
     }
 }
@@ -153,8 +175,8 @@ pub fn dot_float(simd: Simd, ty: GgmlType, row: &[u8], cols: usize, x: &[f32], r
     let fmt = float_code(ty);
     match simd {
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2 => unsafe {
-            // Safe: `Simd::Avx2` is only chosen when the CPU has AVX2, FMA and F16C.
+        Simd::Avx2 | Simd::Avx2Vnni => unsafe {
+            // Safe: these are only chosen when the CPU has AVX2, FMA and F16C.
             match (fmt, n) {
                 (0, 1) => avx2::dot_float::<0, 1>(row, cols, x, r0, out),
                 (0, 2) => avx2::dot_float::<0, 2>(row, cols, x, r0, out),
@@ -183,15 +205,21 @@ pub fn dot_quant(simd: Simd, ty: GgmlType, row: &[u8], acts: &QActs, r0: usize, 
     let f = quant_code(ty);
     match simd {
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2 => unsafe {
-            // Safe: as in `dot_float`; every unit read lies inside `row` (checked above).
+        Simd::Avx2 | Simd::Avx2Vnni => unsafe {
+            // Safe: as in `dot_float` (and `Avx2Vnni` only where the CPU has AVX-VNNI); every
+            // unit read lies inside `row` (checked above).
+            let vnni = simd == Simd::Avx2Vnni;
             macro_rules! by_n {
                 ($f:literal) => {
-                    match n {
-                        1 => avx2::dot_quant::<$f, 1>(row, acts, r0, out),
-                        2 => avx2::dot_quant::<$f, 2>(row, acts, r0, out),
-                        3 => avx2::dot_quant::<$f, 3>(row, acts, r0, out),
-                        _ => avx2::dot_quant::<$f, 4>(row, acts, r0, out),
+                    match (vnni, n) {
+                        (false, 1) => avx2::dot_quant::<$f, 1>(row, acts, r0, out),
+                        (false, 2) => avx2::dot_quant::<$f, 2>(row, acts, r0, out),
+                        (false, 3) => avx2::dot_quant::<$f, 3>(row, acts, r0, out),
+                        (false, _) => avx2::dot_quant::<$f, 4>(row, acts, r0, out),
+                        (true, 1) => avx2::dot_quant_vnni::<$f, 1>(row, acts, r0, out),
+                        (true, 2) => avx2::dot_quant_vnni::<$f, 2>(row, acts, r0, out),
+                        (true, 3) => avx2::dot_quant_vnni::<$f, 3>(row, acts, r0, out),
+                        (true, _) => avx2::dot_quant_vnni::<$f, 4>(row, acts, r0, out),
                     }
                 };
             }
@@ -564,49 +592,66 @@ mod avx2 {
     /// How far ahead of the unit being read the weights are prefetched.
     const PREFETCH: usize = 4096;
 
+    /// The body of the quantised dot product; `$dot` forms the eight i32 sums of 32
+    /// unsigned-by-signed byte products (lane k: bytes 4k..4k+3).
+    macro_rules! dot_quant_body {
+        ($row:ident, $acts:ident, $r0:ident, $out:ident, |$a:ident, $p:ident| $dot:expr) => {{
+            let (row, acts, r0, out) = ($row, $acts, $r0, $out);
+            let units = acts.cols / 32;
+            // Two accumulators per row (even and odd units) for the products and for the mins.
+            let mut acc = [[_mm256_setzero_ps(); 2]; N];
+            let mut corr = [[0f32; 2]; N];
+            let rp = row.as_ptr();
+            let (qp, dp, sp) = (acts.q.as_ptr(), acts.d.as_ptr(), acts.sx.as_ptr());
+            macro_rules! step {
+                ($u:expr, $k:literal) => {{
+                    let u = $u;
+                    // The weights stream from memory once: ask for them a few units ahead.
+                    _mm_prefetch::<_MM_HINT_T0>(rp.add(UNIT_BYTES[F as usize] * u + PREFETCH) as *const i8);
+                    let (q, scale, min) = unit::<F>(rp, u);
+                    // maddubs wants its first operand unsigned: signed quants give |q| and the
+                    // activations take q's sign.
+                    let aq = if signed(F) { _mm256_sign_epi8(q, q) } else { q };
+                    for o in 0..N {
+                        let b = (r0 + o) * units + u;
+                        let p = _mm256_loadu_si256(qp.add(32 * b) as *const __m256i);
+                        let p = if signed(F) { _mm256_sign_epi8(p, q) } else { p };
+                        let dot = {
+                            let ($a, $p) = (aq, p);
+                            $dot
+                        };
+                        let sv = _mm256_mul_ps(scale, _mm256_broadcast_ss(&*dp.add(b)));
+                        acc[o][$k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), sv, acc[o][$k]);
+                        if !signed(F) {
+                            corr[o][$k] += min * *sp.add(b);
+                        }
+                    }
+                }};
+            }
+            let mut u = 0;
+            while u + 2 <= units {
+                step!(u, 0);
+                step!(u + 1, 1);
+                u += 2;
+            }
+            if u < units {
+                step!(u, 0);
+            }
+            for o in 0..N {
+                out[o] = hsum(_mm256_add_ps(acc[o][0], acc[o][1])) + (corr[o][0] + corr[o][1]);
+            }
+        }};
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_quant<const F: u8, const N: usize>(row: &[u8], acts: &QActs, r0: usize, out: &mut [f32]) {
-        let units = acts.cols / 32;
         let ones = _mm256_set1_epi16(1);
-        // Two accumulators per row (even and odd units) for the products and for the mins.
-        let mut acc = [[_mm256_setzero_ps(); 2]; N];
-        let mut corr = [[0f32; 2]; N];
-        let rp = row.as_ptr();
-        let (qp, dp, sp) = (acts.q.as_ptr(), acts.d.as_ptr(), acts.sx.as_ptr());
-        macro_rules! step {
-            ($u:expr, $k:literal) => {{
-                let u = $u;
-                // The weights stream from memory once: ask for them a few units ahead.
-                _mm_prefetch::<_MM_HINT_T0>(rp.add(UNIT_BYTES[F as usize] * u + PREFETCH) as *const i8);
-                let (q, scale, min) = unit::<F>(rp, u);
-                // maddubs wants its first operand unsigned: signed quants give |q| and the
-                // activations take q's sign.
-                let aq = if signed(F) { _mm256_sign_epi8(q, q) } else { q };
-                for o in 0..N {
-                    let b = (r0 + o) * units + u;
-                    let p = _mm256_loadu_si256(qp.add(32 * b) as *const __m256i);
-                    let p = if signed(F) { _mm256_sign_epi8(p, q) } else { p };
-                    let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, p), ones);
-                    let sv = _mm256_mul_ps(scale, _mm256_broadcast_ss(&*dp.add(b)));
-                    acc[o][$k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), sv, acc[o][$k]);
-                    if !signed(F) {
-                        corr[o][$k] += min * *sp.add(b);
-                    }
-                }
-            }};
-        }
-        let mut u = 0;
-        while u + 2 <= units {
-            step!(u, 0);
-            step!(u + 1, 1);
-            u += 2;
-        }
-        if u < units {
-            step!(u, 0);
-        }
-        for o in 0..N {
-            out[o] = hsum(_mm256_add_ps(acc[o][0], acc[o][1])) + (corr[o][0] + corr[o][1]);
-        }
+        dot_quant_body!(row, acts, r0, out, |a, p| _mm256_madd_epi16(_mm256_maddubs_epi16(a, p), ones))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    pub unsafe fn dot_quant_vnni<const F: u8, const N: usize>(row: &[u8], acts: &QActs, r0: usize, out: &mut [f32]) {
+        dot_quant_body!(row, acts, r0, out, |a, p| _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a, p))
     }
 }
 
@@ -627,12 +672,9 @@ mod tests {
         num / den
     }
 
+    /// Every instruction set this CPU runs.
     fn simds() -> Vec<Simd> {
-        let mut v = vec![Simd::Portable];
-        if Simd::detect() != Simd::Portable {
-            v.push(Simd::detect());
-        }
-        v
+        [Simd::Portable, Simd::Avx2, Simd::Avx2Vnni].into_iter().filter(|s| s.available()).collect()
     }
 
     /// Every quantised format against the f64 dot of its dequantised weights with the
@@ -673,10 +715,15 @@ mod tests {
                 assert!(e < 1e-4, "{} {simd:?}: nmse {e}", ty.name());
                 per_simd.push(got);
             }
-            if per_simd.len() == 2 {
-                let want: Vec<f64> = per_simd[0].iter().map(|&v| v as f64).collect();
-                let e = nmse(&per_simd[1], &want);
-                assert!(e < 1e-10, "{}: SIMD and portable differ by nmse {e}", ty.name());
+            let want: Vec<f64> = per_simd[0].iter().map(|&v| v as f64).collect();
+            for (simd, got) in simds().iter().zip(&per_simd).skip(1) {
+                let e = nmse(got, &want);
+                assert!(e < 1e-10, "{}: {simd:?} and portable differ by nmse {e}", ty.name());
+            }
+            // AVX-VNNI forms the same integer sums as AVX2: the same bits.
+            if let (Some(a), Some(v)) = (simds().iter().position(|&s| s == Simd::Avx2), simds().iter().position(|&s| s == Simd::Avx2Vnni)) {
+                let bits = |x: &Vec<f32>| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&per_simd[a]), bits(&per_simd[v]), "{}: AVX-VNNI differs from AVX2", ty.name());
             }
         }
     }

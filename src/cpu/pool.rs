@@ -103,8 +103,16 @@ impl Pool {
         }
         s.wake.notify_all();
         let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(0)));
+        // Wait for the workers: spin briefly (they usually finish within microseconds), then
+        // yield, so that a worker the OS descheduled (a busy machine) gets the core back.
+        let mut spins = 0u32;
         while s.pending.load(Ordering::Acquire) != 0 {
-            std::hint::spin_loop();
+            spins += 1;
+            if spins < 4096 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
         *s.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
         if let Err(p) = mine {
@@ -158,8 +166,12 @@ fn worker(s: &Shared, index: usize) {
         let start = Instant::now();
         let mut spins = 0u32;
         while s.generation.load(Ordering::Acquire) == seen {
-            std::hint::spin_loop();
             spins += 1;
+            if spins < 4096 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
             if spins % 64 == 0 && start.elapsed() > SPIN {
                 let mut g = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
                 while s.generation.load(Ordering::Acquire) == seen {
