@@ -686,8 +686,9 @@ mod avx2 {
     pub unsafe fn dot_quant_f32<const F: u8, const N: usize>(row: &[u8], cols: usize, x: &[f32], r0: usize, out: &mut [f32]) {
         let units = cols / 32;
         let xs: [*const f32; N] = std::array::from_fn(|o| x.as_ptr().add((r0 + o) * cols));
-        // Two accumulators per row: weights 0-7 and 16-23 of each unit in one, 8-15 and 24-31
-        // in the other.
+        // Two accumulators per row: the first half of each unit in one, the second in the
+        // other. A unit's products are summed apart and added once, so the dependency chains
+        // through the accumulators are one operation per unit.
         let mut a0 = [_mm256_setzero_ps(); N];
         let mut a1 = [_mm256_setzero_ps(); N];
         let rp = row.as_ptr();
@@ -697,28 +698,27 @@ mod avx2 {
             // `scale` holds the first half's scale in lanes 0-3, the second's in 4-7.
             let s0 = _mm256_permute2f128_ps::<0x00>(scale, scale);
             let s1 = _mm256_permute2f128_ps::<0x11>(scale, scale);
-            let (w0, w1, w2, w3) = if signed(F) {
-                (
-                    _mm256_mul_ps(widen8::<F, 0>(q), s0),
-                    _mm256_mul_ps(widen8::<F, 1>(q), s0),
-                    _mm256_mul_ps(widen8::<F, 2>(q), s1),
-                    _mm256_mul_ps(widen8::<F, 3>(q), s1),
-                )
-            } else {
-                let m = _mm256_set1_ps(min);
-                (
-                    _mm256_fmadd_ps(widen8::<F, 0>(q), s0, m),
-                    _mm256_fmadd_ps(widen8::<F, 1>(q), s0, m),
-                    _mm256_fmadd_ps(widen8::<F, 2>(q), s1, m),
-                    _mm256_fmadd_ps(widen8::<F, 3>(q), s1, m),
-                )
-            };
+            let (q0, q1, q2, q3) = (widen8::<F, 0>(q), widen8::<F, 1>(q), widen8::<F, 2>(q), widen8::<F, 3>(q));
             let i = 32 * u;
-            for o in 0..N {
-                a0[o] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xs[o].add(i)), a0[o]);
-                a1[o] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xs[o].add(i + 8)), a1[o]);
-                a0[o] = _mm256_fmadd_ps(w2, _mm256_loadu_ps(xs[o].add(i + 16)), a0[o]);
-                a1[o] = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xs[o].add(i + 24)), a1[o]);
+            if signed(F) {
+                // w = s_h q: each half's quants dotted with the activations, then scaled.
+                for o in 0..N {
+                    let p0 = _mm256_fmadd_ps(q1, _mm256_loadu_ps(xs[o].add(i + 8)), _mm256_mul_ps(q0, _mm256_loadu_ps(xs[o].add(i))));
+                    let p1 = _mm256_fmadd_ps(q3, _mm256_loadu_ps(xs[o].add(i + 24)), _mm256_mul_ps(q2, _mm256_loadu_ps(xs[o].add(i + 16))));
+                    a0[o] = _mm256_fmadd_ps(p0, s0, a0[o]);
+                    a1[o] = _mm256_fmadd_ps(p1, s1, a1[o]);
+                }
+            } else {
+                // w = s_h q + min, formed once for all rows.
+                let m = _mm256_set1_ps(min);
+                let (w0, w1) = (_mm256_fmadd_ps(q0, s0, m), _mm256_fmadd_ps(q1, s0, m));
+                let (w2, w3) = (_mm256_fmadd_ps(q2, s1, m), _mm256_fmadd_ps(q3, s1, m));
+                for o in 0..N {
+                    let p0 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xs[o].add(i + 8)), _mm256_mul_ps(w0, _mm256_loadu_ps(xs[o].add(i))));
+                    let p1 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xs[o].add(i + 24)), _mm256_mul_ps(w2, _mm256_loadu_ps(xs[o].add(i + 16))));
+                    a0[o] = _mm256_add_ps(p0, a0[o]);
+                    a1[o] = _mm256_add_ps(p1, a1[o]);
+                }
             }
         }
         for o in 0..N {
