@@ -90,6 +90,10 @@ struct ModelArgs {
     /// CPU backend threads (default: one per physical core).
     #[arg(long)]
     threads: Option<usize>,
+    /// CPU backend: quantised weights take f32 activations (the GPU's numbers; slower) instead
+    /// of int8 ones.
+    #[arg(long)]
+    f32_activations: bool,
 }
 
 /// What `--backend` (or `--cpu`) asks for: a backend of `Engine`, or the reference.
@@ -122,7 +126,7 @@ impl ModelArgs {
             dtype: self.dtype.as_deref().map(parse_dtype).transpose()?,
             backend,
             gpu: GpuOptions { adapter: self.adapter.clone(), ..Default::default() },
-            cpu: CpuOptions { threads: self.threads, ..Default::default() },
+            cpu: CpuOptions { threads: self.threads, f32_activations: self.f32_activations, ..Default::default() },
             kv_f16: parse_kv_dtype(self.kv_dtype.as_deref())?,
         })
     }

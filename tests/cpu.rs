@@ -1,8 +1,9 @@
 //! The CPU backend (src/cpu/) against the f64 reference: every mode (prefill, fused and
 //! sequential decode, vanilla, L = 1), both gates, biases, tied and untied heads, windows
 //! shorter than the sequence, F32/F16/BF16 storage, f16 caches, and GGUF files of every kept
-//! block format (int8 activations: a looser tolerance); fused, sequential and prefill give the
-//! same bits, and so do 1 and 3 threads. Bad input is an error, never a panic.
+//! block format (int8 activations: a looser tolerance; f32 activations: the float formats' one);
+//! fused, sequential and prefill give the same bits, and so do 1 and 3 threads. Bad input is an
+//! error, never a panic.
 
 mod common;
 #[path = "support/gguf_writer.rs"]
@@ -111,18 +112,41 @@ fn portable_kernels_match_the_reference() {
     }
 }
 
-/// GGUF files with every kept block format (mixed in fused matrices, a quantised tied
-/// embedding) against the reference on their dequantised weights (`QTOL`), and as f32.
-#[test]
-fn quantised_gguf_models_match_the_reference() {
+/// The synthetic GGUF files of every kept block format (mixed in fused matrices, a quantised
+/// tied embedding), with the variant each was written from.
+fn quantised_ggufs() -> Vec<(Variant, Gguf)> {
     let mut vars = vec![(all_quantised(), TINY), (k_quantised(), K_DIMS)];
     vars.extend(variants().into_iter().map(|v| (v, TINY)));
-    for (vi, (var, dims)) in vars.iter().enumerate() {
-        let (g, _) = synthetic_dims(var, *dims, 40 + vi as u64);
-        let bytes = g.bytes();
-        let host = plt::gguf::load_gguf_bytes(&bytes).unwrap();
-        let open = plt::load::open_gguf(Box::new(MemorySource::new("synthetic.gguf", bytes))).unwrap();
-        let m = Arc::new(CpuModel::load(open, None, &CpuOptions { threads: Some(2), ..Default::default() }, &mut |_| {}).unwrap());
+    vars.into_iter()
+        .enumerate()
+        .map(|(vi, (var, dims))| {
+            let (g, _) = synthetic_dims(&var, dims, 40 + vi as u64);
+            (var, g)
+        })
+        .collect()
+}
+
+/// A CPU model (2 threads) of GGUF file bytes.
+fn load_gguf(bytes: Vec<u8>, dtype: Option<DType>, f32_activations: bool) -> Arc<CpuModel> {
+    let open = plt::load::open_gguf(Box::new(MemorySource::new("synthetic.gguf", bytes))).unwrap();
+    Arc::new(CpuModel::load(open, dtype, &CpuOptions { threads: Some(2), f32_activations, ..Default::default() }, &mut |_| {}).unwrap())
+}
+
+/// Every position's logits within `tol` (nmse) of the reference's.
+fn assert_close(got: &[Vec<f32>], want: &[Vec<f32>], tol: f64, what: &str) {
+    for (t, (g, w)) in got.iter().zip(want).enumerate() {
+        let e = nmse(g, w);
+        assert!(e < tol, "{what}: position {t}: nmse {e:e}");
+    }
+}
+
+/// GGUF files with every kept block format against the reference on their dequantised weights
+/// (int8 activations: `QTOL`), and as f32.
+#[test]
+fn quantised_gguf_models_match_the_reference() {
+    for (vi, (var, g)) in quantised_ggufs().iter().enumerate() {
+        let host = plt::gguf::load_gguf_bytes(&g.bytes()).unwrap();
+        let m = load_gguf(g.bytes(), None, false);
         // Every block format stays as stored.
         let formats = m.formats();
         for t in var.types.iter().flatten() {
@@ -131,18 +155,31 @@ fn quantised_gguf_models_match_the_reference() {
         let toks = tokens(12, host.cfg.vocab_size, 8);
         let want = reference::forward(&host.cfg, &host.weights, &toks);
         let fused = run(&m, &toks, 5, Schedule::Fused, false);
-        for (t, (g, w)) in fused.iter().zip(&want).enumerate() {
-            let e = nmse(g, w);
-            assert!(e < QTOL, "variant {vi}: position {t}: nmse {e:e}");
-        }
+        assert_close(&fused, &want, QTOL, &format!("variant {vi}"));
         assert_eq!(bits(&run(&m, &toks, 5, Schedule::Sequential, false)), bits(&fused), "variant {vi}: sequential differs from fused");
         // Dequantised to f32 at load, the same files give the reference's numbers.
-        let open = plt::load::open_gguf(Box::new(MemorySource::new("synthetic.gguf", g.bytes()))).unwrap();
-        let f = Arc::new(CpuModel::load(open, Some(DType::F32), &CpuOptions { threads: Some(2), ..Default::default() }, &mut |_| {}).unwrap());
-        for (t, (g, w)) in run(&f, &toks, 5, Schedule::Fused, false).iter().zip(&want).enumerate() {
-            let e = nmse(g, w);
-            assert!(e < TOL, "variant {vi} as f32: position {t}: nmse {e:e}");
+        let f = load_gguf(g.bytes(), Some(DType::F32), false);
+        assert_close(&run(&f, &toks, 5, Schedule::Fused, false), &want, TOL, &format!("variant {vi} as f32"));
+    }
+}
+
+/// The same files with f32 activations (the blocks kept as stored): the reference's numbers,
+/// and the same bits fused and sequential.
+#[test]
+fn f32_activations_match_the_reference_exactly() {
+    for (vi, (var, g)) in quantised_ggufs().iter().enumerate() {
+        let host = plt::gguf::load_gguf_bytes(&g.bytes()).unwrap();
+        let m = load_gguf(g.bytes(), None, true);
+        let formats = m.formats();
+        for t in var.types.iter().flatten() {
+            assert!(formats.contains_key(&t.name()), "variant {vi}: {} was not kept ({formats:?})", t.name());
         }
+        assert!(m.describe().contains("f32 activations"), "{}", m.describe());
+        let toks = tokens(12, host.cfg.vocab_size, 8);
+        let want = reference::forward(&host.cfg, &host.weights, &toks);
+        let fused = run(&m, &toks, 5, Schedule::Fused, false);
+        assert_close(&fused, &want, TOL, &format!("variant {vi}, f32 activations"));
+        assert_eq!(bits(&run(&m, &toks, 5, Schedule::Sequential, false)), bits(&fused), "variant {vi}, f32 activations: sequential differs from fused");
     }
 }
 

@@ -75,7 +75,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let set = resolve(args, target)?;
     // The CPU backend's models share one thread pool.
     let pool = gpu.is_none().then(|| Arc::new(Pool::new(set.threads.unwrap_or(1))));
-    let cpu_opts = CpuOptions { threads: set.threads, simd: None, pool: pool.clone() };
+    let cpu_opts = CpuOptions { threads: set.threads, simd: None, pool: pool.clone(), f32_activations: false };
     let (adapter, copy) = match (&gpu, &pool) {
         (Some(gpu), _) => {
             eprintln!("plt bench on {}", gpu.describe());

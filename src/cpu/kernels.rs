@@ -238,6 +238,48 @@ pub fn dot_quant(simd: Simd, ty: GgmlType, row: &[u8], acts: &QActs, r0: usize, 
     }
 }
 
+/// `out[i] = W_row . x[r0 + i]` for the `out.len()` (<= TILE) f32 activation rows starting at
+/// `r0` of `x` ([rows, cols]); `row` holds `cols` weights of the quantised type `ty`. The
+/// weights are dequantised to f32 (as the GPU backend does) and multiplied by the activations
+/// as they are: no activation rounding, slower than `dot_quant`.
+pub fn dot_quant_f32(simd: Simd, ty: GgmlType, row: &[u8], cols: usize, x: &[f32], r0: usize, out: &mut [f32]) {
+    let n = out.len();
+    let block = ty.block().map_or(0, |(b, _)| b as usize);
+    assert!(
+        n <= TILE && block > 0 && cols.is_multiple_of(block) && row.len() >= row_bytes(ty, cols) && x.len() >= (r0 + n) * cols,
+        "dot_quant_f32: bad shapes"
+    );
+    let f = quant_code(ty);
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe {
+            // Safe: as in `dot_float`; every unit read lies inside `row` (whole blocks, checked
+            // above) and every activation read inside `x`.
+            macro_rules! by_n {
+                ($f:literal) => {
+                    match n {
+                        1 => avx2::dot_quant_f32::<$f, 1>(row, cols, x, r0, out),
+                        2 => avx2::dot_quant_f32::<$f, 2>(row, cols, x, r0, out),
+                        3 => avx2::dot_quant_f32::<$f, 3>(row, cols, x, r0, out),
+                        _ => avx2::dot_quant_f32::<$f, 4>(row, cols, x, r0, out),
+                    }
+                };
+            }
+            match f {
+                Q8_0 => by_n!(0),
+                Q4_0 => by_n!(1),
+                Q4_1 => by_n!(2),
+                Q5_0 => by_n!(3),
+                Q5_1 => by_n!(4),
+                Q4_K => by_n!(5),
+                Q5_K => by_n!(6),
+                _ => by_n!(7),
+            }
+        },
+        _ => portable::dot_quant_f32(f, row, cols, x, r0, out),
+    }
+}
+
 fn float_code(ty: GgmlType) -> u8 {
     match ty {
         GgmlType::F32 => 0,
@@ -409,6 +451,28 @@ mod portable {
             }
         }
         out.copy_from_slice(&acc[..out.len()]);
+    }
+
+    pub fn dot_quant_f32(f: u8, row: &[u8], cols: usize, x: &[f32], r0: usize, out: &mut [f32]) {
+        // Eight partial sums per row, as the vector code keeps eight lanes.
+        let mut acc = [[0f32; 8]; TILE];
+        for u in 0..cols / 32 {
+            let sc = unit_scales(f, row, u);
+            let q = unit_quants(f, row, u);
+            let w: [f32; 32] = std::array::from_fn(|i| {
+                let q = if f == Q8_0 { q[i] as i8 as i32 } else { q[i] as i32 - sc.off };
+                sc.s[i / 16] * q as f32 + sc.min
+            });
+            for (o, acc) in acc.iter_mut().enumerate().take(out.len()) {
+                let xr = &x[(r0 + o) * cols + 32 * u..(r0 + o) * cols + 32 * u + 32];
+                for (i, (&w, &xv)) in w.iter().zip(xr).enumerate() {
+                    acc[i % 8] += w * xv;
+                }
+            }
+        }
+        for (out, acc) in out.iter_mut().zip(&acc) {
+            *out = acc.iter().sum();
+        }
     }
 }
 
@@ -653,6 +717,59 @@ mod avx2 {
     pub unsafe fn dot_quant_vnni<const F: u8, const N: usize>(row: &[u8], acts: &QActs, r0: usize, out: &mut [f32]) {
         dot_quant_body!(row, acts, r0, out, |a, p| _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a, p))
     }
+
+    /// Eight quants (bytes `8 * k..8 * k + 8` of `q`, signed or not) as f32.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn widen8<const F: u8, const K: i32>(q: __m256i) -> __m256 {
+        let h = if K < 2 { _mm256_castsi256_si128(q) } else { _mm256_extracti128_si256::<1>(q) };
+        let h = if K % 2 == 0 { h } else { _mm_unpackhi_epi64(h, h) };
+        _mm256_cvtepi32_ps(if signed(F) { _mm256_cvtepi8_epi32(h) } else { _mm256_cvtepu8_epi32(h) })
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_quant_f32<const F: u8, const N: usize>(row: &[u8], cols: usize, x: &[f32], r0: usize, out: &mut [f32]) {
+        let units = cols / 32;
+        let xs: [*const f32; N] = std::array::from_fn(|o| x.as_ptr().add((r0 + o) * cols));
+        // Two accumulators per row: the first half of each unit in one, the second in the
+        // other. A unit's products are summed apart and added once, so the dependency chains
+        // through the accumulators are one operation per unit.
+        let mut a0 = [_mm256_setzero_ps(); N];
+        let mut a1 = [_mm256_setzero_ps(); N];
+        let rp = row.as_ptr();
+        for u in 0..units {
+            _mm_prefetch::<_MM_HINT_T0>(rp.add(UNIT_BYTES[F as usize] * u + PREFETCH) as *const i8);
+            let (q, scale, min) = unit::<F>(rp, u);
+            // `scale` holds the first half's scale in lanes 0-3, the second's in 4-7.
+            let s0 = _mm256_permute2f128_ps::<0x00>(scale, scale);
+            let s1 = _mm256_permute2f128_ps::<0x11>(scale, scale);
+            let (q0, q1, q2, q3) = (widen8::<F, 0>(q), widen8::<F, 1>(q), widen8::<F, 2>(q), widen8::<F, 3>(q));
+            let i = 32 * u;
+            if signed(F) {
+                // w = s_h q: each half's quants dotted with the activations, then scaled.
+                for o in 0..N {
+                    let p0 = _mm256_fmadd_ps(q1, _mm256_loadu_ps(xs[o].add(i + 8)), _mm256_mul_ps(q0, _mm256_loadu_ps(xs[o].add(i))));
+                    let p1 = _mm256_fmadd_ps(q3, _mm256_loadu_ps(xs[o].add(i + 24)), _mm256_mul_ps(q2, _mm256_loadu_ps(xs[o].add(i + 16))));
+                    a0[o] = _mm256_fmadd_ps(p0, s0, a0[o]);
+                    a1[o] = _mm256_fmadd_ps(p1, s1, a1[o]);
+                }
+            } else {
+                // w = s_h q + min, formed once for all rows.
+                let m = _mm256_set1_ps(min);
+                let (w0, w1) = (_mm256_fmadd_ps(q0, s0, m), _mm256_fmadd_ps(q1, s0, m));
+                let (w2, w3) = (_mm256_fmadd_ps(q2, s1, m), _mm256_fmadd_ps(q3, s1, m));
+                for o in 0..N {
+                    let p0 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xs[o].add(i + 8)), _mm256_mul_ps(w0, _mm256_loadu_ps(xs[o].add(i))));
+                    let p1 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xs[o].add(i + 24)), _mm256_mul_ps(w2, _mm256_loadu_ps(xs[o].add(i + 16))));
+                    a0[o] = _mm256_add_ps(p0, a0[o]);
+                    a1[o] = _mm256_add_ps(p1, a1[o]);
+                }
+            }
+        }
+        for o in 0..N {
+            out[o] = hsum(_mm256_add_ps(a0[o], a1[o]));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -724,6 +841,59 @@ mod tests {
             if let (Some(a), Some(v)) = (simds().iter().position(|&s| s == Simd::Avx2), simds().iter().position(|&s| s == Simd::Avx2Vnni)) {
                 let bits = |x: &Vec<f32>| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&per_simd[a]), bits(&per_simd[v]), "{}: AVX-VNNI differs from AVX2", ty.name());
+            }
+        }
+    }
+
+    /// Every quantised format with f32 activations against the f64 dot of its dequantised
+    /// weights (only f32 accumulation differs), over tiles of every size; the SIMD code against
+    /// the portable code; each row's bits independent of the tile it was computed in.
+    #[test]
+    fn quantised_dots_with_f32_activations_match_the_dequantised_weights() {
+        let mut rng = Rng::new(13);
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+            let cols = if ty.block().unwrap().0 == 256 { 768 } else { 160 };
+            let rows = 3;
+            let w = random_rows(ty, rows, cols, &mut rng);
+            let wf = dequantize(ty, &w, rows * cols).unwrap();
+            let nx = 7;
+            let x: Vec<f32> = (0..nx * cols).map(|_| rng.normal()).collect();
+            let rb = row_bytes(ty, cols);
+            let mut per_simd = Vec::new();
+            for simd in simds() {
+                let mut got = Vec::new();
+                let mut want = Vec::new();
+                for r in 0..rows {
+                    let row = &w[r * rb..(r + 1) * rb];
+                    // Tiles of 3, 1 and 3.
+                    let mut out = [f32::NAN; 7];
+                    dot_quant_f32(simd, ty, row, cols, &x, 0, &mut out[..3]);
+                    dot_quant_f32(simd, ty, row, cols, &x, 3, &mut out[3..4]);
+                    dot_quant_f32(simd, ty, row, cols, &x, 4, &mut out[4..7]);
+                    // Every tile size gives every row the same bits.
+                    for n in 1..=TILE {
+                        for r0 in 0..=nx - n {
+                            let mut tile = [f32::NAN; TILE];
+                            dot_quant_f32(simd, ty, row, cols, &x, r0, &mut tile[..n]);
+                            for (j, v) in tile[..n].iter().enumerate() {
+                                assert_eq!(v.to_bits(), out[r0 + j].to_bits(), "{} {simd:?}: row {} differs in a tile of {n}", ty.name(), r0 + j);
+                            }
+                        }
+                    }
+                    for (o, &v) in out.iter().enumerate() {
+                        got.push(v);
+                        let xr = &x[o * cols..(o + 1) * cols];
+                        want.push(wf[r * cols..(r + 1) * cols].iter().zip(xr).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>());
+                    }
+                }
+                let e = nmse(&got, &want);
+                assert!(e < 1e-10, "{} {simd:?}: nmse {e}", ty.name());
+                per_simd.push(got);
+            }
+            if per_simd.len() == 2 {
+                let want: Vec<f64> = per_simd[0].iter().map(|&v| v as f64).collect();
+                let e = nmse(&per_simd[1], &want);
+                assert!(e < 1e-10, "{}: SIMD and portable differ by nmse {e}", ty.name());
             }
         }
     }

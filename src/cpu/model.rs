@@ -111,6 +111,9 @@ pub struct CpuOptions {
     pub simd: Option<Simd>,
     /// A pool to share with other models (then `threads` is the pool's); default: a new one.
     pub pool: Option<Arc<Pool>>,
+    /// Quantised rows take f32 activations: the GPU backend's numbers, slower. Default (false):
+    /// int8 activations.
+    pub f32_activations: bool,
 }
 
 /// A model on the CPU backend.
@@ -124,6 +127,8 @@ pub struct CpuModel {
     pub lm_head: Option<Linear>,
     pub pool: Arc<Pool>,
     pub simd: Simd,
+    /// Quantised rows take f32 activations (`CpuOptions::f32_activations`).
+    pub f32_activations: bool,
 }
 
 impl CpuModel {
@@ -183,17 +188,19 @@ impl CpuModel {
         m
     }
 
-    /// "CPU: 2 threads, avx2+fma+f16c".
+    /// "CPU backend (2 threads, avx2+fma+f16c)", and ", f32 activations" when set.
     pub fn describe(&self) -> String {
-        format!("CPU backend ({} thread{}, {})", self.threads(), if self.threads() == 1 { "" } else { "s" }, self.simd.name())
+        let acts = if self.f32_activations { ", f32 activations" } else { "" };
+        format!("CPU backend ({} thread{}, {}{acts})", self.threads(), if self.threads() == 1 { "" } else { "s" }, self.simd.name())
     }
 
     /// `y[r] = lin(x[r])` for `rows` rows of x ([rows, lin.cols]) into y ([rows, lin.out]);
-    /// `qa` is scratch for the quantised activations.
+    /// `qa` is scratch for the quantised activations (unused with `f32_activations`).
     pub fn matmul(&self, lin: &Linear, x: &[f32], rows: usize, y: &mut [f32], qa: &mut QActs) {
         let (k, o) = (lin.cols, lin.out);
         assert!(x.len() >= rows * k && y.len() >= rows * o, "matmul: bad shapes");
-        if lin.parts.iter().any(|p| !kernels::is_float(p.ty)) {
+        let exact = self.f32_activations;
+        if !exact && lin.parts.iter().any(|p| !kernels::is_float(p.ty)) {
             qa.quantize(&x[..rows * k], k);
         }
         let qa = &*qa;
@@ -217,6 +224,8 @@ impl CpuModel {
                     let row = &m.data[wr * rb..(wr + 1) * rb];
                     if float {
                         kernels::dot_float(simd, m.ty, row, k, x, r0, &mut tile[..t]);
+                    } else if exact {
+                        kernels::dot_quant_f32(simd, m.ty, row, k, x, r0, &mut tile[..t]);
                     } else {
                         kernels::dot_quant(simd, m.ty, row, qa, r0, &mut tile[..t]);
                     }
@@ -380,6 +389,7 @@ impl CpuSink {
             lm_head: lm_head.map(|m| Linear::new(vec![m], None)),
             pool: opts.pool.clone().unwrap_or_else(|| Arc::new(Pool::new(threads))),
             simd: opts.simd.unwrap_or_else(Simd::detect),
+            f32_activations: opts.f32_activations,
         })
     }
 }
