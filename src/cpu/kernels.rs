@@ -252,7 +252,7 @@ pub fn dot_quant_f32(simd: Simd, ty: GgmlType, row: &[u8], cols: usize, x: &[f32
     let f = quant_code(ty);
     match simd {
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2 => unsafe {
+        Simd::Avx2 | Simd::Avx2Vnni => unsafe {
             // Safe: as in `dot_float`; every unit read lies inside `row` (whole blocks, checked
             // above) and every activation read inside `x`.
             macro_rules! by_n {
