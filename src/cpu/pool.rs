@@ -5,11 +5,10 @@
 //! microseconds) before they sleep on a condition variable; waking a sleeping thread costs a
 //! system call, spinning a few hundred nanoseconds.
 //!
-//! Jobs split their work into fixed pieces taken from a shared counter (`Pool::chunks`): which
-//! thread computes a piece never changes what it computes, so results do not depend on the
-//! number of threads.
+//! Jobs split their work into fixed pieces (`Pool::chunks`): which thread computes a piece never
+//! changes what it computes, so results do not depend on the number of threads.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -124,22 +123,48 @@ impl Pool {
     }
 
     /// Runs `f(piece)` for every piece in `0..pieces`, each exactly once, spread over the
-    /// threads (each takes the next piece from a shared counter).
+    /// threads: thread t owns a contiguous run of pieces and takes them in order (one stream of
+    /// memory per thread, which the prefetchers follow); a thread done with its run takes
+    /// pieces from the far end of the others' runs, so a slow or descheduled thread holds up
+    /// nobody for long.
     pub fn chunks(&self, pieces: usize, f: &(dyn Fn(usize) + Sync)) {
         if pieces == 0 {
             return;
         }
-        if self.threads == 1 || pieces == 1 {
+        let n = self.threads.min(pieces);
+        if n == 1 {
             (0..pieces).for_each(f);
             return;
         }
-        let next = AtomicUsize::new(0);
-        self.run(&|_| loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= pieces {
-                break;
+        // Run t: pieces front..back, packed as (front << 32) | back.
+        let runs: Vec<AtomicU64> = (0..n).map(|t| AtomicU64::new(((pieces * t / n) as u64) << 32 | (pieces * (t + 1) / n) as u64)).collect();
+        let take = |t: usize, from_front: bool| -> Option<usize> {
+            let run = &runs[t];
+            let mut cur = run.load(Ordering::Relaxed);
+            loop {
+                let (front, back) = (cur >> 32, cur & 0xFFFF_FFFF);
+                if front >= back {
+                    return None;
+                }
+                let (next, piece) = if from_front { ((front + 1) << 32 | back, front) } else { (front << 32 | (back - 1), back - 1) };
+                match run.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed) {
+                    Ok(_) => return Some(piece as usize),
+                    Err(now) => cur = now,
+                }
             }
-            f(i);
+        };
+        self.run(&|me| {
+            if me < n {
+                while let Some(i) = take(me, true) {
+                    f(i);
+                }
+            }
+            for k in 1..=n {
+                let other = (me + k) % n;
+                while let Some(i) = take(other, false) {
+                    f(i);
+                }
+            }
         });
     }
 }
