@@ -505,8 +505,11 @@ mod avx2 {
     pub unsafe fn dot_float<const F: u8, const N: usize>(row: &[u8], cols: usize, x: &[f32], r0: usize, out: &mut [f32]) {
         let w = row.as_ptr();
         let xs: [*const f32; N] = std::array::from_fn(|o| x.as_ptr().add((r0 + o) * cols));
+        // Four accumulators per row: one FMA each per step, so their latency is hidden.
         let mut a0 = [_mm256_setzero_ps(); N];
         let mut a1 = [_mm256_setzero_ps(); N];
+        let mut a2 = [_mm256_setzero_ps(); N];
+        let mut a3 = [_mm256_setzero_ps(); N];
         let mut i = 0;
         let elem = if F == 0 { 4 } else { 2 };
         // 32 weights per step (one 64-byte line of f16 or bf16, two of f32), prefetched ahead.
@@ -523,8 +526,8 @@ mod avx2 {
             for o in 0..N {
                 a0[o] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xs[o].add(i)), a0[o]);
                 a1[o] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xs[o].add(i + 8)), a1[o]);
-                a0[o] = _mm256_fmadd_ps(w2, _mm256_loadu_ps(xs[o].add(i + 16)), a0[o]);
-                a1[o] = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xs[o].add(i + 24)), a1[o]);
+                a2[o] = _mm256_fmadd_ps(w2, _mm256_loadu_ps(xs[o].add(i + 16)), a2[o]);
+                a3[o] = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xs[o].add(i + 24)), a3[o]);
             }
             i += 32;
         }
@@ -538,7 +541,7 @@ mod avx2 {
             i += 16;
         }
         for o in 0..N {
-            let mut s = hsum(_mm256_add_ps(a0[o], a1[o]));
+            let mut s = hsum(_mm256_add_ps(_mm256_add_ps(a0[o], a1[o]), _mm256_add_ps(a2[o], a3[o])));
             for j in i..cols {
                 let wv = match F {
                     0 => f32::from_le_bytes([row[4 * j], row[4 * j + 1], row[4 * j + 2], row[4 * j + 3]]),
