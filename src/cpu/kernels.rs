@@ -154,7 +154,9 @@ impl QActs {
             self.d[b] = d;
             let q = &mut self.q[32 * b..32 * b + 32];
             for (q, &v) in q.iter_mut().zip(xb) {
-                *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+                // Round half away from zero; |v * inv| <= 127 (a cast truncates, and saturates).
+                let y = v * inv;
+                *q = (y + 0.5f32.copysign(y)) as i8;
             }
             self.s[2 * b] = q[..16].iter().map(|&v| v as i32).sum();
             self.s[2 * b + 1] = q[16..].iter().map(|&v| v as i32).sum();
