@@ -181,3 +181,42 @@ fn golden_cpu_reference_matches() {
     }
     eprintln!("cpu reference: max |dlogprob| {w:e}");
 }
+
+/// The CPU backend (`plt::cpu`, weights as stored: F16): chunked prefill, fused decode and the
+/// greedy continuations, against the same golden numbers.
+#[test]
+fn golden_cpu_backend_matches() {
+    use plt::cpu::{CpuModel, CpuOptions, CpuSession, CpuSessionOptions};
+    let g = load();
+    let m = Arc::new(CpuModel::from_weights(&g.cfg, &g.w, None, &CpuOptions::default()).unwrap());
+    let v = g.cfg.vocab_size;
+    let (mut wp, mut wd) = (0.0f64, 0.0f64);
+    for t in &g.texts {
+        let n = t.tokens.len();
+        let mut s = CpuSession::new(m.clone(), CpuSessionOptions { context: n, kv_f16: false }).unwrap();
+        let logits: Vec<Vec<f32>> = s.prefill_logits(&t.tokens[..n - 1], true).unwrap().chunks(v).map(|c| c.to_vec()).collect();
+        wp = wp.max(worst("cpu backend prefill", &logits, t));
+        let mut s = CpuSession::new(m.clone(), CpuSessionOptions { context: n, kv_f16: false }).unwrap();
+        let p = 3.min(n - 1);
+        let mut logits: Vec<Vec<f32>> = s.prefill_logits(&t.tokens[..p], true).unwrap().chunks(v).map(|c| c.to_vec()).collect();
+        for &tok in &t.tokens[p..n - 1] {
+            logits.push(s.decode_logits(tok, Schedule::Fused).unwrap());
+        }
+        wd = wd.max(worst("cpu backend fused decode", &logits, t));
+    }
+    for gr in &g.greedy {
+        let n = gr.prompt.len() + gr.continuation.len();
+        let mut s = CpuSession::new(m.clone(), CpuSessionOptions { context: n, kv_f16: false }).unwrap();
+        let mut logits = s.prefill_logits(&gr.prompt, false).unwrap();
+        let mut got = Vec::new();
+        for i in 0..gr.continuation.len() {
+            let next = argmax(&logits);
+            got.push(next);
+            if i + 1 < gr.continuation.len() {
+                logits = s.decode_logits(next, Schedule::Fused).unwrap();
+            }
+        }
+        assert_eq!(got, gr.continuation, "CPU backend: greedy continuation of prompt {:?}", gr.prompt);
+    }
+    eprintln!("cpu backend: max |dlogprob| prefill {wp:e}, fused decode {wd:e}");
+}
