@@ -187,12 +187,13 @@ fn a_session_continues_across_turns_and_iterates() {
     assert_eq!(run(), run());
 }
 
-/// The same tiny model on both backends: fresh GPU and CPU text sessions of `context`
-/// positions whose tokenizer ends at `eos`.
+/// The same tiny model on every backend: fresh GPU, CPU backend and CPU reference text sessions
+/// of `context` positions whose tokenizer ends at `eos`.
 struct Backends {
     cfg: plt::Config,
     w: Arc<plt::Weights>,
     gpu: Arc<Engine>,
+    cpu: Arc<Engine>,
     tok: Arc<Tokenizer>,
 }
 
@@ -209,22 +210,25 @@ impl Backends {
             t
         };
         let gpu = Arc::new(Engine::from_parts(gpu(), &cfg, &w, Some(tok()), None, "test", &mut |_, _| {}).unwrap());
-        Backends { cfg, w: Arc::new(w), gpu, tok: Arc::new(tok()) }
+        let cpu = Arc::new(Engine::from_parts_cpu(&cfg, &w, Some(tok()), None, &Default::default(), "test (cpu)").unwrap());
+        Backends { cfg, w: Arc::new(w), gpu, cpu, tok: Arc::new(tok()) }
     }
 
-    fn sessions(&self, context: usize) -> [TextSession; 2] {
-        let cpu = ReferenceSession::new(&self.cfg, self.w.clone(), context).unwrap();
+    /// GPU first, then the CPU backend and the reference.
+    fn sessions(&self, context: usize) -> [TextSession; 3] {
+        let reference = ReferenceSession::new(&self.cfg, self.w.clone(), context).unwrap();
         [
             TextSession::new(self.gpu.clone(), context).unwrap(),
-            TextSession::with_backend(Box::new(cpu), Some(self.tok.clone()), "test (cpu)"),
+            TextSession::new(self.cpu.clone(), context).unwrap(),
+            TextSession::with_backend(Box::new(reference), Some(self.tok.clone()), "test (reference)"),
         ]
     }
 
     /// Runs `turns` (prompt, options, pieces to stream before cancelling) in one session per
-    /// backend; checks that both give the same ids, text, streamed pieces and finish reason,
+    /// backend; checks that all give the same ids, text, streamed pieces and finish reason,
     /// and hold the same tokens; returns the GPU's generations.
     fn same(&self, context: usize, turns: &[(&str, &GenerateOptions, usize)]) -> Vec<Generation> {
-        let [mut gpu, mut cpu] = self.sessions(context);
+        let [mut gpu, mut cpu_backend, mut reference] = self.sessions(context);
         let mut out = Vec::new();
         for (i, &(prompt, opts, pieces)) in turns.iter().enumerate() {
             let run = |ts: &mut TextSession| {
@@ -239,15 +243,17 @@ impl Backends {
                 (g, streamed)
             };
             let (g, gs) = run(&mut gpu);
-            let (c, cs) = run(&mut cpu);
-            let what = format!("turn {i} {prompt:?} {:?}", opts.sampler);
-            assert_eq!(g.tokens, c.tokens, "{what}: ids");
-            assert_eq!(g.text, c.text, "{what}: text");
-            assert_eq!(gs, cs, "{what}: pieces");
-            assert_eq!(g.finish, c.finish, "{what}: finish");
-            assert_eq!(g.timings.prompt_tokens, c.timings.prompt_tokens, "{what}: prompt tokens");
-            assert_eq!(gpu.backend().tokens(), cpu.backend().tokens(), "{what}: tokens held");
-            assert_eq!(gpu.position(), cpu.position());
+            for (name, other) in [("CPU backend", &mut cpu_backend), ("reference", &mut reference)] {
+                let (c, cs) = run(other);
+                let what = format!("turn {i} {prompt:?} {:?}, {name}", opts.sampler);
+                assert_eq!(g.tokens, c.tokens, "{what}: ids");
+                assert_eq!(g.text, c.text, "{what}: text");
+                assert_eq!(gs, cs, "{what}: pieces");
+                assert_eq!(g.finish, c.finish, "{what}: finish");
+                assert_eq!(g.timings.prompt_tokens, c.timings.prompt_tokens, "{what}: prompt tokens");
+                assert_eq!(gpu.backend().tokens(), other.backend().tokens(), "{what}: tokens held");
+                assert_eq!(gpu.position(), other.position());
+            }
             out.push(g);
         }
         out
