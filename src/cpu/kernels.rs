@@ -140,6 +140,11 @@ impl QActs {
     /// Quantises `rows` rows of `x` ([rows, cols], cols a multiple of 32) in place of the
     /// previous contents.
     pub fn quantize(&mut self, x: &[f32], cols: usize) {
+        self.quantize_on(x, cols, None);
+    }
+
+    /// `quantize`, split over `pool`'s threads when there are many rows (prefill).
+    pub fn quantize_on(&mut self, x: &[f32], cols: usize, pool: Option<&super::pool::Pool>) {
         debug_assert!(cols.is_multiple_of(32) && x.len().is_multiple_of(cols.max(1)));
         let blocks = x.len() / 32;
         self.cols = cols;
@@ -147,26 +152,46 @@ impl QActs {
         self.d.resize(blocks, 0.0);
         self.s.resize(2 * blocks, 0);
         self.sx.resize(blocks, 0.0);
-        for (b, xb) in x.chunks_exact(32).enumerate() {
-            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-            self.d[b] = d;
-            let q = &mut self.q[32 * b..32 * b + 32];
-            for (q, &v) in q.iter_mut().zip(xb) {
-                // Round half away from zero; |v * inv| <= 127 (a cast truncates, and saturates).
-                let y = v * inv;
-                *q = (y + 0.5f32.copysign(y)) as i8;
+        // Pieces of 64 blocks (2,048 values), each written by one thread.
+        const PIECE: usize = 64;
+        let (q, d, s, sx) = (super::model::SyncPtr(self.q.as_mut_ptr()), super::model::SyncPtr(self.d.as_mut_ptr()), super::model::SyncPtr(self.s.as_mut_ptr()), super::model::SyncPtr(self.sx.as_mut_ptr()));
+        let piece = |p: usize| {
+            for b in PIECE * p..(PIECE * (p + 1)).min(blocks) {
+                // Safe: block b's outputs are written by this piece only, inside the lengths set above.
+                unsafe {
+                    let out = std::slice::from_raw_parts_mut(q.ptr().add(32 * b), 32);
+                    let (db, s0, s1) = quantize_block(&x[32 * b..32 * b + 32], out);
+                    *d.ptr().add(b) = db;
+                    *s.ptr().add(2 * b) = s0;
+                    *s.ptr().add(2 * b + 1) = s1;
+                    *sx.ptr().add(b) = db * (s0 + s1) as f32;
+                }
             }
-            self.s[2 * b] = q[..16].iter().map(|&v| v as i32).sum();
-            self.s[2 * b + 1] = q[16..].iter().map(|&v| v as i32).sum();
-            self.sx[b] = d * (self.s[2 * b] + self.s[2 * b + 1]) as f32;
+        };
+        let pieces = blocks.div_ceil(PIECE);
+        match pool {
+            Some(pool) if pieces >= 4 => pool.chunks(pieces, &piece),
+            _ => (0..pieces).for_each(piece),
         }
     }
 
     fn rows(&self) -> usize {
         self.q.len() / self.cols.max(1)
     }
+}
+
+/// One block of 32 values to int8: its scale and the sums of each half's quants.
+#[inline]
+fn quantize_block(xb: &[f32], q: &mut [i8]) -> (f32, i32, i32) {
+    let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+    for (q, &v) in q.iter_mut().zip(xb) {
+        // Round half away from zero; |v * inv| <= 127 (a cast truncates, and saturates).
+        let y = v * inv;
+        *q = (y + 0.5f32.copysign(y)) as i8;
+    }
+    (d, q[..16].iter().map(|&v| v as i32).sum(), q[16..].iter().map(|&v| v as i32).sum())
 }
 
 /// `out[i] = W_row . x[r0 + i]` for the `out.len()` (<= TILE) float activation rows starting at
@@ -279,6 +304,49 @@ pub fn dot_quant_f32(simd: Simd, ty: GgmlType, row: &[u8], cols: usize, x: &[f32
             }
         },
         _ => portable::dot_quant_f32(f, row, cols, x, r0, out),
+    }
+}
+
+/// `sum a[i] b[i]` in f32 (attention's q.k), eight partial sums in a fixed order: the same
+/// value for the same inputs on a given `Simd`.
+#[inline]
+pub fn dot_f32(simd: Simd, a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        // Safe: only chosen where the CPU has AVX2 and FMA; reads stay below `n`.
+        Simd::Avx2 | Simd::Avx2Vnni => unsafe { avx2::dot_f32(&a[..n], &b[..n]) },
+        _ => {
+            let mut acc = [0f32; 8];
+            let (ca, cb) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
+            let (ra, rb) = (ca.remainder(), cb.remainder());
+            for (x, y) in ca.zip(cb) {
+                for i in 0..8 {
+                    acc[i] += x[i] * y[i];
+                }
+            }
+            let mut s: f32 = acc.iter().sum();
+            for (x, y) in ra.iter().zip(rb) {
+                s += x * y;
+            }
+            s
+        }
+    }
+}
+
+/// `y[i] += w * x[i]` (attention's weighted sum of values).
+#[inline]
+pub fn axpy(simd: Simd, w: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        // Safe: as in `dot_f32`.
+        Simd::Avx2 | Simd::Avx2Vnni => unsafe { avx2::axpy(w, &x[..n], &mut y[..n]) },
+        _ => {
+            for (y, &x) in y[..n].iter_mut().zip(&x[..n]) {
+                *y += w * x;
+            }
+        }
     }
 }
 
@@ -490,6 +558,40 @@ mod avx2 {
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
         _mm_cvtss_f32(s)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 8 <= n {
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc);
+            i += 8;
+        }
+        let mut s = hsum(acc);
+        while i < n {
+            s += *pa.add(i) * *pb.add(i);
+            i += 1;
+        }
+        s
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn axpy(w: f32, x: &[f32], y: &mut [f32]) {
+        let n = x.len();
+        let (px, py) = (x.as_ptr(), y.as_mut_ptr());
+        let wv = _mm256_set1_ps(w);
+        let mut i = 0;
+        while i + 8 <= n {
+            _mm256_storeu_ps(py.add(i), _mm256_fmadd_ps(wv, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i))));
+            i += 8;
+        }
+        while i < n {
+            *py.add(i) += w * *px.add(i);
+            i += 1;
+        }
     }
 
     /// Eight weights of a float row from element `i` on, as f32.

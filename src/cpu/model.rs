@@ -201,7 +201,7 @@ impl CpuModel {
         assert!(x.len() >= rows * k && y.len() >= rows * o, "matmul: bad shapes");
         let exact = self.f32_activations;
         if !exact && lin.parts.iter().any(|p| !kernels::is_float(p.ty)) {
-            qa.quantize(&x[..rows * k], k);
+            qa.quantize_on(&x[..rows * k], k, Some(&self.pool));
         }
         let qa = &*qa;
         let out = SyncPtr(y.as_mut_ptr());

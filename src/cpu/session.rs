@@ -13,7 +13,7 @@
 //! Each row's numbers do not depend on the pass it runs in (the kernels compute each row on its
 //! own), so fused, sequential and prefill agree exactly, and so do any thread counts.
 
-use super::kernels::QActs;
+use super::kernels::{self, QActs, Simd};
 use super::model::{CpuModel, SyncPtr};
 use crate::config::{Config, GateMode, Looping};
 use crate::error::{Error, Result};
@@ -447,6 +447,7 @@ impl CpuSession {
                 let (full, rings) = (&self.full, &self.rings);
                 let group = hn / cfg.num_key_value_heads;
                 let (left, slots) = (cfg.window_left, cfg.window_slots());
+                let simd = m.simd;
                 m.pool.chunks(r_n * hn, &|i| {
                     let (r, hh) = (i / hn, i % hn);
                     let row = rows[r];
@@ -457,16 +458,17 @@ impl CpuSession {
                     match row.kind {
                         RowKind::Causal(c) => {
                             let kv = &full[c][li];
-                            attend(q, 0..row.pos + 1, |p, v, b| kv.get(p, at, dh, v, b), o);
+                            attend(simd, q, 0..row.pos + 1, |p, v, b| kv.get(p, at, dh, v, b), o);
                         }
                         RowKind::Plt(l) => {
                             let kv = &full[0][li];
                             let mut global = vec![0.0; dh];
-                            attend(q, 0..row.pos + 1, |p, v, b| kv.get(p, at, dh, v, b), &mut global);
+                            attend(simd, q, 0..row.pos + 1, |p, v, b| kv.get(p, at, dh, v, b), &mut global);
                             let ring = &rings[l - 1][li];
                             let (base, first) = fresh[l];
                             let lo = row.pos.saturating_sub(left);
                             attend(
+                                simd,
                                 q,
                                 lo..row.pos + 1,
                                 |p, v, b| {
@@ -576,7 +578,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// One head's attention over positions `range`: `kv(p, value, buf)` gives position p's key
 /// (or value) for this head, or writes it to `buf` and gives None. Output into `o` [Dh].
-fn attend<'a>(q: &[f32], range: std::ops::Range<usize>, kv: impl Fn(usize, bool, &mut [f32]) -> Option<&'a [f32]>, o: &mut [f32]) {
+fn attend<'a>(simd: Simd, q: &[f32], range: std::ops::Range<usize>, kv: impl Fn(usize, bool, &mut [f32]) -> Option<&'a [f32]>, o: &mut [f32]) {
     let dh = q.len();
     let scale = 1.0 / (dh as f32).sqrt();
     // Heads up to 256 wide (every model we know) convert f16 rows on the stack.
@@ -591,7 +593,7 @@ fn attend<'a>(q: &[f32], range: std::ops::Range<usize>, kv: impl Fn(usize, bool,
     let mut scores = Vec::with_capacity(range.len());
     for p in range.clone() {
         let k = kv(p, false, buf);
-        scores.push(dot(q, k.unwrap_or(buf)) * scale);
+        scores.push(kernels::dot_f32(simd, q, k.unwrap_or(buf)) * scale);
     }
     let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     let mut z = 0.0;
@@ -600,9 +602,7 @@ fn attend<'a>(q: &[f32], range: std::ops::Range<usize>, kv: impl Fn(usize, bool,
         let w = exp(s - max);
         z += w;
         let v = kv(p, true, buf);
-        for (o, &v) in o.iter_mut().zip(v.unwrap_or(buf)) {
-            *o += w * v;
-        }
+        kernels::axpy(simd, w, v.unwrap_or(buf), o);
     }
     o.iter_mut().for_each(|x| *x /= z);
 }
