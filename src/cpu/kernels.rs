@@ -350,6 +350,48 @@ pub fn axpy(simd: Simd, w: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// `sum a[i] b[i]` with `b` in f16 (an f16 KV cache's keys).
+#[inline]
+pub fn dot_f16(simd: Simd, a: &[f32], b: &[half::f16]) -> f32 {
+    let n = a.len().min(b.len());
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        // Safe: only chosen where the CPU has AVX2, FMA and F16C; reads stay below `n`.
+        Simd::Avx2 | Simd::Avx2Vnni => unsafe { avx2::dot_f16(&a[..n], &b[..n]) },
+        _ => {
+            let mut acc = [0f32; 8];
+            let (ca, cb) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
+            let (ra, rb) = (ca.remainder(), cb.remainder());
+            for (x, y) in ca.zip(cb) {
+                for i in 0..8 {
+                    acc[i] += x[i] * y[i].to_f32();
+                }
+            }
+            let mut s: f32 = acc.iter().sum();
+            for (x, y) in ra.iter().zip(rb) {
+                s += x * y.to_f32();
+            }
+            s
+        }
+    }
+}
+
+/// `y[i] += w * x[i]` with `x` in f16 (an f16 KV cache's values).
+#[inline]
+pub fn axpy_f16(simd: Simd, w: f32, x: &[half::f16], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        // Safe: as in `dot_f16`.
+        Simd::Avx2 | Simd::Avx2Vnni => unsafe { avx2::axpy_f16(w, &x[..n], &mut y[..n]) },
+        _ => {
+            for (y, x) in y[..n].iter_mut().zip(&x[..n]) {
+                *y += w * x.to_f32();
+            }
+        }
+    }
+}
+
 fn float_code(ty: GgmlType) -> u8 {
     match ty {
         GgmlType::F32 => 0,
@@ -576,6 +618,42 @@ mod avx2 {
             i += 1;
         }
         s
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16(a: &[f32], b: &[half::f16]) -> f32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 8 <= n {
+            let k = _mm256_cvtph_ps(_mm_loadu_si128(pb.add(i) as *const __m128i));
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), k, acc);
+            i += 8;
+        }
+        let mut s = hsum(acc);
+        while i < n {
+            s += *pa.add(i) * (*pb.add(i)).to_f32();
+            i += 1;
+        }
+        s
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn axpy_f16(w: f32, x: &[half::f16], y: &mut [f32]) {
+        let n = x.len();
+        let (px, py) = (x.as_ptr(), y.as_mut_ptr());
+        let wv = _mm256_set1_ps(w);
+        let mut i = 0;
+        while i + 8 <= n {
+            let v = _mm256_cvtph_ps(_mm_loadu_si128(px.add(i) as *const __m128i));
+            _mm256_storeu_ps(py.add(i), _mm256_fmadd_ps(wv, v, _mm256_loadu_ps(py.add(i))));
+            i += 8;
+        }
+        while i < n {
+            *py.add(i) += w * (*px.add(i)).to_f32();
+            i += 1;
+        }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]

@@ -109,21 +109,15 @@ impl Kv {
         }
     }
 
-    /// Key (value when `value`) of slot `s`, columns `at..at + n`: the stored f32 values, or
-    /// None after writing them to `buf` (f16 caches).
+    /// Key (value when `value`) of slot `s`, columns `at..at + n`, as stored.
     #[inline]
-    fn get(&self, s: usize, at: usize, n: usize, value: bool, buf: &mut [f32]) -> Option<&[f32]> {
+    fn get(&self, s: usize, at: usize, n: usize, value: bool) -> KvRow<'_> {
         let i = s * self.width + at;
-        if self.f16 {
-            use half::slice::HalfFloatSliceExt;
-            let src = if value { &self.v16[i..i + n] } else { &self.k16[i..i + n] };
-            // Vectorised (F16C where the CPU has it).
-            src.convert_to_f32_slice(&mut buf[..n]);
-            None
-        } else if value {
-            Some(&self.v32[i..i + n])
-        } else {
-            Some(&self.k32[i..i + n])
+        match (self.f16, value) {
+            (true, false) => KvRow::F16(&self.k16[i..i + n]),
+            (true, true) => KvRow::F16(&self.v16[i..i + n]),
+            (false, false) => KvRow::F32(&self.k32[i..i + n]),
+            (false, true) => KvRow::F32(&self.v32[i..i + n]),
         }
     }
 
@@ -131,6 +125,13 @@ impl Kv {
     fn bytes(&self) -> usize {
         4 * (self.k32.capacity() + self.v32.capacity()) + 2 * (self.k16.capacity() + self.v16.capacity())
     }
+}
+
+/// One head's key or value of one position, as the cache stores it.
+#[derive(Clone, Copy)]
+enum KvRow<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
 }
 
 /// What a row of a pass attends to.
@@ -458,12 +459,12 @@ impl CpuSession {
                     match row.kind {
                         RowKind::Causal(c) => {
                             let kv = &full[c][li];
-                            attend(simd, q, 0..row.pos + 1, |p, v, b| kv.get(p, at, dh, v, b), o);
+                            attend(simd, q, 0..row.pos + 1, |p, v| kv.get(p, at, dh, v), o);
                         }
                         RowKind::Plt(l) => {
                             let kv = &full[0][li];
                             let mut global = vec![0.0; dh];
-                            attend(simd, q, 0..row.pos + 1, |p, v, b| kv.get(p, at, dh, v, b), &mut global);
+                            attend(simd, q, 0..row.pos + 1, |p, v| kv.get(p, at, dh, v), &mut global);
                             let ring = &rings[l - 1][li];
                             let (base, first) = fresh[l];
                             let lo = row.pos.saturating_sub(left);
@@ -471,13 +472,13 @@ impl CpuSession {
                                 simd,
                                 q,
                                 lo..row.pos + 1,
-                                |p, v, b| {
+                                |p, v| {
                                     if p >= first {
                                         let fr = &qkv[(base + p - first) * width..];
                                         let off = if v { qd + kvd } else { qd };
-                                        Some(&fr[off + at..off + at + dh])
+                                        KvRow::F32(&fr[off + at..off + at + dh])
                                     } else {
-                                        ring.get(p % slots, at, dh, v, b)
+                                        ring.get(p % slots, at, dh, v)
                                     }
                                 },
                                 o,
@@ -576,24 +577,18 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// One head's attention over positions `range`: `kv(p, value, buf)` gives position p's key
-/// (or value) for this head, or writes it to `buf` and gives None. Output into `o` [Dh].
-fn attend<'a>(simd: Simd, q: &[f32], range: std::ops::Range<usize>, kv: impl Fn(usize, bool, &mut [f32]) -> Option<&'a [f32]>, o: &mut [f32]) {
+/// One head's attention over positions `range`: `kv(p, value)` gives position p's key (or
+/// value) for this head. Output into `o` [Dh].
+fn attend<'a>(simd: Simd, q: &[f32], range: std::ops::Range<usize>, kv: impl Fn(usize, bool) -> KvRow<'a>, o: &mut [f32]) {
     let dh = q.len();
     let scale = 1.0 / (dh as f32).sqrt();
-    // Heads up to 256 wide (every model we know) convert f16 rows on the stack.
-    let mut stack = [0f32; 256];
-    let mut heap = Vec::new();
-    let buf: &mut [f32] = if dh <= 256 {
-        &mut stack[..dh]
-    } else {
-        heap.resize(dh, 0.0);
-        &mut heap
-    };
     let mut scores = Vec::with_capacity(range.len());
     for p in range.clone() {
-        let k = kv(p, false, buf);
-        scores.push(kernels::dot_f32(simd, q, k.unwrap_or(buf)) * scale);
+        let d = match kv(p, false) {
+            KvRow::F32(k) => kernels::dot_f32(simd, q, k),
+            KvRow::F16(k) => kernels::dot_f16(simd, q, k),
+        };
+        scores.push(d * scale);
     }
     let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     let mut z = 0.0;
@@ -601,8 +596,10 @@ fn attend<'a>(simd: Simd, q: &[f32], range: std::ops::Range<usize>, kv: impl Fn(
     for (p, s) in range.zip(&scores) {
         let w = exp(s - max);
         z += w;
-        let v = kv(p, true, buf);
-        kernels::axpy(simd, w, v.unwrap_or(buf), o);
+        match kv(p, true) {
+            KvRow::F32(v) => kernels::axpy(simd, w, v, o),
+            KvRow::F16(v) => kernels::axpy_f16(simd, w, v, o),
+        }
     }
     o.iter_mut().for_each(|x| *x /= z);
 }
