@@ -441,7 +441,10 @@ impl CpuSession {
                     }
                 }
             }
-            // Attention, one (row, head) per piece of work.
+            // Attention, one (group of rows, head) per piece of work. A group is the rows of one
+            // position that attend to loop 0's cache (the L rows of a fused step: loop 0 causal,
+            // loops >= 1 in their global branch): each key and value is read once for all of
+            // them; each row's numbers are what it would get alone.
             {
                 let out = SyncPtr(s.att.as_mut_ptr());
                 let (qkv, gates) = (&s.qkv, &s.gates);
@@ -449,44 +452,52 @@ impl CpuSession {
                 let group = hn / cfg.num_key_value_heads;
                 let (left, slots) = (cfg.window_left, cfg.window_slots());
                 let simd = m.simd;
-                m.pool.chunks(r_n * hn, &|i| {
-                    let (r, hh) = (i / hn, i % hn);
-                    let row = rows[r];
-                    let q = &qkv[r * width + hh * dh..r * width + (hh + 1) * dh];
+                let groups = &attention_groups(rows);
+                m.pool.chunks(groups.len() * hn, &|i| {
+                    let (members, hh) = (&groups[i / hn], i % hn);
                     let at = (hh / group) * dh;
-                    // Safe: each (row, head) writes its own Dh values.
-                    let o = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(r * qd + hh * dh), dh) };
-                    match row.kind {
-                        RowKind::Causal(c) => {
-                            let kv = &full[c][li];
-                            attend(simd, q, 0..row.pos + 1, |p, v| kv.get(p, at, dh, v), o);
-                        }
-                        RowKind::Plt(l) => {
-                            let kv = &full[0][li];
-                            let mut global = vec![0.0; dh];
-                            attend(simd, q, 0..row.pos + 1, |p, v| kv.get(p, at, dh, v), &mut global);
-                            let ring = &rings[l - 1][li];
-                            let (base, first) = fresh[l];
-                            let lo = row.pos.saturating_sub(left);
-                            attend(
-                                simd,
-                                q,
-                                lo..row.pos + 1,
-                                |p, v| {
-                                    if p >= first {
-                                        let fr = &qkv[(base + p - first) * width..];
-                                        let off = if v { qd + kvd } else { qd };
-                                        KvRow::F32(&fr[off + at..off + at + dh])
-                                    } else {
-                                        ring.get(p % slots, at, dh, v)
-                                    }
-                                },
-                                o,
-                            );
-                            let g = gates[r * hn + hh];
-                            for (o, gl) in o.iter_mut().zip(&global) {
-                                *o = g * gl + (1.0 - g) * *o;
-                            }
+                    let q = |r: usize| &qkv[r * width + hh * dh..r * width + (hh + 1) * dh];
+                    // Safe: each (row, head) is in one group and writes its own Dh values.
+                    let o = |r: usize| unsafe { std::slice::from_raw_parts_mut(out.ptr().add(r * qd + hh * dh), dh) };
+                    let first_row = rows[members[0]];
+                    let cache = match first_row.kind {
+                        RowKind::Causal(c) => c,
+                        RowKind::Plt(_) => 0,
+                    };
+                    let kv = &full[cache][li];
+                    // The full-cache attention of every member: the causal output of loop 0
+                    // rows, the global branch of PLT rows.
+                    let qs: Vec<&[f32]> = members.iter().map(|&r| q(r)).collect();
+                    let mut global: Vec<Vec<f32>> = vec![vec![0.0; dh]; members.len()];
+                    attend_many(simd, &qs, 0..first_row.pos + 1, |p, v| kv.get(p, at, dh, v), &mut global);
+                    for (&r, global) in members.iter().zip(&global) {
+                        let row = rows[r];
+                        let o = o(r);
+                        let RowKind::Plt(l) = row.kind else {
+                            o.copy_from_slice(global);
+                            continue;
+                        };
+                        let ring = &rings[l - 1][li];
+                        let (base, first) = fresh[l];
+                        let lo = row.pos.saturating_sub(left);
+                        attend(
+                            simd,
+                            q(r),
+                            lo..row.pos + 1,
+                            |p, v| {
+                                if p >= first {
+                                    let fr = &qkv[(base + p - first) * width..];
+                                    let off = if v { qd + kvd } else { qd };
+                                    KvRow::F32(&fr[off + at..off + at + dh])
+                                } else {
+                                    ring.get(p % slots, at, dh, v)
+                                }
+                            },
+                            o,
+                        );
+                        let g = gates[r * hn + hh];
+                        for (o, gl) in o.iter_mut().zip(global) {
+                            *o = g * gl + (1.0 - g) * *o;
                         }
                     }
                 });
@@ -580,28 +591,68 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// One head's attention over positions `range`: `kv(p, value)` gives position p's key (or
 /// value) for this head. Output into `o` [Dh].
 fn attend<'a>(simd: Simd, q: &[f32], range: std::ops::Range<usize>, kv: impl Fn(usize, bool) -> KvRow<'a>, o: &mut [f32]) {
-    let dh = q.len();
+    let mut outs = [vec![0.0; q.len()]];
+    attend_many(simd, &[q], range, kv, &mut outs);
+    o.copy_from_slice(&outs[0]);
+}
+
+/// `attend` for several queries over the same positions: each key and value is read once for
+/// all of them; query i's output (into `outs[i]`) is what `attend` gives it alone.
+fn attend_many<'a>(simd: Simd, qs: &[&[f32]], range: std::ops::Range<usize>, kv: impl Fn(usize, bool) -> KvRow<'a>, outs: &mut [Vec<f32>]) {
+    let (n, len) = (qs.len(), range.len());
+    let dh = qs[0].len();
     let scale = 1.0 / (dh as f32).sqrt();
-    let mut scores = Vec::with_capacity(range.len());
-    for p in range.clone() {
-        let d = match kv(p, false) {
-            KvRow::F32(k) => kernels::dot_f32(simd, q, k),
-            KvRow::F16(k) => kernels::dot_f16(simd, q, k),
-        };
-        scores.push(d * scale);
-    }
-    let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let mut z = 0.0;
-    o.iter_mut().for_each(|x| *x = 0.0);
-    for (p, s) in range.zip(&scores) {
-        let w = exp(s - max);
-        z += w;
-        match kv(p, true) {
-            KvRow::F32(v) => kernels::axpy(simd, w, v, o),
-            KvRow::F16(v) => kernels::axpy_f16(simd, w, v, o),
+    // scores[i * len + j]: query i against position range.start + j.
+    let mut scores = vec![0f32; n * len];
+    for (j, p) in range.clone().enumerate() {
+        let k = kv(p, false);
+        for (i, q) in qs.iter().enumerate() {
+            let d = match k {
+                KvRow::F32(k) => kernels::dot_f32(simd, q, k),
+                KvRow::F16(k) => kernels::dot_f16(simd, q, k),
+            };
+            scores[i * len + j] = d * scale;
         }
     }
-    o.iter_mut().for_each(|x| *x /= z);
+    let mut z = vec![0f32; n];
+    for (i, sc) in scores.chunks_mut(len).enumerate() {
+        let max = sc.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        for s in sc.iter_mut() {
+            *s = exp(*s - max);
+            z[i] += *s;
+        }
+    }
+    for o in outs.iter_mut() {
+        o.iter_mut().for_each(|x| *x = 0.0);
+    }
+    for (j, p) in range.enumerate() {
+        let v = kv(p, true);
+        for (i, o) in outs.iter_mut().enumerate() {
+            let w = scores[i * len + j];
+            match v {
+                KvRow::F32(v) => kernels::axpy(simd, w, v, o),
+                KvRow::F16(v) => kernels::axpy_f16(simd, w, v, o),
+            }
+        }
+    }
+    for (o, z) in outs.iter_mut().zip(z) {
+        o.iter_mut().for_each(|x| *x /= z);
+    }
+}
+
+/// The rows of a pass grouped for attention: consecutive rows of one position that attend to
+/// loop 0's cache (loop 0's causal row and PLT loops' global branch) form one group; every
+/// other row is a group of its own.
+fn attention_groups(rows: &[PassRow]) -> Vec<Vec<usize>> {
+    let shares = |r: &PassRow| matches!(r.kind, RowKind::Causal(0) | RowKind::Plt(_));
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        match groups.last_mut() {
+            Some(g) if shares(r) && shares(&rows[g[0]]) && rows[g[0]].pos == r.pos => g.push(i),
+            _ => groups.push(vec![i]),
+        }
+    }
+    groups
 }
 
 fn silu(x: f32) -> f32 {
