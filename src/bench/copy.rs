@@ -128,7 +128,7 @@ pub fn copy_bandwidth(gpu: &Gpu, bytes: u64) -> Result<CopyBw> {
 
 /// The CPU's memory bandwidth with the backend's threads, STREAM-like: a buffer of `bytes`
 /// copied to another (read + write bytes per second) and read alone (the access of a decode
-/// step's weights: a sum over every 32-byte line), each split into one contiguous range per
+/// step's weights: a sum of every value), each split into one contiguous range per
 /// thread, best of 5 rounds after one untimed round. The report's figure is the better of the
 /// two; `shader_copy_*` hold the read.
 pub fn cpu_bandwidth(pool: &crate::cpu::Pool, bytes: u64) -> CopyBw {
@@ -155,16 +155,14 @@ pub fn cpu_bandwidth(pool: &crate::cpu::Pool, bytes: u64) -> CopyBw {
         let d = unsafe { std::slice::from_raw_parts_mut(dp.ptr().add(r.start), r.len()) };
         d.copy_from_slice(&src[r]);
     });
-    let sums: Vec<std::sync::atomic::AtomicU64> = (0..threads).map(|_| std::sync::atomic::AtomicU64::new(0)).collect();
+    let sums: Vec<std::sync::atomic::AtomicU32> = (0..threads).map(|_| std::sync::atomic::AtomicU32::new(0)).collect();
+    let simd = crate::cpu::Simd::detect();
     let read = time(&|t| {
-        // Four words of every 32 bytes, summed in independent lanes (the loads are the work).
-        let mut acc = [0u64; 4];
-        for c in src[range(t)].chunks_exact(4) {
-            for i in 0..4 {
-                acc[i] = acc[i].wrapping_add(c[i]);
-            }
-        }
-        sums[t].store(acc.iter().fold(0, |a, &x| a.wrapping_add(x)), std::sync::atomic::Ordering::Relaxed);
+        // Every value summed with the backend's widest loads (the loads are the work).
+        let r = range(t);
+        let words: &[f32] = bytemuck::cast_slice(&src[r]);
+        let s = crate::cpu::kernels::sum_f32(simd, words);
+        sums[t].store(s.to_bits(), std::sync::atomic::Ordering::Relaxed);
     });
     std::hint::black_box((&dst, &sums));
     let gbps = |secs: &[f64], moved: f64| {

@@ -89,10 +89,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         (None, None) => return Err(Error::Input("bench: no device".into())),
     };
-    eprintln!(
-        "copy bandwidth: {:.1} GB/s (buffer copy {:.1}, copy kernel {:.1} by {})",
-        copy.gbps, copy.buffer_copy_gbps, copy.shader_copy_gbps, copy.shader_copy_timer
-    );
+    if gpu.is_some() {
+        eprintln!(
+            "copy bandwidth: {:.1} GB/s (buffer copy {:.1}, copy kernel {:.1} by {})",
+            copy.gbps, copy.buffer_copy_gbps, copy.shader_copy_gbps, copy.shader_copy_timer
+        );
+    } else {
+        eprintln!("memory bandwidth: {:.1} GB/s (copy {:.1}, read {:.1})", copy.gbps, copy.buffer_copy_gbps, copy.shader_copy_gbps);
+    }
 
     let mut report = Report {
         schema: 1,

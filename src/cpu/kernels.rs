@@ -392,6 +392,27 @@ pub fn axpy_f16(simd: Simd, w: f32, x: &[half::f16], y: &mut [f32]) {
     }
 }
 
+/// The sum of `x` (a read of every value, as fast as the loads go: the bandwidth yardstick of
+/// `plt bench`).
+pub fn sum_f32(simd: Simd, x: &[f32]) -> f32 {
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        // Safe: only chosen where the CPU has AVX2.
+        Simd::Avx2 | Simd::Avx2Vnni => unsafe { avx2::sum_f32(x) },
+        _ => {
+            let mut acc = [0f32; 16];
+            let c = x.chunks_exact(16);
+            let r: f32 = c.remainder().iter().sum();
+            for v in c {
+                for i in 0..16 {
+                    acc[i] += v[i];
+                }
+            }
+            acc.iter().sum::<f32>() + r
+        }
+    }
+}
+
 fn float_code(ty: GgmlType) -> u8 {
     match ty {
         GgmlType::F32 => 0,
@@ -615,6 +636,25 @@ mod avx2 {
         let mut s = hsum(acc);
         while i < n {
             s += *pa.add(i) * *pb.add(i);
+            i += 1;
+        }
+        s
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn sum_f32(x: &[f32]) -> f32 {
+        let (n, p) = (x.len(), x.as_ptr());
+        let mut a = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (k, a) in a.iter_mut().enumerate() {
+                *a = _mm256_add_ps(*a, _mm256_loadu_ps(p.add(i + 8 * k)));
+            }
+            i += 32;
+        }
+        let mut s = hsum(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
+        while i < n {
+            s += *p.add(i);
             i += 1;
         }
         s
