@@ -53,7 +53,7 @@ fn run() -> plt::Result<()> {
     };
     let gpu = Arc::new(Gpu::new_blocking(&GpuOptions::default())?);
     let engine = Engine::from_parts(gpu, &cfg, &weights, tok, None, &dir, &mut |_, _| {})?;
-    let adapter = engine.gpu.describe();
+    let adapter = engine.describe();
     let context = context.min(cfg.max_position_embeddings);
     let mut ts = TextSession::new(Arc::new(engine), context)?;
     let prompt_tokens = ts.encode_prompt(&prompt)?;

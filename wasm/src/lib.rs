@@ -233,7 +233,7 @@ impl Model {
 
     /// The adapter's description.
     pub fn adapter(&self) -> String {
-        self.inner.borrow().as_ref().map(|i| i.engine.gpu.describe()).unwrap_or_default()
+        self.inner.borrow().as_ref().map(|i| i.engine.describe()).unwrap_or_default()
     }
 
     /// Token ids of `prompt` as `generate` feeds them (BOS included when the model adds one).
@@ -273,8 +273,8 @@ impl Model {
             let ts = if let (true, Some((vc, src))) = (vanilla, inner.vanilla_src.as_ref()) {
                 if inner.vanilla.is_none() {
                     let model = plt::load::open_with_config(src, vc.clone()).map_err(js_err)?;
-                    let e = Engine::from_model(inner.engine.gpu.clone(), model, inner.dtype, &inner.engine.source, &mut |_, _| {})
-                        .map_err(js_err)?;
+                    let gpu = inner.engine.gpu().ok_or_else(|| js_err("the vanilla model runs on the GPU"))?.clone();
+                    let e = Engine::from_model(gpu, model, inner.dtype, &inner.engine.source, &mut |_, _| {}).map_err(js_err)?;
                     inner.vanilla = Some(TextSession::new(Arc::new(e), inner.context).map_err(js_err)?);
                 }
                 inner.vanilla.as_mut().expect("built")
@@ -353,7 +353,7 @@ impl Model {
 }
 
 fn gpu_check(e: &Engine) -> Result<(), JsValue> {
-    e.gpu.check().map_err(js_err)
+    e.gpu().map_or(Ok(()), |g| g.check()).map_err(js_err)
 }
 
 fn describe(e: &Engine, context: usize, vanilla: bool) -> String {
@@ -366,8 +366,8 @@ fn describe(e: &Engine, context: usize, vanilla: bool) -> String {
         modes.push("vanilla".into());
     }
     let info = ModelInfo {
-        adapter: e.gpu.describe(),
-        kernels: e.gpu.kernel_summary(),
+        adapter: e.describe(),
+        kernels: e.gpu().map(|g| g.kernel_summary()).unwrap_or_default(),
         source: e.source.clone(),
         layers: c.num_hidden_layers,
         hidden_size: c.hidden_size,
@@ -379,7 +379,7 @@ fn describe(e: &Engine, context: usize, vanilla: bool) -> String {
         },
         window: c.window_left + 1,
         parameters: c.num_params(),
-        weight_bytes: e.model.weight_bytes(),
+        weight_bytes: e.weight_bytes(),
         context,
         modes,
     };
