@@ -586,7 +586,8 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
     };
     let v = engine.cfg().vocab_size;
     // Every position's logits of one chunk, from position 0.
-    let mut chunk_logits: Box<dyn FnMut(&[u32]) -> Result<Vec<f32>>> = match &engine.device {
+    type ChunkLogits = Box<dyn FnMut(&[u32]) -> Result<Vec<f32>>>;
+    let mut chunk_logits: ChunkLogits = match &engine.device {
         Device::Gpu { model, .. } => {
             let mut s = Session::new(model.clone(), SessionOptions { batch: 1, context: ctx, prefill_chunk: 128.min(ctx), kv_f16: engine.kv_f16 })?;
             Box::new(move |c: &[u32]| {

@@ -76,7 +76,7 @@ pub struct Variant {
 
 /// The sequence(s) being measured.
 enum Seq {
-    Gpu(Session),
+    Gpu(Box<Session>),
     /// One sequence (the CPU backend runs batch 1).
     Cpu(CpuSession),
 }
@@ -183,7 +183,7 @@ pub fn open(gpu: Option<&Arc<Gpu>>, set: &Settings, variant: &Variant, batch: us
     };
     Ok(Live {
         variant: variant.clone(),
-        session: Seq::Gpu(session),
+        session: Seq::Gpu(Box::new(session)),
         batch: b,
         context: t,
         prefill,

@@ -540,7 +540,7 @@ mod portable {
                 let (b, qs_at) = if f == Q4_K { (&row[144 * (u / 8)..], 16) } else { (&row[176 * (u / 8)..], 48) };
                 let qs = &b[qs_at + 32 * (j / 2)..qs_at + 32 * (j / 2) + 32];
                 for l in 0..32 {
-                    q[l] = if j % 2 == 0 { qs[l] & 0xF } else { qs[l] >> 4 };
+                    q[l] = if j.is_multiple_of(2) { qs[l] & 0xF } else { qs[l] >> 4 };
                     if f == Q5_K {
                         q[l] |= ((b[16 + l] >> j) & 1) << 4;
                     }

@@ -197,7 +197,7 @@ fn worker(s: &Shared, index: usize) {
             } else {
                 std::thread::yield_now();
             }
-            if spins % 64 == 0 && start.elapsed() > SPIN {
+            if spins.is_multiple_of(64) && start.elapsed() > SPIN {
                 let mut g = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
                 while s.generation.load(Ordering::Acquire) == seen {
                     g = s.wake.wait(g).unwrap_or_else(|e| e.into_inner());
