@@ -78,7 +78,7 @@ pub struct Variant {
 enum Seq {
     Gpu(Box<Session>),
     /// One sequence (the CPU backend runs batch 1).
-    Cpu(CpuSession),
+    Cpu(Box<CpuSession>),
 }
 
 /// One session being measured: a model variant at one (B, T).
@@ -237,7 +237,7 @@ fn open_cpu(model: &Arc<CpuModel>, set: &Settings, variant: &Variant, batch: usi
     let prefill = Prefill { tokens: p, passes_per_chunk: passes, wall_s, tokens_per_s: p as f64 / wall_s.max(1e-12), gpu_s: None, gpu_tokens_per_s: None };
     Ok(Live {
         variant: variant.clone(),
-        session: Seq::Cpu(session),
+        session: Seq::Cpu(Box::new(session)),
         batch: 1,
         context: t,
         prefill,
