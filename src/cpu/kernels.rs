@@ -413,6 +413,82 @@ pub fn sum_f32(simd: Simd, x: &[f32]) -> f32 {
     }
 }
 
+/// One head's key or value of one position, as a cache stores it.
+#[derive(Clone, Copy)]
+pub enum KvRow<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+}
+
+/// Attention of one head for several queries over the same positions: `kv(p, value)` gives
+/// position p's key (or value); query i's output goes to `outs[i]`. Each key and value is read
+/// once for all queries, and query i's numbers are what it gets alone (scores, softmax and the
+/// weighted sum in position order). `scores` is scratch.
+pub fn attend_many<'a, K: Fn(usize, bool) -> KvRow<'a>>(
+    simd: Simd,
+    qs: &[&[f32]],
+    range: std::ops::Range<usize>,
+    kv: &K,
+    outs: &mut [&mut [f32]],
+    scores: &mut Vec<f32>,
+) {
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        // Safe: only chosen where the CPU has AVX2, FMA and F16C.
+        Simd::Avx2 | Simd::Avx2Vnni => unsafe { avx2::attend_many(qs, range, kv, outs, scores) },
+        _ => attend_many_with(qs, range, kv, outs, scores, |q, k| match k {
+            KvRow::F32(k) => dot_f32(Simd::Portable, q, k),
+            KvRow::F16(k) => dot_f16(Simd::Portable, q, k),
+        }, |w, v, o| match v {
+            KvRow::F32(v) => axpy(Simd::Portable, w, v, o),
+            KvRow::F16(v) => axpy_f16(Simd::Portable, w, v, o),
+        }),
+    }
+}
+
+/// The body of `attend_many`, over a dot product and an axpy of one instruction set.
+#[inline(always)]
+fn attend_many_with<'a, K, D, A>(qs: &[&[f32]], range: std::ops::Range<usize>, kv: &K, outs: &mut [&mut [f32]], scores: &mut Vec<f32>, dot: D, axpy: A)
+where
+    K: Fn(usize, bool) -> KvRow<'a>,
+    D: Fn(&[f32], KvRow<'_>) -> f32,
+    A: Fn(f32, KvRow<'_>, &mut [f32]),
+{
+    let (n, len) = (qs.len(), range.len());
+    let scale = 1.0 / (qs[0].len() as f32).sqrt();
+    scores.clear();
+    scores.resize(n * len, 0.0);
+    // scores[i * len + j]: query i against position range.start + j.
+    for (j, p) in range.clone().enumerate() {
+        let k = kv(p, false);
+        for (i, q) in qs.iter().enumerate() {
+            scores[i * len + j] = dot(q, k) * scale;
+        }
+    }
+    let mut z = [0f32; 16];
+    let mut zs = Vec::new();
+    let z: &mut [f32] = if n <= 16 { &mut z[..n] } else { zs.resize(n, 0.0); &mut zs };
+    for (i, sc) in scores.chunks_mut(len).enumerate() {
+        let max = sc.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        for s in sc.iter_mut() {
+            *s = super::session::exp(*s - max);
+            z[i] += *s;
+        }
+    }
+    for o in outs.iter_mut() {
+        o.iter_mut().for_each(|x| *x = 0.0);
+    }
+    for (j, p) in range.enumerate() {
+        let v = kv(p, true);
+        for (i, o) in outs.iter_mut().enumerate() {
+            axpy(scores[i * len + j], v, o);
+        }
+    }
+    for (o, &z) in outs.iter_mut().zip(z.iter()) {
+        o.iter_mut().for_each(|x| *x /= z);
+    }
+}
+
 fn float_code(ty: GgmlType) -> u8 {
     match ty {
         GgmlType::F32 => 0,
@@ -624,6 +700,32 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn attend_many<'a, K: Fn(usize, bool) -> KvRow<'a>>(
+        qs: &[&[f32]],
+        range: std::ops::Range<usize>,
+        kv: &K,
+        outs: &mut [&mut [f32]],
+        scores: &mut Vec<f32>,
+    ) {
+        attend_many_with(
+            qs,
+            range,
+            kv,
+            outs,
+            scores,
+            |q, k| match k {
+                KvRow::F32(k) => dot_f32(q, k),
+                KvRow::F16(k) => dot_f16(q, k),
+            },
+            |w, v, o| match v {
+                KvRow::F32(v) => axpy(w, v, o),
+                KvRow::F16(v) => axpy_f16(w, v, o),
+            },
+        )
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len();
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
@@ -660,6 +762,7 @@ mod avx2 {
         s
     }
 
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_f16(a: &[f32], b: &[half::f16]) -> f32 {
         let n = a.len();
@@ -679,6 +782,7 @@ mod avx2 {
         s
     }
 
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn axpy_f16(w: f32, x: &[half::f16], y: &mut [f32]) {
         let n = x.len();
@@ -696,6 +800,7 @@ mod avx2 {
         }
     }
 
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn axpy(w: f32, x: &[f32], y: &mut [f32]) {
         let n = x.len();

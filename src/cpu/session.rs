@@ -13,7 +13,7 @@
 //! Each row's numbers do not depend on the pass it runs in (the kernels compute each row on its
 //! own), so fused, sequential and prefill agree exactly, and so do any thread counts.
 
-use super::kernels::{self, QActs, Simd};
+use super::kernels::{self, KvRow, QActs, Simd};
 use super::model::{CpuModel, SyncPtr};
 use crate::config::{Config, GateMode, Looping};
 use crate::error::{Error, Result};
@@ -125,13 +125,6 @@ impl Kv {
     fn bytes(&self) -> usize {
         4 * (self.k32.capacity() + self.v32.capacity()) + 2 * (self.k16.capacity() + self.v16.capacity())
     }
-}
-
-/// One head's key or value of one position, as the cache stores it.
-#[derive(Clone, Copy)]
-enum KvRow<'a> {
-    F32(&'a [f32]),
-    F16(&'a [half::f16]),
 }
 
 /// What a row of a pass attends to.
@@ -468,9 +461,13 @@ impl CpuSession {
                     // The full-cache attention of every member: the causal output of loop 0
                     // rows, the global branch of PLT rows.
                     let qs: Vec<&[f32]> = members.iter().map(|&r| q(r)).collect();
-                    let mut global: Vec<Vec<f32>> = vec![vec![0.0; dh]; members.len()];
-                    attend_many(simd, &qs, 0..first_row.pos + 1, |p, v| kv.get(p, at, dh, v), &mut global);
-                    for (&r, global) in members.iter().zip(&global) {
+                    let mut global = vec![0f32; dh * members.len()];
+                    let mut scores = Vec::new();
+                    {
+                        let mut outs: Vec<&mut [f32]> = global.chunks_mut(dh).collect();
+                        kernels::attend_many(simd, &qs, 0..first_row.pos + 1, &|p, v| kv.get(p, at, dh, v), &mut outs, &mut scores);
+                    }
+                    for (&r, global) in members.iter().zip(global.chunks(dh)) {
                         let row = rows[r];
                         let o = o(r);
                         let RowKind::Plt(l) = row.kind else {
@@ -494,6 +491,7 @@ impl CpuSession {
                                 }
                             },
                             o,
+                            &mut scores,
                         );
                         let g = gates[r * hn + hh];
                         for (o, gl) in o.iter_mut().zip(global) {
@@ -588,56 +586,9 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// One head's attention over positions `range`: `kv(p, value)` gives position p's key (or
-/// value) for this head. Output into `o` [Dh].
-fn attend<'a>(simd: Simd, q: &[f32], range: std::ops::Range<usize>, kv: impl Fn(usize, bool) -> KvRow<'a>, o: &mut [f32]) {
-    let mut outs = [vec![0.0; q.len()]];
-    attend_many(simd, &[q], range, kv, &mut outs);
-    o.copy_from_slice(&outs[0]);
-}
-
-/// `attend` for several queries over the same positions: each key and value is read once for
-/// all of them; query i's output (into `outs[i]`) is what `attend` gives it alone.
-fn attend_many<'a>(simd: Simd, qs: &[&[f32]], range: std::ops::Range<usize>, kv: impl Fn(usize, bool) -> KvRow<'a>, outs: &mut [Vec<f32>]) {
-    let (n, len) = (qs.len(), range.len());
-    let dh = qs[0].len();
-    let scale = 1.0 / (dh as f32).sqrt();
-    // scores[i * len + j]: query i against position range.start + j.
-    let mut scores = vec![0f32; n * len];
-    for (j, p) in range.clone().enumerate() {
-        let k = kv(p, false);
-        for (i, q) in qs.iter().enumerate() {
-            let d = match k {
-                KvRow::F32(k) => kernels::dot_f32(simd, q, k),
-                KvRow::F16(k) => kernels::dot_f16(simd, q, k),
-            };
-            scores[i * len + j] = d * scale;
-        }
-    }
-    let mut z = vec![0f32; n];
-    for (i, sc) in scores.chunks_mut(len).enumerate() {
-        let max = sc.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        for s in sc.iter_mut() {
-            *s = exp(*s - max);
-            z[i] += *s;
-        }
-    }
-    for o in outs.iter_mut() {
-        o.iter_mut().for_each(|x| *x = 0.0);
-    }
-    for (j, p) in range.enumerate() {
-        let v = kv(p, true);
-        for (i, o) in outs.iter_mut().enumerate() {
-            let w = scores[i * len + j];
-            match v {
-                KvRow::F32(v) => kernels::axpy(simd, w, v, o),
-                KvRow::F16(v) => kernels::axpy_f16(simd, w, v, o),
-            }
-        }
-    }
-    for (o, z) in outs.iter_mut().zip(z) {
-        o.iter_mut().for_each(|x| *x /= z);
-    }
+/// One head's attention over positions `range` for one query (`kernels::attend_many`).
+fn attend<'a>(simd: Simd, q: &[f32], range: std::ops::Range<usize>, kv: impl Fn(usize, bool) -> KvRow<'a>, o: &mut [f32], scores: &mut Vec<f32>) {
+    kernels::attend_many(simd, &[q], range, &kv, &mut [o], scores);
 }
 
 /// The rows of a pass grouped for attention: consecutive rows of one position that attend to
