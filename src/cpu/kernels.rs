@@ -316,22 +316,23 @@ pub fn dot_f32(simd: Simd, a: &[f32], b: &[f32]) -> f32 {
         #[cfg(target_arch = "x86_64")]
         // Safe: only chosen where the CPU has AVX2 and FMA; reads stay below `n`.
         Simd::Avx2 | Simd::Avx2Vnni => unsafe { avx2::dot_f32(&a[..n], &b[..n]) },
-        _ => {
-            let mut acc = [0f32; 8];
-            let (ca, cb) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
-            let (ra, rb) = (ca.remainder(), cb.remainder());
-            for (x, y) in ca.zip(cb) {
-                for i in 0..8 {
-                    acc[i] += x[i] * y[i];
-                }
-            }
-            let mut s: f32 = acc.iter().sum();
-            for (x, y) in ra.iter().zip(rb) {
-                s += x * y;
-            }
-            s
-        }
+        _ => dot_portable(&a[..n], |i| b[i]),
     }
+}
+
+/// The portable dot product: eight partial sums (lane i % 8), then the tail, in a fixed order.
+#[inline]
+pub fn dot_portable(a: &[f32], b: impl Fn(usize) -> f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let whole = a.len() / 8 * 8;
+    for (i, &x) in a[..whole].iter().enumerate() {
+        acc[i % 8] += x * b(i);
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (i, &x) in a.iter().enumerate().skip(whole) {
+        s += x * b(i);
+    }
+    s
 }
 
 /// `y[i] += w * x[i]` (attention's weighted sum of values).
@@ -358,21 +359,7 @@ pub fn dot_f16(simd: Simd, a: &[f32], b: &[half::f16]) -> f32 {
         #[cfg(target_arch = "x86_64")]
         // Safe: only chosen where the CPU has AVX2, FMA and F16C; reads stay below `n`.
         Simd::Avx2 | Simd::Avx2Vnni => unsafe { avx2::dot_f16(&a[..n], &b[..n]) },
-        _ => {
-            let mut acc = [0f32; 8];
-            let (ca, cb) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
-            let (ra, rb) = (ca.remainder(), cb.remainder());
-            for (x, y) in ca.zip(cb) {
-                for i in 0..8 {
-                    acc[i] += x[i] * y[i].to_f32();
-                }
-            }
-            let mut s: f32 = acc.iter().sum();
-            for (x, y) in ra.iter().zip(rb) {
-                s += x * y.to_f32();
-            }
-            s
-        }
+        _ => dot_portable(&a[..n], |i| b[i].to_f32()),
     }
 }
 
@@ -580,13 +567,7 @@ mod portable {
             }
         };
         for (o, out) in out.iter_mut().enumerate() {
-            let xr = &x[(r0 + o) * cols..(r0 + o + 1) * cols];
-            // Eight partial sums, as the vector code keeps eight lanes.
-            let mut acc = [0f32; 8];
-            for (i, &xv) in xr.iter().enumerate() {
-                acc[i % 8] += w(i) * xv;
-            }
-            *out = acc.iter().sum();
+            *out = dot_portable(&x[(r0 + o) * cols..(r0 + o + 1) * cols], w);
         }
     }
 

@@ -422,14 +422,14 @@ impl CpuSession {
                     GateMode::Query => {
                         let q = &s.qkv[r * width..r * width + qd];
                         for (hh, gv) in gates.iter_mut().enumerate() {
-                            *gv = sigmoid(dot(&q[hh * dh..(hh + 1) * dh], &g.weight[hh * g.cols..(hh + 1) * g.cols]) + g.bias[hh]);
+                            *gv = sigmoid(kernels::dot_f32(m.simd, &q[hh * dh..(hh + 1) * dh], &g.weight[hh * g.cols..(hh + 1) * g.cols]) + g.bias[hh]);
                         }
                     }
                     GateMode::Hidden => {
                         let mut n = vec![0.0; d];
                         rmsnorm(&s.hin[r * d..(r + 1) * d], g.norm.as_deref().expect("hidden gates have a norm"), eps, &mut n);
                         for (hh, gv) in gates.iter_mut().enumerate() {
-                            *gv = sigmoid(dot(&n, &g.weight[hh * g.cols..(hh + 1) * g.cols]) + g.bias[hh]);
+                            *gv = sigmoid(kernels::dot_f32(m.simd, &n, &g.weight[hh * g.cols..(hh + 1) * g.cols]) + g.bias[hh]);
                         }
                     }
                 }
@@ -566,24 +566,6 @@ fn rope(v: &mut [f32], cs: &[(f32, f32)]) {
         v[j] = a * cos - b * sin;
         v[j + half] = b * cos + a * sin;
     }
-}
-
-/// Dot product with eight partial sums (vectorisable, a fixed order).
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
 }
 
 /// One head's attention over positions `range` for one query (`kernels::attend_many`).
