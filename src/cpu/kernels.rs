@@ -1100,6 +1100,19 @@ mod tests {
         num / den
     }
 
+    const QUANTISED: [GgmlType; 8] = [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K];
+
+    /// Three random rows of `ty` (of `k_cols` weights for the 256-weight formats, else `cols`),
+    /// their dequantised values, and `nx` random activation rows: (cols, rows, blocks, values, x).
+    fn case(ty: GgmlType, cols: usize, k_cols: usize, nx: usize, rng: &mut Rng) -> (usize, usize, Vec<u8>, Vec<f32>, Vec<f32>) {
+        let cols = if ty.block().unwrap().0 == 256 { k_cols } else { cols };
+        let rows = 3;
+        let w = random_rows(ty, rows, cols, rng);
+        let wf = dequantize(ty, &w, rows * cols).unwrap();
+        let x: Vec<f32> = (0..nx * cols).map(|_| rng.normal()).collect();
+        (cols, rows, w, wf, x)
+    }
+
     /// Every instruction set this CPU runs.
     fn simds() -> Vec<Simd> {
         [Simd::Portable, Simd::Avx2, Simd::Avx2Vnni].into_iter().filter(|s| s.available()).collect()
@@ -1111,13 +1124,8 @@ mod tests {
     #[test]
     fn quantised_dots_match_the_dequantised_weights() {
         let mut rng = Rng::new(7);
-        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
-            let cols = if ty.block().unwrap().0 == 256 { 512 } else { 96 };
-            let rows = 3;
-            let w = random_rows(ty, rows, cols, &mut rng);
-            let wf = dequantize(ty, &w, rows * cols).unwrap();
-            let nx = 5;
-            let x: Vec<f32> = (0..nx * cols).map(|_| rng.normal()).collect();
+        for ty in QUANTISED {
+            let (cols, rows, w, wf, x) = case(ty, 96, 512, 5, &mut rng);
             let mut acts = QActs::default();
             acts.quantize(&x, cols);
             let rb = row_bytes(ty, cols);
@@ -1162,13 +1170,9 @@ mod tests {
     #[test]
     fn quantised_dots_with_f32_activations_match_the_dequantised_weights() {
         let mut rng = Rng::new(13);
-        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
-            let cols = if ty.block().unwrap().0 == 256 { 768 } else { 160 };
-            let rows = 3;
-            let w = random_rows(ty, rows, cols, &mut rng);
-            let wf = dequantize(ty, &w, rows * cols).unwrap();
-            let nx = 7;
-            let x: Vec<f32> = (0..nx * cols).map(|_| rng.normal()).collect();
+        for ty in QUANTISED {
+            let (cols, rows, w, wf, x) = case(ty, 160, 768, 7, &mut rng);
+            let nx = x.len() / cols;
             let rb = row_bytes(ty, cols);
             let mut per_simd = Vec::new();
             for simd in simds() {
