@@ -194,6 +194,22 @@ fn quantize_block(xb: &[f32], q: &mut [i8]) -> (f32, i32, i32) {
     (d, q[..16].iter().map(|&v| v as i32).sum(), q[16..].iter().map(|&v| v as i32).sum())
 }
 
+/// Runs `$by_n!(CODE)` with the format code `$f` as a literal (for const generics).
+macro_rules! by_format {
+    ($f:expr, $by_n:ident) => {
+        match $f {
+            Q8_0 => $by_n!(0),
+            Q4_0 => $by_n!(1),
+            Q4_1 => $by_n!(2),
+            Q5_0 => $by_n!(3),
+            Q5_1 => $by_n!(4),
+            Q4_K => $by_n!(5),
+            Q5_K => $by_n!(6),
+            _ => $by_n!(7),
+        }
+    };
+}
+
 /// `out[i] = W_row . x[r0 + i]` for the `out.len()` (<= TILE) float activation rows starting at
 /// `r0` of `x` ([rows, cols]); `row` holds `cols` values of `ty` (F32, F16 or BF16).
 pub fn dot_float(simd: Simd, ty: GgmlType, row: &[u8], cols: usize, x: &[f32], r0: usize, out: &mut [f32]) {
@@ -250,16 +266,7 @@ pub fn dot_quant(simd: Simd, ty: GgmlType, row: &[u8], acts: &QActs, r0: usize, 
                     }
                 };
             }
-            match f {
-                Q8_0 => by_n!(0),
-                Q4_0 => by_n!(1),
-                Q4_1 => by_n!(2),
-                Q5_0 => by_n!(3),
-                Q5_1 => by_n!(4),
-                Q4_K => by_n!(5),
-                Q5_K => by_n!(6),
-                _ => by_n!(7),
-            }
+            by_format!(f, by_n)
         },
         _ => portable::dot_quant(f, row, acts, r0, out),
     }
@@ -292,16 +299,7 @@ pub fn dot_quant_f32(simd: Simd, ty: GgmlType, row: &[u8], cols: usize, x: &[f32
                     }
                 };
             }
-            match f {
-                Q8_0 => by_n!(0),
-                Q4_0 => by_n!(1),
-                Q4_1 => by_n!(2),
-                Q5_0 => by_n!(3),
-                Q5_1 => by_n!(4),
-                Q4_K => by_n!(5),
-                Q5_K => by_n!(6),
-                _ => by_n!(7),
-            }
+            by_format!(f, by_n)
         },
         _ => portable::dot_quant_f32(f, row, cols, x, r0, out),
     }
@@ -408,7 +406,7 @@ pub enum KvRow<'a> {
 }
 
 /// Attention of one head for several queries over the same positions: `kv(p, value)` gives
-/// position p's key (or value); query i's output goes to `outs[i]`. Each key and value is read
+/// position p's key (or value); query i's output goes to `outs[i * Dh..]`. Each key and value is read
 /// once for all queries, and query i's numbers are what it gets alone (scores, softmax and the
 /// weighted sum in position order). `scores` is scratch.
 pub fn attend_many<'a, K: Fn(usize, bool) -> KvRow<'a>>(
@@ -416,7 +414,7 @@ pub fn attend_many<'a, K: Fn(usize, bool) -> KvRow<'a>>(
     qs: &[&[f32]],
     range: std::ops::Range<usize>,
     kv: &K,
-    outs: &mut [&mut [f32]],
+    outs: &mut [f32],
     scores: &mut Vec<f32>,
 ) {
     match simd {
@@ -435,7 +433,7 @@ pub fn attend_many<'a, K: Fn(usize, bool) -> KvRow<'a>>(
 
 /// The body of `attend_many`, over a dot product and an axpy of one instruction set.
 #[inline(always)]
-fn attend_many_with<'a, K, D, A>(qs: &[&[f32]], range: std::ops::Range<usize>, kv: &K, outs: &mut [&mut [f32]], scores: &mut Vec<f32>, dot: D, axpy: A)
+fn attend_many_with<'a, K, D, A>(qs: &[&[f32]], range: std::ops::Range<usize>, kv: &K, outs: &mut [f32], scores: &mut Vec<f32>, dot: D, axpy: A)
 where
     K: Fn(usize, bool) -> KvRow<'a>,
     D: Fn(&[f32], KvRow<'_>) -> f32,
@@ -462,16 +460,15 @@ where
             z[i] += *s;
         }
     }
-    for o in outs.iter_mut() {
-        o.iter_mut().for_each(|x| *x = 0.0);
-    }
+    let dh = qs[0].len();
+    outs[..n * dh].iter_mut().for_each(|x| *x = 0.0);
     for (j, p) in range.enumerate() {
         let v = kv(p, true);
-        for (i, o) in outs.iter_mut().enumerate() {
+        for (i, o) in outs.chunks_mut(dh).take(n).enumerate() {
             axpy(scores[i * len + j], v, o);
         }
     }
-    for (o, &z) in outs.iter_mut().zip(z.iter()) {
+    for (o, &z) in outs.chunks_mut(dh).zip(z.iter()) {
         o.iter_mut().for_each(|x| *x /= z);
     }
 }
@@ -685,7 +682,7 @@ mod avx2 {
         qs: &[&[f32]],
         range: std::ops::Range<usize>,
         kv: &K,
-        outs: &mut [&mut [f32]],
+        outs: &mut [f32],
         scores: &mut Vec<f32>,
     ) {
         attend_many_with(

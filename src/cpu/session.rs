@@ -127,6 +127,11 @@ impl Kv {
     }
 }
 
+thread_local! {
+    /// Each thread's attention scratch: the full-cache outputs of a group of rows, and scores.
+    static ATTENTION_SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
 /// What a row of a pass attends to.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum RowKind {
@@ -461,43 +466,42 @@ impl CpuSession {
                     // The full-cache attention of every member: the causal output of loop 0
                     // rows, the global branch of PLT rows.
                     let qs: Vec<&[f32]> = members.iter().map(|&r| q(r)).collect();
-                    let mut global = vec![0f32; dh * members.len()];
-                    let mut scores = Vec::new();
-                    {
-                        let mut outs: Vec<&mut [f32]> = global.chunks_mut(dh).collect();
-                        kernels::attend_many(simd, &qs, 0..first_row.pos + 1, &|p, v| kv.get(p, at, dh, v), &mut outs, &mut scores);
-                    }
-                    for (&r, global) in members.iter().zip(global.chunks(dh)) {
-                        let row = rows[r];
-                        let o = o(r);
-                        let RowKind::Plt(l) = row.kind else {
-                            o.copy_from_slice(global);
-                            continue;
-                        };
-                        let ring = &rings[l - 1][li];
-                        let (base, first) = fresh[l];
-                        let lo = row.pos.saturating_sub(left);
-                        attend(
-                            simd,
-                            q(r),
-                            lo..row.pos + 1,
-                            |p, v| {
-                                if p >= first {
-                                    let fr = &qkv[(base + p - first) * width..];
-                                    let off = if v { qd + kvd } else { qd };
-                                    KvRow::F32(&fr[off + at..off + at + dh])
-                                } else {
-                                    ring.get(p % slots, at, dh, v)
-                                }
-                            },
-                            o,
-                            &mut scores,
-                        );
-                        let g = gates[r * hn + hh];
-                        for (o, gl) in o.iter_mut().zip(global) {
-                            *o = g * gl + (1.0 - g) * *o;
+                    // This thread's scratch, kept from piece to piece and step to step.
+                    ATTENTION_SCRATCH.with_borrow_mut(|(global, scores)| {
+                        global.resize(dh * members.len(), 0.0);
+                        kernels::attend_many(simd, &qs, 0..first_row.pos + 1, &|p, v| kv.get(p, at, dh, v), global, scores);
+                        for (&r, global) in members.iter().zip(global.chunks(dh)) {
+                            let row = rows[r];
+                            let o = o(r);
+                            let RowKind::Plt(l) = row.kind else {
+                                o.copy_from_slice(global);
+                                continue;
+                            };
+                            let ring = &rings[l - 1][li];
+                            let (base, first) = fresh[l];
+                            let lo = row.pos.saturating_sub(left);
+                            attend(
+                                simd,
+                                q(r),
+                                lo..row.pos + 1,
+                                |p, v| {
+                                    if p >= first {
+                                        let fr = &qkv[(base + p - first) * width..];
+                                        let off = if v { qd + kvd } else { qd };
+                                        KvRow::F32(&fr[off + at..off + at + dh])
+                                    } else {
+                                        ring.get(p % slots, at, dh, v)
+                                    }
+                                },
+                                o,
+                                scores,
+                            );
+                            let g = gates[r * hn + hh];
+                            for (o, gl) in o.iter_mut().zip(global) {
+                                *o = g * gl + (1.0 - g) * *o;
+                            }
                         }
-                    }
+                    });
                 });
             }
             // PLT rows keep their last window_left + 1 keys in their rings.
@@ -570,7 +574,7 @@ fn rope(v: &mut [f32], cs: &[(f32, f32)]) {
 
 /// One head's attention over positions `range` for one query (`kernels::attend_many`).
 fn attend<'a>(simd: Simd, q: &[f32], range: std::ops::Range<usize>, kv: impl Fn(usize, bool) -> KvRow<'a>, o: &mut [f32], scores: &mut Vec<f32>) {
-    kernels::attend_many(simd, &[q], range, &kv, &mut [o], scores);
+    kernels::attend_many(simd, &[q], range, &kv, o, scores);
 }
 
 /// The rows of a pass grouped for attention: consecutive rows of one position that attend to
