@@ -405,23 +405,64 @@ pub enum KvRow<'a> {
     F16(&'a [half::f16]),
 }
 
+/// SiLU: `x / (1 + e^-x)`.
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + crate::cpu::session::exp(-x))
+}
+
+/// SwiGLU's product `out[j] = silu(gate[j]) * up[j]`; the same numbers on every `Simd`.
+pub fn swiglu(simd: Simd, gate: &[f32], up: &[f32], out: &mut [f32]) {
+    assert!(gate.len() >= out.len() && up.len() >= out.len(), "swiglu: bad shapes");
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        // Safe: only chosen where the CPU has AVX2, FMA and F16C; reads stay below out.len().
+        Simd::Avx2 | Simd::Avx2Vnni => unsafe { avx2::swiglu(gate, up, out) },
+        _ => out.iter_mut().enumerate().for_each(|(j, o)| *o = silu(gate[j]) * up[j]),
+    }
+}
+
+/// Asks for `bytes` to be brought into the core's L2 cache ahead of use (a hint; no-op where
+/// the instruction set has none).
+pub fn prefetch_l2<T>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (p, n) = (data.as_ptr() as *const i8, std::mem::size_of_val(data));
+        let mut o = 0;
+        while o < n {
+            // Safe: a prefetch never faults; the address is inside `data`.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p.add(o)) };
+            o += 64;
+        }
+    }
+}
+
+/// Scratch of `attend_many`, kept by the caller from call to call (no allocation once grown).
+#[derive(Default)]
+pub struct AttendScratch {
+    scores: Vec<f32>,
+    /// Each position's key and value: address and whether it is f16 (the AVX2 kernel).
+    rows: Vec<[(usize, bool); 2]>,
+}
+
 /// Attention of one head for several queries over the same positions: `kv(p, value)` gives
 /// position p's key (or value); query i's output goes to `outs[i * Dh..]`. Each key and value is read
 /// once for all queries, and query i's numbers are what it gets alone (scores, softmax and the
-/// weighted sum in position order). `scores` is scratch.
+/// weighted sum in position order, the same operations whatever the other queries are).
 pub fn attend_many<'a, K: Fn(usize, bool) -> KvRow<'a>>(
     simd: Simd,
     qs: &[&[f32]],
     range: std::ops::Range<usize>,
     kv: &K,
     outs: &mut [f32],
-    scores: &mut Vec<f32>,
+    scratch: &mut AttendScratch,
 ) {
+    assert!(!qs.is_empty() && qs.iter().all(|q| q.len() == qs[0].len()) && outs.len() >= qs.len() * qs[0].len(), "attend_many: bad shapes");
     match simd {
         #[cfg(target_arch = "x86_64")]
         // Safe: only chosen where the CPU has AVX2, FMA and F16C.
-        Simd::Avx2 | Simd::Avx2Vnni => unsafe { avx2::attend_many(qs, range, kv, outs, scores) },
-        _ => attend_many_with(qs, range, kv, outs, scores, |q, k| match k {
+        Simd::Avx2 | Simd::Avx2Vnni => unsafe { avx2::attend_many(qs, range, kv, outs, scratch) },
+        _ => attend_many_with(qs, range, kv, outs, &mut scratch.scores, |q, k| match k {
             KvRow::F32(k) => dot_f32(Simd::Portable, q, k),
             KvRow::F16(k) => dot_f16(Simd::Portable, q, k),
         }, |w, v, o| match v {
@@ -677,29 +718,282 @@ mod avx2 {
         _mm_cvtss_f32(s)
     }
 
+    /// `attend_many` in three sweeps over the positions, each with its own registers: scores
+    /// (blocks of 4 positions x up to 2 queries, one 8-wide accumulator each, reduced together),
+    /// softmax (8 exponentials at a time), and the weighted sum of values (32 output columns x up
+    /// to 2 queries held in registers across all positions). Query i's operations do not depend
+    /// on the others or on where the blocks fall, so its result is the same in any group.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn attend_many<'a, K: Fn(usize, bool) -> KvRow<'a>>(
         qs: &[&[f32]],
         range: std::ops::Range<usize>,
         kv: &K,
         outs: &mut [f32],
-        scores: &mut Vec<f32>,
+        scratch: &mut AttendScratch,
     ) {
-        attend_many_with(
-            qs,
-            range,
-            kv,
-            outs,
-            scores,
-            |q, k| match k {
+        let (n, len, dh) = (qs.len(), range.len(), qs[0].len());
+        if dh % 8 != 0 || len == 0 {
+            let dot = |q: &[f32], k: KvRow<'_>| match k {
                 KvRow::F32(k) => dot_f32(q, k),
                 KvRow::F16(k) => dot_f16(q, k),
-            },
-            |w, v, o| match v {
+            };
+            let axpy = |w, v: KvRow<'_>, o: &mut [f32]| match v {
                 KvRow::F32(v) => axpy(w, v, o),
                 KvRow::F16(v) => axpy_f16(w, v, o),
-            },
-        )
+            };
+            return attend_many_with(qs, range, kv, outs, &mut scratch.scores, dot, axpy);
+        }
+        // Every position's key and value as (address, f16?), checked once.
+        scratch.rows.clear();
+        for p in range {
+            let at = |value| match kv(p, value) {
+                KvRow::F32(s) => {
+                    assert!(s.len() >= dh, "attend_many: short key/value row");
+                    (s.as_ptr() as usize, false)
+                }
+                KvRow::F16(s) => {
+                    assert!(s.len() >= dh, "attend_many: short key/value row");
+                    (s.as_ptr() as usize, true)
+                }
+            };
+            scratch.rows.push([at(false), at(true)]);
+        }
+        scratch.scores.clear();
+        scratch.scores.resize(n * len, 0.0);
+        let (rows, sc) = (&scratch.rows, scratch.scores.as_mut_ptr());
+        let scale = 1.0 / (dh as f32).sqrt();
+        let mut i = 0;
+        while i < n {
+            if i + 1 < n {
+                scores::<2>([qs[i].as_ptr(), qs[i + 1].as_ptr()], rows, dh, scale, sc.add(i * len), len);
+                i += 2;
+            } else {
+                scores::<1>([qs[i].as_ptr()], rows, dh, scale, sc.add(i * len), len);
+                i += 1;
+            }
+        }
+        let mut z = [0f32; 16];
+        let mut zs = Vec::new();
+        let z: &mut [f32] = if n <= 16 { &mut z[..n] } else { zs.resize(n, 0.0); &mut zs };
+        for (i, z) in z.iter_mut().enumerate() {
+            *z = softmax_numerators(std::slice::from_raw_parts_mut(sc.add(i * len), len));
+        }
+        let mut i = 0;
+        while i < n {
+            let o = outs.as_mut_ptr().add(i * dh);
+            if i + 1 < n {
+                weighted_values::<2>(rows, sc.add(i * len), len, dh, o);
+                i += 2;
+            } else {
+                weighted_values::<1>(rows, sc.add(i * len), len, dh, o);
+                i += 1;
+            }
+        }
+        for (o, &z) in outs.chunks_mut(dh).zip(z.iter()) {
+            o.iter_mut().for_each(|x| *x /= z);
+        }
+    }
+
+    /// Positions a key or value is prefetched ahead of its use.
+    const KV_AHEAD: usize = 8;
+
+    /// Prefetches a key or value row (`dh` values at `(address, f16?)`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn prefetch_row((a, f16): (usize, bool), dh: usize) {
+        let bytes = if f16 { 2 * dh } else { 4 * dh };
+        let mut o = 0;
+        while o < bytes {
+            _mm_prefetch::<_MM_HINT_T0>((a + o) as *const i8);
+            o += 64;
+        }
+    }
+
+    /// The 4 lanes' sums of 4 accumulators, each lane reduced alone ((0+1)+(2+3)) + ((4+5)+(6+7)).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn reduce4(a: [__m256; 4]) -> __m128 {
+        let h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+        _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h))
+    }
+
+    /// Scores of Q queries (rows of `len` at `out`, `len` apart) against the keys of `rows`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scores<const Q: usize>(q: [*const f32; Q], rows: &[[(usize, bool); 2]], dh: usize, scale: f32, out: *mut f32, len: usize) {
+        let sv = _mm_set1_ps(scale);
+        let mut j = 0;
+        while j < len {
+            let m = (len - j).min(4);
+            // Keys come from memory the weights have streamed through: ask for them ahead.
+            for t in 0..4 {
+                if let Some(r) = rows.get(j + KV_AHEAD + t) {
+                    prefetch_row(r[0], dh);
+                }
+            }
+            let ks: [(usize, bool); 4] = std::array::from_fn(|t| rows[j + t.min(m - 1)][0]);
+            let s: [__m128; Q] = if ks.iter().all(|k| k.1) {
+                score4::<1, Q>(q, ks.map(|k| k.0 as *const u8), dh)
+            } else if ks.iter().all(|k| !k.1) {
+                score4::<0, Q>(q, ks.map(|k| k.0 as *const u8), dh)
+            } else {
+                // Rows of both kinds (a window's fresh rows beside its ring): one at a time,
+                // each lane computed exactly as in a block.
+                let mut lanes = [[0f32; 4]; Q];
+                for (t, &(a, f16)) in ks.iter().enumerate().take(m) {
+                    let one = if f16 { score4::<1, Q>(q, [a as *const u8; 4], dh) } else { score4::<0, Q>(q, [a as *const u8; 4], dh) };
+                    for (l, v) in lanes.iter_mut().zip(one) {
+                        l[t] = _mm_cvtss_f32(v);
+                    }
+                }
+                lanes.map(|l| _mm_loadu_ps(l.as_ptr()))
+            };
+            for (a, s) in s.into_iter().enumerate() {
+                let mut v = [0f32; 4];
+                _mm_storeu_ps(v.as_mut_ptr(), _mm_mul_ps(s, sv));
+                std::ptr::copy_nonoverlapping(v.as_ptr(), out.add(a * len + j), m);
+            }
+            j += 4;
+        }
+    }
+
+    /// q . k for 4 keys (F: 0 f32, 1 f16) and Q queries, `dh` a multiple of 8.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn score4<const F: u8, const Q: usize>(q: [*const f32; Q], k: [*const u8; 4], dh: usize) -> [__m128; Q] {
+        let mut acc = [[_mm256_setzero_ps(); 4]; Q];
+        let mut c = 0;
+        while c < dh {
+            let qv: [__m256; Q] = std::array::from_fn(|a| _mm256_loadu_ps(q[a].add(c)));
+            for t in 0..4 {
+                let kt = load8::<F>(k[t], c);
+                for a in 0..Q {
+                    acc[a][t] = _mm256_fmadd_ps(qv[a], kt, acc[a][t]);
+                }
+            }
+            c += 8;
+        }
+        acc.map(|a| reduce4(a))
+    }
+
+    /// `exp` on 8 lanes with the scalar function's operations (no fused multiply-adds), so each
+    /// lane equals `session::exp` of it.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn exp8(x: __m256) -> __m256 {
+        let c = |v: f32| _mm256_set1_ps(v);
+        // (max and min return their second operand when either is NaN: NaN goes through.)
+        let xc = _mm256_min_ps(c(88.7), _mm256_max_ps(c(-87.3), x));
+        let shift = c(12_582_912.0);
+        let k = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(xc, c(std::f32::consts::LOG2_E)), shift), shift);
+        let r = _mm256_sub_ps(_mm256_sub_ps(xc, _mm256_mul_ps(k, c(0.693_145_75))), _mm256_mul_ps(k, c(1.428_606_8e-6)));
+        let mut p = c(1.0 / 720.0);
+        for coef in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            p = _mm256_add_ps(c(coef), _mm256_mul_ps(r, p));
+        }
+        let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127))));
+        let y = _mm256_mul_ps(p, scale);
+        // Below -87.3: 0, above 88.7: infinity, as the scalar function gives.
+        let y = _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(x, c(-87.3)), y);
+        _mm256_blendv_ps(y, c(f32::INFINITY), _mm256_cmp_ps::<_CMP_GT_OQ>(x, c(88.7)))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+        let n = out.len();
+        let (g, u, o) = (gate.as_ptr(), up.as_ptr(), out.as_mut_ptr());
+        let one = _mm256_set1_ps(1.0);
+        let mut i = 0;
+        while i + 8 <= n {
+            let x = _mm256_loadu_ps(g.add(i));
+            let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+            let silu = _mm256_div_ps(x, _mm256_add_ps(one, e));
+            _mm256_storeu_ps(o.add(i), _mm256_mul_ps(silu, _mm256_loadu_ps(u.add(i))));
+            i += 8;
+        }
+        for j in i..n {
+            out[j] = super::silu(gate[j]) * up[j];
+        }
+    }
+
+    /// Replaces scores by exp(score - max) and returns their sum.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn softmax_numerators(s: &mut [f32]) -> f32 {
+        let n = s.len();
+        let p = s.as_mut_ptr();
+        let mut mv = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut i = 0;
+        while i + 8 <= n {
+            mv = _mm256_max_ps(mv, _mm256_loadu_ps(p.add(i)));
+            i += 8;
+        }
+        let mut m = [0f32; 8];
+        _mm256_storeu_ps(m.as_mut_ptr(), mv);
+        let max = m.iter().chain(&s[i..]).cloned().fold(f32::NEG_INFINITY, f32::max);
+        let (maxv, mut zv) = (_mm256_set1_ps(max), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 8 <= n {
+            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), maxv));
+            _mm256_storeu_ps(p.add(i), e);
+            zv = _mm256_add_ps(zv, e);
+            i += 8;
+        }
+        let mut z = hsum(zv);
+        for x in &mut s[i..] {
+            *x = crate::cpu::session::exp(*x - max);
+            z += *x;
+        }
+        z
+    }
+
+    /// `out[a] = sum_j w[a][j] v_j` (not yet divided by the softmax sum) for Q queries whose
+    /// weights are rows of `len` at `w`, 32 columns at a time held in registers.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn weighted_values<const Q: usize>(rows: &[[(usize, bool); 2]], w: *const f32, len: usize, dh: usize, out: *mut f32) {
+        // Each column's sum is the same chain of FMAs however the columns are grouped: one
+        // query takes 64 columns at a time (8 accumulators hide the FMA latency), two take 32.
+        let mut c = 0;
+        while c < dh {
+            let step = match ((dh - c) / 8, Q) {
+                (1, _) => weighted_columns::<1, Q>(rows, w, len, dh, c, out),
+                (2, _) => weighted_columns::<2, Q>(rows, w, len, dh, c, out),
+                (3, _) => weighted_columns::<3, Q>(rows, w, len, dh, c, out),
+                (4, _) | (_, 2) => weighted_columns::<4, Q>(rows, w, len, dh, c, out),
+                (5, _) => weighted_columns::<5, Q>(rows, w, len, dh, c, out),
+                (6, _) => weighted_columns::<6, Q>(rows, w, len, dh, c, out),
+                (7, _) => weighted_columns::<7, Q>(rows, w, len, dh, c, out),
+                _ => weighted_columns::<8, Q>(rows, w, len, dh, c, out),
+            };
+            c += step;
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn weighted_columns<const W: usize, const Q: usize>(rows: &[[(usize, bool); 2]], w: *const f32, len: usize, dh: usize, c: usize, out: *mut f32) -> usize {
+        let mut acc = [[_mm256_setzero_ps(); W]; Q];
+        for (j, r) in rows.iter().enumerate() {
+            if c == 0 {
+                if let Some(r) = rows.get(j + KV_AHEAD) {
+                    prefetch_row(r[1], dh);
+                }
+            }
+            let (v, f16) = r[1];
+            let wj: [__m256; Q] = std::array::from_fn(|a| _mm256_set1_ps(*w.add(a * len + j)));
+            for u in 0..W {
+                let x = if f16 { load8::<1>(v as *const u8, c + 8 * u) } else { load8::<0>(v as *const u8, c + 8 * u) };
+                for a in 0..Q {
+                    acc[a][u] = _mm256_fmadd_ps(wj[a], x, acc[a][u]);
+                }
+            }
+        }
+        for (a, acc) in acc.iter().enumerate() {
+            for (u, &x) in acc.iter().enumerate() {
+                _mm256_storeu_ps(out.add(a * dh + c + 8 * u), x);
+            }
+        }
+        8 * W
     }
 
     #[inline]
@@ -1231,6 +1525,83 @@ mod tests {
                     assert!(e < 1e-10, "{} cols {cols} {simd:?}: nmse {e}", ty.name());
                 }
             }
+        }
+    }
+
+    /// Attention of several queries over f16, f32 and mixed key/value rows against f64 softmax
+    /// attention of the values as stored, on head sizes that are and are not multiples of 8 and
+    /// odd position counts; each query's output has the same bits alone as in any group.
+    #[test]
+    fn attention_matches_f64_and_each_query_is_alone() {
+        let mut rng = Rng::new(17);
+        for dh in [8, 12, 64, 72] {
+            for len in [1, 3, 5, 17, 130] {
+                for kinds in ["f16", "f32", "mixed"] {
+                    let keys: Vec<Vec<f32>> = (0..len).map(|_| (0..dh).map(|_| rng.normal()).collect()).collect();
+                    let values: Vec<Vec<f32>> = (0..len).map(|_| (0..dh).map(|_| rng.normal()).collect()).collect();
+                    let h = |v: &Vec<f32>| v.iter().map(|&x| half::f16::from_f32(x)).collect::<Vec<_>>();
+                    let (k16, v16): (Vec<_>, Vec<_>) = (keys.iter().map(h).collect(), values.iter().map(h).collect());
+                    let half_at = |p: usize| kinds == "f16" || (kinds == "mixed" && p % 3 != 1);
+                    let kv = |p: usize, value: bool| -> KvRow<'_> {
+                        match (half_at(p), value) {
+                            (true, false) => KvRow::F16(&k16[p]),
+                            (true, true) => KvRow::F16(&v16[p]),
+                            (false, false) => KvRow::F32(&keys[p]),
+                            (false, true) => KvRow::F32(&values[p]),
+                        }
+                    };
+                    let stored = |p: usize, value: bool| -> Vec<f64> {
+                        match kv(p, value) {
+                            KvRow::F16(r) => r.iter().map(|x| x.to_f64()).collect(),
+                            KvRow::F32(r) => r.iter().map(|&x| x as f64).collect(),
+                        }
+                    };
+                    let n = 5;
+                    let qs: Vec<Vec<f32>> = (0..n).map(|_| (0..dh).map(|_| 2.0 * rng.normal()).collect()).collect();
+                    let refs: Vec<&[f32]> = qs.iter().map(|q| q.as_slice()).collect();
+                    for simd in simds() {
+                        let mut scratch = AttendScratch::default();
+                        let mut all = vec![f32::NAN; n * dh];
+                        attend_many(simd, &refs, 0..len, &kv, &mut all, &mut scratch);
+                        for (i, q) in qs.iter().enumerate() {
+                            let scores: Vec<f64> = (0..len).map(|p| stored(p, false).iter().zip(q).map(|(k, &q)| k * q as f64).sum::<f64>() / (dh as f64).sqrt()).collect();
+                            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                            let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                            let z: f64 = e.iter().sum();
+                            let want: Vec<f64> = (0..dh).map(|c| (0..len).map(|p| e[p] * stored(p, true)[c]).sum::<f64>() / z).collect();
+                            let got = &all[i * dh..(i + 1) * dh];
+                            let err = nmse(got, &want);
+                            assert!(err < 1e-10, "dh {dh} len {len} {kinds} {simd:?} query {i}: nmse {err}");
+                            let mut alone = vec![f32::NAN; dh];
+                            attend_many(simd, &[q], 0..len, &kv, &mut alone, &mut scratch);
+                            assert!(alone.iter().zip(got).all(|(a, b)| a.to_bits() == b.to_bits()), "dh {dh} len {len} {kinds} {simd:?}: query {i} alone differs from its group");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// SwiGLU against f64, every `Simd` the same bits (they share the exponential's arithmetic).
+    #[test]
+    fn swiglu_matches_f64_on_every_simd() {
+        let mut rng = Rng::new(19);
+        let n = 203;
+        let mut gate: Vec<f32> = (0..n).map(|_| 4.0 * rng.normal()).collect();
+        gate[5] = -95.0;
+        gate[6] = 95.0;
+        let up: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+        let want: Vec<f64> = gate.iter().zip(&up).map(|(&g, &u)| g as f64 / (1.0 + (-(g as f64)).exp()) * u as f64).collect();
+        let mut outs = Vec::new();
+        for simd in simds() {
+            let mut out = vec![f32::NAN; n];
+            swiglu(simd, &gate, &up, &mut out);
+            let e = nmse(&out, &want);
+            assert!(e < 1e-12, "{simd:?}: nmse {e}");
+            outs.push(out);
+        }
+        for (simd, o) in simds().iter().zip(&outs).skip(1) {
+            assert!(o.iter().zip(&outs[0]).all(|(a, b)| a.to_bits() == b.to_bits()), "{simd:?} differs from the portable SwiGLU");
         }
     }
 

@@ -197,6 +197,13 @@ impl CpuModel {
     /// `y[r] = lin(x[r])` for `rows` rows of x ([rows, lin.cols]) into y ([rows, lin.out]);
     /// `qa` is scratch for the quantised activations (unused with `f32_activations`).
     pub fn matmul(&self, lin: &Linear, x: &[f32], rows: usize, y: &mut [f32], qa: &mut QActs) {
+        self.matmul_ahead(lin, x, rows, y, qa, &[]);
+    }
+
+    /// `matmul`, and the bytes of `ahead` (what comes next, e.g. the attention's keys and
+    /// values) asked into the caches along the way: each piece of work prefetches its share,
+    /// so the requests ride on the weight stream instead of stalling one thread later.
+    pub fn matmul_ahead(&self, lin: &Linear, x: &[f32], rows: usize, y: &mut [f32], qa: &mut QActs, ahead: &[&[u8]]) {
         let (k, o) = (lin.cols, lin.out);
         assert!(x.len() >= rows * k && y.len() >= rows * o, "matmul: bad shapes");
         let exact = self.f32_activations;
@@ -211,7 +218,12 @@ impl CpuModel {
             Some(at)
         }).collect();
         let simd = self.simd;
-        self.pool.chunks(lin.pieces.len(), &|i| {
+        let lines: usize = ahead.iter().map(|a| a.len().div_ceil(64)).sum();
+        let pieces = lin.pieces.len();
+        self.pool.chunks(pieces, &|i| {
+            if lines > 0 {
+                prefetch_share(ahead, lines * i / pieces..lines * (i + 1) / pieces);
+            }
             let (part, first, n) = lin.pieces[i];
             let m = &lin.parts[part];
             let float = kernels::is_float(m.ty);
@@ -239,6 +251,23 @@ impl CpuModel {
                 r0 += t;
             }
         });
+    }
+}
+
+/// Prefetches cache lines `range` of the concatenated `regions` (64-byte lines per region).
+fn prefetch_share(regions: &[&[u8]], range: std::ops::Range<usize>) {
+    let mut at = 0;
+    for r in regions {
+        let n = r.len().div_ceil(64);
+        let (lo, hi) = (range.start.max(at), range.end.min(at + n));
+        if lo < hi {
+            let (a, b) = ((lo - at) * 64, ((hi - at) * 64).min(r.len()));
+            kernels::prefetch_l2(&r[a..b]);
+        }
+        at += n;
+        if at >= range.end {
+            break;
+        }
     }
 }
 

@@ -121,6 +121,16 @@ impl Kv {
         }
     }
 
+    /// The bytes of slots `0..n` (at most those written): keys, values.
+    fn bytes_of(&self, n: usize) -> [&[u8]; 2] {
+        let n = (n * self.width).min(self.k16.len().max(self.k32.len()));
+        if self.f16 {
+            [bytemuck::cast_slice(&self.k16[..n]), bytemuck::cast_slice(&self.v16[..n])]
+        } else {
+            [bytemuck::cast_slice(&self.k32[..n]), bytemuck::cast_slice(&self.v32[..n])]
+        }
+    }
+
     /// Bytes reserved.
     fn bytes(&self) -> usize {
         4 * (self.k32.capacity() + self.v32.capacity()) + 2 * (self.k16.capacity() + self.v16.capacity())
@@ -129,7 +139,7 @@ impl Kv {
 
 thread_local! {
     /// Each thread's attention scratch: the full-cache outputs of a group of rows, and scores.
-    static ATTENTION_SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    static ATTENTION_SCRATCH: std::cell::RefCell<(Vec<f32>, kernels::AttendScratch)> = std::cell::RefCell::new(Default::default());
 }
 
 /// What a row of a pass attends to.
@@ -402,7 +412,26 @@ impl CpuSession {
                 s.hin.extend_from_slice(h);
             }
             rmsnorm(h, &layer.input_layernorm, eps, &mut s.u);
-            m.matmul(&layer.qkv, &s.u, r_n, &mut s.qkv, &mut s.qa);
+            // A decode step's attention reads keys and values the weight stream has pushed out
+            // of the caches since the last step: the qkv matmul asks for them on its way.
+            let mut ahead: Vec<&[u8]> = Vec::new();
+            if r_n <= kernels::TILE {
+                let mut caches = Vec::new();
+                for r in rows {
+                    let c = match r.kind {
+                        RowKind::Causal(c) => c,
+                        RowKind::Plt(l) => {
+                            ahead.extend(self.rings[l - 1][li].bytes_of(cfg.window_slots()));
+                            0
+                        }
+                    };
+                    if !caches.contains(&c) {
+                        caches.push(c);
+                        ahead.extend(self.full[c][li].bytes_of(r.pos));
+                    }
+                }
+            }
+            m.matmul_ahead(&layer.qkv, &s.u, r_n, &mut s.qkv, &mut s.qa, &ahead);
             for (r, row) in s.qkv.chunks_mut(width).enumerate() {
                 let cs = &s.rope[r * dh / 2..(r + 1) * dh / 2];
                 for head in row[..qd + kvd].chunks_mut(dh) {
@@ -524,9 +553,7 @@ impl CpuSession {
             rmsnorm(h, &layer.post_attention_layernorm, eps, &mut s.u);
             m.matmul(&layer.gate_up, &s.u, r_n, &mut s.gu, &mut s.qa);
             for (a, gu) in s.act.chunks_mut(f).zip(s.gu.chunks(2 * f)) {
-                for (j, a) in a.iter_mut().enumerate() {
-                    *a = silu(gu[j]) * gu[f + j];
-                }
+                kernels::swiglu(m.simd, &gu[..f], &gu[f..], a);
             }
             m.matmul(&layer.down, &s.act, r_n, &mut s.tmp, &mut s.qa);
             for (x, y) in h.iter_mut().zip(&s.tmp) {
@@ -554,7 +581,15 @@ impl CpuSession {
 pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
     for (xr, or) in x.chunks(d).zip(out.chunks_mut(d)) {
-        let ms = xr.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / d as f64;
+        // Eight f64 partial sums (lane i % 8, then in order): independent chains that vectorise.
+        let mut acc = [0f64; 8];
+        let whole = d / 8 * 8;
+        for c in xr[..whole].chunks_exact(8) {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += v as f64 * v as f64;
+            }
+        }
+        let ms = (acc.iter().sum::<f64>() + xr[whole..].iter().map(|&v| v as f64 * v as f64).sum::<f64>()) / d as f64;
         let inv = (1.0 / (ms + eps as f64).sqrt()) as f32;
         for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
             *o = v * inv * g;
@@ -573,7 +608,7 @@ fn rope(v: &mut [f32], cs: &[(f32, f32)]) {
 }
 
 /// One head's attention over positions `range` for one query (`kernels::attend_many`).
-fn attend<'a>(simd: Simd, q: &[f32], range: std::ops::Range<usize>, kv: impl Fn(usize, bool) -> KvRow<'a>, o: &mut [f32], scores: &mut Vec<f32>) {
+fn attend<'a>(simd: Simd, q: &[f32], range: std::ops::Range<usize>, kv: impl Fn(usize, bool) -> KvRow<'a>, o: &mut [f32], scores: &mut kernels::AttendScratch) {
     kernels::attend_many(simd, &[q], range, &kv, o, scores);
 }
 
@@ -590,10 +625,6 @@ fn attention_groups(rows: &[PassRow]) -> Vec<Vec<usize>> {
         }
     }
     groups
-}
-
-fn silu(x: f32) -> f32 {
-    x / (1.0 + exp(-x))
 }
 
 fn sigmoid(x: f32) -> f32 {
