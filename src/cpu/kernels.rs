@@ -970,6 +970,7 @@ mod avx2 {
     }
 
     #[inline]
+    #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn weighted_columns<const W: usize, const Q: usize>(rows: &[[(usize, bool); 2]], w: *const f32, len: usize, dh: usize, c: usize, out: *mut f32) -> usize {
         let mut acc = [[_mm256_setzero_ps(); W]; Q];
