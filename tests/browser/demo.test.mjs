@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { serve } from '../../wasm/serve.mjs';
+import { serve, DEFAULT_ALLOW } from '../../wasm/serve.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const WORK = path.join(ROOT, 'target', 'browser-test');
@@ -112,7 +112,7 @@ before(async () => {
   if (hasModel(chosen)) {
     let dir = chosen;
     if (!dir.startsWith(ROOT + path.sep)) {
-      // The page can only fetch what the server serves (the repo root).
+      // The page can only fetch what the server serves (under the repository root).
       dir = path.join(WORK, 'model');
       fs.rmSync(dir, { recursive: true, force: true });
       fs.cpSync(chosen, dir, { recursive: true });
@@ -129,7 +129,7 @@ before(async () => {
     modelDir = path.relative(ROOT, dir).split(path.sep).join('/');
   }
   console.log(`# model: ${modelDir}`);
-  ({ server, port } = await serve(ROOT, 0));
+  ({ server, port } = await serve(ROOT, 0, { allow: [...DEFAULT_ALLOW, path.relative(ROOT, WORK)] }));
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,

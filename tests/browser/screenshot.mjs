@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { serve } from '../../wasm/serve.mjs';
+import { serve, DEFAULT_ALLOW } from '../../wasm/serve.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const arg = (name, dflt) => {
@@ -24,7 +24,7 @@ const prompt = arg('--prompt', 'ROMEO:\n');
 const tokens = arg('--tokens', '120');
 const mode = arg('--mode', 'fused');
 
-const { server, port } = await serve(ROOT, 0);
+const { server, port } = await serve(ROOT, 0, { allow: [...DEFAULT_ALLOW, path.dirname(model)] });
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   headless: true,
