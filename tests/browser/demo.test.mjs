@@ -232,6 +232,56 @@ test('Stop cancels a running generation', async () => {
   assert.ok(d.result.generatedTokens < 400, `${d.result.generatedTokens} tokens`);
 });
 
+test('every bad form value gets a message naming the field', async () => {
+  const context = await page.evaluate(() => window.pltDemo.info.context);
+  assert.equal(await page.getAttribute('#maxTokens', 'max'), String(context), 'the field takes at most the context');
+  assert.match(await page.textContent('label[for=maxTokens]'), new RegExp(`1 to ${context}`), 'the context limit is shown');
+  const good = { maxTokens: '8', temperature: '0', topP: '1', seed: '1' };
+  const bad = [
+    ['maxTokens', 'Max tokens', ['1.5', '-3', '0', '', String(context + 1), '100000']],
+    ['temperature', 'Temperature', ['-0.1', '6', '']],
+    ['topP', 'Top-p', ['0', '1.5', '-1']],
+    ['seed', 'Seed', ['-1', '1.5', '']],
+  ];
+  for (const [id, label, values] of bad) {
+    for (const v of values) {
+      for (const [k, g] of Object.entries(good)) await page.fill(`#${k}`, g);
+      await page.fill(`#${id}`, v);
+      await page.evaluate(() => {
+        window.pltDemo.state = 'idle';
+      });
+      await page.click('#generate');
+      const d = await waitState(['invalid-input', 'done', 'failed'], 30_000);
+      assert.equal(d.state, 'invalid-input', `${id} = ${JSON.stringify(v)} was accepted`);
+      const msg = await page.textContent('#message');
+      assert.ok(msg.startsWith(`${label}: `), `${id} = ${JSON.stringify(v)}: ${msg}`);
+      assert.equal(await page.getAttribute(`#${id}`, 'aria-invalid'), 'true');
+    }
+  }
+  // Good values again: it runs, and the marks are gone.
+  for (const [k, g] of Object.entries(good)) await page.fill(`#${k}`, g);
+  await page.click('#generate');
+  const d = await waitState(['done', 'failed']);
+  assert.equal(d.state, 'done', d.error);
+  assert.equal(await page.getAttribute('#maxTokens', 'aria-invalid'), 'false');
+});
+
+test('a failed load keeps the model that was loaded', async () => {
+  const before = await page.textContent('#modelInfo');
+  await page.fill('#modelUrl', '/models/no-such-model/');
+  await page.click('#loadUrl');
+  const d = await waitState(['load-failed', 'ready']);
+  assert.equal(d.state, 'load-failed');
+  assert.match(await page.textContent('#message'), /config\.json: fetching .* gave HTTP 404 .*\(the previous model is still loaded\)/);
+  assert.equal(await page.textContent('#modelInfo'), before);
+  assert.equal(await page.isDisabled('#generate'), false, 'Generate stays available');
+  await page.fill('#maxTokens', '4');
+  await page.click('#generate');
+  const g = await waitState(['done', 'failed']);
+  assert.equal(g.state, 'done', g.error);
+  assert.ok(g.result.generatedTokens > 0);
+});
+
 test('the page loads a model from local files', async () => {
   const dir = path.join(ROOT, modelDir);
   const files = fs.readdirSync(dir).filter((f) => /^(config|tokenizer|tokenizer_config|generation_config)\.json$|\.safetensors$/.test(f));

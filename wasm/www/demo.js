@@ -42,6 +42,7 @@ function setButtons() {
 }
 
 async function load(sources, label) {
+  const previous = demo.info ? { info: demo.info, text: $('modelInfo').textContent } : null;
   demo.state = 'loading';
   demo.info = null;
   setButtons();
@@ -56,6 +57,9 @@ async function load(sources, label) {
     $('modelInfo').textContent =
       `${label} · ${(info.parameters / 1e6).toFixed(2)}M parameters · ${info.layers} layers × ` +
       `${info.numLoops} loops (${info.loopMode}, window ${info.window}) · ${mb} MiB on the GPU · context ${info.context}`;
+    // Prompt and generated tokens share the context: the field's range says so.
+    $('maxTokens').max = String(info.context);
+    $('maxTokensLimit').textContent = `(1 to ${info.context})`;
     const mode = $('mode');
     for (const o of mode.options) o.disabled = !info.modes.includes(o.value);
     if (mode.selectedOptions[0]?.disabled) mode.value = 'fused';
@@ -63,29 +67,67 @@ async function load(sources, label) {
     $('progressBox').hidden = true;
     demo.state = 'ready';
   } catch (e) {
-    $('modelInfo').textContent = 'not loaded';
     $('progressBox').hidden = true;
-    fail(`The model failed to load: ${e.message}`);
+    if (previous && e.modelKept) {
+      // The worker still holds the model loaded before: the page goes on with it.
+      demo.info = previous.info;
+      $('modelInfo').textContent = previous.text;
+      fail(`The model failed to load: ${e.message} (the previous model is still loaded)`);
+    } else {
+      $('modelInfo').textContent = 'not loaded';
+      fail(`The model failed to load: ${e.message}`);
+    }
     demo.state = 'load-failed';
   }
   setButtons();
 }
 
+/**
+ * The generation options from the form, each field checked: a bad value is an error naming the
+ * field, the value and what the field takes (and the field is marked).
+ */
+function readOptions() {
+  const context = demo.info ? demo.info.context : 4096;
+  const field = (id, label, { min, max, whole = false, aboveMin = false }) => {
+    const input = $(id);
+    const raw = input.value.trim();
+    const v = Number(raw);
+    const ok = raw !== '' && Number.isFinite(v) && (!whole || Number.isInteger(v)) && (aboveMin ? v > min : v >= min) && v <= max;
+    input.setAttribute('aria-invalid', String(!ok));
+    if (!ok) {
+      input.focus();
+      const what = whole ? 'a whole number' : 'a number';
+      const range = aboveMin ? `above ${min} and at most ${max}` : `from ${min} to ${max}`;
+      throw new Error(`${label}: ${raw === '' ? 'empty' : `"${raw}"`} is not valid; enter ${what} ${range}.`);
+    }
+    return v;
+  };
+  return {
+    maxTokens: field('maxTokens', 'Max tokens', { min: 1, max: context, whole: true }),
+    temperature: field('temperature', 'Temperature', { min: 0, max: 5 }),
+    topP: field('topP', 'Top-p', { min: 0, max: 1, aboveMin: true }),
+    seed: field('seed', 'Seed', { min: 0, max: Number.MAX_SAFE_INTEGER, whole: true }),
+    mode: $('mode').value,
+  };
+}
+
 async function generate() {
   if (running || !demo.info) return;
+  let options;
+  try {
+    options = readOptions();
+  } catch (e) {
+    fail(e.message);
+    demo.state = 'invalid-input';
+    return;
+  }
   running = true;
   demo.state = 'generating';
   demo.result = null;
+  demo.error = null;
   setButtons();
   message('');
   const prompt = $('prompt').value;
-  const options = {
-    maxTokens: Number($('maxTokens').value) || 1,
-    temperature: Number($('temperature').value),
-    topP: Number($('topP').value),
-    seed: Number($('seed').value) || 0,
-    mode: $('mode').value,
-  };
   const out = $('output');
   out.querySelector('.prompt').textContent = prompt;
   const gen = out.querySelector('.gen');

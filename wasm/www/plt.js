@@ -54,7 +54,7 @@ export class PltClient {
     else {
       this.pending.delete(m.id);
       if (m.type === 'result') p.resolve(m.value);
-      else p.reject(new Error(m.message));
+      else p.reject(Object.assign(new Error(m.message), m.modelKept !== undefined ? { modelKept: m.modelKept } : {}));
     }
   }
 

@@ -100,7 +100,10 @@ async function handle(msg) {
         optionalText('generation_config.json', sources.generationConfig),
       ]);
       const failed = settled.find((r) => r.status === 'rejected');
-      if (failed) throw failed.reason;
+      if (failed) {
+        // Nothing was replaced: the model loaded before (if any) is still there.
+        throw Object.assign(failed.reason instanceof Error ? failed.reason : new Error(String(failed.reason)), { modelKept: !!model });
+      }
       const [config, weights, tokenizer, tokenizerConfig, generationConfig] = settled.map((r) => r.value);
       if (model) {
         model.dispose();
@@ -139,7 +142,12 @@ self.onmessage = (e) => {
   const msg = e.data;
   handle(msg).then(
     (value) => post(msg.id, 'result', { value }),
-    (err) => post(msg.id, 'error', { message: String(err && err.message ? err.message : err) }),
+    (err) =>
+      post(msg.id, 'error', {
+        message: String(err && err.message ? err.message : err),
+        // For a failed load: whether the previous model is still loaded.
+        modelKept: msg.type === 'load' ? !!(err && err.modelKept) : undefined,
+      }),
   );
 };
 
