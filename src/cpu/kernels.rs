@@ -442,6 +442,7 @@ pub fn prefetch_l2<T>(data: &[T]) {
 pub struct AttendScratch {
     scores: Vec<f32>,
     /// Each position's key and value: address and whether it is f16 (the AVX2 kernel).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     rows: Vec<[(usize, bool); 2]>,
 }
 
