@@ -71,6 +71,10 @@ async function generateInPage(mode) {
   await page.fill('#maxTokens', String(MAX_TOKENS));
   await page.fill('#temperature', '0');
   await page.fill('#topP', '1');
+  // The native side samples with the library's defaults: no top-k, min-p or penalty.
+  await page.fill('#topK', '0');
+  await page.fill('#minP', '0');
+  await page.fill('#repetitionPenalty', '1');
   await page.fill('#seed', String(SEED));
   await page.selectOption('#mode', mode);
   await page.click('#generate');
@@ -199,6 +203,10 @@ for (const mode of ['sequential', 'vanilla', 'fused']) {
     assert.equal(web.text, native.text);
     const shown = await page.textContent('#output');
     assert.equal(shown, PROMPT + web.text, 'the page shows the prompt and the generated text');
+    assert.match(await page.textContent('#prefillTps'), /^[0-9.]+$/, 'prefill tokens/s is shown');
+    // A model trained as PLT, run as a vanilla looped model: the page says what to expect.
+    const hinted = await page.isVisible('#modeHint');
+    assert.equal(hinted, mode === 'vanilla' && info.loopMode === 'parallel', `the vanilla hint is ${hinted ? 'shown' : 'hidden'} in ${mode} mode`);
   });
 }
 
@@ -236,11 +244,15 @@ test('every bad form value gets a message naming the field', async () => {
   const context = await page.evaluate(() => window.pltDemo.info.context);
   assert.equal(await page.getAttribute('#maxTokens', 'max'), String(context), 'the field takes at most the context');
   assert.match(await page.textContent('label[for=maxTokens]'), new RegExp(`1 to ${context}`), 'the context limit is shown');
-  const good = { maxTokens: '8', temperature: '0', topP: '1', seed: '1' };
+  const good = { maxTokens: '8', temperature: '0', topK: '0', topP: '1', minP: '0', repetitionPenalty: '1', repeatLastN: '64', seed: '1' };
   const bad = [
     ['maxTokens', 'Max tokens', ['1.5', '-3', '0', '', String(context + 1), '100000']],
     ['temperature', 'Temperature', ['-0.1', '6', '']],
+    ['topK', 'Top-k', ['-1', '2.5', '']],
     ['topP', 'Top-p', ['0', '1.5', '-1']],
+    ['minP', 'Min-p', ['-0.1', '1', '']],
+    ['repetitionPenalty', 'Repetition penalty', ['0', '-1', '11']],
+    ['repeatLastN', 'Repeat last n', ['-1', '1.5', '257']],
     ['seed', 'Seed', ['-1', '1.5', '']],
   ];
   for (const [id, label, values] of bad) {

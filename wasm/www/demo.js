@@ -63,6 +63,7 @@ async function load(sources, label) {
     const mode = $('mode');
     for (const o of mode.options) o.disabled = !info.modes.includes(o.value);
     if (mode.selectedOptions[0]?.disabled) mode.value = 'fused';
+    modeHint();
     message('');
     $('progressBox').hidden = true;
     demo.state = 'ready';
@@ -105,7 +106,11 @@ function readOptions() {
   return {
     maxTokens: field('maxTokens', 'Max tokens', { min: 1, max: context, whole: true }),
     temperature: field('temperature', 'Temperature', { min: 0, max: 5 }),
+    topK: field('topK', 'Top-k', { min: 0, max: 1_000_000, whole: true }),
     topP: field('topP', 'Top-p', { min: 0, max: 1, aboveMin: true }),
+    minP: field('minP', 'Min-p', { min: 0, max: 0.99 }),
+    repetitionPenalty: field('repetitionPenalty', 'Repetition penalty', { min: 0, max: 10, aboveMin: true }),
+    repeatLastN: field('repeatLastN', 'Repeat last n', { min: 0, max: 256, whole: true }),
     seed: field('seed', 'Seed', { min: 0, max: Number.MAX_SAFE_INTEGER, whole: true }),
     mode: $('mode').value,
   };
@@ -132,7 +137,7 @@ async function generate() {
   out.querySelector('.prompt').textContent = prompt;
   const gen = out.querySelector('.gen');
   gen.textContent = '';
-  for (const id of ['tps', 'mspt', 'median', 'ttft', 'ntok', 'finish']) $(id).textContent = '–';
+  for (const id of ['tps', 'mspt', 'median', 'ttft', 'prefillTps', 'ntok', 'finish']) $(id).textContent = '–';
   const t0 = performance.now();
   const gaps = []; // ms between pieces of text (≈ one decode step each)
   let firstAt = 0;
@@ -165,6 +170,7 @@ async function generate() {
     // The last piece comes without a decode step after it: leave it out of the median.
     $('median').textContent = fmt(median(r.finish === 'max_tokens' ? gaps.slice(0, -1) : gaps));
     $('ttft').textContent = fmt(r.prefillMs, 0);
+    $('prefillTps').textContent = fmt(r.promptTokenCount / (r.prefillMs / 1000));
     $('ntok').textContent = `${r.promptTokenCount} + ${r.generatedTokens}`;
     $('finish').textContent = `${r.finish.replace('_', ' ')}, ${r.mode}`;
     demo.state = 'done';
@@ -174,6 +180,14 @@ async function generate() {
   }
   running = false;
   setButtons();
+}
+
+/** Says what the vanilla mode means for a model trained as PLT. */
+function modeHint() {
+  const hint = $('modeHint');
+  const plt = demo.info && demo.info.loopMode !== 'vanilla';
+  hint.hidden = !(plt && $('mode').value === 'vanilla');
+  hint.textContent = 'this model was trained as PLT: run as a vanilla looped model its text is expected to be poor';
 }
 
 async function main() {
@@ -191,6 +205,7 @@ async function main() {
   }
   client = new PltClient();
   $('generate').onclick = generate;
+  $('mode').onchange = modeHint;
   $('stop').onclick = () => client.cancel();
   $('loadUrl').onclick = () => {
     const base = $('modelUrl').value.trim();
