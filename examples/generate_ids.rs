@@ -3,10 +3,13 @@
 //!
 //!     cargo run --release --example generate_ids -- --model DIR [--prompt TEXT] [-n N]
 //!         [--seed S] [--temperature T] [--mode fused|sequential|vanilla] [--context C]
+//!         [--chat MESSAGE]... [--system TEXT]
 //!
-//! Output: {"adapter", "mode", "prompt_tokens", "tokens", "text", "finish"}.
+//! Output: {"adapter", "mode", "prompt_tokens", "tokens", "text", "finish"}; with `--chat`,
+//! one chat turn per message on one session (`plt::generate::Chat`) instead of the prompt:
+//! {"adapter", "mode", "turns": [{"tokens", "reply", "restarted", "dropped"}, ...]}.
 
-use plt::generate::{read_model, Engine, GenerateOptions, TextSession};
+use plt::generate::{read_model, Chat, Engine, GenerateOptions, TextSession};
 use plt::gpu::{Gpu, GpuOptions};
 use plt::model::Schedule;
 use plt::sampling::SamplerConfig;
@@ -23,6 +26,7 @@ fn main() {
 fn run() -> plt::Result<()> {
     let (mut model, mut prompt, mut n, mut seed, mut temperature, mut mode, mut context) =
         (None, "To be, or not to be".to_string(), 32usize, 0u64, 0.0f32, "fused".to_string(), 2048usize);
+    let (mut chat, mut system) = (Vec::new(), None);
     let mut args = std::env::args().skip(1);
     let bad = |what: &str| plt::Error::Input(format!("{what}: missing or bad value"));
     while let Some(a) = args.next() {
@@ -35,6 +39,8 @@ fn run() -> plt::Result<()> {
             "--temperature" => temperature = v()?.parse().map_err(|_| bad("--temperature"))?,
             "--mode" => mode = v()?,
             "--context" => context = v()?.parse().map_err(|_| bad("--context"))?,
+            "--chat" => chat.push(v()?),
+            "--system" => system = Some(v()?),
             other => return Err(plt::Error::Input(format!("unknown argument `{other}`"))),
         }
     }
@@ -63,6 +69,16 @@ fn run() -> plt::Result<()> {
         schedule,
         ..GenerateOptions::default()
     };
+    if !chat.is_empty() {
+        let mut c = Chat::new(system.as_deref());
+        let mut turns = Vec::new();
+        for m in &chat {
+            let t = pollster::block_on(c.turn(&mut ts, m, &opts, &mut |_| true))?;
+            turns.push(serde_json::json!({"tokens": t.generation.tokens, "reply": t.reply, "restarted": t.restarted, "dropped": t.dropped}));
+        }
+        println!("{}", serde_json::json!({"adapter": adapter, "mode": mode, "turns": turns}));
+        return Ok(());
+    }
     let g = ts.generate_blocking(&prompt, &opts, &mut |_| true)?;
     let out = serde_json::json!({
         "adapter": adapter,

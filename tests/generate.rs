@@ -352,4 +352,22 @@ fn a_chat_survives_the_context_end() {
     assert_eq!(t.generation.finish, FinishReason::ContextFull);
     let t = pollster::block_on(chat.turn(&mut ts, "next", &opts, &mut |_| true)).unwrap();
     assert!(t.restarted, "after a cut reply the session starts over");
+    // Regenerate: the last exchange taken back and asked again gives the same greedy reply,
+    // from a session that starts over.
+    let n = chat.messages.len();
+    assert_eq!(chat.undo().as_deref(), Some("next"));
+    assert_eq!(chat.messages.len(), n - 2, "the user message and its reply are gone");
+    let again = pollster::block_on(chat.turn(&mut ts, "next", &opts, &mut |_| true)).unwrap();
+    assert!(again.restarted);
+    assert_eq!(again.reply, t.reply);
+    // A session used for something else: the next turn starts over too.
+    ts.reset().unwrap();
+    chat.session_lost();
+    let t = pollster::block_on(chat.turn(&mut ts, "after", &opts, &mut |_| true)).unwrap();
+    let mut kept = chat.messages.clone();
+    kept.pop();
+    let prompt = tok.apply_chat_template(&kept, true).unwrap();
+    assert_eq!(ts.position(), tok.encode(&prompt, true).unwrap().len() + t.generation.tokens.len() - 1, "the whole conversation is fed again");
+    let mut none = plt::generate::Chat::new(Some("sys"));
+    assert_eq!(none.undo(), None, "nothing to take back");
 }

@@ -195,6 +195,7 @@ fn quantize_block(xb: &[f32], q: &mut [i8]) -> (f32, i32, i32) {
 }
 
 /// Runs `$by_n!(CODE)` with the format code `$f` as a literal (for const generics).
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_macros))]
 macro_rules! by_format {
     ($f:expr, $by_n:ident) => {
         match $f {
@@ -425,6 +426,8 @@ pub fn swiglu(simd: Simd, gate: &[f32], up: &[f32], out: &mut [f32]) {
 /// Asks for `bytes` to be brought into the core's L2 cache ahead of use (a hint; no-op where
 /// the instruction set has none).
 pub fn prefetch_l2<T>(data: &[T]) {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
     #[cfg(target_arch = "x86_64")]
     {
         let (p, n) = (data.as_ptr() as *const i8, std::mem::size_of_val(data));

@@ -50,6 +50,23 @@ impl Chat {
         ts.reset()
     }
 
+    /// Says that the session was used for something else (reset, or another prompt): the next
+    /// turn starts over from the messages.
+    pub fn session_lost(&mut self) {
+        self.stale = true;
+    }
+
+    /// Takes back the last exchange: the last user message and the reply after it (for a
+    /// "regenerate"); returns the user's message, or None when there is no user message. The
+    /// next turn starts over from the messages that remain.
+    pub fn undo(&mut self) -> Option<String> {
+        let at = self.messages.iter().rposition(|m| m.role == "user")?;
+        let user = self.messages.remove(at).content;
+        self.messages.truncate(at);
+        self.stale = true;
+        Some(user)
+    }
+
     /// Positions to keep free for the reply: the token budget, at most half the context.
     fn reserve(ts: &TextSession, opts: &GenerateOptions) -> usize {
         opts.max_tokens.clamp(1, (ts.context() / 2).max(1))

@@ -240,6 +240,69 @@ test('Stop cancels a running generation', async () => {
   assert.ok(d.result.generatedTokens < 400, `${d.result.generatedTokens} tokens`);
 });
 
+test('a 3-turn chat gives the native Chat turns, and regenerate and reset work', async () => {
+  const turns = ['Hello there', 'Who art thou?', 'Farewell'];
+  const args = ['--model', path.join(ROOT, modelDir), '-n', '8', '--temperature', '0', '--system', 'Speak in verse.'];
+  for (const m of turns) args.push('--chat', m);
+  const out = execFileSync(path.join(BIN, 'examples', 'generate_ids'), args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const native = JSON.parse(out.trim().split('\n').pop()).turns;
+  await page.click('#tabChat');
+  assert.ok(await page.isVisible('#chatTab'));
+  assert.ok(!(await page.isVisible('#prompt')), 'the completion prompt is on the other tab');
+  for (const [k, v] of Object.entries({ maxTokens: '8', temperature: '0', topK: '0', topP: '1', minP: '0', repetitionPenalty: '1', seed: '1' })) await page.fill(`#${k}`, v);
+  await page.selectOption('#mode', 'fused');
+  await page.fill('#system', 'Speak in verse.');
+  for (const [i, m] of turns.entries()) {
+    await page.fill('#chatInput', m);
+    await page.click('#send');
+    const d = await waitState(['chat-done', 'failed', 'invalid-input']);
+    assert.equal(d.state, 'chat-done', d.error);
+    const r = d.chat.turns[i];
+    console.log(`# chat turn ${i}: ${JSON.stringify(r.tokens)} ${JSON.stringify(r.reply)}`);
+    assert.deepEqual(r.tokens, native[i].tokens, `turn ${i}: the page's tokens equal the native Chat's`);
+    assert.equal(r.reply, native[i].reply);
+    assert.equal(r.restarted, false, `turn ${i}: the context is kept from turn to turn`);
+    await page.evaluate(() => {
+      window.pltDemo.state = 'idle';
+    });
+  }
+  const log = () => page.$$eval('#chatLog .msg', (ms) => ms.map((m) => [m.classList.contains('user') ? 'user' : 'assistant', m.querySelector('.body').textContent]));
+  assert.deepEqual(await log(), turns.flatMap((m, i) => [['user', m], ['assistant', native[i].reply]]));
+  // Regenerate: the last exchange asked again gives the same greedy reply, the session
+  // starting over from the kept messages.
+  await page.click('#regenerate');
+  let d = await waitState(['chat-done', 'failed']);
+  assert.equal(d.state, 'chat-done', d.error);
+  assert.equal(d.chat.turns.length, 3);
+  assert.deepEqual(d.chat.turns[2].tokens, native[2].tokens);
+  assert.equal(d.chat.turns[2].restarted, true);
+  assert.equal((await log()).length, 6);
+  // Reset: an empty transcript, and the next turn is the native first turn again.
+  await page.click('#resetChat');
+  await page.waitForFunction(() => document.querySelectorAll('#chatLog .msg').length === 0, null, { timeout: 30_000 });
+  await page.evaluate(() => {
+    window.pltDemo.state = 'idle';
+  });
+  await page.fill('#chatInput', turns[0]);
+  await page.click('#send');
+  d = await waitState(['chat-done', 'failed']);
+  assert.equal(d.state, 'chat-done', d.error);
+  assert.deepEqual(d.chat.turns[0].tokens, native[0].tokens);
+  // A chat does not run as a vanilla looped model: the page says so, naming the field.
+  const modes = await page.evaluate(() => window.pltDemo.info.modes);
+  if (modes.includes('vanilla')) {
+    await page.selectOption('#mode', 'vanilla');
+    await page.fill('#chatInput', 'x');
+    await page.click('#send');
+    d = await waitState(['invalid-input', 'chat-done', 'failed']);
+    assert.equal(d.state, 'invalid-input');
+    assert.match(await page.textContent('#message'), /^Loop mode: /);
+    await page.selectOption('#mode', 'fused');
+  }
+  await page.click('#tabCompletion');
+  assert.ok(await page.isVisible('#prompt'));
+});
+
 test('every bad form value gets a message naming the field', async () => {
   const context = await page.evaluate(() => window.pltDemo.info.context);
   assert.equal(await page.getAttribute('#maxTokens', 'max'), String(context), 'the field takes at most the context');

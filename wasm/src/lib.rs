@@ -12,7 +12,7 @@
 #![allow(clippy::await_holding_refcell_ref)]
 
 use js_sys::{Function, Promise};
-use plt::generate::{Engine, FinishReason, GenerateOptions, Generator, TextSession};
+use plt::generate::{Chat, Engine, FinishReason, GenerateOptions, Generator, TextSession};
 use plt::gpu::{Gpu, GpuOptions};
 use plt::load::{Bytes, MemoryModel, ModelSource};
 use plt::model::Schedule;
@@ -135,6 +135,27 @@ struct GenResult {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
+struct ChatResult {
+    /// The reply as kept in the conversation (trimmed).
+    reply: String,
+    text: String,
+    tokens: Vec<u32>,
+    finish: String,
+    mode: String,
+    /// Oldest messages dropped to make room for this turn.
+    dropped: usize,
+    /// The session started over from the messages (after dropping, or after a cut reply).
+    restarted: bool,
+    prompt_token_count: usize,
+    prefill_ms: f64,
+    generated_tokens: usize,
+    decode_ms: f64,
+    tokens_per_second: f64,
+    ms_per_token: f64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct ModelInfo {
     adapter: String,
     /// The adapter-dependent kernel choices (`Gpu::kernel_summary`).
@@ -155,6 +176,9 @@ struct ModelInfo {
 struct Inner {
     engine: Arc<Engine>,
     session: TextSession,
+    /// The conversation of `chat` turns, on `session` (which `generate` also uses: it then
+    /// tells the chat, whose next turn starts over from its messages).
+    chat: Chat,
     /// The same weights as a vanilla looped model, built on first use (PLT models only).
     vanilla: Option<TextSession>,
     /// The vanilla config and the model's files (kept as fetched), to build `vanilla`.
@@ -219,7 +243,7 @@ impl Model {
                 (vc, src)
             });
             let info = describe(&engine, context, vanilla_src.is_some());
-            let inner = Inner { engine, session, vanilla: None, vanilla_src, dtype, context };
+            let inner = Inner { engine, session, chat: Chat::new(None), vanilla: None, vanilla_src, dtype, context };
             Ok(Model { inner: Rc::new(RefCell::new(Some(inner))), cancel: Arc::new(AtomicBool::new(false)), info }.into())
         })
     }
@@ -270,6 +294,9 @@ impl Model {
                 "vanilla" => (Schedule::Fused, true),
                 m => return Err(js_err(format!("mode: expected fused, sequential or vanilla, got `{m}`"))),
             };
+            if !vanilla {
+                inner.chat.session_lost();
+            }
             let ts = if let (true, Some((vc, src))) = (vanilla, inner.vanilla_src.as_ref()) {
                 if inner.vanilla.is_none() {
                     let model = plt::load::open_with_config(src, vc.clone()).map_err(js_err)?;
@@ -283,23 +310,7 @@ impl Model {
             };
             ts.reset().map_err(js_err)?;
             cancel.store(false, Ordering::Relaxed);
-            let opts = GenerateOptions {
-                max_tokens: o.max_tokens,
-                sampler: SamplerConfig {
-                    temperature: o.temperature,
-                    top_k: o.top_k,
-                    top_p: o.top_p,
-                    min_p: o.min_p,
-                    repetition_penalty: o.repetition_penalty,
-                    repeat_last_n: o.repeat_last_n,
-                    seed: o.seed,
-                },
-                stop: o.stop.clone(),
-                stop_at_eos: o.stop_at_eos,
-                schedule,
-                cancel: Some(cancel.clone()),
-                ..GenerateOptions::default()
-            };
+            let opts = gen_options(&o, schedule, &cancel);
             let prompt_ids = ts.encode_prompt(&prompt).map_err(js_err)?;
             let t0 = now_ms();
             let mut g = Generator::start(ts, &prompt_ids, opts).await.map_err(js_err)?;
@@ -324,13 +335,7 @@ impl Model {
                 text: gen.text,
                 prompt_tokens: prompt_ids,
                 tokens: gen.tokens,
-                finish: match gen.finish {
-                    FinishReason::Eos => "eos".into(),
-                    FinishReason::Stop(s) => format!("stop:{s}"),
-                    FinishReason::MaxTokens => "max_tokens".into(),
-                    FinishReason::Cancelled => "cancelled".into(),
-                    FinishReason::ContextFull => "context_full".into(),
-                },
+                finish: finish_name(&gen.finish),
                 mode: if vanilla { "vanilla".into() } else { format!("{schedule:?}").to_lowercase() },
                 prompt_token_count: gen.timings.prompt_tokens,
                 prefill_ms: t1 - t0,
@@ -344,11 +349,130 @@ impl Model {
         })
     }
 
+    /// One turn of the conversation: adds `user`'s message and generates the assistant's reply
+    /// with the model's chat template, on the session the turns share (the context is kept from
+    /// turn to turn; when the next message and room for the reply do not fit, the oldest turns
+    /// are dropped and the conversation is fed again: `plt::generate::Chat`). `options` as for
+    /// `generate` (`mode`: fused or sequential). Resolves to `{reply, text, tokens, finish,
+    /// mode, dropped, restarted, promptTokenCount, prefillMs, generatedTokens, decodeMs,
+    /// tokensPerSecond, msPerToken}`; `on_token` as for `generate`.
+    pub fn chat(&self, user: String, options: JsValue, on_token: Option<Function>) -> Promise {
+        let inner = self.inner.clone();
+        let cancel = self.cancel.clone();
+        future_to_promise(async move {
+            let o: GenOpts = if options.is_undefined() || options.is_null() {
+                GenOpts::default()
+            } else {
+                serde_wasm_bindgen::from_value(options).map_err(js_err)?
+            };
+            let schedule = match o.mode.as_str() {
+                "fused" | "parallel" | "" => Schedule::Fused,
+                "sequential" => Schedule::Sequential,
+                m => return Err(js_err(format!("mode: a chat runs fused or sequential, not `{m}`"))),
+            };
+            let mut guard = inner.try_borrow_mut().map_err(|_| js_err("a generation is already running"))?;
+            let inner = guard.as_mut().ok_or_else(|| js_err("the model was freed"))?;
+            cancel.store(false, Ordering::Relaxed);
+            let opts = gen_options(&o, schedule, &cancel);
+            let t0 = now_ms();
+            let (mut first, mut last) = (None, t0);
+            let mut on_text = |piece: &str| -> bool {
+                let now = now_ms();
+                first.get_or_insert(now);
+                let go_on = match &on_token {
+                    Some(cb) => !matches!(cb.call2(&JsValue::NULL, &JsValue::from_str(piece), &JsValue::from_f64(now - last)), Ok(v) if v == JsValue::FALSE),
+                    None => true,
+                };
+                last = now;
+                go_on
+            };
+            let turn = inner.chat.turn(&mut inner.session, &user, &opts, &mut on_text).await.map_err(js_err)?;
+            let gen = turn.generation;
+            let n = gen.tokens.len();
+            let first = first.unwrap_or(last);
+            let decode_ms = if n > 1 { last - first } else { 0.0 };
+            let res = ChatResult {
+                reply: turn.reply,
+                text: gen.text,
+                tokens: gen.tokens,
+                finish: finish_name(&gen.finish),
+                mode: format!("{schedule:?}").to_lowercase(),
+                dropped: turn.dropped,
+                restarted: turn.restarted,
+                prompt_token_count: gen.timings.prompt_tokens,
+                prefill_ms: first - t0,
+                generated_tokens: n,
+                decode_ms,
+                tokens_per_second: if decode_ms > 0.0 { (n - 1) as f64 / (decode_ms / 1000.0) } else { 0.0 },
+                ms_per_token: if n > 1 { decode_ms / (n - 1) as f64 } else { 0.0 },
+            };
+            gpu_check(&inner.engine)?;
+            serde_wasm_bindgen::to_value(&res).map_err(js_err)
+        })
+    }
+
+    /// Starts the conversation over, with `system` as its system prompt (none when empty).
+    #[wasm_bindgen(js_name = chatReset)]
+    pub fn chat_reset(&self, system: Option<String>) -> Result<(), JsValue> {
+        let mut g = self.inner.try_borrow_mut().map_err(|_| js_err("the model is busy"))?;
+        let inner = g.as_mut().ok_or_else(|| js_err("the model was freed"))?;
+        inner.chat = Chat::new(system.as_deref());
+        inner.session.reset().map_err(js_err)
+    }
+
+    /// Takes back the last exchange (the last user message and its reply) and returns the
+    /// user's message, to ask it again; undefined when there is none.
+    #[wasm_bindgen(js_name = chatUndo)]
+    pub fn chat_undo(&self) -> Result<Option<String>, JsValue> {
+        let mut g = self.inner.try_borrow_mut().map_err(|_| js_err("the model is busy"))?;
+        let inner = g.as_mut().ok_or_else(|| js_err("the model was freed"))?;
+        Ok(inner.chat.undo())
+    }
+
+    /// The conversation as JSON: `[{role, content}, ...]`.
+    #[wasm_bindgen(js_name = chatMessagesJson)]
+    pub fn chat_messages_json(&self) -> Result<String, JsValue> {
+        let g = self.inner.try_borrow().map_err(|_| js_err("the model is busy"))?;
+        let inner = g.as_ref().ok_or_else(|| js_err("the model was freed"))?;
+        serde_json::to_string(&inner.chat.messages).map_err(js_err)
+    }
+
     /// Releases the device buffers now (the object is unusable afterwards).
     pub fn dispose(&self) {
         if let Ok(mut g) = self.inner.try_borrow_mut() {
             g.take();
         }
+    }
+}
+
+/// The library's options for a generation from the JS ones.
+fn gen_options(o: &GenOpts, schedule: Schedule, cancel: &Arc<AtomicBool>) -> GenerateOptions {
+    GenerateOptions {
+        max_tokens: o.max_tokens,
+        sampler: SamplerConfig {
+            temperature: o.temperature,
+            top_k: o.top_k,
+            top_p: o.top_p,
+            min_p: o.min_p,
+            repetition_penalty: o.repetition_penalty,
+            repeat_last_n: o.repeat_last_n,
+            seed: o.seed,
+        },
+        stop: o.stop.clone(),
+        stop_at_eos: o.stop_at_eos,
+        schedule,
+        cancel: Some(cancel.clone()),
+        ..GenerateOptions::default()
+    }
+}
+
+fn finish_name(f: &FinishReason) -> String {
+    match f {
+        FinishReason::Eos => "eos".into(),
+        FinishReason::Stop(s) => format!("stop:{s}"),
+        FinishReason::MaxTokens => "max_tokens".into(),
+        FinishReason::Cancelled => "cancelled".into(),
+        FinishReason::ContextFull => "context_full".into(),
     }
 }
 

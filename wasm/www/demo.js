@@ -9,7 +9,7 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const DEFAULT_MODEL = '../../models/plt2-shakespeare/';
 
-const demo = (window.pltDemo = { state: 'starting', info: null, result: null, error: null });
+const demo = (window.pltDemo = { state: 'starting', info: null, result: null, error: null, chat: { turns: [] } });
 let client = null;
 let running = false;
 
@@ -36,6 +36,7 @@ function fmt(x, digits = 1) {
 
 function setButtons() {
   $('generate').disabled = running || !demo.info;
+  for (const id of ['send', 'regenerate', 'resetChat']) $(id).disabled = running || !demo.info;
   $('stop').disabled = !running;
   $('loadUrl').disabled = running;
   $('files').disabled = running;
@@ -64,6 +65,10 @@ async function load(sources, label) {
     for (const o of mode.options) o.disabled = !info.modes.includes(o.value);
     if (mode.selectedOptions[0]?.disabled) mode.value = 'fused';
     modeHint();
+    chatSystem = null;
+    $('chatLog').textContent = '';
+    $('chatStats').textContent = '';
+    demo.chat = { turns: [] };
     message('');
     $('progressBox').hidden = true;
     demo.state = 'ready';
@@ -182,6 +187,98 @@ async function generate() {
   setButtons();
 }
 
+// ---- Chat: turns on one session through the library's `Chat` (its template and its policy
+// for a full context); the transcript is rebuilt from what the turns return.
+
+let chatSystem = null; // the system prompt the worker's conversation started with
+
+function addMessage(role, text) {
+  const div = document.createElement('div');
+  div.className = `msg ${role}`;
+  const r = document.createElement('span');
+  r.className = 'role';
+  r.textContent = role;
+  const body = document.createElement('span');
+  body.className = 'body';
+  body.textContent = text;
+  div.append(r, body);
+  $('chatLog').append(div);
+  $('chatLog').scrollTop = $('chatLog').scrollHeight;
+  return body;
+}
+
+async function chatReset() {
+  chatSystem = $('system').value.trim();
+  await client.chatReset(chatSystem);
+  $('chatLog').textContent = '';
+  $('chatStats').textContent = '';
+  demo.chat = { turns: [] };
+}
+
+async function send(text) {
+  if (running || !demo.info) return;
+  if (!text.trim()) {
+    fail('Message: empty; write something to send.');
+    demo.state = 'invalid-input';
+    return;
+  }
+  let options;
+  try {
+    options = readOptions();
+    if (options.mode === 'vanilla') throw new Error('Loop mode: a chat runs PLT fused or PLT sequential, not vanilla.');
+  } catch (e) {
+    fail(e.message);
+    demo.state = 'invalid-input';
+    return;
+  }
+  running = true;
+  demo.state = 'chatting';
+  demo.error = null;
+  setButtons();
+  message('');
+  try {
+    // A changed system prompt starts the conversation over with it.
+    if (chatSystem === null || chatSystem !== $('system').value.trim()) await chatReset();
+    addMessage('user', text);
+    const body = addMessage('assistant', '');
+    const r = await client.chat(text, options, (piece) => {
+      body.textContent += piece;
+      $('chatLog').scrollTop = $('chatLog').scrollHeight;
+    });
+    body.textContent = r.reply;
+    demo.chat.turns.push(r);
+    if (r.dropped > 0) {
+      message(`The conversation was longer than the context (${demo.info.context} tokens): its ${r.dropped} oldest messages were dropped.`, 'info');
+      // Show what the model still sees: the transcript from the worker.
+      const msgs = await client.chatMessages();
+      $('chatLog').textContent = '';
+      for (const m of msgs) if (m.role !== 'system') addMessage(m.role, m.content);
+    } else if (r.finish === 'context_full') {
+      message('The reply reached the end of the context; the next message starts over from the kept messages.', 'info');
+    }
+    $('chatStats').textContent =
+      `${r.promptTokenCount} tokens in, ${r.generatedTokens} out · prefill ${fmt(r.promptTokenCount / (r.prefillMs / 1000))} tokens/s · ` +
+      `${fmt(r.tokensPerSecond)} tokens/s · ${r.finish.replace('_', ' ')}`;
+    demo.state = 'chat-done';
+  } catch (e) {
+    fail(`The chat failed: ${e.message}`);
+    demo.state = 'failed';
+  }
+  running = false;
+  setButtons();
+}
+
+function showTab(chat) {
+  $('chatTab').hidden = !chat;
+  $('completionPrompt').hidden = chat;
+  $('completionOut').hidden = chat;
+  $('generate').hidden = chat;
+  $('tabChat').classList.toggle('active', chat);
+  $('tabCompletion').classList.toggle('active', !chat);
+  $('tabChat').setAttribute('aria-selected', String(chat));
+  $('tabCompletion').setAttribute('aria-selected', String(!chat));
+}
+
 /** Says what the vanilla mode means for a model trained as PLT. */
 function modeHint() {
   const hint = $('modeHint');
@@ -205,6 +302,45 @@ async function main() {
   }
   client = new PltClient();
   $('generate').onclick = generate;
+  $('tabChat').onclick = () => showTab(true);
+  $('tabCompletion').onclick = () => showTab(false);
+  $('send').onclick = () => {
+    const text = $('chatInput').value;
+    $('chatInput').value = '';
+    send(text);
+  };
+  $('chatInput').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) $('send').click();
+  });
+  $('regenerate').onclick = async () => {
+    if (running || !demo.info) return;
+    const last = await client.chatUndo();
+    if (last === null) return;
+    // Drop the last user message and what followed it from the transcript.
+    const log = $('chatLog');
+    const users = [...log.querySelectorAll('.msg.user')];
+    const at = users[users.length - 1];
+    while (at && at.nextSibling) at.nextSibling.remove();
+    at?.remove();
+    demo.chat.turns.pop();
+    await send(last);
+  };
+  $('resetChat').onclick = async () => {
+    if (running || !demo.info) return;
+    await chatReset();
+    message('');
+  };
+  $('copyChat').onclick = async () => {
+    const text = [...$('chatLog').querySelectorAll('.msg')]
+      .map((m) => `${m.querySelector('.role').textContent}: ${m.querySelector('.body').textContent}`)
+      .join('\n\n');
+    try {
+      await navigator.clipboard.writeText(text);
+      message('The conversation was copied.', 'info');
+    } catch {
+      message('The browser refused the clipboard; select the conversation and copy it instead.', 'error');
+    }
+  };
   $('mode').onchange = modeHint;
   $('stop').onclick = () => client.cancel();
   $('loadUrl').onclick = () => {

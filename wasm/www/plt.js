@@ -96,6 +96,30 @@ export class PltClient {
     return this.#call({ type: 'generate', prompt, options }, { onToken });
   }
 
+  /// One chat turn: adds the user's `message` and streams the assistant's reply, with the
+  /// model's chat template, on a session the turns share (context kept; when it fills, the
+  /// oldest turns are dropped and the result says how many). Options as for generate (`mode`:
+  /// fused or sequential). Resolves to {reply, text, tokens, finish, dropped, restarted,
+  /// promptTokenCount, prefillMs, generatedTokens, decodeMs, tokensPerSecond, msPerToken}.
+  chat(message, options = {}, onToken = null) {
+    return this.#call({ type: 'chat', message, options }, { onToken });
+  }
+
+  /// Starts the conversation over with `system` as its system prompt ('' for none).
+  chatReset(system = '') {
+    return this.#call({ type: 'chatReset', system });
+  }
+
+  /// Takes back the last exchange; resolves to the user's message (to ask again) or null.
+  chatUndo() {
+    return this.#call({ type: 'chatUndo' });
+  }
+
+  /// The conversation: [{role, content}, ...].
+  chatMessages() {
+    return this.#call({ type: 'chatMessages' });
+  }
+
   /// Stops the running generation at its next token (its promise resolves with what it has).
   cancel() {
     return this.#call({ type: 'cancel' });

@@ -129,6 +129,25 @@ async function handle(msg) {
       });
       return result;
     }
+    case 'chat': {
+      if (!model) throw new Error('no model is loaded');
+      return await model.chat(msg.message, msg.options || {}, (piece, ms) => {
+        post(id, 'token', { piece, ms });
+      });
+    }
+    case 'chatReset': {
+      if (!model) throw new Error('no model is loaded');
+      model.chatReset(msg.system || undefined);
+      return true;
+    }
+    case 'chatUndo': {
+      if (!model) throw new Error('no model is loaded');
+      return model.chatUndo() ?? null;
+    }
+    case 'chatMessages': {
+      if (!model) throw new Error('no model is loaded');
+      return JSON.parse(model.chatMessagesJson());
+    }
     case 'cancel': {
       if (model) model.cancel();
       return true;
