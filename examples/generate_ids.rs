@@ -3,11 +3,12 @@
 //!
 //!     cargo run --release --example generate_ids -- --model DIR [--prompt TEXT] [-n N]
 //!         [--seed S] [--temperature T] [--mode fused|sequential|vanilla] [--context C]
-//!         [--chat MESSAGE]... [--system TEXT]
+//!         [--chat MESSAGE]... [--system TEXT] [--regenerate]
 //!
 //! Output: {"adapter", "mode", "prompt_tokens", "tokens", "text", "finish"}; with `--chat`,
 //! one chat turn per message on one session (`plt::generate::Chat`) instead of the prompt:
-//! {"adapter", "mode", "turns": [{"tokens", "reply", "restarted", "dropped"}, ...]}.
+//! {"adapter", "mode", "turns": [{"tokens", "reply", "restarted", "dropped"}, ...]}, and with
+//! `--regenerate` the last turn taken back and asked again after them (`"regenerated"`).
 
 use plt::generate::{read_model, Chat, Engine, GenerateOptions, TextSession};
 use plt::gpu::{Gpu, GpuOptions};
@@ -26,7 +27,7 @@ fn main() {
 fn run() -> plt::Result<()> {
     let (mut model, mut prompt, mut n, mut seed, mut temperature, mut mode, mut context) =
         (None, "To be, or not to be".to_string(), 32usize, 0u64, 0.0f32, "fused".to_string(), 2048usize);
-    let (mut chat, mut system) = (Vec::new(), None);
+    let (mut chat, mut system, mut regenerate) = (Vec::new(), None, false);
     let mut args = std::env::args().skip(1);
     let bad = |what: &str| plt::Error::Input(format!("{what}: missing or bad value"));
     while let Some(a) = args.next() {
@@ -41,6 +42,7 @@ fn run() -> plt::Result<()> {
             "--context" => context = v()?.parse().map_err(|_| bad("--context"))?,
             "--chat" => chat.push(v()?),
             "--system" => system = Some(v()?),
+            "--regenerate" => regenerate = true,
             other => return Err(plt::Error::Input(format!("unknown argument `{other}`"))),
         }
     }
@@ -72,11 +74,16 @@ fn run() -> plt::Result<()> {
     if !chat.is_empty() {
         let mut c = Chat::new(system.as_deref());
         let mut turns = Vec::new();
+        let json = |t: plt::generate::ChatTurn| serde_json::json!({"tokens": t.generation.tokens, "reply": t.reply, "restarted": t.restarted, "dropped": t.dropped});
         for m in &chat {
-            let t = pollster::block_on(c.turn(&mut ts, m, &opts, &mut |_| true))?;
-            turns.push(serde_json::json!({"tokens": t.generation.tokens, "reply": t.reply, "restarted": t.restarted, "dropped": t.dropped}));
+            turns.push(json(pollster::block_on(c.turn(&mut ts, m, &opts, &mut |_| true))?));
         }
-        println!("{}", serde_json::json!({"adapter": adapter, "mode": mode, "turns": turns}));
+        let mut out = serde_json::json!({"adapter": adapter, "mode": mode, "turns": turns});
+        if regenerate {
+            let last = c.undo().ok_or_else(|| bad("--regenerate"))?;
+            out["regenerated"] = json(pollster::block_on(c.turn(&mut ts, &last, &opts, &mut |_| true))?);
+        }
+        println!("{out}");
         return Ok(());
     }
     let g = ts.generate_blocking(&prompt, &opts, &mut |_| true)?;

@@ -242,10 +242,11 @@ test('Stop cancels a running generation', async () => {
 
 test('a 3-turn chat gives the native Chat turns, and regenerate and reset work', async () => {
   const turns = ['Hello there', 'Who art thou?', 'Farewell'];
-  const args = ['--model', path.join(ROOT, modelDir), '-n', '8', '--temperature', '0', '--system', 'Speak in verse.'];
+  const args = ['--model', path.join(ROOT, modelDir), '-n', '8', '--temperature', '0', '--system', 'Speak in verse.', '--regenerate'];
   for (const m of turns) args.push('--chat', m);
   const out = execFileSync(path.join(BIN, 'examples', 'generate_ids'), args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  const native = JSON.parse(out.trim().split('\n').pop()).turns;
+  const nativeRun = JSON.parse(out.trim().split('\n').pop());
+  const native = nativeRun.turns;
   await page.click('#tabChat');
   assert.ok(await page.isVisible('#chatTab'));
   assert.ok(!(await page.isVisible('#prompt')), 'the completion prompt is on the other tab');
@@ -268,13 +269,16 @@ test('a 3-turn chat gives the native Chat turns, and regenerate and reset work',
   }
   const log = () => page.$$eval('#chatLog .msg', (ms) => ms.map((m) => [m.classList.contains('user') ? 'user' : 'assistant', m.querySelector('.body').textContent]));
   assert.deepEqual(await log(), turns.flatMap((m, i) => [['user', m], ['assistant', native[i].reply]]));
-  // Regenerate: the last exchange asked again gives the same greedy reply, the session
-  // starting over from the kept messages.
+  // Regenerate: the last exchange taken back and asked again, the session starting over from
+  // the kept messages (a prefill of the whole conversation: the native run does the same).
+  await page.evaluate(() => {
+    window.pltDemo.state = 'idle';
+  });
   await page.click('#regenerate');
   let d = await waitState(['chat-done', 'failed']);
   assert.equal(d.state, 'chat-done', d.error);
   assert.equal(d.chat.turns.length, 3);
-  assert.deepEqual(d.chat.turns[2].tokens, native[2].tokens);
+  assert.deepEqual(d.chat.turns[2].tokens, nativeRun.regenerated.tokens);
   assert.equal(d.chat.turns[2].restarted, true);
   assert.equal((await log()).length, 6);
   // Reset: an empty transcript, and the next turn is the native first turn again.
