@@ -121,8 +121,11 @@ fn activations(c: &Config, o: &MemoryOptions) -> u64 {
 impl MemoryPlan {
     /// The plan of `p` under `o`.
     pub fn new(p: &LoadPlan, o: &MemoryOptions) -> Result<MemoryPlan> {
-        if o.context == 0 || o.batch == 0 {
-            return Err(Error::Input("memory plan: --context and the batch must be at least 1".into()));
+        if o.context == 0 {
+            return Err(Error::Input("memory plan: --context 0 must be at least 1".into()));
+        }
+        if o.batch == 0 {
+            return Err(Error::Input("memory plan: --batch 0 must be at least 1".into()));
         }
         // Laid out as the runtime lays them out: a matrix past `max_binding` in windows.
         let layouts = p.layouts(o.dtype, o.max_binding.unwrap_or(u64::MAX))?;
