@@ -17,14 +17,16 @@ pub enum Error {
     #[error("{file}: {msg}")]
     Safetensors { file: String, msg: String },
 
-    #[error("tensor `{name}` is missing from the checkpoint")]
-    MissingTensor { name: String },
+    /// `model`: the model (its directory, GGUF file or name), since no file has the tensor.
+    #[error("{model}: tensor `{name}` is missing from the checkpoint")]
+    MissingTensor { model: String, name: String },
 
-    #[error("tensor `{name}` has shape {got:?}, expected {expected:?}")]
-    TensorShape { name: String, expected: Vec<usize>, got: Vec<usize> },
+    /// `file`: the file that holds the tensor.
+    #[error("{file}: tensor `{name}` has shape {got:?}, expected {expected:?}")]
+    TensorShape { file: String, name: String, expected: Vec<usize>, got: Vec<usize> },
 
-    #[error("tensor `{name}` has dtype {dtype}, expected one of F32, F16, BF16")]
-    TensorDtype { name: String, dtype: String },
+    #[error("{file}: tensor `{name}` has dtype {dtype}, expected one of F32, F16, BF16")]
+    TensorDtype { file: String, name: String, dtype: String },
 
     #[error("tokenizer: {0}")]
     Tokenizer(String),

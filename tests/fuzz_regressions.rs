@@ -571,6 +571,22 @@ fn errors_name_the_key_flag_and_value_as_written() {
         let e = gguf_err(what, &llama_meta(&extra));
         assert!(e.contains(needle) && !e.contains("config.json"), "{what}: {e}");
     }
+    // A tensor error names the file (a shape or dtype: the file holding the tensor; a missing
+    // tensor: the model, since no file has it).
+    let (fc, fst) = fixed_seed();
+    let base: serde_json::Value = serde_json::from_slice(&fc).unwrap();
+    for (field, x, start) in [
+        ("hidden_size", 12, "model.safetensors: tensor `model."),
+        ("num_hidden_layers", 2, "model.safetensors: tensor `model.layers.1."),
+    ] {
+        let mut v = base.clone();
+        v[field] = x.into();
+        let c = Config::from_json_str(&v.to_string()).unwrap();
+        let e = Weights::from_bytes(&fst, &c).unwrap_err().to_string();
+        assert!(e.starts_with(start) && (e.contains("has shape") || e.contains("is missing")), "{field} {x}: {e}");
+    }
+    let e = gguf_err("no tensors", &llama_meta(&[]));
+    assert!(e.starts_with("model.gguf: tensor `") && e.ends_with("is missing from the checkpoint"), "{e}");
     // config.json: the value that is wrong.
     let mut v: serde_json::Value = serde_json::from_slice(&fixed_seed().0).unwrap();
     v["vocab_size"] = 4294967295u64.into();

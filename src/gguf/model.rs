@@ -264,7 +264,7 @@ pub(crate) fn plan(f: &GgufFile, cfg: Config, source: String, file: FileInfo) ->
         let Some(t) = f.tensor(name) else { return Ok(None) };
         let got = t.shape();
         if got != shape {
-            return Err(Error::TensorShape { name: name.to_string(), expected: shape.to_vec(), got });
+            return Err(Error::TensorShape { file: file.name.clone(), name: name.to_string(), expected: shape.to_vec(), got });
         }
         if !t.ty.can_dequantize() {
             return Err(err(format!(
@@ -275,7 +275,7 @@ pub(crate) fn plan(f: &GgufFile, cfg: Config, source: String, file: FileInfo) ->
         }
         Ok(Some(Found { storage: t.ty, shape: got, file: 0, offset: f.data_offset() + t.offset, bytes: t.n_bytes }))
     };
-    let tensors = plan_tensors(&cfg, &tensor_name, &mut find, true)?;
+    let tensors = plan_tensors(&source, &cfg, &tensor_name, &mut find, true)?;
     // The float type of the matrices that are not kept as blocks (the PLT gate, an F32 vector
     // buffer on the device, does not count): an all-F16 file stays F16 on the device.
     let floats: Vec<GgmlType> = tensors
