@@ -587,6 +587,22 @@ fn errors_name_the_key_flag_and_value_as_written() {
     }
     let e = gguf_err("no tensors", &llama_meta(&[]));
     assert!(e.starts_with("model.gguf: tensor `") && e.ends_with("is missing from the checkpoint"), "{e}");
+    // generation_config.json: each special id checked whole and named by its field (a u64
+    // id was cast to u32, so 2^32 became token 0).
+    let cfg = Config::from_json_str(&String::from_utf8_lossy(&fc)).unwrap();
+    for (g, want) in [
+        (serde_json::json!({"bos_token_id": 4294967296u64}), "field `bos_token_id`: token id 4294967296 is outside the vocabulary (vocab_size 16)"),
+        (serde_json::json!({"eos_token_id": [2, 4294967298u64]}), "field `eos_token_id`: token id 4294967298 is outside the vocabulary (vocab_size 16)"),
+        (serde_json::json!({"eos_token_id": "</s>"}), "field `eos_token_id`: expected a token id, got \"</s>\""),
+    ] {
+        let inputs = plt::tokenizer::TokenizerInputs {
+            json: serde_json::to_vec(&plt::init::tokenizer_json(16)).unwrap(),
+            generation_config: Some(g.clone()),
+            tokenizer_config: None,
+        };
+        let e = Tokenizer::for_model(&inputs, &cfg).err().map(|e| e.to_string()).unwrap_or_else(|| "(accepted)".into());
+        assert_eq!(e, format!("generation_config.json: {want}"), "{g}");
+    }
     // config.json: the value that is wrong.
     let mut v: serde_json::Value = serde_json::from_slice(&fixed_seed().0).unwrap();
     v["vocab_size"] = 4294967295u64.into();
@@ -1162,6 +1178,14 @@ fn error_table() {
     let mut tj = plt::init::tokenizer_json(3);
     tj["model"]["vocab"]["far"] = 4_000_000_000u64.into();
     row(src, "tokenizer.json with a token id 4 000 000 000, vocab_size 64", t(&serde_json::to_vec(&tj).unwrap(), 64));
+    let gcfg = Config::from_json_str(&String::from_utf8_lossy(&fixed_seed().0)).unwrap();
+    let inputs = plt::tokenizer::TokenizerInputs {
+        json: serde_json::to_vec(&plt::init::tokenizer_json(16)).unwrap(),
+        generation_config: Some(serde_json::json!({"bos_token_id": 4294967296u64})),
+        tokenizer_config: None,
+    };
+    row(src, "generation_config.json `bos_token_id: 4294967296`, vocab_size 16 (was cast to token 0)",
+        Tokenizer::for_model(&inputs, &gcfg).err().map(|e| e.to_string()).unwrap_or_else(|| "(accepted)".into()));
 
     // --- tests/sampling.rs (validated on the CPU)
     use plt::sampling::SamplerConfig;
