@@ -67,6 +67,18 @@ impl Error {
     pub(crate) fn config(field: &str, msg: impl Into<String>) -> Self {
         Error::Config { field: field.to_string(), msg: msg.into() }
     }
+
+    /// A config error named by the command-line flag that set its field (`flags`: pairs of
+    /// config.json field and flag), as `--flag: ...`; any other error as it is.
+    pub fn named_by_flag(self, flags: &[(&str, &str)]) -> Self {
+        match self {
+            Error::Config { field, msg } => match flags.iter().find(|(f, _)| *f == field) {
+                Some((_, flag)) => Error::Input(format!("{flag}: {msg}")),
+                None => Error::Config { field, msg },
+            },
+            e => e,
+        }
+    }
 }
 
 /// `s` safe to print to a terminal: control characters (escape sequences, carriage returns,

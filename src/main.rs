@@ -807,28 +807,23 @@ fn init(a: InitArgs) -> Result<()> {
         m => return Err(Error::Input(format!("--looping: expected plt or vanilla, got `{m}`"))),
     };
     // The config's checks name config.json fields: name the flag that sets each instead.
-    cfg.validate().map_err(|e| match e {
-        Error::Config { field, msg } => {
-            let flag = match field.as_str() {
-                "vocab_size" => "--vocab",
-                "hidden_size" => "--hidden",
-                "intermediate_size" => "--intermediate",
-                "num_hidden_layers" => "--layers",
-                "num_attention_heads" => "--heads",
-                "num_key_value_heads" => "--kv-heads",
-                "head_dim" => "--head-dim",
-                "max_position_embeddings" => "--max-positions",
-                "rms_norm_eps" => "--rms-norm-eps",
-                "rope_theta" => "--rope-theta",
-                "plt_num_loops" => "--loops",
-                "plt_window_size" => "--window",
-                "plt_emb_scale" => "--emb-scale",
-                "plt_hidden_scale" => "--hidden-scale",
-                _ => return Error::Config { field, msg },
-            };
-            Error::Input(format!("{flag}: {msg}"))
-        }
-        e => e,
+    cfg.validate().map_err(|e| {
+        e.named_by_flag(&[
+            ("vocab_size", "--vocab"),
+            ("hidden_size", "--hidden"),
+            ("intermediate_size", "--intermediate"),
+            ("num_hidden_layers", "--layers"),
+            ("num_attention_heads", "--heads"),
+            ("num_key_value_heads", "--kv-heads"),
+            ("head_dim", "--head-dim"),
+            ("max_position_embeddings", "--max-positions"),
+            ("rms_norm_eps", "--rms-norm-eps"),
+            ("rope_theta", "--rope-theta"),
+            ("plt_num_loops", "--loops"),
+            ("plt_window_size", "--window"),
+            ("plt_emb_scale", "--emb-scale"),
+            ("plt_hidden_scale", "--hidden-scale"),
+        ])
     })?;
     let ty = plt::gguf::GgmlType::parse_name(&a.dtype)
         .filter(|t| plt::gguf::writer::RANDOM_TYPES.contains(t))
