@@ -634,7 +634,8 @@ pub(crate) struct Found {
 
 /// The tensors `cfg` needs, found in a file's header: `name` gives each weight's name in the
 /// format, `find(name, expected_shape)` looks it up and checks it (`None`: absent). A missing
-/// required tensor is an error naming it and `source` (the model). With `unpermute_qk`, q/k rows are un-permuted (GGUF).
+/// required tensor is an error naming it and `source` (the model). With `unpermute_qk`, q/k
+/// rows are un-permuted (GGUF).
 pub(crate) fn plan_tensors(
     source: &str,
     cfg: &Config,
