@@ -644,6 +644,10 @@ fn errors_name_the_key_flag_and_value_as_written() {
         (vec!["score", "--model", ms, "--tokens", "1,2", "--kv-dtype", "q4"], "error: --kv-dtype: expected f32 or f16, got `q4`"),
         (vec!["info", "--model", ms, "--batch", "0"], "error: memory plan: --batch 0 must be at least 1"),
         (vec!["info", "--model", ms, "--context", "0"], "error: memory plan: --context 0 must be at least 1"),
+        (
+            vec!["info", "--model", ms, "--batch", "1099511627776", "--context", "1073741824"],
+            "error: memory plan: --batch 1099511627776 x --context 1073741824 is more than 2^32 positions",
+        ),
         (vec!["bench", "--kv-heads", "3"], "error: --kv-heads: 3 must be positive and divide num_attention_heads (4)"),
         (vec!["bench", "--loops", "2,100"], "error: --loops: 100 is more than the supported 64"),
         (vec!["bench", "--window", "4294967296"], "error: --window: 4294967296 is more than the supported 4294967295"),

@@ -127,6 +127,14 @@ impl MemoryPlan {
         if o.batch == 0 {
             return Err(Error::Input("memory plan: --batch 0 must be at least 1".into()));
         }
+        // Every figure below multiplies these by the model's sizes: keep the products far from
+        // overflowing (they wrapped silently). No session holds 2^32 positions.
+        if o.batch.checked_mul(o.context).is_none_or(|n| n > u32::MAX as usize) {
+            return Err(Error::Input(format!(
+                "memory plan: --batch {} x --context {} is more than 2^32 positions",
+                o.batch, o.context
+            )));
+        }
         // Laid out as the runtime lays them out: a matrix past `max_binding` in windows.
         let layouts = p.layouts(o.dtype, o.max_binding.unwrap_or(u64::MAX))?;
         let mut buffers: Vec<BufferBytes> = p
