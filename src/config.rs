@@ -301,7 +301,7 @@ impl Config {
             return Err(Error::config("plt_num_loops", format!("{} is more than the supported {MAX_LOOPS}", self.num_loops)));
         }
         if self.vocab_size > u32::MAX as usize / 2 {
-            return Err(Error::config("vocab_size", "too large"));
+            return Err(Error::config("vocab_size", format!("{} is more than the supported {}", self.vocab_size, u32::MAX / 2)));
         }
         for (field, v) in [("plt_emb_scale", self.emb_scale), ("plt_hidden_scale", self.hidden_scale)] {
             if !v.is_finite() {

@@ -17,14 +17,16 @@ pub enum Error {
     #[error("{file}: {msg}")]
     Safetensors { file: String, msg: String },
 
-    #[error("tensor `{name}` is missing from the checkpoint")]
-    MissingTensor { name: String },
+    /// `model`: the model (its directory, GGUF file or name), since no file has the tensor.
+    #[error("{model}: tensor `{name}` is missing from the checkpoint")]
+    MissingTensor { model: String, name: String },
 
-    #[error("tensor `{name}` has shape {got:?}, expected {expected:?}")]
-    TensorShape { name: String, expected: Vec<usize>, got: Vec<usize> },
+    /// `file`: the file that holds the tensor.
+    #[error("{file}: tensor `{name}` has shape {got:?}, expected {expected:?}")]
+    TensorShape { file: String, name: String, expected: Vec<usize>, got: Vec<usize> },
 
-    #[error("tensor `{name}` has dtype {dtype}, expected one of F32, F16, BF16")]
-    TensorDtype { name: String, dtype: String },
+    #[error("{file}: tensor `{name}` has dtype {dtype}, expected one of F32, F16, BF16")]
+    TensorDtype { file: String, name: String, dtype: String },
 
     #[error("tokenizer: {0}")]
     Tokenizer(String),
@@ -64,6 +66,18 @@ impl Error {
     }
     pub(crate) fn config(field: &str, msg: impl Into<String>) -> Self {
         Error::Config { field: field.to_string(), msg: msg.into() }
+    }
+
+    /// A config error named by the command-line flag that set its field (`flags`: pairs of
+    /// config.json field and flag), as `--flag: ...`; any other error as it is.
+    pub fn named_by_flag(self, flags: &[(&str, &str)]) -> Self {
+        match self {
+            Error::Config { field, msg } => match flags.iter().find(|(f, _)| *f == field) {
+                Some((_, flag)) => Error::Input(format!("{flag}: {msg}")),
+                None => Error::Config { field, msg },
+            },
+            e => e,
+        }
     }
 }
 

@@ -385,12 +385,12 @@ fn parse_kv_dtype(s: Option<&str>) -> Result<bool> {
     match s {
         None | Some("f32") => Ok(false),
         Some("f16") => Ok(true),
-        Some(o) => Err(Error::Input(format!("unknown --kv-dtype `{o}` (expected f32 or f16)"))),
+        Some(o) => Err(Error::Input(format!("--kv-dtype: expected f32 or f16, got `{o}`"))),
     }
 }
 
 fn parse_dtype(s: &str) -> Result<DType> {
-    DType::parse(s).ok_or_else(|| Error::Input(format!("unknown dtype `{s}` (expected f32, f16 or bf16)")))
+    DType::parse(s).ok_or_else(|| Error::Input(format!("--dtype: expected f32, f16 or bf16, got `{s}`")))
 }
 
 fn parse_schedule(s: &str) -> Result<Schedule> {
@@ -412,7 +412,17 @@ fn sampler(a: &SampleArgs) -> Result<SamplerConfig> {
         repeat_last_n: a.repeat_last_n,
         seed,
     };
-    s.validate()?;
+    // Named by the flag that set the value (the library names the field).
+    s.check().map_err(|(field, msg)| {
+        let flag = match field {
+            "top_p" => "--top-p",
+            "min_p" => "--min-p",
+            "repetition_penalty" => "--repeat-penalty",
+            "repeat_last_n" => "--repeat-last-n",
+            _ => "--temperature",
+        };
+        Error::Input(format!("{flag}: {msg}"))
+    })?;
     Ok(s)
 }
 
@@ -796,7 +806,25 @@ fn init(a: InitArgs) -> Result<()> {
         "vanilla" => Looping::Vanilla,
         m => return Err(Error::Input(format!("--looping: expected plt or vanilla, got `{m}`"))),
     };
-    cfg.validate()?;
+    // The config's checks name config.json fields: name the flag that sets each instead.
+    cfg.validate().map_err(|e| {
+        e.named_by_flag(&[
+            ("vocab_size", "--vocab"),
+            ("hidden_size", "--hidden"),
+            ("intermediate_size", "--intermediate"),
+            ("num_hidden_layers", "--layers"),
+            ("num_attention_heads", "--heads"),
+            ("num_key_value_heads", "--kv-heads"),
+            ("head_dim", "--head-dim"),
+            ("max_position_embeddings", "--max-positions"),
+            ("rms_norm_eps", "--rms-norm-eps"),
+            ("rope_theta", "--rope-theta"),
+            ("plt_num_loops", "--loops"),
+            ("plt_window_size", "--window"),
+            ("plt_emb_scale", "--emb-scale"),
+            ("plt_hidden_scale", "--hidden-scale"),
+        ])
+    })?;
     let ty = plt::gguf::GgmlType::parse_name(&a.dtype)
         .filter(|t| plt::gguf::writer::RANDOM_TYPES.contains(t))
         .ok_or_else(|| Error::Input(format!("--dtype: expected f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k or q6_k, got `{}`", a.dtype)))?;

@@ -46,22 +46,28 @@ impl SamplerConfig {
         Self::default()
     }
 
+    /// `Err` names the field that is wrong (`top_p`, ...) and its value.
     pub fn validate(&self) -> Result<()> {
-        let bad = |what: &str, msg: String| Err(Error::Input(format!("{what}: {msg}")));
+        self.check().map_err(|(field, msg)| Error::Input(format!("{field}: {msg}")))
+    }
+
+    /// The first bad value: its field's name (as in this struct) and what is wrong with it;
+    /// the CLI names its flag instead.
+    pub fn check(&self) -> std::result::Result<(), (&'static str, String)> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return bad("temperature", format!("{} must be a finite number >= 0", self.temperature));
+            return Err(("temperature", format!("{} must be a finite number >= 0", self.temperature)));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad("top-p", format!("{} must be in (0, 1]", self.top_p));
+            return Err(("top_p", format!("{} must be in (0, 1]", self.top_p)));
         }
         if !(self.min_p >= 0.0 && self.min_p < 1.0) {
-            return bad("min-p", format!("{} must be in [0, 1)", self.min_p));
+            return Err(("min_p", format!("{} must be in [0, 1)", self.min_p)));
         }
         if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
-            return bad("repetition penalty", format!("{} must be a finite number > 0", self.repetition_penalty));
+            return Err(("repetition_penalty", format!("{} must be a finite number > 0", self.repetition_penalty)));
         }
         if self.repeat_last_n > MAX_PENALTY_WINDOW {
-            return bad("repeat-last-n", format!("{} is more than {MAX_PENALTY_WINDOW}", self.repeat_last_n));
+            return Err(("repeat_last_n", format!("{} is more than {MAX_PENALTY_WINDOW}", self.repeat_last_n)));
         }
         Ok(())
     }
@@ -246,11 +252,11 @@ mod tests {
         for (c, word) in [
             (SamplerConfig { temperature: -1.0, ..ok.clone() }, "temperature"),
             (SamplerConfig { temperature: f32::NAN, ..ok.clone() }, "temperature"),
-            (SamplerConfig { top_p: 0.0, ..ok.clone() }, "top-p"),
-            (SamplerConfig { top_p: 1.5, ..ok.clone() }, "top-p"),
-            (SamplerConfig { min_p: 1.0, ..ok.clone() }, "min-p"),
-            (SamplerConfig { repetition_penalty: 0.0, ..ok.clone() }, "penalty"),
-            (SamplerConfig { repeat_last_n: 10_000, ..ok.clone() }, "repeat-last-n"),
+            (SamplerConfig { top_p: 0.0, ..ok.clone() }, "top_p"),
+            (SamplerConfig { top_p: 1.5, ..ok.clone() }, "top_p"),
+            (SamplerConfig { min_p: 1.0, ..ok.clone() }, "min_p"),
+            (SamplerConfig { repetition_penalty: 0.0, ..ok.clone() }, "repetition_penalty"),
+            (SamplerConfig { repeat_last_n: 10_000, ..ok.clone() }, "repeat_last_n"),
         ] {
             assert!(c.validate().unwrap_err().to_string().contains(word));
         }

@@ -116,13 +116,23 @@ impl Tokenizer {
         t.bos = cfg.bos_token_id;
         t.eos = cfg.eos_token_ids.clone();
         if let Some(g) = &inputs.generation_config {
-            if let Some(b) = g.get("bos_token_id").and_then(|v| v.as_u64()) {
-                t.bos = Some(b as u32);
+            // Each id checked whole (a u64 cast to u32 would wrap into the vocabulary).
+            let id = |field: &str, v: &serde_json::Value| match v.as_u64() {
+                Some(n) if n < cfg.vocab_size as u64 => Ok(n as u32),
+                Some(n) => Err(Error::Input(format!(
+                    "generation_config.json: field `{field}`: token id {n} is outside the vocabulary (vocab_size {})",
+                    cfg.vocab_size
+                ))),
+                None => Err(Error::Input(format!("generation_config.json: field `{field}`: expected a token id, got {v}"))),
+            };
+            match g.get("bos_token_id") {
+                None | Some(serde_json::Value::Null) => {}
+                Some(v) => t.bos = Some(id("bos_token_id", v)?),
             }
             match g.get("eos_token_id") {
-                Some(serde_json::Value::Array(a)) => t.eos = a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect(),
-                Some(v) if v.is_u64() => t.eos = vec![v.as_u64().unwrap_or_default() as u32],
-                _ => {}
+                None | Some(serde_json::Value::Null) => {}
+                Some(serde_json::Value::Array(a)) => t.eos = a.iter().map(|v| id("eos_token_id", v)).collect::<Result<_>>()?,
+                Some(v) => t.eos = vec![id("eos_token_id", v)?],
             }
         }
         if let Some(tc) = &inputs.tokenizer_config {

@@ -527,6 +527,139 @@ fn hostile_gguf_files_are_errors() {
     }
 }
 
+/// A llama GGUF header whose metadata reaches the config checks: D = 8, H = 2, L = 1,
+/// V = 16, plus `extra` key/value pairs (each a `kv`).
+fn llama_meta(extra: &[Vec<u8>]) -> Vec<u8> {
+    let mut meta = kv("general.architecture", 8, &gstr(b"llama"));
+    for (k, x) in [
+        ("llama.block_count", 1),
+        ("llama.context_length", 64),
+        ("llama.embedding_length", 8),
+        ("llama.feed_forward_length", 16),
+        ("llama.vocab_size", 16),
+    ] {
+        meta.extend(u32kv(k, x));
+    }
+    let mut n = 6;
+    if !extra.iter().any(|e| e.starts_with(&gstr(b"llama.attention.head_count"))) {
+        meta.extend(u32kv("llama.attention.head_count", 2));
+        n += 1;
+    }
+    for e in extra {
+        meta.extend_from_slice(e);
+        n += 1;
+    }
+    gguf(0, n, &meta, &[])
+}
+
+/// Every error names what the user wrote: the GGUF metadata key (not the config.json field it
+/// becomes), the CLI flag (not the library's field), and the value.
+#[test]
+fn errors_name_the_key_flag_and_value_as_written() {
+    // GGUF: the config's own checks, named by the metadata key and the file.
+    for (what, extra, needle) in [
+        ("plt.num_loops 100", vec![u32kv("plt.num_loops", 100)], "model.gguf: GGUF: metadata `plt.num_loops`: 100 is more than"),
+        ("plt.num_loops 0", vec![u32kv("plt.num_loops", 0)], "model.gguf: GGUF: metadata `plt.num_loops`: must be at least 1"),
+        (
+            "2^31 heads of 4",
+            vec![u32kv("llama.attention.head_count", 1 << 31), u32kv("llama.attention.key_length", 4)],
+            "metadata `llama.attention.key_length`: 2147483648 heads of 4",
+        ),
+        ("key_length 5", vec![u32kv("llama.attention.key_length", 5)], "metadata `llama.attention.key_length` = 5"),
+        ("rope.dimension_count 7", vec![u32kv("llama.rope.dimension_count", 7)], "metadata `llama.rope.dimension_count` = 7"),
+    ] {
+        let e = gguf_err(what, &llama_meta(&extra));
+        assert!(e.contains(needle) && !e.contains("config.json"), "{what}: {e}");
+    }
+    // A tensor error names the file (a shape or dtype: the file holding the tensor; a missing
+    // tensor: the model, since no file has it).
+    let (fc, fst) = fixed_seed();
+    let base: serde_json::Value = serde_json::from_slice(&fc).unwrap();
+    for (field, x, start) in [
+        ("hidden_size", 12, "model.safetensors: tensor `model."),
+        ("num_hidden_layers", 2, "model.safetensors: tensor `model.layers.1."),
+    ] {
+        let mut v = base.clone();
+        v[field] = x.into();
+        let c = Config::from_json_str(&v.to_string()).unwrap();
+        let e = Weights::from_bytes(&fst, &c).unwrap_err().to_string();
+        assert!(e.starts_with(start) && (e.contains("has shape") || e.contains("is missing")), "{field} {x}: {e}");
+    }
+    let e = gguf_err("no tensors", &llama_meta(&[]));
+    assert!(e.starts_with("model.gguf: tensor `") && e.ends_with("is missing from the checkpoint"), "{e}");
+    // generation_config.json: each special id checked whole and named by its field (a u64
+    // id was cast to u32, so 2^32 became token 0).
+    let cfg = Config::from_json_str(&String::from_utf8_lossy(&fc)).unwrap();
+    for (g, want) in [
+        (serde_json::json!({"bos_token_id": 4294967296u64}), "field `bos_token_id`: token id 4294967296 is outside the vocabulary (vocab_size 16)"),
+        (serde_json::json!({"eos_token_id": [2, 4294967298u64]}), "field `eos_token_id`: token id 4294967298 is outside the vocabulary (vocab_size 16)"),
+        (serde_json::json!({"eos_token_id": "</s>"}), "field `eos_token_id`: expected a token id, got \"</s>\""),
+    ] {
+        let inputs = plt::tokenizer::TokenizerInputs {
+            json: serde_json::to_vec(&plt::init::tokenizer_json(16)).unwrap(),
+            generation_config: Some(g.clone()),
+            tokenizer_config: None,
+        };
+        let e = Tokenizer::for_model(&inputs, &cfg).err().map(|e| e.to_string()).unwrap_or_else(|| "(accepted)".into());
+        assert_eq!(e, format!("generation_config.json: {want}"), "{g}");
+    }
+    // config.json: the value that is wrong.
+    let mut v: serde_json::Value = serde_json::from_slice(&fixed_seed().0).unwrap();
+    v["vocab_size"] = 4294967295u64.into();
+    let e = Config::from_json_str(&v.to_string()).unwrap_err().to_string();
+    assert_eq!(e, "config.json: field `vocab_size`: 4294967295 is more than the supported 2147483647");
+    // The sampler names its fields as they are spelled in `SamplerConfig`.
+    use plt::sampling::SamplerConfig;
+    for (field, sc) in [
+        ("top_p", SamplerConfig { top_p: 0.0, ..Default::default() }),
+        ("min_p", SamplerConfig { min_p: 1.0, ..Default::default() }),
+        ("repetition_penalty", SamplerConfig { repetition_penalty: 0.0, ..Default::default() }),
+        ("repeat_last_n", SamplerConfig { repeat_last_n: 1000, ..Default::default() }),
+    ] {
+        let e = sc.validate().unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{field}: ")), "{field}: {e}");
+    }
+    // The CLI names the flag as typed.
+    let tmp = std::env::temp_dir().join(format!("plt-flags-{}", std::process::id()));
+    let m = tmp.join("m");
+    let ms = m.to_str().unwrap();
+    let plt_bin = env!("CARGO_BIN_EXE_plt");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(plt_bin).args(args).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (ok, err) = run(&["init", ms, "--vocab", "20", "--hidden", "16", "--intermediate", "16", "--heads", "2"]);
+    assert!(ok, "{err}");
+    let z = tmp.join("z");
+    let zs = z.to_str().unwrap();
+    for (args, line) in [
+        (vec!["generate", "--model", ms, "--repeat-penalty", "0", "hi"], "error: --repeat-penalty: 0 must be a finite number > 0"),
+        (vec!["generate", "--model", ms, "--top-p", "1.5", "hi"], "error: --top-p: 1.5 must be in (0, 1]"),
+        (vec!["chat", "--model", ms, "--min-p", "1"], "error: --min-p: 1 must be in [0, 1)"),
+        (vec!["generate", "--model", ms, "--repeat-last-n", "300", "hi"], "error: --repeat-last-n: 300 is more than 256"),
+        (vec!["init", zs, "--heads", "3", "--kv-heads", "2"], "error: --kv-heads: 2 does not divide num_attention_heads (3)"),
+        (vec!["init", zs, "--vocab", "3000000000"], "error: --vocab: 3000000000 is more than the supported 2147483647"),
+        (vec!["init", zs, "--loops", "65"], "error: --loops: 65 is more than the supported 64"),
+        (vec!["score", "--model", ms, "--tokens", "1,2", "--dtype", "f8"], "error: --dtype: expected f32, f16 or bf16, got `f8`"),
+        (vec!["score", "--model", ms, "--tokens", "1,2", "--kv-dtype", "q4"], "error: --kv-dtype: expected f32 or f16, got `q4`"),
+        (vec!["info", "--model", ms, "--batch", "0"], "error: memory plan: --batch 0 must be at least 1"),
+        (vec!["info", "--model", ms, "--context", "0"], "error: memory plan: --context 0 must be at least 1"),
+        (
+            vec!["info", "--model", ms, "--batch", "1099511627776", "--context", "1073741824"],
+            "error: memory plan: --batch 1099511627776 x --context 1073741824 is more than 2^32 positions",
+        ),
+        (vec!["bench", "--kv-heads", "3"], "error: --kv-heads: 3 must be positive and divide num_attention_heads (4)"),
+        (vec!["bench", "--loops", "2,100"], "error: --loops: 100 is more than the supported 64"),
+        (vec!["bench", "--window", "4294967296"], "error: --window: 4294967296 is more than the supported 4294967295"),
+        (vec!["bench", "--batch", "1,0"], "error: --batch: 0 must be at least 1"),
+    ] {
+        let (ok, err) = run(&args);
+        assert!(!ok && err.lines().any(|l| l == line), "plt {args:?}: {err}");
+    }
+    assert!(!z.exists(), "nothing is written for a bad flag");
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tokenizers
 // ---------------------------------------------------------------------------------------------
@@ -977,6 +1110,7 @@ fn error_table() {
         ("plt_window_size", serde_json::json!([-1, 0])),
         ("plt_window_size", serde_json::json!([u64::MAX, 0])),
         ("plt_num_loops", serde_json::json!(4294967295u64)),
+        ("vocab_size", serde_json::json!(4294967295u64)),
     ] {
         let mut v = base.clone();
         v[field] = bad.clone();
@@ -1038,6 +1172,8 @@ fn error_table() {
         meta.extend(u32kv(k, x));
     }
     g("GGUF llama metadata with block_count u32::MAX, no tensors", &gguf(0, 7, &meta, &[]));
+    g("GGUF llama metadata with plt.num_loops 100", &llama_meta(&[u32kv("plt.num_loops", 100)]));
+    g("GGUF llama metadata with attention.key_length 5", &llama_meta(&[u32kv("llama.attention.key_length", 5)]));
     let t = |b: &[u8], v: usize| Tokenizer::from_bytes(b, v).err().map(|e| e.to_string()).unwrap_or_else(|| "(accepted)".into());
     row(src, "tokenizer.json nested 100 000 deep", t(deep.as_bytes(), 64));
     row(src, "tokenizer.json bytes `{ FF FE }`", t(&[b'{', 0xFF, 0xFE, b'}'], 64));
@@ -1050,6 +1186,14 @@ fn error_table() {
     let mut tj = plt::init::tokenizer_json(3);
     tj["model"]["vocab"]["far"] = 4_000_000_000u64.into();
     row(src, "tokenizer.json with a token id 4 000 000 000, vocab_size 64", t(&serde_json::to_vec(&tj).unwrap(), 64));
+    let gcfg = Config::from_json_str(&String::from_utf8_lossy(&fixed_seed().0)).unwrap();
+    let inputs = plt::tokenizer::TokenizerInputs {
+        json: serde_json::to_vec(&plt::init::tokenizer_json(16)).unwrap(),
+        generation_config: Some(serde_json::json!({"bos_token_id": 4294967296u64})),
+        tokenizer_config: None,
+    };
+    row(src, "generation_config.json `bos_token_id: 4294967296`, vocab_size 16 (was cast to token 0)",
+        Tokenizer::for_model(&inputs, &gcfg).err().map(|e| e.to_string()).unwrap_or_else(|| "(accepted)".into()));
 
     // --- tests/sampling.rs (validated on the CPU)
     use plt::sampling::SamplerConfig;
@@ -1149,6 +1293,9 @@ fn error_table() {
         vec!["init", "y.gguf", "--preset", "gpt-5"],
         vec!["init", "/nonexistent/dir/y.gguf", "--dtype", "q8_0"],
         vec!["info", "--model", &ms, "--memory", "lots"],
+        vec!["info", "--model", &ms, "--batch", "0"],
+        vec!["generate", "--model", &ms, "--repeat-penalty", "0", "hi"],
+        vec!["init", y.to_str().unwrap(), "--vocab", "3000000000"],
     ];
     for args in &cases {
         let shown: Vec<String> = args.iter().map(|a| if a.starts_with(&*tmp.display().to_string()) { show(Path::new(a)) } else { a.to_string() }).collect();

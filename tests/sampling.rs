@@ -93,6 +93,6 @@ fn bad_sampler_values_are_rejected() {
     let e = s.set_sampler(0, SamplerConfig { temperature: -0.5, ..Default::default() }).unwrap_err();
     assert!(e.to_string().contains("temperature"));
     let e = s.set_sampler(0, SamplerConfig { top_p: 0.0, ..Default::default() }).unwrap_err();
-    assert!(e.to_string().contains("top-p"));
+    assert!(e.to_string().contains("top_p"));
     assert!(s.set_sampler(3, SamplerConfig::default()).is_err());
 }

@@ -199,16 +199,21 @@ impl Size {
     /// The config of this size with `loops` loops wired as `looping`. Built through
     /// `Config::from_json` so that fields without a value here keep their defaults.
     pub fn config(&self, loops: usize, looping: Looping, window: usize, max_positions: usize) -> Result<Config> {
+        self.config_unnamed(loops, looping, window, max_positions).map_err(|e| Error::Input(format!("size `{}`: {e}", self.name)))
+    }
+
+    /// `config`, its errors as `Config::from_json` gives them.
+    fn config_unnamed(&self, loops: usize, looping: Looping, window: usize, max_positions: usize) -> Result<Config> {
         let v = serde_json::json!({
             "vocab_size": self.vocab, "hidden_size": self.hidden, "intermediate_size": self.ffn,
             "num_hidden_layers": self.layers, "num_attention_heads": self.heads,
             "num_key_value_heads": self.kv_heads, "head_dim": self.head_dim,
             "max_position_embeddings": max_positions, "tie_word_embeddings": self.tied,
-            "bos_token_id": 1, "eos_token_id": 2,
+            "bos_token_id": (self.vocab > 1).then_some(1), "eos_token_id": (self.vocab > 2).then_some(2),
             "plt_num_loops": loops, "plt_window_size": [window, 0],
         });
         let obj = v.as_object().ok_or_else(|| Error::Input("bench: config is not an object".into()))?;
-        let mut cfg = Config::from_json(obj).map_err(|e| Error::Input(format!("size `{}`: {e}", self.name)))?;
+        let mut cfg = Config::from_json(obj)?;
         cfg.looping = looping;
         Ok(cfg)
     }
@@ -507,17 +512,37 @@ pub fn resolve(a: &BenchArgs, target: Target) -> Result<Settings> {
         s.ffn = a.ffn.unwrap_or(s.ffn);
         s.vocab = a.vocab.unwrap_or(s.vocab);
         s.head_dim = a.head_dim.unwrap_or(s.hidden.checked_div(s.heads).unwrap_or(0));
-        s.config(1, Looping::Plt, 64, 16)?;
+        // Named by the flags that set the fields.
+        s.config_unnamed(1, Looping::Plt, 64, 16).map_err(|e| {
+            e.named_by_flag(&[
+                ("vocab_size", "--vocab"),
+                ("hidden_size", "--hidden"),
+                ("intermediate_size", "--ffn"),
+                ("num_hidden_layers", "--layers"),
+                ("num_attention_heads", "--heads"),
+                ("num_key_value_heads", "--kv-heads"),
+                ("head_dim", "--head-dim"),
+            ])
+        })?;
         sizes.push(s);
     }
     let loops = or(&a.loops, d.loops);
     if let Some(l) = loops.iter().find(|&&l| l < 2) {
         return Err(Error::Input(format!("--loops: {l} is not a looped model (L = 1 is always measured as the baseline)")));
     }
+    // Checked here, not by each size's config in the middle of a run.
+    if let Some(l) = loops.iter().find(|&&l| l > crate::config::MAX_LOOPS) {
+        return Err(Error::Input(format!("--loops: {l} is more than the supported {}", crate::config::MAX_LOOPS)));
+    }
+    if let Some(w) = a.window.filter(|&w| w > u32::MAX as usize) {
+        return Err(Error::Input(format!("--window: {w} is more than the supported {}", u32::MAX)));
+    }
     let batch = if target == Target::Cpu && a.batch.is_empty() { vec![1] } else { or(&a.batch, d.batch) };
     let context = or(&a.context, d.context);
-    if batch.contains(&0) || context.contains(&0) {
-        return Err(Error::Input("--batch and --context values must be at least 1".into()));
+    for (flag, values) in [("--batch", &batch), ("--context", &context)] {
+        if values.contains(&0) {
+            return Err(Error::Input(format!("{flag}: 0 must be at least 1")));
+        }
     }
     let dtype = if a.dtype.is_empty() {
         vec![Dtype::F32, Dtype::F16]

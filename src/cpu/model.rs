@@ -360,7 +360,7 @@ impl CpuSink {
     fn into_model(mut self, plan: &LoadPlan, opts: &CpuOptions) -> Result<CpuModel> {
         use LayerWeight as L;
         let cfg = plan.cfg.clone();
-        let missing = |w: WeightId| Error::MissingTensor { name: crate::load::safetensors::tensor_name(w) };
+        let missing = |w: WeightId| Error::MissingTensor { model: plan.source.clone(), name: crate::load::safetensors::tensor_name(w) };
         let mut mat = |w: WeightId| self.mats.remove(&w).ok_or_else(|| missing(w));
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         let mut mats = Vec::new();

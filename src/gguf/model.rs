@@ -51,6 +51,14 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<Config> {
     // Dh: attention.key_length, else rope.dimension_count, else D / H.
     let key_length = f.usize_(&k("attention.key_length"))?;
     let rope_dims = f.usize_(&k("rope.dimension_count"))?;
+    // The key the head size comes from, for the errors below.
+    let head_key = if key_length.is_some() {
+        k("attention.key_length")
+    } else if rope_dims.is_some() {
+        k("rope.dimension_count")
+    } else {
+        format!("{} / {}", k("embedding_length"), k("attention.head_count"))
+    };
     let head_dim = match key_length.or(rope_dims) {
         Some(d) => d,
         None if hidden_size % num_attention_heads == 0 => hidden_size / num_attention_heads,
@@ -63,7 +71,7 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<Config> {
         }
     };
     if head_dim == 0 || head_dim % 2 != 0 {
-        return Err(err(format!("head size {head_dim} must be even and positive")));
+        return Err(err(format!("metadata `{head_key}` = {head_dim}: the head size must be even and positive")));
     }
     if let Some(r) = rope_dims.filter(|&r| r != head_dim) {
         return Err(err(format!(
@@ -134,8 +142,32 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<Config> {
     cfg.bos_token_id = bos_token_id;
     cfg.eos_token_ids = eos_token_ids;
     plt_config(f, &mut cfg)?;
-    cfg.validate()?;
+    // The config's own checks name config.json fields: name the metadata key they came from.
+    cfg.validate().map_err(|e| match e {
+        Error::Config { field, msg } => err(format!("metadata `{}`: {msg}", gguf_key(&field, &k, &head_key))),
+        e => e,
+    })?;
     Ok(cfg)
+}
+
+/// The metadata key a config.json field is read from (`config_from_gguf`, `plt_config`).
+fn gguf_key(field: &str, k: &dyn Fn(&str) -> String, head_key: &str) -> String {
+    match field {
+        "vocab_size" => "tokenizer.ggml.tokens".into(),
+        "hidden_size" => k("embedding_length"),
+        "intermediate_size" => k("feed_forward_length"),
+        "num_hidden_layers" => k("block_count"),
+        "num_attention_heads" => k("attention.head_count"),
+        "num_key_value_heads" => k("attention.head_count_kv"),
+        "head_dim" => head_key.into(),
+        "max_position_embeddings" => k("context_length"),
+        "rms_norm_eps" => k("attention.layer_norm_rms_epsilon"),
+        "rope_theta" => k("rope.freq_base"),
+        f => match f.strip_prefix("plt_") {
+            Some(rest) => format!("plt.{rest}"),
+            None => f.into(),
+        },
+    }
 }
 
 /// The PLT metadata keys (this runtime's own; llama.cpp's llama files have none, and without
@@ -232,7 +264,7 @@ pub(crate) fn plan(f: &GgufFile, cfg: Config, source: String, file: FileInfo) ->
         let Some(t) = f.tensor(name) else { return Ok(None) };
         let got = t.shape();
         if got != shape {
-            return Err(Error::TensorShape { name: name.to_string(), expected: shape.to_vec(), got });
+            return Err(Error::TensorShape { file: file.name.clone(), name: name.to_string(), expected: shape.to_vec(), got });
         }
         if !t.ty.can_dequantize() {
             return Err(err(format!(
@@ -243,7 +275,7 @@ pub(crate) fn plan(f: &GgufFile, cfg: Config, source: String, file: FileInfo) ->
         }
         Ok(Some(Found { storage: t.ty, shape: got, file: 0, offset: f.data_offset() + t.offset, bytes: t.n_bytes }))
     };
-    let tensors = plan_tensors(&cfg, &tensor_name, &mut find, true)?;
+    let tensors = plan_tensors(&source, &cfg, &tensor_name, &mut find, true)?;
     // The float type of the matrices that are not kept as blocks (the PLT gate, an F32 vector
     // buffer on the device, does not count): an all-F16 file stays F16 on the device.
     let floats: Vec<GgmlType> = tensors

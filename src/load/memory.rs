@@ -121,8 +121,19 @@ fn activations(c: &Config, o: &MemoryOptions) -> u64 {
 impl MemoryPlan {
     /// The plan of `p` under `o`.
     pub fn new(p: &LoadPlan, o: &MemoryOptions) -> Result<MemoryPlan> {
-        if o.context == 0 || o.batch == 0 {
-            return Err(Error::Input("memory plan: --context and the batch must be at least 1".into()));
+        if o.context == 0 {
+            return Err(Error::Input("memory plan: --context 0 must be at least 1".into()));
+        }
+        if o.batch == 0 {
+            return Err(Error::Input("memory plan: --batch 0 must be at least 1".into()));
+        }
+        // Every figure below multiplies these by the model's sizes: keep the products far from
+        // overflowing (they wrapped silently). No session holds 2^32 positions.
+        if o.batch.checked_mul(o.context).is_none_or(|n| n > u32::MAX as usize) {
+            return Err(Error::Input(format!(
+                "memory plan: --batch {} x --context {} is more than 2^32 positions",
+                o.batch, o.context
+            )));
         }
         // Laid out as the runtime lays them out: a matrix past `max_binding` in windows.
         let layouts = p.layouts(o.dtype, o.max_binding.unwrap_or(u64::MAX))?;

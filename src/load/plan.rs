@@ -634,8 +634,10 @@ pub(crate) struct Found {
 
 /// The tensors `cfg` needs, found in a file's header: `name` gives each weight's name in the
 /// format, `find(name, expected_shape)` looks it up and checks it (`None`: absent). A missing
-/// required tensor is an error naming it. With `unpermute_qk`, q/k rows are un-permuted (GGUF).
+/// required tensor is an error naming it and `source` (the model). With `unpermute_qk`, q/k
+/// rows are un-permuted (GGUF).
 pub(crate) fn plan_tensors(
+    source: &str,
     cfg: &Config,
     name: &dyn Fn(WeightId) -> String,
     find: &mut dyn FnMut(&str, &[usize]) -> Result<Option<Found>>,
@@ -648,7 +650,7 @@ pub(crate) fn plan_tensors(
         let shape = weight.shape(cfg);
         let Some(found) = find(&name, &shape)? else {
             if required {
-                return Err(Error::MissingTensor { name });
+                return Err(Error::MissingTensor { model: source.to_string(), name });
             }
             continue;
         };

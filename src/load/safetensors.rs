@@ -195,15 +195,20 @@ pub(crate) fn plan(source: String, cfg: Config, sources: &mut [Box<dyn ByteSourc
         let name = aliased.get(name).map_or(name, String::as_str);
         let Some((file, info, start)) = all.get(name) else { return Ok(None) };
         let Some(storage) = storage_of(info.dtype) else {
-            return Err(Error::TensorDtype { name: name.to_string(), dtype: format!("{:?}", info.dtype) });
+            return Err(Error::TensorDtype { file: files[*file].name.clone(), name: name.to_string(), dtype: format!("{:?}", info.dtype) });
         };
         if info.shape != shape {
-            return Err(Error::TensorShape { name: name.to_string(), expected: shape.to_vec(), got: info.shape.clone() });
+            return Err(Error::TensorShape {
+                file: files[*file].name.clone(),
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                got: info.shape.clone(),
+            });
         }
         let (s, e) = info.data_offsets;
         Ok(Some(Found { storage, shape: info.shape.clone(), file: *file, offset: start + s as u64, bytes: (e - s) as u64 }))
     };
-    let mut tensors = plan_tensors(&cfg, &tensor_name, &mut find, false)?;
+    let mut tensors = plan_tensors(&source, &cfg, &tensor_name, &mut find, false)?;
     for t in &mut tensors {
         if let Some(stored) = aliased.get(&t.name) {
             t.name = stored.clone();

@@ -153,7 +153,7 @@ impl HostSink {
         use LayerWeight as L;
         let mut take_opt = |w: WeightId| self.tensors.remove(&w);
         let mut take = |w: WeightId| {
-            take_opt(w).ok_or_else(|| Error::MissingTensor { name: super::safetensors::tensor_name(w) })
+            take_opt(w).ok_or_else(|| Error::MissingTensor { model: plan.source.clone(), name: super::safetensors::tensor_name(w) })
         };
         let cfg = &plan.cfg;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers.min(1024));
@@ -240,7 +240,7 @@ pub fn host_plan(cfg: &Config, weights: &Weights) -> Result<LoadPlan> {
         let name = super::safetensors::tensor_name(id);
         let shape = id.shape(cfg);
         if t.shape != shape {
-            return Err(Error::TensorShape { name, expected: shape, got: t.shape.clone() });
+            return Err(Error::TensorShape { file: "weights in memory".into(), name, expected: shape, got: t.shape.clone() });
         }
         let bytes = 4 * t.data.len() as u64;
         let target = super::plan::Target::of(id, cfg);
