@@ -802,7 +802,7 @@ mod tests {
         for (extra, field, ty) in [
             (r#"{"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}"#, "rope_scaling", "`yarn`"),
             (r#"{"rope_scaling": {"type": "linear"}}"#, "rope_scaling", "factor"),
-            (r#"{"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0}}"#, "rope_scaling", "high_freq_factor"),
+            (r#"{"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0}}"#, "rope_scaling", "is required"),
             (r#"{"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0, "original_max_position_embeddings": 8192}}"#, "rope_scaling", "greater"),
             (r#"{"rope_scaling": {"rope_type": "llama3", "factor": -8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}"#, "rope_scaling", "factor"),
             (r#"{"rope_scaling": {"type": "dynamic", "factor": 2.0}}"#, "rope_scaling", "`dynamic`"),
