@@ -76,6 +76,18 @@ pub enum RopeScaling {
 }
 
 impl RopeScaling {
+    /// A short description (`none`, `linear x4`, `llama3 x32`, `per-frequency divisors`).
+    pub fn describe(&self) -> String {
+        match self {
+            RopeScaling::None => "none".into(),
+            RopeScaling::Linear { factor } => format!("linear x{factor}"),
+            RopeScaling::Llama3 { factor, .. } => format!("llama3 x{factor}"),
+            RopeScaling::FreqFactors(d) => {
+                format!("per-frequency divisors {:.3}..{:.3}", d.iter().copied().fold(f32::INFINITY, f32::min), d.iter().copied().fold(0.0, f32::max))
+            }
+        }
+    }
+
     /// The divisor of each plain inverse frequency `inv_freq` (Dh/2 of them, in order).
     pub fn apply(&self, inv_freq: &mut [f64]) {
         match self {

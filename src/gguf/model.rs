@@ -52,10 +52,17 @@ pub fn read_rope_freqs(f: &GgufFile, read_at: &mut dyn FnMut(u64, &mut [u8]) -> 
     Ok(Some(values))
 }
 
-/// The model configuration from `{arch}.*` metadata (`ARCHITECTURES`) and the tokenizer;
-/// `rope_freqs` holds the values of tensor `rope_freqs.weight` (`read_rope_freqs`) when the file
-/// has one (None then is an error: the scaling cannot be ignored).
-pub fn config_from_gguf(f: &GgufFile, rope_freqs: Option<Vec<f32>>) -> Result<Config> {
+/// The model configuration from `{arch}.*` metadata (`ARCHITECTURES`) and the tokenizer. A file
+/// whose RoPE scaling is the tensor `rope_freqs.weight` (Llama 3.x) needs
+/// `config_from_gguf_with` (this is an error naming the tensor for it: the scaling cannot be
+/// ignored).
+pub fn config_from_gguf(f: &GgufFile) -> Result<Config> {
+    config_from_gguf_with(f, None)
+}
+
+/// `config_from_gguf`, with the values of tensor `rope_freqs.weight` (`read_rope_freqs`) when
+/// the file has one.
+pub fn config_from_gguf_with(f: &GgufFile, rope_freqs: Option<Vec<f32>>) -> Result<Config> {
     let arch = architecture(f)?;
     let k = |s: &str| format!("{arch}.{s}");
     let hidden_size = f.req_usize(&k("embedding_length"))?;
@@ -129,7 +136,9 @@ pub fn config_from_gguf(f: &GgufFile, rope_freqs: Option<Vec<f32>>) -> Result<Co
     };
     if f.tensor(ROPE_FREQS).is_some() {
         let Some(d) = rope_freqs else {
-            return Err(err(format!("tensor `{ROPE_FREQS}` (RoPE frequency scaling) was not read")));
+            return Err(err(format!(
+                "tensor `{ROPE_FREQS}` holds this file's RoPE frequency scaling and was not read (`config_from_gguf_with`)"
+            )));
         };
         if d.len() != head_dim / 2 {
             return Err(err(format!("tensor `{ROPE_FREQS}` has {} values; the head size {head_dim} needs {}", d.len(), head_dim / 2)));
@@ -325,7 +334,8 @@ pub(crate) fn plan(f: &GgufFile, cfg: Config, source: String, file: FileInfo) ->
     let c = &cfg;
     let _ = writeln!(
         notes,
-        "  model: N={} D={} F={} H={} Hkv={} Dh={} V={} theta={} eps={:e} context={} tied={} weights {}",
+        "  model: {} N={} D={} F={} H={} Hkv={} Dh={} V={} theta={} rope-scaling={} eps={:e} context={} tied={} weights {}",
+        architecture(f)?,
         c.num_hidden_layers,
         c.hidden_size,
         c.intermediate_size,
@@ -334,6 +344,7 @@ pub(crate) fn plan(f: &GgufFile, cfg: Config, source: String, file: FileInfo) ->
         c.head_dim,
         c.vocab_size,
         c.rope_theta,
+        c.rope_scaling.describe(),
         c.rms_norm_eps,
         c.max_position_embeddings,
         c.tie_word_embeddings,
