@@ -68,7 +68,7 @@ impl ChatMessage {
 /// The tokenizer proper: a Hugging Face one, or a SentencePiece vocabulary.
 enum Inner {
     Hf(Box<tokenizers::Tokenizer>),
-    Spm(spm::Spm),
+    Spm(Box<spm::Spm>),
 }
 
 impl Inner {
@@ -110,7 +110,7 @@ impl Tokenizer {
             if t.vocab_size() > vocab_size {
                 return Err(Error::Tokenizer(format!("the tokenizer has {} tokens but the model's vocab_size is {vocab_size}", t.vocab_size())));
             }
-            return Ok(Tokenizer { inner: Inner::Spm(t), bos: None, eos: Vec::new(), add_bos: false, chat_template: None });
+            return Ok(Tokenizer { inner: Inner::Spm(Box::new(t)), bos: None, eos: Vec::new(), add_bos: false, chat_template: None });
         }
         // tokenizers 0.22 panics (`.expect("Helper")`) on some malformed JSON, e.g. a file cut
         // inside its "decoder" object: turn that into an error too (found by fuzzing).

@@ -52,7 +52,7 @@ fn llama3_divisors(theta: f64, dh: usize, factor: f64, low: f64, high: f64, orig
             let llama = if wavelen > low_wavelen { inv / factor } else { inv };
             let smooth = (original / wavelen - low) / (high - low);
             let smoothed = (1.0 - smooth) * llama / factor + smooth * llama;
-            let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+            let medium = wavelen >= high_wavelen && wavelen <= low_wavelen;
             (inv / if medium { smoothed } else { llama }) as f32
         })
         .collect()

@@ -122,7 +122,7 @@ pub fn config_from_gguf_with(f: &GgufFile, rope_freqs: Option<Vec<f32>>) -> Resu
         Some(t) => {
             let factor = f.f32_(&k("rope.scaling.factor"))?;
             match (t, factor) {
-                (_, Some(x)) if x == 1.0 => RopeScaling::None,
+                (_, Some(1.0)) => RopeScaling::None,
                 ("linear", Some(factor)) => RopeScaling::Linear { factor },
                 ("linear", None) => return Err(err(format!("metadata `{}` is required by linear RoPE scaling", k("rope.scaling.factor")))),
                 _ => {

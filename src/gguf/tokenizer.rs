@@ -4,7 +4,7 @@
 //! Hugging Face `tokenizer.json`: the BPE vocabulary and merges, control tokens as special added
 //! tokens, and the pre-tokenizer regexes llama.cpp uses for `tokenizer.ggml.pre` (a Sequence of
 //! Isolated splits, then ByteLevel). Its encodings equal llama.cpp's on llama.cpp's own test
-//! vectors (tests/gguf.rs, `tokenizers_match_llama_cpp_test_vectors`). The special tokens, BOS
+//! vectors (tests/vocab.rs; tests/smollm2.rs for the other pre-tokenizers). The special tokens, BOS
 //! rule and chat template become the `generation_config` / `tokenizer_config` values that
 //! `Tokenizer::for_model` reads, so a GGUF model's tokenizer is set up by the same rules as a
 //! directory's.
