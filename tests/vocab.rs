@@ -129,3 +129,34 @@ fn qwen2_bpe_matches_llama_cpp() {
 fn llama_bpe_still_matches_llama_cpp() {
     check("llama-bpe", false);
 }
+
+/// Random text (ASCII, whitespace runs, accents, CJK, emoji, characters outside the
+/// vocabulary): SentencePiece decodes it back exactly and streams it whole, and a long text
+/// encodes in bounded time.
+#[test]
+fn sentencepiece_round_trips_random_text() {
+    let (tok, _, _) = load("llama-spm");
+    let pool: Vec<char> = "abcdefghijklmnopqrstuvwxyz ABCXYZ0123456789  \t\n\n.,;:!?'\"()[]{}-_/\\éèàüößçñ中文字日本語한국어🦙🎉👍🏽∑∫≠\u{0301}\u{200d}\u{10ffff}▁"
+        .chars()
+        .collect();
+    let mut rng = plt::rng::Rng::new(7);
+    for _ in 0..300 {
+        let n = 1 + (rng.next_u64() % 40) as usize;
+        let s: String = (0..n).map(|_| pool[(rng.next_u64() % pool.len() as u64) as usize]).collect();
+        let ids = tok.encode(&s, false).unwrap();
+        // `▁` in the text is a space to SentencePiece (as in llama.cpp).
+        assert_eq!(tok.decode(&ids, false).unwrap(), s.replace('▁', " "), "{s:?}");
+        let mut stream = StreamDecoder::new(false);
+        let mut text = String::new();
+        for &id in &ids {
+            text.extend(stream.push(&tok, id).unwrap());
+        }
+        text.extend(stream.flush(&tok).unwrap());
+        assert_eq!(text, format!(" {}", s.replace('▁', " ")), "streaming {s:?}");
+    }
+    let long = "The quick brown fox jumps over the lazy dog. Ünïcödé 🦙 中文 ".repeat(20_000);
+    let t = std::time::Instant::now();
+    let ids = tok.encode(&long, false).unwrap();
+    assert_eq!(tok.decode(&ids, false).unwrap(), long);
+    eprintln!("{} bytes -> {} tokens in {:.2?}", long.len(), ids.len(), t.elapsed());
+}
