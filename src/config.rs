@@ -42,6 +42,8 @@ pub struct Config {
     pub head_dim: usize,                // Dh
     pub rms_norm_eps: f32,
     pub rope_theta: f32,
+    /// How the RoPE frequencies are scaled (`rope_scaling`); `RopeScaling::None` for plain RoPE.
+    pub rope_scaling: RopeScaling,
     pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
     pub bos_token_id: Option<u32>,
@@ -54,6 +56,112 @@ pub struct Config {
     pub hidden_scale: f32,              // b
     pub gate_mode: GateMode,
     pub looping: Looping,
+}
+
+/// RoPE frequency scaling (config.json `rope_scaling`, GGUF `rope_freqs.weight`). It changes
+/// only the inverse frequencies, so every backend takes them from `Config::rope_inv_freq`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RopeScaling {
+    /// Plain RoPE: `inv_freq[j] = theta^(-2j/Dh)`.
+    None,
+    /// `linear`: positions divided by `factor` (every frequency divided by it).
+    Linear { factor: f32 },
+    /// Llama 3's `llama3` type: long wavelengths divided by `factor`, short ones kept, and a
+    /// smooth blend between `original_max_position_embeddings / low_freq_factor` and
+    /// `original_max_position_embeddings / high_freq_factor`.
+    Llama3 { factor: f32, low_freq_factor: f32, high_freq_factor: f32, original_max_position_embeddings: usize },
+    /// Per-frequency divisors, [Dh/2] (llama.cpp's `rope_freqs.weight`, how GGUF files store
+    /// Llama 3 scaling): `inv_freq[j] = theta^(-2j/Dh) / factors[j]`.
+    FreqFactors(Vec<f32>),
+}
+
+impl RopeScaling {
+    /// A short description (`none`, `linear x4`, `llama3 x32`, `per-frequency divisors`).
+    pub fn describe(&self) -> String {
+        match self {
+            RopeScaling::None => "none".into(),
+            RopeScaling::Linear { factor } => format!("linear x{factor}"),
+            RopeScaling::Llama3 { factor, .. } => format!("llama3 x{factor}"),
+            RopeScaling::FreqFactors(d) => {
+                format!("per-frequency divisors {:.3}..{:.3}", d.iter().copied().fold(f32::INFINITY, f32::min), d.iter().copied().fold(0.0, f32::max))
+            }
+        }
+    }
+
+    /// The divisor of each plain inverse frequency `inv_freq` (Dh/2 of them, in order).
+    pub fn apply(&self, inv_freq: &mut [f64]) {
+        match self {
+            RopeScaling::None => {}
+            RopeScaling::Linear { factor } => inv_freq.iter_mut().for_each(|f| *f /= *factor as f64),
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+                let (factor, low, high) = (*factor as f64, *low_freq_factor as f64, *high_freq_factor as f64);
+                let old = *original_max_position_embeddings as f64;
+                let (low_wavelen, high_wavelen) = (old / low, old / high);
+                for f in inv_freq.iter_mut() {
+                    let wavelen = 2.0 * std::f64::consts::PI / *f;
+                    if wavelen < high_wavelen {
+                        continue;
+                    }
+                    if wavelen > low_wavelen {
+                        *f /= factor;
+                    } else {
+                        let smooth = (old / wavelen - low) / (high - low);
+                        *f = (1.0 - smooth) * *f / factor + smooth * *f;
+                    }
+                }
+            }
+            RopeScaling::FreqFactors(d) => inv_freq.iter_mut().zip(d).for_each(|(f, &d)| *f /= d as f64),
+        }
+    }
+
+    /// Checks the parameters (positive, finite; Llama 3's high factor above its low one;
+    /// `head_dim / 2` frequency factors). The error names `field`.
+    pub fn validate(&self, head_dim: usize, field: &str) -> Result<()> {
+        let positive = |name: &str, v: f32| {
+            if v > 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(Error::config(field, format!("{name} = {v} must be positive and finite")))
+            }
+        };
+        match self {
+            RopeScaling::None => Ok(()),
+            RopeScaling::Linear { factor } => positive("factor", *factor),
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+                positive("factor", *factor)?;
+                positive("low_freq_factor", *low_freq_factor)?;
+                positive("high_freq_factor", *high_freq_factor)?;
+                if high_freq_factor <= low_freq_factor {
+                    return Err(Error::config(
+                        field,
+                        format!("high_freq_factor ({high_freq_factor}) must be greater than low_freq_factor ({low_freq_factor})"),
+                    ));
+                }
+                if *original_max_position_embeddings == 0 {
+                    return Err(Error::config(field, "original_max_position_embeddings must be at least 1"));
+                }
+                Ok(())
+            }
+            RopeScaling::FreqFactors(d) => {
+                if d.len() != head_dim / 2 {
+                    return Err(Error::config(field, format!("{} frequency factors for a head size of {head_dim} (expected {})", d.len(), head_dim / 2)));
+                }
+                match d.iter().position(|&v| !(v > 0.0 && v.is_finite())) {
+                    Some(j) => Err(Error::config(field, format!("frequency factor {j} = {} must be positive and finite", d[j]))),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// The RoPE inverse frequencies of a head of `head_dim` values under base `theta` and
+/// `scaling`, in f64: `theta^(-2j/Dh)`, then scaled. The one formula the reference, the CPU
+/// backend and the device's angle table use.
+pub fn rope_inv_freq(theta: f32, head_dim: usize, scaling: &RopeScaling) -> Vec<f64> {
+    let mut f: Vec<f64> = (0..head_dim / 2).map(|j| (theta as f64).powf(-2.0 * j as f64 / head_dim as f64)).collect();
+    scaling.apply(&mut f);
+    f
 }
 
 /// The sizes every model states (the required fields of config.json).
@@ -94,6 +202,7 @@ impl Config {
             head_dim: d.hidden_size.checked_div(d.num_attention_heads).unwrap_or(0),
             rms_norm_eps: DEFAULT_RMS_NORM_EPS,
             rope_theta: DEFAULT_ROPE_THETA,
+            rope_scaling: RopeScaling::None,
             max_position_embeddings: d.max_position_embeddings,
             tie_word_embeddings: false,
             bos_token_id: None,
@@ -175,7 +284,8 @@ impl Config {
         if !(rms_norm_eps > 0.0) {
             return Err(Error::config("rms_norm_eps", format!("{rms_norm_eps} must be positive")));
         }
-        let rope_theta = rope(o)?.unwrap_or(DEFAULT_ROPE_THETA);
+        let (rope_theta, rope_scaling) = rope(o)?;
+        let rope_theta = rope_theta.unwrap_or(DEFAULT_ROPE_THETA);
         if !(rope_theta > 0.0) {
             return Err(Error::config("rope_theta", format!("{rope_theta} must be positive")));
         }
@@ -192,6 +302,7 @@ impl Config {
         c.head_dim = head_dim;
         c.rms_norm_eps = rms_norm_eps;
         c.rope_theta = rope_theta;
+        c.rope_scaling = rope_scaling;
         c.tie_word_embeddings = opt_bool(o, "tie_word_embeddings")?.unwrap_or(c.tie_word_embeddings);
         c.bos_token_id = opt_token(o, "bos_token_id", vocab_size)?;
         c.eos_token_ids = match o.get("eos_token_id") {
@@ -316,10 +427,16 @@ impl Config {
         if !(self.rope_theta > 0.0 && self.rope_theta.is_finite()) {
             return Err(Error::config("rope_theta", format!("{} must be positive and finite", self.rope_theta)));
         }
+        self.rope_scaling.validate(self.head_dim, "rope_scaling")?;
         if self.window_left > u32::MAX as usize {
             return Err(Error::config("plt_window_size", format!("left must be a non-negative integer below 2^32, got {}", self.window_left)));
         }
         Ok(())
+    }
+
+    /// The RoPE inverse frequencies, [Dh/2] (`rope_inv_freq`).
+    pub fn rope_inv_freq(&self) -> Vec<f64> {
+        rope_inv_freq(self.rope_theta, self.head_dim, &self.rope_scaling)
     }
 
     /// Symbols used throughout: query/kv widths.
@@ -383,6 +500,24 @@ impl Config {
         m.insert("head_dim".into(), self.head_dim.into());
         m.insert("rms_norm_eps".into(), (self.rms_norm_eps as f64).into());
         m.insert("rope_theta".into(), (self.rope_theta as f64).into());
+        match &self.rope_scaling {
+            RopeScaling::None => {}
+            RopeScaling::Linear { factor } => {
+                m.insert("rope_scaling".into(), serde_json::json!({"rope_type": "linear", "factor": *factor as f64}));
+            }
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+                m.insert(
+                    "rope_scaling".into(),
+                    serde_json::json!({"rope_type": "llama3", "factor": *factor as f64, "low_freq_factor": *low_freq_factor as f64,
+                        "high_freq_factor": *high_freq_factor as f64, "original_max_position_embeddings": original_max_position_embeddings}),
+                );
+            }
+            RopeScaling::FreqFactors(d) => {
+                // This runtime's own type (llama.cpp's per-frequency divisors have no Hugging Face name).
+                let d: Vec<f64> = d.iter().map(|&v| v as f64).collect();
+                m.insert("rope_scaling".into(), serde_json::json!({"rope_type": "plt_freq_factors", "freq_factors": d}));
+            }
+        }
         m.insert("max_position_embeddings".into(), self.max_position_embeddings.into());
         m.insert("tie_word_embeddings".into(), self.tie_word_embeddings.into());
         if let Some(b) = self.bos_token_id {
@@ -415,16 +550,17 @@ impl Config {
     }
 }
 
-/// The RoPE base, checking the fields that could change RoPE (PLT-SPEC section 1): a non-null
-/// `rope_scaling`, or `rope_parameters` with a scaling type, is refused by name (only unscaled
-/// RoPE is implemented, and ignoring a scaling would change every number). `rope_theta`, or
-/// `rope_parameters.rope_theta` when it is absent; `None` when neither states it.
-fn rope(o: &Map<String, Value>) -> Result<Option<f32>> {
+/// The RoPE base and scaling (PLT-SPEC section 1): `rope_scaling`, or `rope_parameters` with a
+/// scaling type, is read when its type is implemented (`linear`, `llama3`; `default` is no
+/// scaling) and refused by name otherwise (ignoring a scaling would change every number).
+/// `rope_theta`, or `rope_parameters.rope_theta` when it is absent; `None` when neither states it.
+fn rope(o: &Map<String, Value>) -> Result<(Option<f32>, RopeScaling)> {
     let top = opt_f32(o, "rope_theta")?;
+    let mut scaling = RopeScaling::None;
     if let Some(v) = field(o, "rope_scaling") {
-        scaling_type(v, "rope_scaling")?;
+        scaling = scaling_type(v, "rope_scaling")?;
     }
-    let Some(params) = field(o, "rope_parameters") else { return Ok(top) };
+    let Some(params) = field(o, "rope_parameters") else { return Ok((top, scaling)) };
     let Some(p) = params.as_object() else {
         return Err(Error::config("rope_parameters", format!("expected an object, got {params}")));
     };
@@ -433,29 +569,68 @@ fn rope(o: &Map<String, Value>) -> Result<Option<f32>> {
         return Err(Error::config("rope_parameters", format!("per-layer-type parameters (`{k}`) are not implemented")));
     }
     if p.contains_key("rope_type") || p.contains_key("type") {
-        scaling_type(params, "rope_parameters")?;
+        let s = scaling_type(params, "rope_parameters")?;
+        if s != RopeScaling::None {
+            if scaling != RopeScaling::None && scaling != s {
+                return Err(Error::config("rope_parameters", "its scaling differs from `rope_scaling`"));
+            }
+            scaling = s;
+        }
     }
     let inner = opt_f32(p, "rope_theta").map_err(|_| {
         Error::config("rope_parameters", format!("rope_theta: expected a number, got {}", p.get("rope_theta").unwrap_or(&Value::Null)))
     })?;
-    match (top, inner) {
+    let theta = match (top, inner) {
         (Some(a), Some(b)) if a != b => {
-            Err(Error::config("rope_parameters", format!("rope_theta {b} differs from the top-level rope_theta {a}")))
+            return Err(Error::config("rope_parameters", format!("rope_theta {b} differs from the top-level rope_theta {a}")))
         }
-        (Some(a), _) => Ok(Some(a)),
-        (None, Some(b)) if b <= 0.0 => Err(Error::config("rope_parameters", format!("rope_theta {b} must be positive"))),
-        (None, b) => Ok(b),
-    }
+        (Some(a), _) => Some(a),
+        (None, Some(b)) if b <= 0.0 => return Err(Error::config("rope_parameters", format!("rope_theta {b} must be positive"))),
+        (None, b) => b,
+    };
+    Ok((theta, scaling))
 }
 
-/// Checks the RoPE scaling object `v` of field `name`: only `"default"` (no scaling) passes.
-fn scaling_type(v: &Value, name: &str) -> Result<()> {
+/// The RoPE scaling object `v` of field `name`: `default` (none), `linear` (`factor`), `llama3`
+/// (`factor`, `low_freq_factor`, `high_freq_factor`, `original_max_position_embeddings`), and
+/// this runtime's `plt_freq_factors` (`freq_factors`); any other type is refused by name.
+fn scaling_type(v: &Value, name: &str) -> Result<RopeScaling> {
     let ty = v.as_object().and_then(|m| field(m, "rope_type").or_else(|| field(m, "type")));
+    let m = v.as_object();
+    let num = |key: &str| -> Result<f32> {
+        match m.and_then(|m| m.get(key)) {
+            Some(x) => x.as_f64().map(|x| x as f32).ok_or_else(|| Error::config(name, format!("`{key}`: expected a number, got {x}"))),
+            None => Err(Error::config(name, format!("`{key}` is required"))),
+        }
+    };
     match ty {
-        Some(Value::String(t)) if t == "default" => Ok(()),
+        Some(Value::String(t)) if t == "default" => Ok(RopeScaling::None),
+        Some(Value::String(t)) if t == "linear" => Ok(RopeScaling::Linear { factor: num("factor")? }),
+        Some(Value::String(t)) if t == "llama3" => {
+            let original = match m.and_then(|m| m.get("original_max_position_embeddings")) {
+                Some(x) => x.as_u64().filter(|&n| n >= 1 && n <= u32::MAX as u64).ok_or_else(|| {
+                    Error::config(name, format!("`original_max_position_embeddings`: expected a positive integer, got {x}"))
+                })? as usize,
+                None => return Err(Error::config(name, "`original_max_position_embeddings` is required")),
+            };
+            Ok(RopeScaling::Llama3 {
+                factor: num("factor")?,
+                low_freq_factor: num("low_freq_factor")?,
+                high_freq_factor: num("high_freq_factor")?,
+                original_max_position_embeddings: original,
+            })
+        }
+        Some(Value::String(t)) if t == "plt_freq_factors" => match m.and_then(|m| m.get("freq_factors")) {
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| x.as_f64().map(|x| x as f32).ok_or_else(|| Error::config(name, format!("`freq_factors`: expected numbers, got {x}"))))
+                .collect::<Result<Vec<f32>>>()
+                .map(RopeScaling::FreqFactors),
+            _ => Err(Error::config(name, "`freq_factors` must be an array of numbers")),
+        },
         Some(Value::String(t)) => Err(Error::config(
             name,
-            format!("type `{t}` is not implemented (only unscaled RoPE is; a config with RoPE scaling cannot be run as it was trained)"),
+            format!("type `{t}` is not implemented (only `linear` and `llama3` are; a config with this RoPE scaling cannot be run as it was trained)"),
         )),
         _ => Err(Error::config(name, format!("expected an object with a `rope_type` (or `type`) string, got {v}"))),
     }
@@ -638,8 +813,10 @@ mod tests {
     fn rope_scaling_is_refused_by_name_and_type() {
         for (extra, field, ty) in [
             (r#"{"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}"#, "rope_scaling", "`yarn`"),
-            (r#"{"rope_scaling": {"type": "linear", "factor": 2.0}}"#, "rope_scaling", "`linear`"),
-            (r#"{"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0}}"#, "rope_scaling", "`llama3`"),
+            (r#"{"rope_scaling": {"type": "linear"}}"#, "rope_scaling", "factor"),
+            (r#"{"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0}}"#, "rope_scaling", "is required"),
+            (r#"{"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0, "original_max_position_embeddings": 8192}}"#, "rope_scaling", "greater"),
+            (r#"{"rope_scaling": {"rope_type": "llama3", "factor": -8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}"#, "rope_scaling", "factor"),
             (r#"{"rope_scaling": {"type": "dynamic", "factor": 2.0}}"#, "rope_scaling", "`dynamic`"),
             (r#"{"rope_scaling": {"factor": 2.0}}"#, "rope_scaling", "rope_type"),
             (r#"{"rope_scaling": "yarn"}"#, "rope_scaling", "rope_type"),
@@ -662,6 +839,36 @@ mod tests {
         let c = with(r#"{"rope_parameters": {"rope_theta": 250000.0}, "rope_theta": 250000.0}"#).unwrap();
         assert_eq!(c.rope_theta, 250000.0);
         assert_eq!(with(r#"{"rope_parameters": null}"#).unwrap().rope_theta, 10000.0);
+    }
+
+    #[test]
+    fn llama3_and_linear_scaling_are_read_and_scale_the_frequencies() {
+        let c = with(
+            r#"{"rope_theta": 500000.0, "head_dim": 64, "rope_scaling": {"rope_type": "llama3", "factor": 32.0,
+                "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}"#,
+        )
+        .unwrap();
+        let want = RopeScaling::Llama3 { factor: 32.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 };
+        assert_eq!(c.rope_scaling, want);
+        let plain = rope_inv_freq(500000.0, 64, &RopeScaling::None);
+        let f = c.rope_inv_freq();
+        // Short wavelengths (< 8192/4) are kept, long ones (> 8192) divided by 32, between blended.
+        for (j, (&p, &s)) in plain.iter().zip(&f).enumerate() {
+            let wavelen = 2.0 * std::f64::consts::PI / p;
+            if wavelen < 2048.0 {
+                assert_eq!(s, p, "{j}");
+            } else if wavelen > 8192.0 {
+                assert!((s - p / 32.0).abs() <= 1e-15 * p, "{j}");
+            } else {
+                assert!(s < p && s > p / 32.0, "{j}");
+            }
+        }
+        // It survives config.json written by `to_json`, and rope_parameters may state it too.
+        let back = Config::from_json(c.to_json().as_object().unwrap()).unwrap();
+        assert_eq!(back.rope_scaling, want);
+        let c = with(r#"{"rope_parameters": {"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0}}"#).unwrap();
+        assert_eq!(c.rope_scaling, RopeScaling::Linear { factor: 4.0 });
+        assert_eq!(c.rope_inv_freq()[1], rope_inv_freq(10000.0, 4, &RopeScaling::None)[1] / 4.0);
     }
 
     #[test]

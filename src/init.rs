@@ -110,6 +110,11 @@ pub const PRESETS: &[(&str, &str)] = &[
         "LoopCoder-V2 (iquestpltcoder, ~7.6B): V 76800, D 5120, F 27648, N 14, H 40, Hkv 8, Dh 128, L 2, \
          window [64, 0], query gate, RoPE theta 500000, eps 1e-5, untied, context 131072",
     ),
+    (
+        "llama-3.2-1b",
+        "Llama-3.2-1B's shape (~1.24B): V 128256, D 2048, F 8192, N 16, H 32, Hkv 8, Dh 64, L 1, tied, \
+         RoPE theta 500000 with llama3 scaling (factor 32, low 1, high 4, original 8192), eps 1e-5, context 131072",
+    ),
 ];
 
 /// The config of preset `name` (`PRESETS`), BOS 1 and EOS 2; an error listing the presets when
@@ -134,6 +139,21 @@ pub fn preset_config(name: &str) -> Result<Config> {
             c.window_left = 64;
             c.gate_mode = GateMode::Query;
             c.tie_word_embeddings = false;
+            c
+        }
+        "llama-3.2-1b" => {
+            let mut c = Config::with_defaults(dims(128256, 2048, 8192, 16, 32, 131072));
+            c.num_key_value_heads = 8;
+            c.head_dim = 64;
+            c.rope_theta = 500000.0;
+            c.rope_scaling = crate::config::RopeScaling::Llama3 {
+                factor: 32.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 8192,
+            };
+            c.rms_norm_eps = 1e-5;
+            c.tie_word_embeddings = true;
             c
         }
         other => {
@@ -451,6 +471,15 @@ mod tests {
         // ~7.6B parameters (MODELS.md).
         assert!((7_400_000_000..7_800_000_000).contains(&c.num_params()), "{}", c.num_params());
         assert_eq!(preset_config("tiny").unwrap().hidden_size, 64);
+        let c = preset_config("llama-3.2-1b").unwrap();
+        assert_eq!(
+            (c.vocab_size, c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads, c.head_dim),
+            (128256, 2048, 8192, 16, 32, 8, 64)
+        );
+        assert!(c.tie_word_embeddings && c.num_loops == 1 && c.rope_theta == 500000.0);
+        assert!(matches!(c.rope_scaling, crate::config::RopeScaling::Llama3 { factor, original_max_position_embeddings: 8192, .. } if factor == 32.0));
+        // Llama-3.2-1B has 1.236B parameters with its tied embeddings.
+        assert_eq!(c.num_params(), 1_235_814_400);
         assert!(preset_config("huge").unwrap_err().to_string().contains("loopcoder-v2"));
     }
 

@@ -354,13 +354,13 @@ impl AttnShape {
 /// f64 and rounded once: `rope_store` reads them instead of evaluating `pow`, `cos` and `sin` on
 /// the device, whose precision the APIs leave loose (Vulkan allows an absolute error of 2^-11
 /// for sin and cos, and large angles make it worse), so every adapter rotates by the same
-/// numbers. `inv_freq[j] = theta^(-2j/Dh)`, as `reference::rope`.
-pub fn rope_table(theta: f32, head_dim: usize, positions: usize) -> Vec<f32> {
-    let half = head_dim / 2;
+/// numbers. `inv_freq` is `Config::rope_inv_freq` ([Dh/2], scaled RoPE included), as
+/// `reference::rope_with`.
+pub fn rope_table(inv_freq: &[f64], positions: usize) -> Vec<f32> {
+    let half = inv_freq.len();
     let mut t = Vec::with_capacity(positions * half * 2);
     for pos in 0..positions {
-        for j in 0..half {
-            let inv_freq = (theta as f64).powf(-2.0 * j as f64 / head_dim as f64);
+        for &inv_freq in inv_freq {
             let (sin, cos) = (pos as f64 * inv_freq).sin_cos();
             t.push(cos as f32);
             t.push(sin as f32);
@@ -385,7 +385,7 @@ pub struct RopeIo<'a> {
     pub kv: &'a wgpu::Buffer,
     /// The rings (`ring_store`).
     pub ring: &'a wgpu::Buffer,
-    /// `rope_table(theta, head_dim, positions)` (`rope_store`).
+    /// `rope_table(inv_freq, positions)` (`rope_store`).
     pub table: &'a wgpu::Buffer,
 }
 

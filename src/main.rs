@@ -263,8 +263,9 @@ struct InitArgs {
     /// Where to write: a directory (config.json, safetensors, tokenizer.json), or a file ending in
     /// .gguf (one GGUF file; quantised dtypes are GGUF only).
     dir: PathBuf,
-    /// Start from a preset shape (flags given override it): tiny (the defaults) or
-    /// loopcoder-v2 (LoopCoder-V2's real shape; `--layers N` shortens it).
+    /// Start from a preset shape (flags given override it): tiny (the defaults),
+    /// loopcoder-v2 (LoopCoder-V2's real shape; `--layers N` shortens it) or llama-3.2-1b
+    /// (Llama-3.2-1B's shape, Llama 3 RoPE scaling included).
     #[arg(long)]
     preset: Option<String>,
     /// Write one GGUF file (implied by a quantised --dtype or a path ending in .gguf).

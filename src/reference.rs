@@ -68,11 +68,17 @@ pub fn matmul(x: &[f32], rows: usize, w: &Tensor, bias: Option<&Tensor>) -> Vec<
 /// Pairs are (j, j + Dh/2), not adjacent elements (the interleaved convention would fail
 /// silently). `inv_freq[j] = theta^(-2j/Dh)`; angles and rotation in f64.
 pub fn rope(v: &mut [f32], pos: usize, theta: f32) {
+    let inv_freq = crate::config::rope_inv_freq(theta, v.len(), &crate::config::RopeScaling::None);
+    rope_with(v, pos, &inv_freq);
+}
+
+/// `rope` with the inverse frequencies given ([Dh/2], `Config::rope_inv_freq`: scaled RoPE).
+pub fn rope_with(v: &mut [f32], pos: usize, inv_freq: &[f64]) {
     let dh = v.len();
     assert!(dh.is_multiple_of(2), "rope: head dim {dh} is odd");
     let half = dh / 2;
-    for j in 0..half {
-        let inv_freq = (theta as f64).powf(-2.0 * j as f64 / dh as f64);
+    assert_eq!(inv_freq.len(), half, "rope: {} frequencies for a head of {dh}", inv_freq.len());
+    for (j, &inv_freq) in inv_freq.iter().enumerate() {
         let (sin, cos) = (pos as f64 * inv_freq).sin_cos();
         let (a, b) = (v[j] as f64, v[j + half] as f64);
         v[j] = (a * cos - b * sin) as f32;
@@ -162,12 +168,13 @@ fn qkv(cfg: &Config, layer: &Layer, u: &[f32], pos: &[usize]) -> (Vec<f32>, Vec<
     let mut k = matmul(u, rows, &a.k_proj.weight, a.k_proj.bias.as_ref());
     let v = matmul(u, rows, &a.v_proj.weight, a.v_proj.bias.as_ref());
     let dh = cfg.head_dim;
+    let inv_freq = cfg.rope_inv_freq();
     for (r, &p) in pos.iter().enumerate() {
         for head in q[r * cfg.q_dim()..(r + 1) * cfg.q_dim()].chunks_mut(dh) {
-            rope(head, p, cfg.rope_theta);
+            rope_with(head, p, &inv_freq);
         }
         for head in k[r * cfg.kv_dim()..(r + 1) * cfg.kv_dim()].chunks_mut(dh) {
-            rope(head, p, cfg.rope_theta);
+            rope_with(head, p, &inv_freq);
         }
     }
     (q, k, v)

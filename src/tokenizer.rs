@@ -1,4 +1,5 @@
-//! Text ↔ token ids: a Hugging Face `tokenizer.json` (the `tokenizers` crate), the model's
+//! Text ↔ token ids: a Hugging Face `tokenizer.json` (the `tokenizers` crate) or a
+//! SentencePiece vocabulary (`spm`, from GGUF files), the model's
 //! special tokens (BOS/EOS from config.json, generation_config.json, tokenizer_config.json),
 //! chat templates (Jinja, rendered with minijinja) and streaming detokenisation that never
 //! emits half of a multi-byte character.
@@ -9,6 +10,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+
+pub mod spm;
 
 /// What a model's tokenizer is built from (`Tokenizer::for_model`): the bytes of its
 /// tokenizer.json and the values of the optional generation_config.json and
@@ -62,8 +65,35 @@ impl ChatMessage {
     }
 }
 
+/// The tokenizer proper: a Hugging Face one, or a SentencePiece vocabulary.
+enum Inner {
+    Hf(Box<tokenizers::Tokenizer>),
+    Spm(Box<spm::Spm>),
+}
+
+impl Inner {
+    fn token_to_id(&self, s: &str) -> Option<u32> {
+        match self {
+            Inner::Hf(t) => t.token_to_id(s),
+            Inner::Spm(t) => t.token_to_id(s),
+        }
+    }
+    fn id_to_token(&self, id: u32) -> Option<String> {
+        match self {
+            Inner::Hf(t) => t.id_to_token(id),
+            Inner::Spm(t) => t.id_to_token(id),
+        }
+    }
+    fn vocab_size(&self) -> usize {
+        match self {
+            Inner::Hf(t) => t.get_vocab_size(true),
+            Inner::Spm(t) => t.vocab_size(),
+        }
+    }
+}
+
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    inner: Inner,
     pub bos: Option<u32>,
     pub eos: Vec<u32>,
     /// Prepend BOS when encoding a prompt (and the tokenizer's post-processor did not).
@@ -72,8 +102,16 @@ pub struct Tokenizer {
 }
 
 impl Tokenizer {
-    /// Parses a tokenizer and checks that every id it can produce is below `vocab_size`.
+    /// Parses a tokenizer (a tokenizer.json, or the SentencePiece document of
+    /// `spm::SpmVocab::to_json`) and checks that every id it can produce is below `vocab_size`.
     pub fn from_bytes(bytes: &[u8], vocab_size: usize) -> Result<Tokenizer> {
+        if spm::is_spm_json(bytes) {
+            let t = spm::Spm::from_json(bytes)?;
+            if t.vocab_size() > vocab_size {
+                return Err(Error::Tokenizer(format!("the tokenizer has {} tokens but the model's vocab_size is {vocab_size}", t.vocab_size())));
+            }
+            return Ok(Tokenizer { inner: Inner::Spm(Box::new(t)), bos: None, eos: Vec::new(), add_bos: false, chat_template: None });
+        }
         // tokenizers 0.22 panics (`.expect("Helper")`) on some malformed JSON, e.g. a file cut
         // inside its "decoder" object: turn that into an error too (found by fuzzing).
         let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes)).map_err(|p| {
@@ -89,7 +127,7 @@ impl Tokenizer {
         if let Some((tok, id)) = inner.get_vocab(true).into_iter().max_by_key(|&(_, id)| id).filter(|&(_, id)| id as usize >= vocab_size) {
             return Err(Error::Tokenizer(format!("token {tok:?} has id {id}, outside the model's vocab_size {vocab_size}")));
         }
-        Ok(Tokenizer { inner, bos: None, eos: Vec::new(), add_bos: false, chat_template: None })
+        Ok(Tokenizer { inner: Inner::Hf(Box::new(inner)), bos: None, eos: Vec::new(), add_bos: false, chat_template: None })
     }
 
     pub fn from_file(path: &Path, vocab_size: usize) -> Result<Tokenizer> {
@@ -170,8 +208,10 @@ impl Tokenizer {
                 text.len()
             )));
         }
-        let enc = self.inner.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let mut ids = enc.get_ids().to_vec();
+        let mut ids = match &self.inner {
+            Inner::Hf(t) => t.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?.get_ids().to_vec(),
+            Inner::Spm(t) => t.encode(text)?,
+        };
         if add_bos && self.add_bos {
             if let Some(b) = self.bos {
                 if ids.first() != Some(&b) {
@@ -184,7 +224,25 @@ impl Tokenizer {
 
     /// Text of `ids` (special tokens included unless `skip_special`).
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        self.inner.decode(ids, skip_special).map_err(|e| Error::Tokenizer(e.to_string()))
+        match &self.inner {
+            Inner::Hf(t) => t.decode(ids, skip_special).map_err(|e| Error::Tokenizer(e.to_string())),
+            Inner::Spm(t) => t.decode(ids, skip_special),
+        }
+    }
+
+    /// Text of `ids` as a continuation of earlier text: `decode`, but a SentencePiece
+    /// tokenizer keeps the leading space that `decode` removes (the one its encoder puts in
+    /// front of a text), so that generated text streams with the spaces between words.
+    pub fn decode_continuation(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        match &self.inner {
+            Inner::Spm(t) => t.decode_continuation(ids, skip_special),
+            Inner::Hf(_) => self.decode(ids, skip_special),
+        }
+    }
+
+    /// Whether this is a SentencePiece tokenizer (`spm`).
+    pub fn is_sentencepiece(&self) -> bool {
+        matches!(self.inner, Inner::Spm(_))
     }
 
     pub fn is_eos(&self, id: u32) -> bool {
@@ -192,7 +250,7 @@ impl Tokenizer {
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.inner.vocab_size()
     }
 
     pub fn token_text(&self, id: u32) -> Option<String> {
@@ -353,8 +411,8 @@ impl StreamDecoder {
     /// Adds one id; returns the new complete text, if any.
     pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<Option<String>> {
         self.ids.push(id);
-        let before = tok.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
-        let now = tok.decode(&self.ids[self.prefix..], self.skip_special)?;
+        let before = tok.decode_continuation(&self.ids[self.prefix..self.read], self.skip_special)?;
+        let now = tok.decode_continuation(&self.ids[self.prefix..], self.skip_special)?;
         if now.len() > before.len() && !now.ends_with('\u{FFFD}') && now.starts_with(&before) {
             let piece = now[before.len()..].to_string();
             self.prefix = self.read;
@@ -368,7 +426,7 @@ impl StreamDecoder {
         let pending = self.ids.len() - self.read;
         if pending > HOLD_BACK_IDS && now.starts_with(&before) {
             let cut = self.ids.len() - HOLD_BACK_IDS;
-            let head = tok.decode(&self.ids[self.prefix..cut], self.skip_special)?;
+            let head = tok.decode_continuation(&self.ids[self.prefix..cut], self.skip_special)?;
             if head.len() > before.len() && now.starts_with(&head) && head.starts_with(&before) {
                 let piece = head[before.len()..].to_string();
                 self.prefix = self.read;
@@ -388,8 +446,8 @@ impl StreamDecoder {
 
     /// Whatever is still held back (at the end of a generation).
     pub fn flush(&mut self, tok: &Tokenizer) -> Result<Option<String>> {
-        let before = tok.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
-        let now = tok.decode(&self.ids[self.prefix..], self.skip_special)?;
+        let before = tok.decode_continuation(&self.ids[self.prefix..self.read], self.skip_special)?;
+        let now = tok.decode_continuation(&self.ids[self.prefix..], self.skip_special)?;
         self.prefix = self.ids.len();
         self.read = self.ids.len();
         let piece = now.get(before.len()..).unwrap_or("").to_string();

@@ -378,8 +378,20 @@ fn malformed_files_are_errors_naming_the_problem() {
         g.set("tokenizer.ggml.bos_token_id", u32v(100_000));
     }, &["tokenizer.ggml.bos_token_id", "100000"]);
     check("tokenizer model", &|g| {
+        g.set("tokenizer.ggml.model", strv("bert"));
+    }, &["tokenizer.ggml.model", "`bert`"]);
+    check("SentencePiece scores length", &|g| {
         g.set("tokenizer.ggml.model", strv("llama"));
-    }, &["tokenizer.ggml.model", "`llama`"]);
+        g.set("tokenizer.ggml.scores", f32v(1.0));
+    }, &["tokenizer.ggml.scores"]);
+    check("SentencePiece byte token", &|g| {
+        g.set("tokenizer.ggml.model", strv("llama"));
+        let (tokens, _) = vocab();
+        g.set("tokenizer.ggml.token_type", i32_arr(&vec![6; tokens.len()]));
+    }, &["byte token"]);
+    check("other architecture", &|g| {
+        g.set("general.architecture", strv("gemma"));
+    }, &["architecture `gemma`", "qwen2"]);
     check("pre-tokenizer", &|g| {
         g.set("tokenizer.ggml.pre", strv("chameleon"));
     }, &["tokenizer.ggml.pre", "chameleon", "supported: gpt-2"]);

@@ -582,7 +582,7 @@ fn rope_store_matches_cpu() {
         let qb = upload(&g, "qkv", &qkv);
         let kb = upload_kv(&g, "kv", &vec![poison(); want_kv.len()], s.kv_f16);
         let rb = upload_rows(&g, &rows);
-        let table = upload(&g, "rope_table", &rope_table(THETA, s.dh, s.tmax));
+        let table = upload(&g, "rope_table", &rope_table(&plt::config::rope_inv_freq(THETA, s.dh, &plt::config::RopeScaling::None), s.tmax));
         let io = RopeIo { rows: &rb, qkv: &qb, kv: &kb, ring: &kb, table: &table };
         launch(&g, Rope { shape: s.attn(), ring: false }.dispatch(&g, &io), r, 0);
         let what = format!("rope_store H={} HKV={} DH={} R={r} KV_F16={}", s.h, s.hkv, s.dh, s.kv_f16);

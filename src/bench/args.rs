@@ -1,7 +1,7 @@
 //! The arguments of `plt bench`, the model sizes it can build, and the resolved settings of a
 //! run (defaults filled in per adapter kind, every value checked before the device is opened).
 
-use crate::config::{Config, Looping};
+use crate::config::{Config, Looping, RopeScaling};
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 use crate::weights::DType;
@@ -21,8 +21,8 @@ pub struct BenchArgs {
     /// 2 measured steps.
     #[arg(long)]
     pub quick: bool,
-    /// Model sizes: micro, tiny, small, medium, smollm2-135m, llama-850m, or `all` (sizes that do
-    /// not fit the adapter are skipped with the reason). [default: GPU tiny,small,medium;
+    /// Model sizes: micro, tiny, small, medium, smollm2-135m, llama-850m, llama-3.2-1b, or `all`
+    /// (sizes that do not fit the adapter or the memory are skipped with the reason). [default: GPU tiny,small,medium;
     /// software adapter tiny]
     #[arg(long, value_delimiter = ',')]
     pub preset: Vec<String>,
@@ -166,6 +166,10 @@ pub struct Size {
     pub kv_heads: usize,  // Hkv
     pub head_dim: usize,  // Dh
     pub tied: bool,       // tie_word_embeddings
+    pub rope_theta: f32,
+    /// RoPE scaling (Llama 3's for `llama-3.2-1b`).
+    #[serde(skip)]
+    pub rope_scaling: RopeScaling,
 }
 
 /// The presets, smallest first: (name, [V, D, F, N, H, Hkv], tied embeddings). `smollm2-135m`
@@ -179,6 +183,7 @@ pub const PRESETS: &[(&str, [usize; 6], bool)] = &[
     ("medium", [16384, 512, 1536, 12, 8, 4], false),
     ("smollm2-135m", [32000, 576, 1536, 30, 9, 3], true),
     ("llama-850m", [32000, 2048, 5632, 16, 16, 4], false),
+    ("llama-3.2-1b", [128256, 2048, 8192, 16, 32, 8], true),
 ];
 
 pub fn preset(name: &str) -> Option<Size> {
@@ -192,6 +197,12 @@ pub fn preset(name: &str) -> Option<Size> {
         kv_heads,
         head_dim: hidden / heads,
         tied,
+        rope_theta: if n == "llama-3.2-1b" { 500000.0 } else { crate::config::DEFAULT_ROPE_THETA },
+        rope_scaling: if n == "llama-3.2-1b" {
+            RopeScaling::Llama3 { factor: 32.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 }
+        } else {
+            RopeScaling::None
+        },
     })
 }
 
@@ -215,6 +226,9 @@ impl Size {
         let obj = v.as_object().ok_or_else(|| Error::Input("bench: config is not an object".into()))?;
         let mut cfg = Config::from_json(obj)?;
         cfg.looping = looping;
+        cfg.rope_theta = self.rope_theta;
+        cfg.rope_scaling = self.rope_scaling.clone();
+        cfg.validate().map_err(|e| Error::Input(format!("size `{}`: {e}", self.name)))?;
         Ok(cfg)
     }
 }
@@ -622,5 +636,10 @@ mod tests {
         assert!((800_000_000..900_000_000).contains(&p), "{p}");
         let s = preset("smollm2-135m").unwrap();
         assert_eq!((s.hidden, s.layers, s.heads, s.kv_heads, s.ffn, s.vocab, s.head_dim), (576, 30, 9, 3, 1536, 32000, 64));
+        // The bench's llama-3.2-1b is `plt init --preset llama-3.2-1b` (L = 1).
+        let c = preset("llama-3.2-1b").unwrap().config(1, Looping::Plt, 64, 131072).unwrap();
+        let mut want = crate::init::preset_config("llama-3.2-1b").unwrap();
+        want.window_left = 64;
+        assert_eq!(c, want);
     }
 }

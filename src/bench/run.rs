@@ -268,6 +268,28 @@ struct WeightCache {
     gguf: Option<(usize, Dtype, Arc<Vec<u8>>)>,
 }
 
+/// Bytes of memory available to this process (Linux: `MemAvailable`), where the system says.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// An error naming the need and what is available when `need` bytes for `what` are more than
+/// the system says it has (the size is then skipped with that reason instead of the run being
+/// killed for memory); nothing where the system does not say.
+pub(crate) fn memory_guard(what: &str, need: u64, available: Option<u64>) -> Result<()> {
+    match available {
+        Some(avail) if need > avail => Err(Error::Input(format!(
+            "{what} needs about {:.1} GiB of memory but only {:.1} GiB are available",
+            need as f64 / (1u64 << 30) as f64,
+            avail as f64 / (1u64 << 30) as f64
+        ))),
+        _ => Ok(()),
+    }
+}
+
 impl WeightCache {
     /// The weights of `set.sizes[size]`, generated on first use (every tensor's values depend
     /// only on the seed and the tensor's name); in f32, rounded to f16 by an f16 upload.
@@ -281,6 +303,7 @@ impl WeightCache {
         self.gguf = None;
         // Gates belong to the physical layer: the same for any L.
         let cfg = set.sizes[size].config(2, Looping::Plt, set.window, 2)?;
+        memory_guard(&format!("{}'s random f32 weights", set.sizes[size].name), cfg.num_params() as u64 * 4, available_memory())?;
         let w = Arc::new(random_weights(&cfg, &InitOptions { seed: set.seed, dtype: DType::F32, shards: 1, qkv_bias: false }));
         self.current = Some((size, w.clone()));
         Ok(w)
@@ -297,6 +320,9 @@ impl WeightCache {
         self.current = None;
         self.gguf = None;
         let cfg = set.sizes[size].config(2, Looping::Plt, set.window, 2)?;
+        let (block, block_bytes) = dtype.ggml().block().unwrap_or((1, 4));
+        let need = (cfg.num_params() as u64).div_ceil(block) * block_bytes;
+        memory_guard(&format!("{}'s random {dtype} GGUF file", set.sizes[size].name), need, available_memory())?;
         let bytes = Arc::new(gguf_bytes(&cfg, &GgufInitOptions { seed: set.seed, matrix_type: dtype.ggml(), qkv_bias: false })?);
         self.gguf = Some((size, dtype, bytes.clone()));
         Ok(bytes)
@@ -323,6 +349,16 @@ fn upload(gpu: Option<&Arc<Gpu>>, cpu: &CpuOptions, set: &Settings, weights: &mu
         crate::gguf::open(src, name, Some(cfg.clone())).map(|(open, _)| open)
     }
     let name = format!("{} {dtype} (random GGUF)", s.name);
+    // The model's copy of the weights: in host memory for the CPU backend and a software adapter.
+    let host_copy = gpu.is_none_or(|g| g.info.device_type == wgpu::DeviceType::Cpu);
+    if host_copy {
+        let need = match (dtype.storage(), &source) {
+            (_, Some(bytes)) => bytes.len() as u64,
+            (Some(DType::F32), None) => cfg.num_params() as u64 * 4,
+            (_, None) => cfg.num_params() as u64 * 2,
+        };
+        memory_guard(&format!("{} {dtype} {kind}", s.name), need, available_memory())?;
+    }
     let t = Instant::now();
     let Some(gpu) = gpu else {
         let model = match (&w, &source) {
@@ -486,5 +522,18 @@ fn adapter_report(gpu: &Gpu) -> AdapterReport {
         subgroup_reduction: gpu.subgroup_size,
         fuse_norms: gpu.fuse_norms,
         decode_lanes: gpu.decode_lanes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_guard_names_the_need_and_what_is_available() {
+        let e = memory_guard("llama-3.2-1b f32", 5 << 30, Some(2 << 30)).unwrap_err().to_string();
+        assert!(e.contains("llama-3.2-1b f32") && e.contains("5.0 GiB") && e.contains("2.0 GiB"), "{e}");
+        assert!(memory_guard("x", 1 << 30, Some(2 << 30)).is_ok());
+        assert!(memory_guard("x", u64::MAX, None).is_ok());
     }
 }

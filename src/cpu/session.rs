@@ -205,8 +205,7 @@ impl CpuSession {
         // Full caches hold the context; rings their window (no more than the context).
         let full = |n_layers: usize| (0..n_layers).map(|_| Kv::new(cfg.kv_dim(), opts.kv_f16, opts.context)).collect::<Result<Vec<_>>>();
         let ring = |n_layers: usize| (0..n_layers).map(|_| Kv::new(cfg.kv_dim(), opts.kv_f16, cfg.window_slots().min(opts.context))).collect::<Result<Vec<_>>>();
-        let dh = cfg.head_dim;
-        let inv_freq = (0..dh / 2).map(|j| (cfg.rope_theta as f64).powf(-2.0 * j as f64 / dh as f64)).collect();
+        let inv_freq = cfg.rope_inv_freq();
         Ok(CpuSession {
             full: (0..caches).map(|_| full(n)).collect::<Result<_>>()?,
             rings: if cfg.is_plt() { (1..cfg.num_loops).map(|_| ring(n)).collect::<Result<_>>()? } else { Vec::new() },

@@ -1,6 +1,6 @@
 //! GGUF files (llama.cpp's single-file format, versions 2 and 3) for
-//! `general.architecture = llama` checkpoints (PLT-SPEC section 1 layout; L = 1 unless the
-//! `plt.*` keys say otherwise): the
+//! `general.architecture = llama` and `qwen2` checkpoints (PLT-SPEC section 1 layout; L = 1
+//! unless the `plt.*` keys say otherwise): the
 //! header and metadata (`header`, `value`), the block formats (`quant`), the model's
 //! configuration and tensor names (`model`), the tokenizer (`tokenizer`), and a writer
 //! (`writer`: files streamed tensor by tensor, random blocks). Loading goes through
@@ -9,8 +9,10 @@
 //! Conventions that fail silently when wrong:
 //! - GGUF lists dimensions fastest-first; the row-major shape is the reverse
 //!   (`token_embd` [D, V] in GGUF is [V, D] row-major).
-//! - q/k rows are permuted for llama.cpp's interleaved RoPE and are un-permuted at load
-//!   (`model::unpermute_rows`).
+//! - q/k rows of `llama` files are permuted for llama.cpp's interleaved RoPE and are
+//!   un-permuted at load (`model::unpermute_rows`); `qwen2` files are not permuted.
+//! - Llama 3 RoPE scaling is the tensor `rope_freqs.weight` (per-frequency divisors), read with
+//!   the header into `Config::rope_scaling`.
 //! - `Weights::dtype` is F16 (or BF16) only when every matrix was stored in that type, and F32
 //!   otherwise (`model::plan`).
 
@@ -22,7 +24,7 @@ mod value;
 pub mod writer;
 
 pub use header::{GgmlType, GgufFile, TensorInfo, DEFAULT_ALIGNMENT};
-pub use model::{config_from_gguf, tensor_name, PLT_KEYS, unpermute_qk, unpermute_rows};
+pub use model::{config_from_gguf, config_from_gguf_with, read_rope_freqs, tensor_name, ARCHITECTURES, PLT_KEYS, ROPE_FREQS, unpermute_qk, unpermute_rows};
 pub use quant::{dequantize, first_non_finite, NonFinite};
 pub use tokenizer::{GgufTokenizer, END_OF_GENERATION_KEYS, SUPPORTED_PRE_TOKENIZERS};
 pub use value::{value_type, value_type_name, Array, Value};
@@ -64,7 +66,21 @@ fn open_inner<'a>(mut src: Box<dyn ByteSource + 'a>, source: String, cfg: Option
     let (f, rest, at) = GgufFile::read_ahead(src.as_mut())?;
     let cfg = match cfg {
         Some(c) => c,
-        None => config_from_gguf(&f)?,
+        None => {
+            // The RoPE divisors are part of the configuration: read them now, from the bytes
+            // already fetched when they are there (llama.cpp writes them first).
+            let freqs = read_rope_freqs(&f, &mut |offset, buf| {
+                let end = at + rest.len() as u64;
+                if offset >= at && offset + buf.len() as u64 <= end {
+                    let from = (offset - at) as usize;
+                    buf.copy_from_slice(&rest[from..from + buf.len()]);
+                    Ok(())
+                } else {
+                    src.read_at(offset, buf)
+                }
+            })?;
+            config_from_gguf_with(&f, freqs)?
+        }
     };
     let tokenizer = GgufTokenizer::from_gguf(&f, cfg.vocab_size)?;
     let file = FileInfo { name: src.name().to_string(), size: src.size() };

@@ -1,29 +1,69 @@
-//! A llama GGUF as a model: the configuration from `llama.*` metadata (and the PLT fields from
-//! `plt.*`, `PLT_KEYS`), the tensor names
-//! (`blk.{i}.attn_q.weight`, ...) mapped to the model's weights, and llama.cpp's q/k row
-//! permutation undone.
+//! A llama or qwen2 GGUF as a model: the configuration from `llama.*` / `qwen2.*` metadata (and
+//! the PLT fields from `plt.*`, `PLT_KEYS`), the tensor names
+//! (`blk.{i}.attn_q.weight`, ...) mapped to the model's weights, llama.cpp's q/k row
+//! permutation undone, and Llama 3 RoPE scaling from `rope_freqs.weight`.
 //!
-//! llama.cpp's converter permutes the rows of `attn_q` / `attn_k` (and their biases) so that its
-//! interleaved RoPE applies. PLT-SPEC uses rotate_half RoPE, so the loader undoes it per head:
-//! within a head's Dh rows, GGUF row `2j + i` is original row `i*Dh/2 + j` (i in {0, 1},
-//! j < Dh/2). Skipping this gives fluent-looking garbage.
+//! llama.cpp's converter permutes the rows of `attn_q` / `attn_k` (and their biases) of `llama`
+//! files so that its interleaved RoPE applies. PLT-SPEC uses rotate_half RoPE, so the loader
+//! undoes it per head: within a head's Dh rows, GGUF row `2j + i` is original row `i*Dh/2 + j`
+//! (i in {0, 1}, j < Dh/2). Skipping this gives fluent-looking garbage. `qwen2` files are not
+//! permuted (llama.cpp runs them with rotate_half RoPE, its "NEOX" mode) and carry q/k/v biases.
 
 use super::err;
 use super::header::{GgmlType, GgufFile};
 use super::tokenizer::END_OF_GENERATION_KEYS;
 use super::value::Value;
-use crate::config::{Config, Dims};
+use crate::config::{Config, Dims, RopeScaling};
 use crate::error::{Error, Result};
 use crate::load::plan::{plan_tensors, FileInfo, Format, Found, LayerWeight, LoadPlan, WeightId};
 use crate::weights::{DType, Tensor};
 use std::fmt::Write as _;
 
-/// The model configuration from `{arch}.*` metadata (llama only) and the tokenizer.
-pub fn config_from_gguf(f: &GgufFile) -> Result<Config> {
+/// The `general.architecture` values this loader reads.
+pub const ARCHITECTURES: [&str; 2] = ["llama", "qwen2"];
+
+/// The file's `general.architecture`, one of `ARCHITECTURES`.
+pub(crate) fn architecture(f: &GgufFile) -> Result<&str> {
     let arch = f.str_("general.architecture")?.ok_or_else(|| err("metadata `general.architecture` is absent"))?;
-    if arch != "llama" {
-        return Err(err(format!("architecture `{arch}` is not supported (only `llama`)")));
+    if !ARCHITECTURES.contains(&arch) {
+        return Err(err(format!("architecture `{arch}` is not supported (supported: {})", ARCHITECTURES.join(", "))));
     }
+    Ok(arch)
+}
+
+/// The name of llama.cpp's per-frequency RoPE divisors ([Dh/2] F32; how Llama 3.x GGUF files
+/// store their `llama3` RoPE scaling).
+pub const ROPE_FREQS: &str = "rope_freqs.weight";
+
+/// The values of tensor `rope_freqs.weight`, if the file has one, read with `read_at(absolute
+/// offset, buffer)`; an error names the tensor when its type or size is wrong.
+pub fn read_rope_freqs(f: &GgufFile, read_at: &mut dyn FnMut(u64, &mut [u8]) -> Result<()>) -> Result<Option<Vec<f32>>> {
+    let Some(t) = f.tensor(ROPE_FREQS) else { return Ok(None) };
+    if t.dims.len() != 1 || !t.ty.can_dequantize() || t.n_bytes > 1 << 20 {
+        return Err(err(format!(
+            "tensor `{ROPE_FREQS}` must be a vector of floats, got dims {:?} of type {}",
+            t.dims,
+            t.ty.name()
+        )));
+    }
+    let mut bytes = vec![0u8; t.n_bytes as usize];
+    read_at(f.data_offset() + t.offset, &mut bytes).map_err(|e| err(format!("tensor `{ROPE_FREQS}`: {e}")))?;
+    let values = super::quant::dequantize(t.ty, &bytes, t.n_elements as usize).map_err(|e| err(format!("tensor `{ROPE_FREQS}`: {e}")))?;
+    Ok(Some(values))
+}
+
+/// The model configuration from `{arch}.*` metadata (`ARCHITECTURES`) and the tokenizer. A file
+/// whose RoPE scaling is the tensor `rope_freqs.weight` (Llama 3.x) needs
+/// `config_from_gguf_with` (this is an error naming the tensor for it: the scaling cannot be
+/// ignored).
+pub fn config_from_gguf(f: &GgufFile) -> Result<Config> {
+    config_from_gguf_with(f, None)
+}
+
+/// `config_from_gguf`, with the values of tensor `rope_freqs.weight` (`read_rope_freqs`) when
+/// the file has one.
+pub fn config_from_gguf_with(f: &GgufFile, rope_freqs: Option<Vec<f32>>) -> Result<Config> {
+    let arch = architecture(f)?;
     let k = |s: &str| format!("{arch}.{s}");
     let hidden_size = f.req_usize(&k("embedding_length"))?;
     let num_hidden_layers = f.req_usize(&k("block_count"))?;
@@ -85,14 +125,42 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<Config> {
     if let Some(e) = f.usize_(&k("expert_count"))?.filter(|&e| e > 0) {
         return Err(err(format!("metadata `{}` = {e}: mixture-of-experts models are not supported", k("expert_count"))));
     }
-    if let Some(t) = f.str_(&k("rope.scaling.type"))?.filter(|t| *t != "none") {
-        let factor = f.f32_(&k("rope.scaling.factor"))?;
-        if factor.is_some_and(|x| x != 1.0) || factor.is_none() {
-            return Err(err(format!("metadata `{}` = `{t}`: RoPE scaling is not supported", k("rope.scaling.type"))));
+    let mut rope_scaling = match f.str_(&k("rope.scaling.type"))? {
+        None | Some("none") => RopeScaling::None,
+        Some(t) => {
+            let factor = f.f32_(&k("rope.scaling.factor"))?;
+            match (t, factor) {
+                (_, Some(1.0)) => RopeScaling::None,
+                ("linear", Some(factor)) => RopeScaling::Linear { factor },
+                ("linear", None) => return Err(err(format!("metadata `{}` is required by linear RoPE scaling", k("rope.scaling.factor")))),
+                _ => {
+                    return Err(err(format!(
+                        "metadata `{}` = `{t}`: this RoPE scaling is not supported (only `linear`, and Llama 3's as tensor `{ROPE_FREQS}`)",
+                        k("rope.scaling.type")
+                    )))
+                }
+            }
         }
-    }
-    if f.tensor("rope_freqs.weight").is_some() {
-        return Err(err("tensor `rope_freqs.weight` (Llama 3.1 RoPE frequency scaling) is not supported"));
+    };
+    if f.tensor(ROPE_FREQS).is_some() {
+        let Some(d) = rope_freqs else {
+            return Err(err(format!(
+                "tensor `{ROPE_FREQS}` holds this file's RoPE frequency scaling and was not read (`config_from_gguf_with`)"
+            )));
+        };
+        if d.len() != head_dim / 2 {
+            return Err(err(format!("tensor `{ROPE_FREQS}` has {} values; the head size {head_dim} needs {}", d.len(), head_dim / 2)));
+        }
+        if let Some(j) = d.iter().position(|&v| !(v > 0.0 && v.is_finite())) {
+            return Err(err(format!("tensor `{ROPE_FREQS}`: value {j} = {} must be positive and finite", d[j])));
+        }
+        if rope_scaling != RopeScaling::None {
+            return Err(err(format!("both `{}` and tensor `{ROPE_FREQS}` scale RoPE; only one may", k("rope.scaling.type"))));
+        }
+        // All ones: no scaling (written by some converters for unscaled models).
+        if d.iter().any(|&v| v != 1.0) {
+            rope_scaling = RopeScaling::FreqFactors(d);
+        }
     }
     let rms_norm_eps = f.f32_(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5);
     let rope_theta = f.f32_(&k("rope.freq_base"))?.unwrap_or(10000.0);
@@ -138,6 +206,7 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<Config> {
     cfg.head_dim = head_dim;
     cfg.rms_norm_eps = rms_norm_eps;
     cfg.rope_theta = rope_theta;
+    cfg.rope_scaling = rope_scaling;
     cfg.tie_word_embeddings = f.tensor("output.weight").is_none();
     cfg.bos_token_id = bos_token_id;
     cfg.eos_token_ids = eos_token_ids;
@@ -275,7 +344,9 @@ pub(crate) fn plan(f: &GgufFile, cfg: Config, source: String, file: FileInfo) ->
         }
         Ok(Some(Found { storage: t.ty, shape: got, file: 0, offset: f.data_offset() + t.offset, bytes: t.n_bytes }))
     };
-    let tensors = plan_tensors(&source, &cfg, &tensor_name, &mut find, true)?;
+    // llama.cpp permutes the q/k rows of llama files only.
+    let permuted = architecture(f)? == "llama";
+    let tensors = plan_tensors(&source, &cfg, &tensor_name, &mut find, permuted)?;
     // The float type of the matrices that are not kept as blocks (the PLT gate, an F32 vector
     // buffer on the device, does not count): an all-F16 file stays F16 on the device.
     let floats: Vec<GgmlType> = tensors
@@ -295,7 +366,8 @@ pub(crate) fn plan(f: &GgufFile, cfg: Config, source: String, file: FileInfo) ->
     let c = &cfg;
     let _ = writeln!(
         notes,
-        "  model: N={} D={} F={} H={} Hkv={} Dh={} V={} theta={} eps={:e} context={} tied={} weights {}",
+        "  model: {} N={} D={} F={} H={} Hkv={} Dh={} V={} theta={} rope-scaling={} eps={:e} context={} tied={} weights {}",
+        architecture(f)?,
         c.num_hidden_layers,
         c.hidden_size,
         c.intermediate_size,
@@ -304,6 +376,7 @@ pub(crate) fn plan(f: &GgufFile, cfg: Config, source: String, file: FileInfo) ->
         c.head_dim,
         c.vocab_size,
         c.rope_theta,
+        c.rope_scaling.describe(),
         c.rms_norm_eps,
         c.max_position_embeddings,
         c.tie_word_embeddings,

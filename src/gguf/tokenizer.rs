@@ -1,8 +1,10 @@
-//! The tokenizer stored in GGUF metadata (`tokenizer.ggml.model = gpt2`, byte-level BPE) as a
+//! The tokenizer stored in GGUF metadata. `tokenizer.ggml.model = llama` (SentencePiece: Llama 2,
+//! Mistral, TinyLlama) becomes a `crate::tokenizer::spm` vocabulary (tokens, scores, types, byte
+//! fallback, `tokenizer.ggml.add_space_prefix`); `gpt2` (byte-level BPE) becomes a
 //! Hugging Face `tokenizer.json`: the BPE vocabulary and merges, control tokens as special added
 //! tokens, and the pre-tokenizer regexes llama.cpp uses for `tokenizer.ggml.pre` (a Sequence of
 //! Isolated splits, then ByteLevel). Its encodings equal llama.cpp's on llama.cpp's own test
-//! vectors (tests/gguf.rs, `tokenizers_match_llama_cpp_test_vectors`). The special tokens, BOS
+//! vectors (tests/vocab.rs; tests/smollm2.rs for the other pre-tokenizers). The special tokens, BOS
 //! rule and chat template become the `generation_config` / `tokenizer_config` values that
 //! `Tokenizer::for_model` reads, so a GGUF model's tokenizer is set up by the same rules as a
 //! directory's.
@@ -11,6 +13,7 @@ use super::err;
 use super::header::GgufFile;
 use super::value::{Array, Value};
 use crate::error::Result;
+use crate::tokenizer::spm::{SpmVocab, TYPE_NORMAL};
 use crate::tokenizer::TokenizerInputs;
 
 /// Metadata keys of the tokens that end a generation: end of sequence, end of turn, end of message.
@@ -20,8 +23,12 @@ pub const END_OF_GENERATION_KEYS: [&str; 3] =
 /// The tokenizer stored in a GGUF file, as a Hugging Face `tokenizers` JSON.
 #[derive(Clone, Debug)]
 pub struct GgufTokenizer {
-    /// A `tokenizer.json` document that `tokenizers::Tokenizer::from_bytes` accepts.
+    /// A `tokenizer.json` document that `tokenizers::Tokenizer::from_bytes` accepts, or for a
+    /// SentencePiece vocabulary the document of `SpmVocab::to_json` (`plt::tokenizer::Tokenizer`
+    /// reads both).
     pub tokenizer_json: serde_json::Value,
+    /// `tokenizer.ggml.model`: `gpt2` or `llama`.
+    pub model: String,
     /// `tokenizer.chat_template` (Jinja), if present.
     pub chat_template: Option<String>,
     pub bos: Option<u32>,
@@ -112,13 +119,17 @@ fn pre_tokenizer(pre: &str) -> Option<(Vec<&'static str>, bool, bool)> {
 
 impl GgufTokenizer {
     /// Builds the tokenizer from `tokenizer.*` metadata; None when the file has none.
-    /// Supported: `tokenizer.ggml.model = gpt2` (byte-level BPE) with a `tokenizer.ggml.pre` of
-    /// `SUPPORTED_PRE_TOKENIZERS`; any other model or pre-tokenizer (or none) is an error naming it.
+    /// Supported: `tokenizer.ggml.model = llama` (SentencePiece), and `gpt2` (byte-level BPE) with a
+    /// `tokenizer.ggml.pre` of `SUPPORTED_PRE_TOKENIZERS`; any other model or pre-tokenizer (or
+    /// none) is an error naming it.
     pub fn from_gguf(f: &GgufFile, vocab_size: usize) -> Result<Option<GgufTokenizer>> {
         let Some(model) = f.str_("tokenizer.ggml.model")? else { return Ok(None) };
+        if model == "llama" {
+            return sentencepiece(f, vocab_size).map(Some);
+        }
         if model != "gpt2" {
             return Err(err(format!(
-                "metadata `tokenizer.ggml.model` = `{model}` is not supported (only `gpt2`, byte-level BPE)"
+                "metadata `tokenizer.ggml.model` = `{model}` is not supported (supported: `llama`, SentencePiece; `gpt2`, byte-level BPE)"
             )));
         }
         let tokens = match f.get("tokenizer.ggml.tokens") {
@@ -250,6 +261,73 @@ impl GgufTokenizer {
                 "ignore_merges": ignore_merges, "vocab": vocab, "merges": pairs,
             },
         });
-        Ok(Some(GgufTokenizer { tokenizer_json, chat_template, bos, eos, end_of_turn, add_bos: add_bos && bos.is_some() }))
+        Ok(Some(GgufTokenizer {
+            tokenizer_json,
+            model: model.to_string(),
+            chat_template,
+            bos,
+            eos,
+            end_of_turn,
+            add_bos: add_bos && bos.is_some(),
+        }))
     }
+}
+
+/// `tokenizer.ggml.model = llama`: the tokens with their scores and types (absent scores are 0,
+/// absent types normal), BOS added by default, a leading space unless
+/// `tokenizer.ggml.add_space_prefix` is false, and `<unk>` (`tokenizer.ggml.unknown_token_id`,
+/// else id 0 as llama.cpp) for bytes without a byte token.
+fn sentencepiece(f: &GgufFile, vocab_size: usize) -> Result<GgufTokenizer> {
+    let tokens = match f.get("tokenizer.ggml.tokens") {
+        Some(Value::Array(Array::Str(t))) => t.clone(),
+        Some(v) => return Err(err(format!("metadata `tokenizer.ggml.tokens` must be an array of strings, got {}", v.brief()))),
+        None => return Err(err("metadata `tokenizer.ggml.tokens` is absent")),
+    };
+    let n = tokens.len();
+    if n > vocab_size {
+        return Err(err(format!("the tokenizer has {n} tokens but the model's vocabulary is {vocab_size}")));
+    }
+    let scores = match f.get("tokenizer.ggml.scores") {
+        None => vec![0.0; n],
+        Some(Value::Array(Array::F32(s))) if s.len() == n => s.clone(),
+        Some(Value::Array(Array::F64(s))) if s.len() == n => s.iter().map(|&x| x as f32).collect(),
+        Some(v) => return Err(err(format!("metadata `tokenizer.ggml.scores` must be a float array of {n} elements, got {}", v.brief()))),
+    };
+    if let Some(i) = scores.iter().position(|x| x.is_nan()) {
+        return Err(err(format!("metadata `tokenizer.ggml.scores`: score {i} is NaN")));
+    }
+    let types: Vec<i32> = match f.get("tokenizer.ggml.token_type") {
+        None => vec![TYPE_NORMAL; n],
+        Some(Value::Array(a)) if a.len() == n && (0..n).all(|i| a.int_at(i).is_some_and(|t| (0..=6).contains(&t))) => {
+            (0..n).map(|i| a.int_at(i).unwrap_or(1) as i32).collect()
+        }
+        Some(v) => {
+            return Err(err(format!("metadata `tokenizer.ggml.token_type` must be an array of {n} token types (0..=6), got {}", v.brief())))
+        }
+    };
+    let unk = match f.token_("tokenizer.ggml.unknown_token_id", n)? {
+        Some(u) => Some(u),
+        None => (n > 0).then_some(0),
+    };
+    let add_space_prefix = f.bool_("tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
+    let bos = f.token_("tokenizer.ggml.bos_token_id", n)?;
+    let eos = f.token_("tokenizer.ggml.eos_token_id", n)?;
+    let mut end_of_turn = Vec::new();
+    for key in &END_OF_GENERATION_KEYS[1..] {
+        end_of_turn.extend(f.token_(key, n)?);
+    }
+    let add_bos = f.bool_("tokenizer.ggml.add_bos_token")?.unwrap_or(true);
+    let chat_template = f.str_("tokenizer.chat_template")?.map(str::to_string);
+    let vocab = SpmVocab { tokens, scores, types, add_space_prefix, unk };
+    // Checks the byte tokens and the sizes, with the error naming the metadata.
+    crate::tokenizer::spm::Spm::new(vocab.clone()).map_err(|e| err(format!("tokenizer: {e}")))?;
+    Ok(GgufTokenizer {
+        tokenizer_json: vocab.to_json(),
+        model: "llama".into(),
+        chat_template,
+        bos,
+        eos,
+        end_of_turn,
+        add_bos: add_bos && bos.is_some(),
+    })
 }

@@ -9,9 +9,14 @@
 //! spread of `random_weights` (matrices N(0, 1/fan_in), embeddings N(0, 1), norms 1 + 0.1 N(0, 1),
 //! gate weights N(0, 1/fan_in), gate bias N(0, 0.25), q/k/v biases N(0, 0.01)); each tensor draws
 //! from its own stream seeded by the seed and its name.
+//!
+//! RoPE scaling is written as llama.cpp writes it: `linear` as `{arch}.rope.scaling.*` keys,
+//! Llama 3's (and any per-frequency scaling) as tensor `rope_freqs.weight` (F32 divisors, first
+//! in the file). The architecture is `llama` (`write_gguf_to`) or `qwen2`
+//! (`write_gguf_arch_to`: `qwen2.*` keys, q/k rows as they are).
 
 use super::fnv1a;
-use crate::config::{Config, GateMode, Looping};
+use crate::config::{rope_inv_freq, Config, GateMode, Looping, RopeScaling};
 use crate::error::{Error, Result};
 use crate::gguf::writer::{random_blocks, GgufWriter, TensorDecl};
 use crate::gguf::{tensor_name, Array, GgmlType, Value};
@@ -58,6 +63,21 @@ struct Planned {
     decl: TensorDecl,
     std: f32,
     offset: f32,
+    /// Fixed F32 values instead of random ones (`rope_freqs.weight`).
+    values: Option<Vec<f32>>,
+}
+
+/// The per-frequency RoPE divisors that stand for `cfg`'s scaling in a GGUF file (None: no
+/// scaling, or one written as metadata keys).
+pub fn rope_freq_factors(cfg: &Config) -> Option<Vec<f32>> {
+    match &cfg.rope_scaling {
+        RopeScaling::None | RopeScaling::Linear { .. } => None,
+        RopeScaling::FreqFactors(d) => Some(d.clone()),
+        RopeScaling::Llama3 { .. } => {
+            let plain = rope_inv_freq(cfg.rope_theta, cfg.head_dim, &RopeScaling::None);
+            Some(plain.iter().zip(cfg.rope_inv_freq()).map(|(p, s)| (p / s) as f32).collect())
+        }
+    }
 }
 
 /// Every tensor of a random `cfg` model, embeddings first, in file order.
@@ -69,7 +89,13 @@ fn plan(cfg: &Config, opts: &GgufInitOptions) -> Vec<Planned> {
         .map(|(w, _)| w)
         .collect();
     ids.sort_by_key(|w| !matches!(w, WeightId::EmbedTokens)); // stable: the rest keep their order
-    ids.into_iter()
+    let freqs = rope_freq_factors(cfg).map(|d| Planned {
+        decl: TensorDecl::new(crate::gguf::ROPE_FREQS.to_string(), &[d.len()], GgmlType::F32),
+        std: 0.0,
+        offset: 0.0,
+        values: Some(d),
+    });
+    freqs.into_iter().chain(ids.into_iter()
         .map(|w| {
             let shape = w.shape(cfg);
             let fan_in = |n: usize| 1.0 / (n as f32).sqrt();
@@ -85,8 +111,8 @@ fn plan(cfg: &Config, opts: &GgufInitOptions) -> Vec<Planned> {
                     _ => (matrix_type(opts.matrix_type, shape[1]), fan_in(shape[1]), 0.0),
                 },
             };
-            Planned { decl: TensorDecl::new(tensor_name(w), &shape, ty), std, offset }
-        })
+            Planned { decl: TensorDecl::new(tensor_name(w), &shape, ty), std, offset, values: None }
+        }))
         .collect()
 }
 
@@ -98,6 +124,12 @@ const SPECIALS: [&str; 3] = ["<unk>", "<s>", "</s>"];
 /// tokenizer of exactly V tokens (the specials, the 256 byte tokens, then filler words `aa`,
 /// `ab`, ..; a vocabulary under 259 keeps the first V of them) with no merges.
 pub fn metadata(cfg: &Config, name: &str) -> Vec<(String, Value)> {
+    metadata_arch(cfg, name, "llama")
+}
+
+/// `metadata` under architecture `arch` (`llama` or `qwen2`: the keys' prefix, and qwen2's
+/// pre-tokenizer).
+pub fn metadata_arch(cfg: &Config, name: &str, arch: &str) -> Vec<(String, Value)> {
     let v = cfg.vocab_size;
     let mut tokens: Vec<String> = SPECIALS.iter().map(|s| s.to_string()).collect();
     tokens.extend(crate::tokenizer::byte_level_alphabet().into_iter().map(|c| c.to_string()));
@@ -110,43 +142,48 @@ pub fn metadata(cfg: &Config, name: &str) -> Vec<(String, Value)> {
     let types: Vec<i32> = (0..v).map(|i| if i < SPECIALS.len() { 3 } else { 1 }).collect();
     let u = |x: usize| Value::U32(x.min(u32::MAX as usize) as u32);
     let s = |x: &str| Value::Str(x.to_string());
-    let mut m: Vec<(&str, Value)> = vec![
-        ("general.architecture", s("llama")),
-        ("general.name", s(name)),
-        ("general.alignment", Value::U32(32)),
-        ("llama.block_count", u(cfg.num_hidden_layers)),
-        ("llama.context_length", u(cfg.max_position_embeddings)),
-        ("llama.embedding_length", u(cfg.hidden_size)),
-        ("llama.feed_forward_length", u(cfg.intermediate_size)),
-        ("llama.attention.head_count", u(cfg.num_attention_heads)),
-        ("llama.attention.head_count_kv", u(cfg.num_key_value_heads)),
-        ("llama.attention.key_length", u(cfg.head_dim)),
-        ("llama.attention.value_length", u(cfg.head_dim)),
-        ("llama.rope.dimension_count", u(cfg.head_dim)),
-        ("llama.rope.freq_base", Value::F32(cfg.rope_theta)),
-        ("llama.attention.layer_norm_rms_epsilon", Value::F32(cfg.rms_norm_eps)),
-        ("llama.vocab_size", u(v)),
-        ("plt.num_loops", u(cfg.num_loops)),
-        ("plt.window_size", Value::Array(Array::U32(vec![cfg.window_left.min(u32::MAX as usize) as u32, 0]))),
-        ("plt.normalize_per_loop", Value::Bool(cfg.normalize_per_loop)),
-        ("plt.emb_scale", Value::F32(cfg.emb_scale)),
-        ("plt.hidden_scale", Value::F32(cfg.hidden_scale)),
-        ("plt.gate_use_hidden_states", Value::Bool(cfg.gate_mode == GateMode::Hidden)),
-        ("plt.loop_mode", s(if cfg.looping == Looping::Vanilla { "vanilla" } else { "parallel" })),
-        ("tokenizer.ggml.model", s("gpt2")),
-        ("tokenizer.ggml.pre", s("gpt-2")),
-        ("tokenizer.ggml.tokens", Value::Array(Array::Str(tokens))),
-        ("tokenizer.ggml.token_type", Value::Array(Array::I32(types))),
-        ("tokenizer.ggml.merges", Value::Array(Array::Str(vec![]))),
-        ("tokenizer.ggml.add_bos_token", Value::Bool(false)),
+    let a = |k: &str| format!("{arch}.{k}");
+    let mut m: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), s(arch)),
+        ("general.name".into(), s(name)),
+        ("general.alignment".into(), Value::U32(32)),
+        (a("block_count"), u(cfg.num_hidden_layers)),
+        (a("context_length"), u(cfg.max_position_embeddings)),
+        (a("embedding_length"), u(cfg.hidden_size)),
+        (a("feed_forward_length"), u(cfg.intermediate_size)),
+        (a("attention.head_count"), u(cfg.num_attention_heads)),
+        (a("attention.head_count_kv"), u(cfg.num_key_value_heads)),
+        (a("attention.key_length"), u(cfg.head_dim)),
+        (a("attention.value_length"), u(cfg.head_dim)),
+        (a("rope.dimension_count"), u(cfg.head_dim)),
+        (a("rope.freq_base"), Value::F32(cfg.rope_theta)),
+        (a("attention.layer_norm_rms_epsilon"), Value::F32(cfg.rms_norm_eps)),
+        (a("vocab_size"), u(v)),
+        ("plt.num_loops".into(), u(cfg.num_loops)),
+        ("plt.window_size".into(), Value::Array(Array::U32(vec![cfg.window_left.min(u32::MAX as usize) as u32, 0]))),
+        ("plt.normalize_per_loop".into(), Value::Bool(cfg.normalize_per_loop)),
+        ("plt.emb_scale".into(), Value::F32(cfg.emb_scale)),
+        ("plt.hidden_scale".into(), Value::F32(cfg.hidden_scale)),
+        ("plt.gate_use_hidden_states".into(), Value::Bool(cfg.gate_mode == GateMode::Hidden)),
+        ("plt.loop_mode".into(), s(if cfg.looping == Looping::Vanilla { "vanilla" } else { "parallel" })),
+        ("tokenizer.ggml.model".into(), s("gpt2")),
+        ("tokenizer.ggml.pre".into(), s(if arch == "qwen2" { "qwen2" } else { "gpt-2" })),
+        ("tokenizer.ggml.tokens".into(), Value::Array(Array::Str(tokens))),
+        ("tokenizer.ggml.token_type".into(), Value::Array(Array::I32(types))),
+        ("tokenizer.ggml.merges".into(), Value::Array(Array::Str(vec![]))),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
     ];
+    if let RopeScaling::Linear { factor } = cfg.rope_scaling {
+        m.push((a("rope.scaling.type"), s("linear")));
+        m.push((a("rope.scaling.factor"), Value::F32(factor)));
+    }
     if let Some(b) = cfg.bos_token_id {
-        m.push(("tokenizer.ggml.bos_token_id", Value::U32(b)));
+        m.push(("tokenizer.ggml.bos_token_id".into(), Value::U32(b)));
     }
     if let Some(&e) = cfg.eos_token_ids.first() {
-        m.push(("tokenizer.ggml.eos_token_id", Value::U32(e)));
+        m.push(("tokenizer.ggml.eos_token_id".into(), Value::U32(e)));
     }
-    m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    m
 }
 
 /// What `write_gguf` wrote.
@@ -160,16 +197,35 @@ pub struct GgufInitReport {
 /// Writes a random `cfg` model as a GGUF file to `out`, tensor by tensor, in pieces of at most
 /// a few MiB. Returns the writer and what was written.
 pub fn write_gguf_to<W: Write>(out: W, cfg: &Config, opts: &GgufInitOptions) -> Result<(W, GgufInitReport)> {
+    write_gguf_arch_to(out, cfg, opts, "llama")
+}
+
+/// `write_gguf_to` under architecture `arch` (`llama` or `qwen2`, `metadata_arch`).
+pub fn write_gguf_arch_to<W: Write>(out: W, cfg: &Config, opts: &GgufInitOptions, arch: &str) -> Result<(W, GgufInitReport)> {
     cfg.validate()?;
+    if !crate::gguf::ARCHITECTURES.contains(&arch) {
+        return Err(Error::Input(format!("architecture `{arch}` is not one of {}", crate::gguf::ARCHITECTURES.join(", "))));
+    }
     if !crate::gguf::writer::RANDOM_TYPES.contains(&opts.matrix_type) {
         return Err(Error::Input(format!("no random {} matrices (expected F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K or Q6_K)", opts.matrix_type.name())));
     }
     let tensors = plan(cfg, opts);
-    let mut w = GgufWriter::new(out, &metadata(cfg, "plt init random model"), tensors.iter().map(|t| t.decl.clone()).collect())?;
+    let mut w = GgufWriter::new(out, &metadata_arch(cfg, "plt init random model", arch), tensors.iter().map(|t| t.decl.clone()).collect())?;
     let bytes = w.file_size();
     let mut by_type: Vec<(GgmlType, usize, u64)> = Vec::new();
     for t in &tensors {
         let (cols, rows) = (t.decl.dims[0] as usize, t.decl.dims.get(1).copied().unwrap_or(1) as usize);
+        if let Some(values) = &t.values {
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            w.write(&bytes)?;
+            let e = by_type.iter().position(|e| e.0 == GgmlType::F32).unwrap_or_else(|| {
+                by_type.push((GgmlType::F32, 0, 0));
+                by_type.len() - 1
+            });
+            by_type[e].1 += 1;
+            by_type[e].2 += bytes.len() as u64;
+            continue;
+        }
         let mut rng = Rng::new(opts.seed ^ fnv1a(&t.decl.name));
         let row_bytes = (t.decl.bytes()? / rows as u64) as usize;
         let step = (PIECE_BYTES / row_bytes.max(1)).max(1);

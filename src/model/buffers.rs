@@ -137,7 +137,7 @@ impl SessionBuffers {
             carry_scratch: gpu.storage("cbuf", f4((l * b + p.max(l * b)) * d))?,
             kv,
             rings: ring,
-            rope_table: gpu.storage_init("rope_table", bytemuck::cast_slice(&rope_table(c.rope_theta, dh, opts.context)))?,
+            rope_table: gpu.storage_init("rope_table", bytemuck::cast_slice(&rope_table(&c.rope_inv_freq(), opts.context)))?,
             timestamps,
         })
     }

@@ -17,6 +17,7 @@ fn small_cfg(loops: usize, mode: Looping) -> Config {
         head_dim: 6,
         rms_norm_eps: 1e-5,
         rope_theta: 10000.0,
+        rope_scaling: crate::config::RopeScaling::None,
         max_position_embeddings: 64,
         tie_word_embeddings: false,
         bos_token_id: None,
