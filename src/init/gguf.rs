@@ -94,23 +94,13 @@ fn plan(cfg: &Config, opts: &GgufInitOptions) -> Vec<Planned> {
 /// config).
 const SPECIALS: [&str; 3] = ["<unk>", "<s>", "</s>"];
 
-/// The metadata of a random `cfg` model: llama keys, the `plt.*` keys, and a byte-level BPE
-/// tokenizer of exactly V tokens (the specials, the 256 byte tokens, then filler words `aa`,
-/// `ab`, ..; a vocabulary under 259 keeps the first V of them) with no merges.
-pub fn metadata(cfg: &Config, name: &str) -> Vec<(String, Value)> {
-    let v = cfg.vocab_size;
-    let mut tokens: Vec<String> = SPECIALS.iter().map(|s| s.to_string()).collect();
-    tokens.extend(crate::tokenizer::byte_level_alphabet().into_iter().map(|c| c.to_string()));
-    let mut k = 26; // shortlex words of two letters and more
-    while tokens.len() < v {
-        tokens.push(super::shortlex_word(k));
-        k += 1;
-    }
-    tokens.truncate(v);
-    let types: Vec<i32> = (0..v).map(|i| if i < SPECIALS.len() { 3 } else { 1 }).collect();
+/// The llama metadata of a `cfg` model (`general.architecture = llama`, `general.name`,
+/// `general.alignment` 32, the `llama.*` hyperparameters) and its `plt.*` keys (PLT-SPEC s1's
+/// `plt_*` fields, `gguf::PLT_KEYS`): what every GGUF file this runtime writes starts with.
+pub fn model_metadata(cfg: &Config, name: &str) -> Vec<(String, Value)> {
     let u = |x: usize| Value::U32(x.min(u32::MAX as usize) as u32);
     let s = |x: &str| Value::Str(x.to_string());
-    let mut m: Vec<(&str, Value)> = vec![
+    let m: Vec<(&str, Value)> = vec![
         ("general.architecture", s("llama")),
         ("general.name", s(name)),
         ("general.alignment", Value::U32(32)),
@@ -125,14 +115,44 @@ pub fn metadata(cfg: &Config, name: &str) -> Vec<(String, Value)> {
         ("llama.rope.dimension_count", u(cfg.head_dim)),
         ("llama.rope.freq_base", Value::F32(cfg.rope_theta)),
         ("llama.attention.layer_norm_rms_epsilon", Value::F32(cfg.rms_norm_eps)),
-        ("llama.vocab_size", u(v)),
-        ("plt.num_loops", u(cfg.num_loops)),
-        ("plt.window_size", Value::Array(Array::U32(vec![cfg.window_left.min(u32::MAX as usize) as u32, 0]))),
-        ("plt.normalize_per_loop", Value::Bool(cfg.normalize_per_loop)),
-        ("plt.emb_scale", Value::F32(cfg.emb_scale)),
-        ("plt.hidden_scale", Value::F32(cfg.hidden_scale)),
-        ("plt.gate_use_hidden_states", Value::Bool(cfg.gate_mode == GateMode::Hidden)),
-        ("plt.loop_mode", s(if cfg.looping == Looping::Vanilla { "vanilla" } else { "parallel" })),
+        ("llama.vocab_size", u(cfg.vocab_size)),
+    ];
+    let mut m: Vec<(String, Value)> = m.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    m.extend(plt_metadata(cfg));
+    m
+}
+
+/// The `plt.*` keys of `cfg` (`gguf::PLT_KEYS`, in that order).
+pub fn plt_metadata(cfg: &Config) -> Vec<(String, Value)> {
+    let values = [
+        Value::U32(cfg.num_loops.min(u32::MAX as usize) as u32),
+        Value::Array(Array::U32(vec![cfg.window_left.min(u32::MAX as usize) as u32, 0])),
+        Value::Bool(cfg.normalize_per_loop),
+        Value::F32(cfg.emb_scale),
+        Value::F32(cfg.hidden_scale),
+        Value::Bool(cfg.gate_mode == GateMode::Hidden),
+        Value::Str(if cfg.looping == Looping::Vanilla { "vanilla" } else { "parallel" }.to_string()),
+    ];
+    crate::gguf::PLT_KEYS.iter().map(|k| k.to_string()).zip(values).collect()
+}
+
+/// The metadata of a random `cfg` model: `model_metadata`, and a byte-level BPE
+/// tokenizer of exactly V tokens (the specials, the 256 byte tokens, then filler words `aa`,
+/// `ab`, ..; a vocabulary under 259 keeps the first V of them) with no merges.
+pub fn metadata(cfg: &Config, name: &str) -> Vec<(String, Value)> {
+    let v = cfg.vocab_size;
+    let mut tokens: Vec<String> = SPECIALS.iter().map(|s| s.to_string()).collect();
+    tokens.extend(crate::tokenizer::byte_level_alphabet().into_iter().map(|c| c.to_string()));
+    let mut k = 26; // shortlex words of two letters and more
+    while tokens.len() < v {
+        tokens.push(super::shortlex_word(k));
+        k += 1;
+    }
+    tokens.truncate(v);
+    let types: Vec<i32> = (0..v).map(|i| if i < SPECIALS.len() { 3 } else { 1 }).collect();
+    let s = |x: &str| Value::Str(x.to_string());
+    let mut m = model_metadata(cfg, name);
+    let tok: Vec<(&str, Value)> = vec![
         ("tokenizer.ggml.model", s("gpt2")),
         ("tokenizer.ggml.pre", s("gpt-2")),
         ("tokenizer.ggml.tokens", Value::Array(Array::Str(tokens))),
@@ -140,13 +160,14 @@ pub fn metadata(cfg: &Config, name: &str) -> Vec<(String, Value)> {
         ("tokenizer.ggml.merges", Value::Array(Array::Str(vec![]))),
         ("tokenizer.ggml.add_bos_token", Value::Bool(false)),
     ];
+    m.extend(tok.into_iter().map(|(k, v)| (k.to_string(), v)));
     if let Some(b) = cfg.bos_token_id {
-        m.push(("tokenizer.ggml.bos_token_id", Value::U32(b)));
+        m.push(("tokenizer.ggml.bos_token_id".into(), Value::U32(b)));
     }
     if let Some(&e) = cfg.eos_token_ids.first() {
-        m.push(("tokenizer.ggml.eos_token_id", Value::U32(e)));
+        m.push(("tokenizer.ggml.eos_token_id".into(), Value::U32(e)));
     }
-    m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    m
 }
 
 /// What `write_gguf` wrote.
