@@ -3,7 +3,7 @@
 //! - F32, F16, BF16: each value rounded to nearest (F16 overflow is an error, not infinity).
 //! - Q8_0: one f16 scale per 32 values, `d = max|x| / 127`, values rounded to nearest.
 //! - Q4_0, Q5_0 (symmetric, `x = d*q`, q in -8..=7 / -16..=15) and Q4_1, Q5_1 (`x = d*q + m`,
-//!   q in 0..=15 / 0..=31): a scale search per block. Candidate grids around the plain
+//!   q in 0..=15 / 0..=31): a scale search per block, errors weighted by `x²`. Candidate grids around the plain
 //!   round-to-nearest one (the value of largest magnitude on the end of the range) are tried;
 //!   for each, the block's values are rounded on that grid, the scale (and offset) are refitted
 //!   by least squares to those integers, and the candidate of smallest squared error wins. The
@@ -209,7 +209,7 @@ fn affine_scale(x: &[f32], w: &[f32], n: i32, min_le_zero: bool, search: Search)
 
 /// Q4_0 / Q5_0: `x = d * q`, q in `-n..=n-1`, stored as `q + n`.
 fn q_0(x: &[f32], o: &mut [u8], n: i32, search: Search) {
-    let w = [1f32; 32];
+    let w = block_weights(x);
     let d = f16_round(symmetric_scale(x, &w, n, search));
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     let mut q = [0u8; 32];
@@ -222,7 +222,7 @@ fn q_0(x: &[f32], o: &mut [u8], n: i32, search: Search) {
 
 /// Q4_1 / Q5_1: `x = d * q + m`, q in `0..=n`.
 fn q_1(x: &[f32], o: &mut [u8], n: i32, search: Search) {
-    let w = [1f32; 32];
+    let w = block_weights(x);
     let (d, m) = affine_scale(x, &w, n, false, search);
     let (d, m) = (f16_round(d), f16_round(m));
     let id = if d > 0.0 { 1.0 / d } else { 0.0 };
@@ -248,6 +248,11 @@ fn pack_32(q: &[u8; 32], o: &mut [u8], five: bool) {
     for j in 0..16 {
         qs[j] = (q[j] & 0xF) | ((q[j + 16] & 0xF) << 4);
     }
+}
+
+/// Importance weights of a 32-value block: `x²` (the largest values are kept most exactly).
+fn block_weights(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|v| v * v).collect()
 }
 
 /// Importance weights of a super-block: `rms + |x|`.
@@ -415,19 +420,24 @@ mod tests {
             (GgmlType::BF16, 4e-3),
             (GgmlType::Q8_0, 0.0065),
             (GgmlType::Q6_K, 0.022),
-            (GgmlType::Q5_1, 0.04),
-            (GgmlType::Q5_0, 0.045),
+            (GgmlType::Q5_1, 0.042),
+            (GgmlType::Q5_0, 0.046),
             (GgmlType::Q5_K, 0.042),
-            (GgmlType::Q4_1, 0.08),
+            (GgmlType::Q4_1, 0.083),
             (GgmlType::Q4_0, 0.09),
             (GgmlType::Q4_K, 0.08),
         ] {
             let e = rel_rms(ty, Search::Best, seed);
             assert!(e < bound, "{}: relative RMS error {e} (bound {bound}, seed {seed})", ty.name());
-            if !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0) {
-                let plain = rel_rms(ty, Search::Nearest, seed);
-                assert!(e < plain * 0.97, "{}: search {e} vs nearest {plain} (seed {seed})", ty.name());
-            }
+            // The search beats plain round-to-nearest: the K-quants' by 3% or more in RMS error;
+            // the 32-value blocks', whose search weighs large values more (`x²`), at all.
+            let gain = match ty {
+                GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => 0.97,
+                GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => 0.995,
+                _ => continue,
+            };
+            let plain = rel_rms(ty, Search::Nearest, seed);
+            assert!(e < plain * gain, "{}: search {e} vs nearest {plain} (seed {seed})", ty.name());
         }
     }
 
