@@ -34,12 +34,13 @@ echo "text: $(wc -c < "$TEXT") bytes, sha256 $(sha256sum "$TEXT" | cut -c1-16)" 
 
 # llama-perplexity's final estimate of FILE.
 llama_ppl() {
-  nice -n 19 "$LLAMA_BIN/llama-perplexity" -m "$1" -f "$TEXT" -c 128 --chunks "$CHUNKS" -t "$THREADS" 2> "$1.ppl.log" >/dev/null || { echo "llama-perplexity failed on $1 (see $1.ppl.log)" >&2; echo "fail"; return; }
-  grep -o 'Final estimate: PPL = [0-9.]*' "$1.ppl.log" | awk '{print $NF}'
+  local log="$WORK/$(basename "$1").ppl.log"
+  nice -n 19 "$LLAMA_BIN/llama-perplexity" -m "$1" -f "$TEXT" -c 128 --chunks "$CHUNKS" -t "$THREADS" 2> "$log" >/dev/null || { echo "llama-perplexity failed on $1 (see $log)" >&2; echo "fail"; return; }
+  grep -o 'Final estimate: PPL = [0-9.]*' "$log" | awk '{print $NF}'
 }
 # plt perplexity of FILE (CPU backend).
 plt_ppl() {
-  nice -n 19 "$PLT" perplexity --model "$1" --file "$TEXT" --context 128 --max-chunks "$PLT_CHUNKS" --backend cpu --threads "$THREADS" 2> "$1.plt.log" \
+  nice -n 19 "$PLT" perplexity --model "$1" --file "$TEXT" --context 128 --max-chunks "$PLT_CHUNKS" --backend cpu --threads "$THREADS" 2> "$WORK/$(basename "$1").plt.log" \
     | grep -o "\"perplexity\":[0-9.]*" | cut -d: -f2 || echo "fail"
 }
 
