@@ -196,7 +196,7 @@ fn affine_scale(x: &[f32], w: &[f32], n: i32, min_le_zero: bool, search: Search)
             m = 0.0;
             d = sy / c;
         }
-        if !(d > 0.0) {
+        if d.is_nan() || d <= 0.0 {
             continue;
         }
         let e = err(d, m);
@@ -327,16 +327,13 @@ fn q6_k(x: &[f32], o: &mut [u8], search: Search) {
     }
     let amax = scales.iter().fold(0f32, |a, s| a.max(s.abs()));
     let d = f16_round(amax / 127.0);
-    let mut sc = [0i8; 16];
-    for j in 0..16 {
-        sc[j] = if d > 0.0 { (scales[j] / d).round().clamp(-127.0, 127.0) as i8 } else { 0 };
-    }
+    let sc: [i8; 16] = std::array::from_fn(|j| if d > 0.0 { (scales[j] / d).round().clamp(-127.0, 127.0) as i8 } else { 0 });
     let mut q = [0u8; 256];
-    for j in 0..16 {
-        let dl = d * sc[j] as f32;
+    for ((q, x), &s) in q.chunks_exact_mut(16).zip(x.chunks_exact(16)).zip(&sc) {
+        let dl = d * s as f32;
         let id = if dl != 0.0 { 1.0 / dl } else { 0.0 };
-        for i in 16 * j..16 * j + 16 {
-            q[i] = ((x[i] * id).round().clamp(-32.0, 31.0) as i32 + 32) as u8;
+        for (q, &v) in q.iter_mut().zip(x) {
+            *q = ((v * id).round().clamp(-32.0, 31.0) as i32 + 32) as u8;
         }
     }
     // Per half of 128 values: ql[64], qh[32]; value l + 32k (k = 0..4) of the half has its low
@@ -353,8 +350,8 @@ fn q6_k(x: &[f32], o: &mut [u8], search: Search) {
             qh[l] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
         }
     }
-    for j in 0..16 {
-        rest[j] = sc[j] as u8;
+    for (r, &s) in rest.iter_mut().zip(&sc) {
+        *r = s as u8;
     }
     rest[16..18].copy_from_slice(&f16_bytes(d));
 }

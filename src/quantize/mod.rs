@@ -155,7 +155,7 @@ impl FileType {
 /// llama.cpp's choice of the layers that get more bits in the _M recipes: the first and last
 /// eighth of `n` layers, and every third layer in between.
 pub fn use_more_bits(i: usize, n: usize) -> bool {
-    i < n / 8 || i >= 7 * n / 8 || (i >= n / 8 && (i - n / 8) % 3 == 2)
+    i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
 }
 
 /// The type of weight `w` (of `cols` values per row) in a `ft` file: (type, the type the rules
