@@ -1,4 +1,4 @@
-//! The `plt` command: generate, chat, perplexity, info, score, init, bench.
+//! The `plt` command: generate, chat, perplexity, info, score, init, quantize, bench.
 
 use clap::{Args, Parser, Subcommand};
 use plt::cpu::{CpuOptions, CpuSession, CpuSessionOptions};
