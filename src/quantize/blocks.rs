@@ -119,8 +119,10 @@ fn q8_0(x: &[f32], o: &mut [u8]) {
     }
 }
 
-/// Candidate offsets of the grid's end (in integer steps) tried by the search.
+/// Candidate offsets of the grid's end (in integer steps) tried by the searches: symmetric
+/// (the largest value's integer) and affine (the range's).
 const STEPS: [f32; 9] = [0.0, -0.4, -0.2, 0.2, 0.4, 0.6, 0.9, 1.3, 1.8];
+const AFFINE_STEPS: [f32; 21] = [0.0, -1.0, -0.9, -0.8, -0.7, -0.6, -0.5, -0.4, -0.3, -0.2, -0.1, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 
 /// The symmetric scale of `x` for integers in `-n..=n-1` (weights `w`): the value of largest
 /// magnitude, `m`, sits on `-n` for the plain grid; candidates put it on `-n + s` for `s` in
@@ -176,7 +178,7 @@ fn affine_scale(x: &[f32], w: &[f32], n: i32, min_le_zero: bool, search: Search)
         }).sum()
     };
     let mut best = (err(plain.0, plain.1), plain);
-    for s in STEPS {
+    for s in AFFINE_STEPS {
         let is = (nf + s) / (hi - lo);
         let (mut a, mut b, mut c, mut sx, mut sy) = (0f32, 0f32, 0f32, 0f32, 0f32);
         for (&v, &wi) in x.iter().zip(w) {
@@ -271,20 +273,61 @@ fn q_k45(x: &[f32], o: &mut [u8], n: i32, search: Search) {
     }
     let max_d = fits.iter().fold(0f32, |a, f| a.max(f.0));
     let max_m = fits.iter().fold(0f32, |a, f| a.max(-f.1));
-    let d = f16_round(max_d / 63.0);
-    let dmin = f16_round(max_m / 63.0);
+    let (mut d, mut dmin) = (f16_round(max_d / 63.0), f16_round(max_m / 63.0));
     let mut sc = [0u8; 8];
     let mut mn = [0u8; 8];
     for j in 0..8 {
         sc[j] = if d > 0.0 { (fits[j].0 / d).round().clamp(0.0, 63.0) as u8 } else { 0 };
         mn[j] = if dmin > 0.0 { (-fits[j].1 / dmin).round().clamp(0.0, 63.0) as u8 } else { 0 };
     }
+    // Values rounded on the stored scales, and their weighted error.
+    let round = |d: f32, dmin: f32, q: &mut [u8; 256]| -> f32 {
+        let mut err = 0f32;
+        for j in 0..8 {
+            let (dl, ml) = (d * sc[j] as f32, dmin * mn[j] as f32);
+            let id = if dl > 0.0 { 1.0 / dl } else { 0.0 };
+            for i in 32 * j..32 * j + 32 {
+                q[i] = ((x[i] + ml) * id).round().clamp(0.0, n as f32) as u8;
+                let e = dl * q[i] as f32 - ml - x[i];
+                err += w[i] * e * e;
+            }
+        }
+        err
+    };
     let mut q = [0u8; 256];
-    for j in 0..8 {
-        let (dl, ml) = (d * sc[j] as f32, dmin * mn[j] as f32);
-        let id = if dl > 0.0 { 1.0 / dl } else { 0.0 };
-        for i in 32 * j..32 * j + 32 {
-            q[i] = ((x[i] + ml) * id).round().clamp(0.0, n as f32) as u8;
+    let mut err = round(d, dmin, &mut q);
+    if search == Search::Best {
+        // Refit the super-block's d and dmin to the integers by weighted least squares
+        // (x ≈ d * a - dmin * b with a = sc*q, b = mn), kept when the error drops.
+        for _ in 0..2 {
+            let (mut aa, mut ab, mut bb, mut ax, mut bx) = (0f32, 0f32, 0f32, 0f32, 0f32);
+            for i in 0..256 {
+                let (a, b) = ((sc[i / 32] as u32 * q[i] as u32) as f32, mn[i / 32] as f32);
+                aa += w[i] * a * a;
+                ab += w[i] * a * b;
+                bb += w[i] * b * b;
+                ax += w[i] * a * x[i];
+                bx += w[i] * b * x[i];
+            }
+            let det = aa * bb - ab * ab;
+            let (nd, nm) = if bb > 0.0 && det > 0.0 {
+                let nd = (ax * bb - ab * bx) / det;
+                (nd, (ab * nd - bx) / bb)
+            } else if aa > 0.0 {
+                (ax / aa, dmin)
+            } else {
+                break;
+            };
+            let (nd, nm) = (f16_round(nd), f16_round(nm));
+            if !(nd.is_finite() && nm.is_finite()) || nd <= 0.0 || nm < 0.0 {
+                break;
+            }
+            let mut nq = [0u8; 256];
+            let ne = round(nd, nm, &mut nq);
+            if ne >= err {
+                break;
+            }
+            (d, dmin, q, err) = (nd, nm, nq, ne);
         }
     }
     o[..2].copy_from_slice(&f16_bytes(d));
@@ -326,14 +369,43 @@ fn q6_k(x: &[f32], o: &mut [u8], search: Search) {
         *s = symmetric_scale(&x[r.clone()], &w[r], 32, search);
     }
     let amax = scales.iter().fold(0f32, |a, s| a.max(s.abs()));
-    let d = f16_round(amax / 127.0);
+    let mut d = f16_round(amax / 127.0);
     let sc: [i8; 16] = std::array::from_fn(|j| if d > 0.0 { (scales[j] / d).round().clamp(-127.0, 127.0) as i8 } else { 0 });
+    let round = |d: f32, q: &mut [u8; 256]| -> f32 {
+        let mut err = 0f32;
+        for (j, &s) in sc.iter().enumerate() {
+            let dl = d * s as f32;
+            let id = if dl != 0.0 { 1.0 / dl } else { 0.0 };
+            for i in 16 * j..16 * j + 16 {
+                let v = (x[i] * id).round().clamp(-32.0, 31.0);
+                q[i] = (v as i32 + 32) as u8;
+                let e = dl * v - x[i];
+                err += w[i] * e * e;
+            }
+        }
+        err
+    };
     let mut q = [0u8; 256];
-    for ((q, x), &s) in q.chunks_exact_mut(16).zip(x.chunks_exact(16)).zip(&sc) {
-        let dl = d * s as f32;
-        let id = if dl != 0.0 { 1.0 / dl } else { 0.0 };
-        for (q, &v) in q.iter_mut().zip(x) {
-            *q = ((v * id).round().clamp(-32.0, 31.0) as i32 + 32) as u8;
+    let mut err = round(d, &mut q);
+    if search == Search::Best {
+        // Refit the super-block's d to the integers (x ≈ d * sc * q), kept when the error drops.
+        for _ in 0..2 {
+            let (mut aa, mut ax) = (0f32, 0f32);
+            for i in 0..256 {
+                let a = sc[i / 16] as f32 * (q[i] as f32 - 32.0);
+                aa += w[i] * a * a;
+                ax += w[i] * a * x[i];
+            }
+            if aa <= 0.0 {
+                break;
+            }
+            let nd = f16_round(ax / aa);
+            let mut nq = [0u8; 256];
+            let ne = round(nd, &mut nq);
+            if !nd.is_finite() || ne >= err {
+                break;
+            }
+            (d, q, err) = (nd, nq, ne);
         }
     }
     // Per half of 128 values: ql[64], qh[32]; value l + 32k (k = 0..4) of the half has its low
