@@ -391,8 +391,9 @@ pub fn quantize(src: &Path, out: &Path, opts: &QuantizeOptions, progress: &mut d
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
+            // The writer's I/O errors name the output.
             return Err(match e {
-                Error::Io { source, .. } => Error::io(out, source),
+                Error::Io { path, source } if path == Path::new("GGUF output") => Error::io(out, source),
                 other => other,
             });
         }
