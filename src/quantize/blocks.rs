@@ -178,6 +178,7 @@ fn affine_scale(x: &[f32], w: &[f32], n: i32, min_le_zero: bool, search: Search)
         }).sum()
     };
     let mut best = (err(plain.0, plain.1), plain);
+    let sxx: f32 = x.iter().zip(w).map(|(&v, &wi)| wi * v * v).sum();
     for s in AFFINE_STEPS {
         let is = (nf + s) / (hi - lo);
         let (mut a, mut b, mut c, mut sx, mut sy) = (0f32, 0f32, 0f32, 0f32, 0f32);
@@ -201,7 +202,8 @@ fn affine_scale(x: &[f32], w: &[f32], n: i32, min_le_zero: bool, search: Search)
         if d.is_nan() || d <= 0.0 {
             continue;
         }
-        let e = err(d, m);
+        // Σw(dq + m - x)² from the sums (an upper bound of the error after rounding again).
+        let e = d * d * c + 2.0 * d * m * b + m * m * a - 2.0 * d * sy - 2.0 * m * sx + sxx;
         if e < best.0 {
             best = (e, (d, m));
         }
