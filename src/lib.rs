@@ -17,6 +17,9 @@ pub mod model;
 // A progress bar on a terminal (stderr): native only.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod progress;
+// `plt quantize` (files and threads): native only.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod quantize;
 pub mod reference;
 pub mod rng;
 pub mod sampling;

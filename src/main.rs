@@ -1,4 +1,4 @@
-//! The `plt` command: generate, chat, perplexity, info, score, init, bench.
+//! The `plt` command: generate, chat, perplexity, info, score, init, quantize, bench.
 
 use clap::{Args, Parser, Subcommand};
 use plt::cpu::{CpuOptions, CpuSession, CpuSessionOptions};
@@ -57,6 +57,8 @@ enum Cmd {
     Score(ScoreArgs),
     /// Write a random model directory (config.json, model.safetensors, tokenizer.json).
     Init(InitArgs),
+    /// Quantise a model (a directory or a GGUF file) into one GGUF file.
+    Quantize(QuantizeArgs),
     /// Measure decode latency and KV memory: PLT fused vs sequential vs non-looped vs vanilla
     /// (`plt bench compare A.json B.json ...` merges reports of different machines).
     #[command(args_conflicts_with_subcommands = true)]
@@ -229,6 +231,28 @@ struct PerplexityArgs {
 }
 
 #[derive(Args)]
+struct QuantizeArgs {
+    /// The model: a directory (config.json, safetensors, tokenizer.json) or a .gguf file.
+    src: PathBuf,
+    /// The GGUF file to write (its name must end in .gguf).
+    out: PathBuf,
+    /// f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k_s, q4_k_m (q4_k), q5_k_s, q5_k_m (q5_k)
+    /// or q6_k.
+    #[arg(long = "type")]
+    ty: String,
+    /// Quantise a source whose matrices are already quantised (the result's quality is bounded
+    /// by the source's).
+    #[arg(long)]
+    allow_requantize: bool,
+    /// Write no tokenizer (for a directory whose tokenizer GGUF cannot hold).
+    #[arg(long)]
+    no_tokenizer: bool,
+    /// Threads (default: the available cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args)]
 struct InfoArgs {
     /// A model directory or a .gguf file (default: the shipped PLT model).
     #[arg(long)]
@@ -369,6 +393,7 @@ fn main() {
         Cmd::Info(a) => info(&model_source(&a.model), &a),
         Cmd::Score(a) => score(a),
         Cmd::Init(a) => init(a),
+        Cmd::Quantize(a) => quantize(a),
         Cmd::Bench(a) => plt::bench::run(&a),
     };
     if let Err(e) = r {
@@ -761,6 +786,29 @@ fn info(src: &ModelSource, a: &InfoArgs) -> Result<()> {
         })),
     });
     println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+    Ok(())
+}
+
+fn quantize(a: QuantizeArgs) -> Result<()> {
+    use plt::quantize::{FileType, QuantizeOptions, Search};
+    let file_type = FileType::parse(&a.ty).ok_or_else(|| {
+        let names: Vec<&str> = FileType::ALL.iter().map(|t| t.name()).collect();
+        Error::Input(format!("--type: expected one of {}, got `{}`", names.join(", "), a.ty))
+    })?;
+    let threads = match a.threads {
+        Some(0) => return Err(Error::Input("--threads must be at least 1".into())),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+    let opts = QuantizeOptions { file_type, threads, allow_requantize: a.allow_requantize, no_tokenizer: a.no_tokenizer, search: Search::Best };
+    let t = Instant::now();
+    let mut bar = Progress::new(1.0, true);
+    let r = plt::quantize::quantize(&a.src, &a.out, &opts, &mut |f| bar.stage("quantising", f))?;
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    let by: Vec<String> = r.by_type().iter().map(|(t, n, b)| format!("{} {n} tensors {b} bytes", t.name())).collect();
+    eprintln!("wrote {} ({}, {} bytes: {}) in {:.1} s", a.out.display(), file_type.name(), r.bytes, by.join(", "), t.elapsed().as_secs_f64());
     Ok(())
 }
 

@@ -404,6 +404,11 @@ impl GgufFile {
         self.file_size
     }
 
+    /// Every metadata entry, in file order.
+    pub fn metadata(&self) -> &[(String, Value)] {
+        &self.metadata
+    }
+
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.keys.get(key).map(|&i| &self.metadata[i].1)
     }

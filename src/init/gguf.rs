@@ -120,6 +120,58 @@ fn plan(cfg: &Config, opts: &GgufInitOptions) -> Vec<Planned> {
 /// config).
 const SPECIALS: [&str; 3] = ["<unk>", "<s>", "</s>"];
 
+/// The model metadata of a `cfg` model under architecture `arch` (`llama` or `qwen2`):
+/// `general.architecture`, `general.name`, `general.alignment` 32, the `{arch}.*`
+/// hyperparameters (and linear RoPE scaling's keys), then its `plt.*` keys (PLT-SPEC s1's
+/// `plt_*` fields, `gguf::PLT_KEYS`): what every GGUF file this runtime writes starts with.
+pub fn model_metadata_arch(cfg: &Config, name: &str, arch: &str) -> Vec<(String, Value)> {
+    let u = |x: usize| Value::U32(x.min(u32::MAX as usize) as u32);
+    let s = |x: &str| Value::Str(x.to_string());
+    let a = |k: &str| format!("{arch}.{k}");
+    let mut m: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), s(arch)),
+        ("general.name".into(), s(name)),
+        ("general.alignment".into(), Value::U32(32)),
+        (a("block_count"), u(cfg.num_hidden_layers)),
+        (a("context_length"), u(cfg.max_position_embeddings)),
+        (a("embedding_length"), u(cfg.hidden_size)),
+        (a("feed_forward_length"), u(cfg.intermediate_size)),
+        (a("attention.head_count"), u(cfg.num_attention_heads)),
+        (a("attention.head_count_kv"), u(cfg.num_key_value_heads)),
+        (a("attention.key_length"), u(cfg.head_dim)),
+        (a("attention.value_length"), u(cfg.head_dim)),
+        (a("rope.dimension_count"), u(cfg.head_dim)),
+        (a("rope.freq_base"), Value::F32(cfg.rope_theta)),
+        (a("attention.layer_norm_rms_epsilon"), Value::F32(cfg.rms_norm_eps)),
+        (a("vocab_size"), u(cfg.vocab_size)),
+    ];
+    m.extend(plt_metadata(cfg));
+    if let RopeScaling::Linear { factor } = cfg.rope_scaling {
+        m.push((a("rope.scaling.type"), s("linear")));
+        m.push((a("rope.scaling.factor"), Value::F32(factor)));
+    }
+    m
+}
+
+/// `model_metadata_arch` of the llama architecture.
+pub fn model_metadata(cfg: &Config, name: &str) -> Vec<(String, Value)> {
+    model_metadata_arch(cfg, name, "llama")
+}
+
+/// The `plt.*` keys of `cfg` (`gguf::PLT_KEYS`, in that order).
+pub fn plt_metadata(cfg: &Config) -> Vec<(String, Value)> {
+    let values = [
+        Value::U32(cfg.num_loops.min(u32::MAX as usize) as u32),
+        Value::Array(Array::U32(vec![cfg.window_left.min(u32::MAX as usize) as u32, 0])),
+        Value::Bool(cfg.normalize_per_loop),
+        Value::F32(cfg.emb_scale),
+        Value::F32(cfg.hidden_scale),
+        Value::Bool(cfg.gate_mode == GateMode::Hidden),
+        Value::Str(if cfg.looping == Looping::Vanilla { "vanilla" } else { "parallel" }.to_string()),
+    ];
+    crate::gguf::PLT_KEYS.iter().map(|k| k.to_string()).zip(values).collect()
+}
+
 /// The metadata of a random `cfg` model: llama keys, the `plt.*` keys, and a byte-level BPE
 /// tokenizer of exactly V tokens (the specials, the 256 byte tokens, then filler words `aa`,
 /// `ab`, ..; a vocabulary under 259 keeps the first V of them) with no merges.
@@ -140,43 +192,17 @@ pub fn metadata_arch(cfg: &Config, name: &str, arch: &str) -> Vec<(String, Value
     }
     tokens.truncate(v);
     let types: Vec<i32> = (0..v).map(|i| if i < SPECIALS.len() { 3 } else { 1 }).collect();
-    let u = |x: usize| Value::U32(x.min(u32::MAX as usize) as u32);
     let s = |x: &str| Value::Str(x.to_string());
-    let a = |k: &str| format!("{arch}.{k}");
-    let mut m: Vec<(String, Value)> = vec![
-        ("general.architecture".into(), s(arch)),
-        ("general.name".into(), s(name)),
-        ("general.alignment".into(), Value::U32(32)),
-        (a("block_count"), u(cfg.num_hidden_layers)),
-        (a("context_length"), u(cfg.max_position_embeddings)),
-        (a("embedding_length"), u(cfg.hidden_size)),
-        (a("feed_forward_length"), u(cfg.intermediate_size)),
-        (a("attention.head_count"), u(cfg.num_attention_heads)),
-        (a("attention.head_count_kv"), u(cfg.num_key_value_heads)),
-        (a("attention.key_length"), u(cfg.head_dim)),
-        (a("attention.value_length"), u(cfg.head_dim)),
-        (a("rope.dimension_count"), u(cfg.head_dim)),
-        (a("rope.freq_base"), Value::F32(cfg.rope_theta)),
-        (a("attention.layer_norm_rms_epsilon"), Value::F32(cfg.rms_norm_eps)),
-        (a("vocab_size"), u(v)),
-        ("plt.num_loops".into(), u(cfg.num_loops)),
-        ("plt.window_size".into(), Value::Array(Array::U32(vec![cfg.window_left.min(u32::MAX as usize) as u32, 0]))),
-        ("plt.normalize_per_loop".into(), Value::Bool(cfg.normalize_per_loop)),
-        ("plt.emb_scale".into(), Value::F32(cfg.emb_scale)),
-        ("plt.hidden_scale".into(), Value::F32(cfg.hidden_scale)),
-        ("plt.gate_use_hidden_states".into(), Value::Bool(cfg.gate_mode == GateMode::Hidden)),
-        ("plt.loop_mode".into(), s(if cfg.looping == Looping::Vanilla { "vanilla" } else { "parallel" })),
-        ("tokenizer.ggml.model".into(), s("gpt2")),
-        ("tokenizer.ggml.pre".into(), s(if arch == "qwen2" { "qwen2" } else { "gpt-2" })),
-        ("tokenizer.ggml.tokens".into(), Value::Array(Array::Str(tokens))),
-        ("tokenizer.ggml.token_type".into(), Value::Array(Array::I32(types))),
-        ("tokenizer.ggml.merges".into(), Value::Array(Array::Str(vec![]))),
-        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
+    let mut m = model_metadata_arch(cfg, name, arch);
+    let tok: Vec<(&str, Value)> = vec![
+        ("tokenizer.ggml.model", s("gpt2")),
+        ("tokenizer.ggml.pre", s(if arch == "qwen2" { "qwen2" } else { "gpt-2" })),
+        ("tokenizer.ggml.tokens", Value::Array(Array::Str(tokens))),
+        ("tokenizer.ggml.token_type", Value::Array(Array::I32(types))),
+        ("tokenizer.ggml.merges", Value::Array(Array::Str(vec![]))),
+        ("tokenizer.ggml.add_bos_token", Value::Bool(false)),
     ];
-    if let RopeScaling::Linear { factor } = cfg.rope_scaling {
-        m.push((a("rope.scaling.type"), s("linear")));
-        m.push((a("rope.scaling.factor"), Value::F32(factor)));
-    }
+    m.extend(tok.into_iter().map(|(k, v)| (k.to_string(), v)));
     if let Some(b) = cfg.bos_token_id {
         m.push(("tokenizer.ggml.bos_token_id".into(), Value::U32(b)));
     }
