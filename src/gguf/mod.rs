@@ -24,7 +24,7 @@ mod value;
 pub mod writer;
 
 pub use header::{GgmlType, GgufFile, TensorInfo, DEFAULT_ALIGNMENT};
-pub use model::{config_from_gguf, config_from_gguf_with, read_rope_freqs, tensor_name, ARCHITECTURES, PLT_KEYS, ROPE_FREQS, unpermute_qk, unpermute_rows};
+pub use model::{config_from_gguf, config_from_gguf_with, read_rope_freqs, tensor_name, ARCHITECTURES, PLT_KEYS, ROPE_FREQS, permute_rows, unpermute_qk, unpermute_rows};
 pub use quant::{dequantize, first_non_finite, NonFinite};
 pub use tokenizer::{GgufTokenizer, END_OF_GENERATION_KEYS, SUPPORTED_PRE_TOKENIZERS};
 pub use value::{value_type, value_type_name, Array, Value};

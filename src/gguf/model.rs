@@ -393,6 +393,18 @@ pub(crate) fn plan(f: &GgufFile, cfg: Config, source: String, file: FileInfo) ->
 /// Rows are moved whole, so `values` may be f32 values or the bytes of quantised block rows
 /// (`row_len` bytes per row).
 pub fn unpermute_rows<T: Copy + Default>(values: &mut [T], row_len: usize, head_rows: usize) {
+    reorder_head_rows(values, row_len, head_rows, false);
+}
+
+/// llama.cpp's q/k row permutation (what its converter applies to llama files), the inverse of
+/// `unpermute_rows`: within each group of `head_rows` rows, original row `i*head_rows/2 + j`
+/// becomes row `2j + i`.
+pub fn permute_rows<T: Copy + Default>(values: &mut [T], row_len: usize, head_rows: usize) {
+    reorder_head_rows(values, row_len, head_rows, true);
+}
+
+/// Moves whole rows between the original order and llama.cpp's (`to_gguf`: into its order).
+fn reorder_head_rows<T: Copy + Default>(values: &mut [T], row_len: usize, head_rows: usize, to_gguf: bool) {
     let (group, half) = (head_rows * row_len, head_rows / 2);
     if group == 0 {
         return;
@@ -402,7 +414,8 @@ pub fn unpermute_rows<T: Copy + Default>(values: &mut [T], row_len: usize, head_
         tmp.copy_from_slice(g);
         for j in 0..half {
             for i in 0..2 {
-                let (src, dst) = (2 * j + i, i * half + j);
+                let (original, file) = (i * half + j, 2 * j + i);
+                let (src, dst) = if to_gguf { (original, file) } else { (file, original) };
                 g[dst * row_len..(dst + 1) * row_len].copy_from_slice(&tmp[src * row_len..(src + 1) * row_len]);
             }
         }

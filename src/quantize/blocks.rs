@@ -30,20 +30,9 @@ pub enum Search {
     Nearest,
 }
 
-/// The types `quantize_row` writes.
-pub const TYPES: [GgmlType; 11] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q8_0,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-];
+/// The types `quantize_row` writes: the block formats the runtime keeps quantised, and floats
+/// (the set `plt::gguf::writer::random_blocks` makes).
+pub const TYPES: [GgmlType; 11] = crate::gguf::writer::RANDOM_TYPES;
 
 fn f16_bytes(x: f32) -> [u8; 2] {
     half::f16::from_f32(x).to_le_bytes()

@@ -201,25 +201,7 @@ impl Fit for (GgmlType, Option<GgmlType>) {
     }
 }
 
-/// Within each group of `head_rows` rows of `row_len` values, original row `i*head_rows/2 + j`
-/// becomes row `2j + i` (i in {0, 1}): llama.cpp's q/k permutation, the inverse of
-/// `gguf::unpermute_rows`.
-pub fn permute_rows<T: Copy + Default>(values: &mut [T], row_len: usize, head_rows: usize) {
-    let (group, half) = (head_rows * row_len, head_rows / 2);
-    if group == 0 {
-        return;
-    }
-    let mut tmp = vec![T::default(); group];
-    for g in values.chunks_exact_mut(group) {
-        tmp.copy_from_slice(g);
-        for j in 0..half {
-            for i in 0..2 {
-                let (src, dst) = (i * half + j, 2 * j + i);
-                g[dst * row_len..(dst + 1) * row_len].copy_from_slice(&tmp[src * row_len..(src + 1) * row_len]);
-            }
-        }
-    }
-}
+pub use crate::gguf::permute_rows;
 
 /// How `quantize` runs.
 #[derive(Clone, Debug)]

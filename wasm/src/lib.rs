@@ -341,8 +341,8 @@ impl Model {
                 prefill_ms: t1 - t0,
                 generated_tokens: n,
                 decode_ms,
-                tokens_per_second: if decode_ms > 0.0 { (n - 1) as f64 / (decode_ms / 1000.0) } else { 0.0 },
-                ms_per_token: if n > 1 { decode_ms / (n - 1) as f64 } else { 0.0 },
+                tokens_per_second: rate(n, decode_ms).0,
+                ms_per_token: rate(n, decode_ms).1,
             };
             gpu_check(&inner.engine)?;
             serde_wasm_bindgen::to_value(&res).map_err(js_err)
@@ -403,8 +403,8 @@ impl Model {
                 prefill_ms: first - t0,
                 generated_tokens: n,
                 decode_ms,
-                tokens_per_second: if decode_ms > 0.0 { (n - 1) as f64 / (decode_ms / 1000.0) } else { 0.0 },
-                ms_per_token: if n > 1 { decode_ms / (n - 1) as f64 } else { 0.0 },
+                tokens_per_second: rate(n, decode_ms).0,
+                ms_per_token: rate(n, decode_ms).1,
             };
             gpu_check(&inner.engine)?;
             serde_wasm_bindgen::to_value(&res).map_err(js_err)
@@ -442,6 +442,16 @@ impl Model {
         if let Ok(mut g) = self.inner.try_borrow_mut() {
             g.take();
         }
+    }
+}
+
+/// Decode tokens per second and ms per token of `n` tokens whose first-to-last took
+/// `decode_ms` (the first token comes with the prefill).
+fn rate(n: usize, decode_ms: f64) -> (f64, f64) {
+    if n > 1 && decode_ms > 0.0 {
+        ((n - 1) as f64 / (decode_ms / 1000.0), decode_ms / (n - 1) as f64)
+    } else {
+        (0.0, 0.0)
     }
 }
 
