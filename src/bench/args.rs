@@ -21,7 +21,8 @@ pub struct BenchArgs {
     /// 2 measured steps.
     #[arg(long)]
     pub quick: bool,
-    /// Model sizes: micro, tiny, small, medium, smollm2-135m, llama-850m, llama-3.2-1b, or `all`
+    /// Model sizes: micro, tiny, small, medium, smollm2-135m, llama-850m, llama-3.2-1b,
+    /// loopcoder-v2, or `all`
     /// (sizes that do not fit the adapter or the memory are skipped with the reason). [default: GPU tiny,small,medium;
     /// software adapter tiny]
     #[arg(long, value_delimiter = ',')]
@@ -184,6 +185,7 @@ pub const PRESETS: &[(&str, [usize; 6], bool)] = &[
     ("smollm2-135m", [32000, 576, 1536, 30, 9, 3], true),
     ("llama-850m", [32000, 2048, 5632, 16, 16, 4], false),
     ("llama-3.2-1b", [128256, 2048, 8192, 16, 32, 8], true),
+    ("loopcoder-v2", [76800, 5120, 27648, 14, 40, 8], false),
 ];
 
 pub fn preset(name: &str) -> Option<Size> {
@@ -197,7 +199,7 @@ pub fn preset(name: &str) -> Option<Size> {
         kv_heads,
         head_dim: hidden / heads,
         tied,
-        rope_theta: if n == "llama-3.2-1b" { 500000.0 } else { crate::config::DEFAULT_ROPE_THETA },
+        rope_theta: if matches!(n, "llama-3.2-1b" | "loopcoder-v2") { 500000.0 } else { crate::config::DEFAULT_ROPE_THETA },
         rope_scaling: if n == "llama-3.2-1b" {
             RopeScaling::Llama3 { factor: 32.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 }
         } else {
@@ -641,5 +643,14 @@ mod tests {
         let mut want = crate::init::preset_config("llama-3.2-1b").unwrap();
         want.window_left = 64;
         assert_eq!(c, want);
+        // The bench's loopcoder-v2 has `plt init --preset loopcoder-v2`'s shape (L = 2).
+        let c = preset("loopcoder-v2").unwrap().config(2, Looping::Plt, 64, 131072).unwrap();
+        let w = crate::init::preset_config("loopcoder-v2").unwrap();
+        let shape = |c: &Config| {
+            (c.vocab_size, c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads, c.head_dim)
+        };
+        assert_eq!(shape(&c), shape(&w));
+        assert_eq!((c.num_loops, c.window_left, c.tie_word_embeddings, c.rope_theta), (w.num_loops, w.window_left, w.tie_word_embeddings, w.rope_theta));
+        assert_eq!(c.num_params(), w.num_params());
     }
 }
