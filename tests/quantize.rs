@@ -250,8 +250,8 @@ fn bad_input_is_a_clear_error() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
-/// SmolLM2-135M-Instruct (Q4_1) requantised to Q8_0 and Q4_K_M still answers the capital of
-/// France greedily on the CPU backend.
+/// SmolLM2-135M-Instruct (Q4_1) requantised to every type (F16 and the block types) still answers
+/// the capital of France greedily on the CPU backend.
 #[test]
 fn smollm2_requantised_still_knows_paris() {
     use plt::cpu::{CpuModel, CpuOptions, CpuSession, CpuSessionOptions};
@@ -259,10 +259,13 @@ fn smollm2_requantised_still_knows_paris() {
     const FRANCE: &str = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
     let src = common::smollm2_gguf();
     let root = tmp("smollm2");
-    for ft in [FileType::Q8_0, FileType::Q4_K_M] {
+    // Every type but the two 32/16-bit float copies of what F16 already shows.
+    for ft in FileType::ALL.into_iter().filter(|&t| t != FileType::F32 && t != FileType::BF16) {
         let out = root.join(format!("{}.gguf", ft.name()));
-        let e = quantize(&src, &out, &opts(ft), &mut |_| {}).unwrap_err().to_string();
-        assert!(e.contains("--allow-requantize"), "{e}");
+        if ft == FileType::Q8_0 {
+            let e = quantize(&src, &out, &opts(ft), &mut |_| {}).unwrap_err().to_string();
+            assert!(e.contains("--allow-requantize"), "{e}");
+        }
         let t0 = std::time::Instant::now();
         let r = quantize(&src, &out, &QuantizeOptions { allow_requantize: true, ..opts(ft) }, &mut |_| {}).unwrap();
         eprintln!("{}: {:.1} s, {} bytes, {:?}", ft.name(), t0.elapsed().as_secs_f64(), r.bytes, r.by_type());
@@ -278,6 +281,7 @@ fn smollm2_requantised_still_knows_paris() {
         }
         let text = tk.decode(&out_ids, false).unwrap();
         assert!(text.contains("Paris"), "{}: {text:?}", ft.name());
+        std::fs::remove_file(&out).unwrap();
     }
     std::fs::remove_dir_all(&root).unwrap();
 }
