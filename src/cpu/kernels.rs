@@ -13,11 +13,14 @@
 //!   (x_i = dx * p_i) is exact integer arithmetic plus two scalar terms:
 //!   `sum_h s_h dx (sum_{i in h} q_i p_i - off S_h) + min dx (S_0 + S_1)`, S_h = sum_{i in h} p_i.
 //!   AVX2 forms the integer sums with `maddubs` (unsigned x signed bytes to pairs of i16) and
-//!   `madd` (to i32): lanes 0-3 hold the first 16 products, lanes 4-7 the second.
+//!   `madd` (to i32), AVX-VNNI and AVX512-VNNI with `vpdpbusd` (the same sums in one
+//!   instruction): lanes 0-3 hold the first 16 products, lanes 4-7 the second. A call takes one
+//!   weight row, or two (prefill: each activation block loaded once for both).
 //!
-//! The result of an activation row never depends on the tile it was computed in (each row has
-//! its own accumulators and the same order of operations), so fused and sequential passes, and
-//! any number of threads, give the same numbers.
+//! The result of an activation row never depends on the tile it was computed in, nor on how
+//! many weight rows shared the call (each (weight row, activation row) has its own accumulator
+//! and the same order of operations), so fused and sequential passes, prefill, and any number
+//! of threads give the same numbers.
 
 use crate::gguf::GgmlType;
 
@@ -34,6 +37,10 @@ pub enum Simd {
     /// AVX2 with FMA and F16C, and AVX-VNNI for the int8 dot products (`vpdpbusd`: one
     /// instruction where AVX2 takes two; the same sums).
     Avx2Vnni,
+    /// AVX2 with FMA and F16C, and AVX512-VNNI with AVX512VL for the int8 dot products: the
+    /// same `vpdpbusd` on 256-bit registers, EVEX-encoded (CPUs with AVX-512 but not AVX-VNNI,
+    /// e.g. AMD Zen 4 as some hypervisors report it, Intel Ice Lake and later servers).
+    Avx512Vnni,
 }
 
 impl Simd {
@@ -50,6 +57,9 @@ impl Simd {
                 if cap != "avx2" && is_x86_feature_detected!("avxvnni") {
                     return Simd::Avx2Vnni;
                 }
+                if cap != "avx2" && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+                    return Simd::Avx512Vnni;
+                }
                 return Simd::Avx2;
             }
         }
@@ -64,6 +74,8 @@ impl Simd {
             Simd::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c"),
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2Vnni => Simd::Avx2.available() && is_x86_feature_detected!("avxvnni"),
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512Vnni => Simd::Avx2.available() && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl"),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -74,6 +86,7 @@ impl Simd {
             Simd::Portable => "portable",
             Simd::Avx2 => "avx2+fma+f16c",
             Simd::Avx2Vnni => "avx2+fma+f16c+avx-vnni",
+            Simd::Avx512Vnni => "avx2+fma+f16c+avx512-vnni",
         }
     }
 }
@@ -134,6 +147,10 @@ pub struct QActs {
     /// d times the sum of the q of each block of 32 (the block's sum of values, as the dot
     /// products see them).
     pub sx: Vec<f32>,
+    /// -128 times the sum of each 4 quants (8 per block): with it VNNI multiplies weights
+    /// offset to unsigned (q + 128) by the activations as they are, `vpdpbusd` starting from
+    /// these sums giving the signed dot product exactly.
+    pub nl: Vec<i32>,
 }
 
 impl QActs {
@@ -152,9 +169,11 @@ impl QActs {
         self.d.resize(blocks, 0.0);
         self.s.resize(2 * blocks, 0);
         self.sx.resize(blocks, 0.0);
+        self.nl.resize(8 * blocks, 0);
         // Pieces of 64 blocks (2,048 values), each written by one thread.
         const PIECE: usize = 64;
         let (q, d, s, sx) = (super::model::SyncPtr(self.q.as_mut_ptr()), super::model::SyncPtr(self.d.as_mut_ptr()), super::model::SyncPtr(self.s.as_mut_ptr()), super::model::SyncPtr(self.sx.as_mut_ptr()));
+        let nl = super::model::SyncPtr(self.nl.as_mut_ptr());
         let piece = |p: usize| {
             for b in PIECE * p..(PIECE * (p + 1)).min(blocks) {
                 // Safe: block b's outputs are written by this piece only, inside the lengths set above.
@@ -165,6 +184,9 @@ impl QActs {
                     *s.ptr().add(2 * b) = s0;
                     *s.ptr().add(2 * b + 1) = s1;
                     *sx.ptr().add(b) = db * (s0 + s1) as f32;
+                    for (k, four) in out.chunks_exact(4).enumerate() {
+                        *nl.ptr().add(8 * b + k) = -128 * four.iter().map(|&v| v as i32).sum::<i32>();
+                    }
                 }
             }
         };
@@ -219,7 +241,7 @@ pub fn dot_float(simd: Simd, ty: GgmlType, row: &[u8], cols: usize, x: &[f32], r
     let fmt = float_code(ty);
     match simd {
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2 | Simd::Avx2Vnni => unsafe {
+        Simd::Avx2 | Simd::Avx2Vnni | Simd::Avx512Vnni => unsafe {
             // Safe: these are only chosen when the CPU has AVX2, FMA and F16C.
             match (fmt, n) {
                 (0, 1) => avx2::dot_float::<0, 1>(row, cols, x, r0, out),
@@ -249,27 +271,56 @@ pub fn dot_quant(simd: Simd, ty: GgmlType, row: &[u8], acts: &QActs, r0: usize, 
     let f = quant_code(ty);
     match simd {
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2 | Simd::Avx2Vnni => unsafe {
-            // Safe: as in `dot_float` (and `Avx2Vnni` only where the CPU has AVX-VNNI); every
-            // unit read lies inside `row` (checked above).
-            let vnni = simd == Simd::Avx2Vnni;
+        Simd::Avx2 | Simd::Avx2Vnni | Simd::Avx512Vnni => dot_quant_rows(simd, ty, row, 1, acts, r0, n, false, out),
+        _ => portable::dot_quant(f, row, acts, r0, out),
+    }
+}
+
+/// `out[j * t + i] = W_j . x[r0 + i]` for the `rows` weight rows of `data` (consecutive rows
+/// of `ty`, each `acts.cols` weights) and the `t` (<= TILE) quantised activation rows from
+/// `r0`: a matmul's piece of work in one call. `pairs`: two weight rows per sweep over the
+/// activation blocks (each block loaded once for both; prefill's tiles), else one (decode,
+/// where the weights stream from memory). Every row's result has the same bits either way,
+/// and the same as `dot_quant`'s.
+#[allow(clippy::too_many_arguments)]
+pub fn dot_quant_rows(simd: Simd, ty: GgmlType, data: &[u8], rows: usize, acts: &QActs, r0: usize, t: usize, pairs: bool, out: &mut [f32]) {
+    let cols = acts.cols;
+    let rb = row_bytes(ty, cols);
+    assert!(
+        (1..=TILE).contains(&t) && r0 + t <= acts.rows() && data.len() >= rows * rb && out.len() >= rows * t,
+        "dot_quant_rows: bad shapes"
+    );
+    let f = quant_code(ty);
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 | Simd::Avx2Vnni | Simd::Avx512Vnni => unsafe {
+            // Safe: each variant is chosen only where the CPU has its instructions (`Simd`);
+            // every unit read lies inside `data` and every write inside `out` (checked above).
             macro_rules! by_n {
                 ($f:literal) => {
-                    match (vnni, n) {
-                        (false, 1) => avx2::dot_quant::<$f, 1>(row, acts, r0, out),
-                        (false, 2) => avx2::dot_quant::<$f, 2>(row, acts, r0, out),
-                        (false, 3) => avx2::dot_quant::<$f, 3>(row, acts, r0, out),
-                        (false, _) => avx2::dot_quant::<$f, 4>(row, acts, r0, out),
-                        (true, 1) => avx2::dot_quant_vnni::<$f, 1>(row, acts, r0, out),
-                        (true, 2) => avx2::dot_quant_vnni::<$f, 2>(row, acts, r0, out),
-                        (true, 3) => avx2::dot_quant_vnni::<$f, 3>(row, acts, r0, out),
-                        (true, _) => avx2::dot_quant_vnni::<$f, 4>(row, acts, r0, out),
+                    match (simd, t) {
+                        (Simd::Avx2Vnni, 1) => avx2::rows_vnni::<$f, 1>(data, rb, rows, acts, r0, pairs, out),
+                        (Simd::Avx2Vnni, 2) => avx2::rows_vnni::<$f, 2>(data, rb, rows, acts, r0, pairs, out),
+                        (Simd::Avx2Vnni, 3) => avx2::rows_vnni::<$f, 3>(data, rb, rows, acts, r0, pairs, out),
+                        (Simd::Avx2Vnni, _) => avx2::rows_vnni::<$f, 4>(data, rb, rows, acts, r0, pairs, out),
+                        (Simd::Avx512Vnni, 1) => avx2::rows_vnni512::<$f, 1>(data, rb, rows, acts, r0, pairs, out),
+                        (Simd::Avx512Vnni, 2) => avx2::rows_vnni512::<$f, 2>(data, rb, rows, acts, r0, pairs, out),
+                        (Simd::Avx512Vnni, 3) => avx2::rows_vnni512::<$f, 3>(data, rb, rows, acts, r0, pairs, out),
+                        (Simd::Avx512Vnni, _) => avx2::rows_vnni512::<$f, 4>(data, rb, rows, acts, r0, pairs, out),
+                        (_, 1) => avx2::rows::<$f, 1>(data, rb, rows, acts, r0, pairs, out),
+                        (_, 2) => avx2::rows::<$f, 2>(data, rb, rows, acts, r0, pairs, out),
+                        (_, 3) => avx2::rows::<$f, 3>(data, rb, rows, acts, r0, pairs, out),
+                        (_, _) => avx2::rows::<$f, 4>(data, rb, rows, acts, r0, pairs, out),
                     }
                 };
             }
             by_format!(f, by_n)
         },
-        _ => portable::dot_quant(f, row, acts, r0, out),
+        _ => {
+            for j in 0..rows {
+                portable::dot_quant(f, &data[j * rb..(j + 1) * rb], acts, r0, &mut out[j * t..(j + 1) * t]);
+            }
+        }
     }
 }
 
@@ -287,7 +338,7 @@ pub fn dot_quant_f32(simd: Simd, ty: GgmlType, row: &[u8], cols: usize, x: &[f32
     let f = quant_code(ty);
     match simd {
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2 | Simd::Avx2Vnni => unsafe {
+        Simd::Avx2 | Simd::Avx2Vnni | Simd::Avx512Vnni => unsafe {
             // Safe: as in `dot_float`; every unit read lies inside `row` (whole blocks, checked
             // above) and every activation read inside `x`.
             macro_rules! by_n {
@@ -314,7 +365,7 @@ pub fn dot_f32(simd: Simd, a: &[f32], b: &[f32]) -> f32 {
     match simd {
         #[cfg(target_arch = "x86_64")]
         // Safe: only chosen where the CPU has AVX2 and FMA; reads stay below `n`.
-        Simd::Avx2 | Simd::Avx2Vnni => unsafe { avx2::dot_f32(&a[..n], &b[..n]) },
+        Simd::Avx2 | Simd::Avx2Vnni | Simd::Avx512Vnni => unsafe { avx2::dot_f32(&a[..n], &b[..n]) },
         _ => dot_portable(&a[..n], |i| b[i]),
     }
 }
@@ -341,7 +392,7 @@ pub fn axpy(simd: Simd, w: f32, x: &[f32], y: &mut [f32]) {
     match simd {
         #[cfg(target_arch = "x86_64")]
         // Safe: as in `dot_f32`.
-        Simd::Avx2 | Simd::Avx2Vnni => unsafe { avx2::axpy(w, &x[..n], &mut y[..n]) },
+        Simd::Avx2 | Simd::Avx2Vnni | Simd::Avx512Vnni => unsafe { avx2::axpy(w, &x[..n], &mut y[..n]) },
         _ => {
             for (y, &x) in y[..n].iter_mut().zip(&x[..n]) {
                 *y += w * x;
@@ -357,7 +408,7 @@ pub fn dot_f16(simd: Simd, a: &[f32], b: &[half::f16]) -> f32 {
     match simd {
         #[cfg(target_arch = "x86_64")]
         // Safe: only chosen where the CPU has AVX2, FMA and F16C; reads stay below `n`.
-        Simd::Avx2 | Simd::Avx2Vnni => unsafe { avx2::dot_f16(&a[..n], &b[..n]) },
+        Simd::Avx2 | Simd::Avx2Vnni | Simd::Avx512Vnni => unsafe { avx2::dot_f16(&a[..n], &b[..n]) },
         _ => dot_portable(&a[..n], |i| b[i].to_f32()),
     }
 }
@@ -369,7 +420,7 @@ pub fn axpy_f16(simd: Simd, w: f32, x: &[half::f16], y: &mut [f32]) {
     match simd {
         #[cfg(target_arch = "x86_64")]
         // Safe: as in `dot_f16`.
-        Simd::Avx2 | Simd::Avx2Vnni => unsafe { avx2::axpy_f16(w, &x[..n], &mut y[..n]) },
+        Simd::Avx2 | Simd::Avx2Vnni | Simd::Avx512Vnni => unsafe { avx2::axpy_f16(w, &x[..n], &mut y[..n]) },
         _ => {
             for (y, x) in y[..n].iter_mut().zip(&x[..n]) {
                 *y += w * x.to_f32();
@@ -384,7 +435,7 @@ pub fn sum_f32(simd: Simd, x: &[f32]) -> f32 {
     match simd {
         #[cfg(target_arch = "x86_64")]
         // Safe: only chosen where the CPU has AVX2.
-        Simd::Avx2 | Simd::Avx2Vnni => unsafe { avx2::sum_f32(x) },
+        Simd::Avx2 | Simd::Avx2Vnni | Simd::Avx512Vnni => unsafe { avx2::sum_f32(x) },
         _ => {
             let mut acc = [0f32; 16];
             let c = x.chunks_exact(16);
@@ -418,7 +469,7 @@ pub fn swiglu(simd: Simd, gate: &[f32], up: &[f32], out: &mut [f32]) {
     match simd {
         #[cfg(target_arch = "x86_64")]
         // Safe: only chosen where the CPU has AVX2, FMA and F16C; reads stay below out.len().
-        Simd::Avx2 | Simd::Avx2Vnni => unsafe { avx2::swiglu(gate, up, out) },
+        Simd::Avx2 | Simd::Avx2Vnni | Simd::Avx512Vnni => unsafe { avx2::swiglu(gate, up, out) },
         _ => out.iter_mut().enumerate().for_each(|(j, o)| *o = silu(gate[j]) * up[j]),
     }
 }
@@ -465,7 +516,7 @@ pub fn attend_many<'a, K: Fn(usize, bool) -> KvRow<'a>>(
     match simd {
         #[cfg(target_arch = "x86_64")]
         // Safe: only chosen where the CPU has AVX2, FMA and F16C.
-        Simd::Avx2 | Simd::Avx2Vnni => unsafe { avx2::attend_many(qs, range, kv, outs, scratch) },
+        Simd::Avx2 | Simd::Avx2Vnni | Simd::Avx512Vnni => unsafe { avx2::attend_many(qs, range, kv, outs, scratch) },
         _ => attend_many_with(qs, range, kv, outs, &mut scratch.scores, |q, k| match k {
             KvRow::F32(k) => dot_f32(Simd::Portable, q, k),
             KvRow::F16(k) => dot_f16(Simd::Portable, q, k),
@@ -1263,67 +1314,173 @@ mod avx2 {
     /// How far ahead of the unit being read the weights are prefetched.
     const PREFETCH: usize = 4096;
 
-    /// The body of the quantised dot product; `$dot` forms the eight i32 sums of 32
-    /// unsigned-by-signed byte products (lane k: bytes 4k..4k+3).
+    /// The body of the quantised dot products: `R` (1 or 2) weight rows against `N` activation
+    /// rows, each activation block loaded once for all weight rows (prefill's tiles take two).
+    /// The float operations per (weight row, activation row) do not depend on `R` or `N`:
+    /// units are taken in pairs, `t = cvt(dot_a) * sv_a`, `t = cvt(dot_b) * sv_b + t` (one FMA),
+    /// `acc += t`, and an odd last unit `acc = cvt(dot) * sv + acc`; the integer sums are exact.
+    /// So a row's result is the same bits in any tile (fused, sequential, prefill, any thread
+    /// count). The pairing keeps the loop-carried chain to one add per two units.
+    ///
+    /// `$vnni`: the integer sums with VNNI's `vpdpbusd` (1: AVX-VNNI, 2: AVX512-VNNI; signed
+    /// quants: the weights offset to unsigned, q + 128, times the activations as they are,
+    /// starting from -128 * sum(p) (`QActs::nl`): one instruction per product) or with
+    /// AVX2's `maddubs` + `madd` (0; signed quants: the sign trick, |q| times p with q's sign).
     macro_rules! dot_quant_body {
-        ($row:ident, $acts:ident, $r0:ident, $out:ident, |$a:ident, $p:ident| $dot:expr) => {{
-            let (row, acts, r0, out) = ($row, $acts, $r0, $out);
+        ($rows:ident, $acts:ident, $r0:ident, $outs:ident, $vnni:literal) => {{
+            let (rows, acts, r0, outs) = ($rows, $acts, $r0, $outs);
             let units = acts.cols / 32;
-            // Two accumulators per row (even and odd units) for the products and for the mins.
-            let mut acc = [[_mm256_setzero_ps(); 2]; N];
-            let mut corr = [[0f32; 2]; N];
-            let rp = row.as_ptr();
-            let (qp, dp, sp) = (acts.q.as_ptr(), acts.d.as_ptr(), acts.sx.as_ptr());
-            macro_rules! step {
-                ($u:expr, $k:literal) => {{
-                    let u = $u;
-                    // The weights stream from memory once: ask for them a few units ahead.
-                    _mm_prefetch::<_MM_HINT_T0>(rp.add(UNIT_BYTES[F as usize] * u + PREFETCH) as *const i8);
-                    let (q, scale, min) = unit::<F>(rp, u);
-                    // maddubs wants its first operand unsigned: signed quants give |q| and the
-                    // activations take q's sign.
-                    let aq = if signed(F) { _mm256_sign_epi8(q, q) } else { q };
-                    for o in 0..N {
-                        let b = (r0 + o) * units + u;
-                        let p = _mm256_loadu_si256(qp.add(32 * b) as *const __m256i);
-                        let p = if signed(F) { _mm256_sign_epi8(p, q) } else { p };
-                        let dot = {
-                            let ($a, $p) = (aq, p);
-                            $dot
-                        };
-                        let sv = _mm256_mul_ps(scale, _mm256_broadcast_ss(&*dp.add(b)));
-                        acc[o][$k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), sv, acc[o][$k]);
-                        if !signed(F) {
-                            corr[o][$k] += min * *sp.add(b);
-                        }
+            let mut acc = [[_mm256_setzero_ps(); N]; R];
+            let mut corr = [[0f32; N]; R];
+            let rp: [*const u8; R] = std::array::from_fn(|i| rows[i].as_ptr());
+            let (qp, dp, sp, np) = (acts.q.as_ptr(), acts.d.as_ptr(), acts.sx.as_ptr(), acts.nl.as_ptr());
+            let zero = _mm256_setzero_si256();
+            let ones = _mm256_set1_epi16(1);
+            let bias = _mm256_set1_epi8(-128);
+            let vnni = $vnni != 0;
+            // `vpdpbusd`: src + the sums of each lane's four unsigned-by-signed byte products.
+            macro_rules! dpbusd {
+                ($src:expr, $a:expr, $b:expr) => {
+                    if $vnni == 1 {
+                        _mm256_dpbusd_avx_epi32($src, $a, $b)
+                    } else {
+                        _mm256_dpbusd_epi32($src, $a, $b)
                     }
+                };
+            }
+            // Unit u of every weight row: quants, scale, min, and what every activation row
+            // shares (VNNI signed: q + 128; AVX2 signed: |q|).
+            macro_rules! decode {
+                ($u:expr) => {{
+                    let u = $u;
+                    let mut q = [zero; R];
+                    let mut sc = [_mm256_setzero_ps(); R];
+                    let mut mn = [0f32; R];
+                    let mut pre = [zero; R];
+                    for i in 0..R {
+                        // The weights stream from memory once: ask for them a few units ahead.
+                        _mm_prefetch::<_MM_HINT_T0>(rp[i].add(UNIT_BYTES[F as usize] * u + PREFETCH) as *const i8);
+                        let (qi, si, mi) = unit::<F>(rp[i], u);
+                        q[i] = qi;
+                        sc[i] = si;
+                        mn[i] = mi;
+                        pre[i] = if !signed(F) {
+                            zero
+                        } else if vnni {
+                            _mm256_xor_si256(qi, bias)
+                        } else {
+                            _mm256_sign_epi8(qi, qi)
+                        };
+                    }
+                    (q, sc, mn, pre)
+                }};
+            }
+            // The integer sums of activation block `b` with unit (q, pre) of weight row i.
+            macro_rules! dots {
+                ($b:expr, $q:expr, $pre:expr) => {{
+                    let p = _mm256_loadu_si256(qp.add(32 * $b) as *const __m256i);
+                    let start = if vnni && signed(F) { _mm256_loadu_si256(np.add(8 * $b) as *const __m256i) } else { zero };
+                    let mut d = [zero; R];
+                    for i in 0..R {
+                        d[i] = if vnni {
+                            if signed(F) {
+                                dpbusd!(start, $pre[i], p)
+                            } else {
+                                dpbusd!(zero, $q[i], p)
+                            }
+                        } else if signed(F) {
+                            _mm256_madd_epi16(_mm256_maddubs_epi16($pre[i], _mm256_sign_epi8(p, $q[i])), ones)
+                        } else {
+                            _mm256_madd_epi16(_mm256_maddubs_epi16($q[i], p), ones)
+                        };
+                    }
+                    d
                 }};
             }
             let mut u = 0;
             while u + 2 <= units {
-                step!(u, 0);
-                step!(u + 1, 1);
+                let (qa, sa, ma, pa) = decode!(u);
+                let (qb, sb, mb, pb) = decode!(u + 1);
+                for o in 0..N {
+                    let b = (r0 + o) * units + u;
+                    let da = dots!(b, qa, pa);
+                    let db = dots!(b + 1, qb, pb);
+                    let (xa, xb) = (_mm256_broadcast_ss(&*dp.add(b)), _mm256_broadcast_ss(&*dp.add(b + 1)));
+                    for i in 0..R {
+                        let t = _mm256_mul_ps(_mm256_cvtepi32_ps(da[i]), _mm256_mul_ps(sa[i], xa));
+                        let t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(db[i]), _mm256_mul_ps(sb[i], xb), t);
+                        acc[i][o] = _mm256_add_ps(acc[i][o], t);
+                        if !signed(F) {
+                            corr[i][o] += ma[i] * *sp.add(b) + mb[i] * *sp.add(b + 1);
+                        }
+                    }
+                }
                 u += 2;
             }
             if u < units {
-                step!(u, 0);
+                let (qa, sa, ma, pa) = decode!(u);
+                for o in 0..N {
+                    let b = (r0 + o) * units + u;
+                    let da = dots!(b, qa, pa);
+                    let xa = _mm256_broadcast_ss(&*dp.add(b));
+                    for i in 0..R {
+                        acc[i][o] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(da[i]), _mm256_mul_ps(sa[i], xa), acc[i][o]);
+                        if !signed(F) {
+                            corr[i][o] += ma[i] * *sp.add(b);
+                        }
+                    }
+                }
             }
-            for o in 0..N {
-                out[o] = hsum(_mm256_add_ps(acc[o][0], acc[o][1])) + (corr[o][0] + corr[o][1]);
+            for i in 0..R {
+                for o in 0..N {
+                    outs[i][o] = hsum(acc[i][o]) + corr[i][o];
+                }
             }
         }};
     }
 
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_quant<const F: u8, const N: usize>(row: &[u8], acts: &QActs, r0: usize, out: &mut [f32]) {
-        let ones = _mm256_set1_epi16(1);
-        dot_quant_body!(row, acts, r0, out, |a, p| _mm256_madd_epi16(_mm256_maddubs_epi16(a, p), ones))
+    unsafe fn dot_quant<const F: u8, const R: usize, const N: usize>(rows: [&[u8]; R], acts: &QActs, r0: usize, outs: [&mut [f32]; R]) {
+        dot_quant_body!(rows, acts, r0, outs, 0)
     }
 
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-    pub unsafe fn dot_quant_vnni<const F: u8, const N: usize>(row: &[u8], acts: &QActs, r0: usize, out: &mut [f32]) {
-        dot_quant_body!(row, acts, r0, out, |a, p| _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a, p))
+    unsafe fn dot_quant_vnni<const F: u8, const R: usize, const N: usize>(rows: [&[u8]; R], acts: &QActs, r0: usize, outs: [&mut [f32]; R]) {
+        dot_quant_body!(rows, acts, r0, outs, 1)
     }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    unsafe fn dot_quant_vnni512<const F: u8, const R: usize, const N: usize>(rows: [&[u8]; R], acts: &QActs, r0: usize, outs: [&mut [f32]; R]) {
+        dot_quant_body!(rows, acts, r0, outs, 2)
+    }
+
+    /// A piece of a matmul: `rows` weight rows of `rb` bytes from `data`, pairs of them per
+    /// kernel call when `pairs`, into `out` ([rows, N]).
+    macro_rules! rows_fn {
+        ($name:ident, $kern:ident, $feat:literal) => {
+            #[target_feature(enable = $feat)]
+            pub unsafe fn $name<const F: u8, const N: usize>(data: &[u8], rb: usize, rows: usize, acts: &QActs, r0: usize, pairs: bool, out: &mut [f32]) {
+                let mut w = 0;
+                if pairs {
+                    while w + 2 <= rows {
+                        let (a, b) = out[w * N..(w + 2) * N].split_at_mut(N);
+                        $kern::<F, 2, N>([&data[w * rb..(w + 1) * rb], &data[(w + 1) * rb..(w + 2) * rb]], acts, r0, [a, b]);
+                        w += 2;
+                    }
+                }
+                while w < rows {
+                    $kern::<F, 1, N>([&data[w * rb..(w + 1) * rb]], acts, r0, [&mut out[w * N..(w + 1) * N]]);
+                    w += 1;
+                }
+            }
+        };
+    }
+    rows_fn!(rows, dot_quant, "avx2,fma,f16c");
+    rows_fn!(rows_vnni, dot_quant_vnni, "avx2,fma,f16c,avxvnni");
+    rows_fn!(rows_vnni512, dot_quant_vnni512, "avx2,fma,f16c,avx512vnni,avx512vl");
 
     /// Eight quants (bytes `8 * k..8 * k + 8` of `q`, signed or not) as f32.
     #[inline]
@@ -1411,7 +1568,7 @@ mod tests {
 
     /// Every instruction set this CPU runs.
     fn simds() -> Vec<Simd> {
-        [Simd::Portable, Simd::Avx2, Simd::Avx2Vnni].into_iter().filter(|s| s.available()).collect()
+        [Simd::Portable, Simd::Avx2, Simd::Avx2Vnni, Simd::Avx512Vnni].into_iter().filter(|s| s.available()).collect()
     }
 
     /// Every quantised format against the f64 dot of its dequantised weights with the
@@ -1452,10 +1609,50 @@ mod tests {
                 let e = nmse(got, &want);
                 assert!(e < 1e-10, "{}: {simd:?} and portable differ by nmse {e}", ty.name());
             }
-            // AVX-VNNI forms the same integer sums as AVX2: the same bits.
-            if let (Some(a), Some(v)) = (simds().iter().position(|&s| s == Simd::Avx2), simds().iter().position(|&s| s == Simd::Avx2Vnni)) {
-                let bits = |x: &Vec<f32>| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&per_simd[a]), bits(&per_simd[v]), "{}: AVX-VNNI differs from AVX2", ty.name());
+            // AVX-VNNI and AVX512-VNNI form the same integer sums as AVX2: the same bits.
+            let bits = |x: &Vec<f32>| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            if let Some(a) = simds().iter().position(|&s| s == Simd::Avx2) {
+                for vnni in [Simd::Avx2Vnni, Simd::Avx512Vnni] {
+                    if let Some(v) = simds().iter().position(|&s| s == vnni) {
+                        assert_eq!(bits(&per_simd[a]), bits(&per_simd[v]), "{}: {vnni:?} differs from AVX2", ty.name());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Two weight rows per call give each row the bits of a one-row call, on every format,
+    /// instruction set and tile size (odd activation counts, r0 inside the rows).
+    #[test]
+    fn two_row_quantised_dots_equal_one_row_dots() {
+        let mut rng = Rng::new(17);
+        for ty in QUANTISED {
+            let (cols, rows, w, _, x) = case(ty, 160, 512, 7, &mut rng);
+            let nx = x.len() / cols;
+            let mut acts = QActs::default();
+            acts.quantize(&x, cols);
+            let rb = row_bytes(ty, cols);
+            for simd in simds() {
+                for (a, b) in [(0, 1), (2, 0), (1, 2)] {
+                    assert!(a < rows && b < rows);
+                    let (ra, rb_) = (&w[a * rb..(a + 1) * rb], &w[b * rb..(b + 1) * rb]);
+                    let both: Vec<u8> = [ra, rb_].concat();
+                    for n in 1..=TILE {
+                        for r0 in 0..=nx - n {
+                            let mut o = [f32::NAN; 2 * TILE];
+                            dot_quant_rows(simd, ty, &both, 2, &acts, r0, n, true, &mut o[..2 * n]);
+                            let (o0, o1) = o.split_at(n);
+                            let (mut w0, mut w1) = ([f32::NAN; TILE], [f32::NAN; TILE]);
+                            dot_quant(simd, ty, ra, &acts, r0, &mut w0[..n]);
+                            dot_quant(simd, ty, rb_, &acts, r0, &mut w1[..n]);
+                            for j in 0..n {
+                                assert!(o0[j].is_finite() && o1[j].is_finite(), "{} {simd:?}: not written", ty.name());
+                                assert_eq!(o0[j].to_bits(), w0[j].to_bits(), "{} {simd:?} n {n} r0 {r0}: first row differs", ty.name());
+                                assert_eq!(o1[j].to_bits(), w1[j].to_bits(), "{} {simd:?} n {n} r0 {r0}: second row differs", ty.name());
+                            }
+                        }
+                    }
+                }
             }
         }
     }

@@ -220,6 +220,9 @@ impl CpuModel {
         let simd = self.simd;
         let lines: usize = ahead.iter().map(|a| a.len().div_ceil(64)).sum();
         let pieces = lin.pieces.len();
+        // Prefill (more rows than a tile): two weight rows per call. Decode (B * L rows)
+        // streams the weights from memory, where one row at a time measured faster.
+        let pair = rows > TILE && !exact;
         self.pool.chunks(pieces, &|i| {
             if lines > 0 {
                 prefetch_share(ahead, lines * i / pieces..lines * (i + 1) / pieces);
@@ -227,26 +230,37 @@ impl CpuModel {
             let (part, first, n) = lin.pieces[i];
             let m = &lin.parts[part];
             let float = kernels::is_float(m.ty);
-            let mut tile = [0f32; TILE];
             let rb = m.row_bytes();
+            let store = |wr: usize, r0: usize, tile: &[f32]| {
+                let col = offsets[part] + wr;
+                let b = lin.bias.as_ref().map_or(0.0, |b| b[col]);
+                for (j, &v) in tile.iter().enumerate() {
+                    // Safe: each (row, column) is written by exactly one piece.
+                    unsafe { *out.ptr().add((r0 + j) * o + col) = v + b };
+                }
+            };
             let mut r0 = 0;
             while r0 < rows {
                 let t = TILE.min(rows - r0);
+                if !float && !exact {
+                    // The piece's weight rows in one call: [n, t] results.
+                    let mut res = [0f32; PIECE_ROWS * TILE];
+                    kernels::dot_quant_rows(simd, m.ty, &m.data[first * rb..(first + n) * rb], n, qa, r0, t, pair, &mut res[..n * t]);
+                    for (j, tile) in res[..n * t].chunks_exact(t).enumerate() {
+                        store(first + j, r0, tile);
+                    }
+                    r0 += t;
+                    continue;
+                }
+                let mut tile = [0f32; TILE];
                 for wr in first..first + n {
                     let row = &m.data[wr * rb..(wr + 1) * rb];
                     if float {
                         kernels::dot_float(simd, m.ty, row, k, x, r0, &mut tile[..t]);
-                    } else if exact {
-                        kernels::dot_quant_f32(simd, m.ty, row, k, x, r0, &mut tile[..t]);
                     } else {
-                        kernels::dot_quant(simd, m.ty, row, qa, r0, &mut tile[..t]);
+                        kernels::dot_quant_f32(simd, m.ty, row, k, x, r0, &mut tile[..t]);
                     }
-                    let col = offsets[part] + wr;
-                    let b = lin.bias.as_ref().map_or(0.0, |b| b[col]);
-                    for (j, &v) in tile[..t].iter().enumerate() {
-                        // Safe: each (row, column) is written by exactly one piece.
-                        unsafe { *out.ptr().add((r0 + j) * o + col) = v + b };
-                    }
+                    store(wr, r0, &tile[..t]);
                 }
                 r0 += t;
             }
