@@ -57,7 +57,7 @@ impl Simd {
                 if cap != "avx2" && is_x86_feature_detected!("avxvnni") {
                     return Simd::Avx2Vnni;
                 }
-                if cap != "avx2" && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+                if cap != "avx2" && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
                     return Simd::Avx512Vnni;
                 }
                 return Simd::Avx2;
@@ -75,7 +75,7 @@ impl Simd {
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2Vnni => Simd::Avx2.available() && is_x86_feature_detected!("avxvnni"),
             #[cfg(target_arch = "x86_64")]
-            Simd::Avx512Vnni => Simd::Avx2.available() && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl"),
+            Simd::Avx512Vnni => Simd::Avx2.available() && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl"),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -237,28 +237,50 @@ macro_rules! by_format {
 /// `r0` of `x` ([rows, cols]); `row` holds `cols` values of `ty` (F32, F16 or BF16).
 pub fn dot_float(simd: Simd, ty: GgmlType, row: &[u8], cols: usize, x: &[f32], r0: usize, out: &mut [f32]) {
     let n = out.len();
-    assert!(n <= TILE && row.len() >= row_bytes(ty, cols) && x.len() >= (r0 + n) * cols, "dot_float: bad shapes");
+    assert!(n <= TILE, "dot_float: bad shapes");
+    if n > 0 {
+        dot_float_rows(simd, ty, row, 1, cols, x, r0, n, out);
+    }
+}
+
+/// `out[j * t + i] = W_j . x[r0 + i]` for the `rows` weight rows of `data` (consecutive rows of
+/// `cols` values of `ty`: F32, F16 or BF16) and the `t` (<= TILE) f32 activation rows from
+/// `r0` of `x` ([rows, cols]): a matmul's piece of work in one call. (16-wide AVX-512 FMAs
+/// measured slower here than 8-wide ones while the weights stream from memory.)
+#[allow(clippy::too_many_arguments)]
+pub fn dot_float_rows(simd: Simd, ty: GgmlType, data: &[u8], rows: usize, cols: usize, x: &[f32], r0: usize, t: usize, out: &mut [f32]) {
+    let rb = row_bytes(ty, cols);
+    assert!(
+        (1..=TILE).contains(&t) && data.len() >= rows * rb && x.len() >= (r0 + t) * cols && out.len() >= rows * t,
+        "dot_float_rows: bad shapes"
+    );
     let fmt = float_code(ty);
     match simd {
         #[cfg(target_arch = "x86_64")]
         Simd::Avx2 | Simd::Avx2Vnni | Simd::Avx512Vnni => unsafe {
-            // Safe: these are only chosen when the CPU has AVX2, FMA and F16C.
-            match (fmt, n) {
-                (0, 1) => avx2::dot_float::<0, 1>(row, cols, x, r0, out),
-                (0, 2) => avx2::dot_float::<0, 2>(row, cols, x, r0, out),
-                (0, 3) => avx2::dot_float::<0, 3>(row, cols, x, r0, out),
-                (0, _) => avx2::dot_float::<0, 4>(row, cols, x, r0, out),
-                (1, 1) => avx2::dot_float::<1, 1>(row, cols, x, r0, out),
-                (1, 2) => avx2::dot_float::<1, 2>(row, cols, x, r0, out),
-                (1, 3) => avx2::dot_float::<1, 3>(row, cols, x, r0, out),
-                (1, _) => avx2::dot_float::<1, 4>(row, cols, x, r0, out),
-                (_, 1) => avx2::dot_float::<2, 1>(row, cols, x, r0, out),
-                (_, 2) => avx2::dot_float::<2, 2>(row, cols, x, r0, out),
-                (_, 3) => avx2::dot_float::<2, 3>(row, cols, x, r0, out),
-                (_, _) => avx2::dot_float::<2, 4>(row, cols, x, r0, out),
+            // Safe: each variant is chosen only where the CPU has its instructions (`Simd`);
+            // reads stay inside `data` and `x`, writes inside `out` (checked above).
+            macro_rules! by_n {
+                ($kern:ident, $f:literal) => {
+                    match t {
+                        1 => avx2::$kern::<$f, 1>(data, rb, rows, cols, x, r0, out),
+                        2 => avx2::$kern::<$f, 2>(data, rb, rows, cols, x, r0, out),
+                        3 => avx2::$kern::<$f, 3>(data, rb, rows, cols, x, r0, out),
+                        _ => avx2::$kern::<$f, 4>(data, rb, rows, cols, x, r0, out),
+                    }
+                };
+            }
+            match fmt {
+                0 => by_n!(float_rows, 0),
+                1 => by_n!(float_rows, 1),
+                _ => by_n!(float_rows, 2),
             }
         },
-        _ => portable::dot_float(fmt, row, cols, x, r0, out),
+        _ => {
+            for j in 0..rows {
+                portable::dot_float(fmt, &data[j * rb..(j + 1) * rb], cols, x, r0, &mut out[j * t..(j + 1) * t]);
+            }
+        }
     }
 }
 
@@ -1156,8 +1178,9 @@ mod avx2 {
         }
     }
 
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_float<const F: u8, const N: usize>(row: &[u8], cols: usize, x: &[f32], r0: usize, out: &mut [f32]) {
+    unsafe fn dot_float<const F: u8, const N: usize>(row: &[u8], cols: usize, x: &[f32], r0: usize, out: &mut [f32]) {
         let w = row.as_ptr();
         let xs: [*const f32; N] = std::array::from_fn(|o| x.as_ptr().add((r0 + o) * cols));
         // Four accumulators per row: one FMA each per step, so their latency is hidden.
@@ -1208,6 +1231,21 @@ mod avx2 {
             out[o] = s;
         }
     }
+
+    /// A piece of a float matmul: `rows` weight rows of `rb` bytes from `data` into `out`
+    /// ([rows, N]), one kernel call per row inside one target-feature function.
+    macro_rules! float_rows_fn {
+        ($name:ident, $kern:ident, $feat:literal) => {
+            #[allow(clippy::too_many_arguments)]
+            #[target_feature(enable = $feat)]
+            pub unsafe fn $name<const F: u8, const N: usize>(data: &[u8], rb: usize, rows: usize, cols: usize, x: &[f32], r0: usize, out: &mut [f32]) {
+                for w in 0..rows {
+                    $kern::<F, N>(&data[w * rb..(w + 1) * rb], cols, x, r0, &mut out[w * N..(w + 1) * N]);
+                }
+            }
+        };
+    }
+    float_rows_fn!(float_rows, dot_float, "avx2,fma,f16c");
 
     /// 16 nibbles bytes -> 32 values: low nibbles first (weights 0..15), then high ones.
     #[inline]

@@ -252,14 +252,19 @@ impl CpuModel {
                     r0 += t;
                     continue;
                 }
+                if float {
+                    let mut res = [0f32; PIECE_ROWS * TILE];
+                    kernels::dot_float_rows(simd, m.ty, &m.data[first * rb..(first + n) * rb], n, k, x, r0, t, &mut res[..n * t]);
+                    for (j, tile) in res[..n * t].chunks_exact(t).enumerate() {
+                        store(first + j, r0, tile);
+                    }
+                    r0 += t;
+                    continue;
+                }
                 let mut tile = [0f32; TILE];
                 for wr in first..first + n {
                     let row = &m.data[wr * rb..(wr + 1) * rb];
-                    if float {
-                        kernels::dot_float(simd, m.ty, row, k, x, r0, &mut tile[..t]);
-                    } else {
-                        kernels::dot_quant_f32(simd, m.ty, row, k, x, r0, &mut tile[..t]);
-                    }
+                    kernels::dot_quant_f32(simd, m.ty, row, k, x, r0, &mut tile[..t]);
                     store(wr, r0, &tile[..t]);
                 }
                 r0 += t;
