@@ -79,6 +79,15 @@ impl Error {
             e => e,
         }
     }
+
+    /// A tokenizer error that names the file (or metadata) it came from: `tokenizer: FILE: ...`;
+    /// any other error as it is.
+    pub fn in_file(self, file: &str) -> Self {
+        match self {
+            Error::Tokenizer(m) => Error::Tokenizer(format!("{file}: {m}")),
+            e => e,
+        }
+    }
 }
 
 /// `s` safe to print to a terminal: control characters (escape sequences, carriage returns,

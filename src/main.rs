@@ -420,7 +420,7 @@ fn parse_dtype(s: &str) -> Result<DType> {
 }
 
 fn parse_schedule(s: &str) -> Result<Schedule> {
-    Schedule::parse(s).ok_or_else(|| Error::Input(format!("--schedule: expected fused or sequential, got `{s}`")))
+    Schedule::parse(s).ok_or_else(|| Error::Input(format!("--schedule (or --mode): expected fused or sequential, got `{s}`")))
 }
 
 fn sampler(a: &SampleArgs) -> Result<SamplerConfig> {

@@ -18,6 +18,8 @@ pub mod spm;
 /// tokenizer_config.json. A GGUF file's tokenizer metadata is turned into the same three.
 #[derive(Clone, Debug, Default)]
 pub struct TokenizerInputs {
+    /// Where `json` came from, for errors: `tokenizer.json`, or a GGUF file's metadata.
+    pub source: String,
     pub json: Vec<u8>,
     pub generation_config: Option<serde_json::Value>,
     pub tokenizer_config: Option<serde_json::Value>,
@@ -45,6 +47,7 @@ impl TokenizerInputs {
             TokenizerInputs::parse_json(name, &bytes).map(Some)
         };
         Ok(Some(TokenizerInputs {
+            source: "tokenizer.json".into(),
             json,
             generation_config: read_json("generation_config.json")?,
             tokenizer_config: read_json("tokenizer_config.json")?,
@@ -132,7 +135,7 @@ impl Tokenizer {
 
     pub fn from_file(path: &Path, vocab_size: usize) -> Result<Tokenizer> {
         let bytes = crate::load::source::read_bounded(path, crate::load::source::MAX_TOKENIZER_BYTES)?;
-        Tokenizer::from_bytes(&bytes, vocab_size)
+        Tokenizer::from_bytes(&bytes, vocab_size).map_err(|e| e.in_file(&path.display().to_string()))
     }
 
     /// The tokenizer of a model directory (`TokenizerInputs::from_dir`, `for_model`); `None`
@@ -150,7 +153,7 @@ impl Tokenizer {
     ///
     /// Every special id must be inside the model's vocabulary.
     pub fn for_model(inputs: &TokenizerInputs, cfg: &Config) -> Result<Tokenizer> {
-        let mut t = Tokenizer::from_bytes(&inputs.json, cfg.vocab_size)?;
+        let mut t = Tokenizer::from_bytes(&inputs.json, cfg.vocab_size).map_err(|e| e.in_file(&inputs.source))?;
         t.bos = cfg.bos_token_id;
         t.eos = cfg.eos_token_ids.clone();
         if let Some(g) = &inputs.generation_config {
@@ -174,20 +177,47 @@ impl Tokenizer {
             }
         }
         if let Some(tc) = &inputs.tokenizer_config {
-            if let Some(s) = tc.get("chat_template").and_then(|v| v.as_str()) {
-                t.chat_template = Some(s.to_string());
-            }
-            if let Some(b) = tc.get("add_bos_token").and_then(|v| v.as_bool()) {
-                t.add_bos = b;
-            }
-            let special = |key: &str| {
-                tc.get(key).and_then(|v| v.as_str().or_else(|| v.get("content").and_then(|c| c.as_str())).map(str::to_string))
+            let bad = |field: &str, want: &str, v: &serde_json::Value| {
+                let mut got = v.to_string();
+                if got.len() > 80 {
+                    got = format!("{}...", got.chars().take(60).collect::<String>());
+                }
+                Error::Tokenizer(format!("tokenizer_config.json: field `{field}`: expected {want}, got {got}"))
             };
+            t.chat_template = match tc.get("chat_template") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                // Several named templates: the one named "default", as transformers takes it.
+                Some(v @ serde_json::Value::Array(list)) => {
+                    let named = |e: &serde_json::Value| Some((e.get("name")?.as_str()?.to_string(), e.get("template")?.as_str()?.to_string()));
+                    let list: Vec<(String, String)> =
+                        list.iter().map(named).collect::<Option<_>>().ok_or_else(|| bad("chat_template", "a string or a list of {\"name\", \"template\"} objects", v))?;
+                    let default = list.into_iter().find(|(n, _)| n == "default");
+                    Some(default.ok_or_else(|| bad("chat_template", "a template named \"default\" in the list", v))?.1)
+                }
+                Some(v) => return Err(bad("chat_template", "a string or a list of {\"name\", \"template\"} objects", v)),
+            };
+            match tc.get("add_bos_token") {
+                None | Some(serde_json::Value::Null) => {}
+                Some(serde_json::Value::Bool(b)) => t.add_bos = *b,
+                Some(v) => return Err(bad("add_bos_token", "true or false", v)),
+            }
+            let special = |key: &str| -> Result<Option<String>> {
+                match tc.get(key) {
+                    None | Some(serde_json::Value::Null) => Ok(None),
+                    Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                    Some(v) => match v.get("content") {
+                        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                        _ => Err(bad(key, "a token's text or {\"content\": text}", v)),
+                    },
+                }
+            };
+            let (bos_text, eos_text) = (special("bos_token")?, special("eos_token")?);
             if t.bos.is_none() {
-                t.bos = special("bos_token").and_then(|s| t.inner.token_to_id(&s));
+                t.bos = bos_text.and_then(|s| t.inner.token_to_id(&s));
             }
             if t.eos.is_empty() {
-                t.eos = special("eos_token").and_then(|s| t.inner.token_to_id(&s)).into_iter().collect();
+                t.eos = eos_text.and_then(|s| t.inner.token_to_id(&s)).into_iter().collect();
             }
         }
         for &id in t.bos.iter().chain(&t.eos) {

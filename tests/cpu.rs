@@ -202,3 +202,20 @@ fn bad_input_is_an_error() {
     assert!(CpuSession::new(m.clone(), CpuSessionOptions { context: 0, kv_f16: false }).is_err());
     assert!(CpuSession::new(m, CpuSessionOptions { context: cfg.max_position_embeddings + 1, kv_f16: false }).is_err());
 }
+
+/// Finite weights whose activations leave f32's range (embeddings of 1e18, a final norm weight
+/// of 3e38) give an `Error::NonFinite` naming the position and the token id, as on the GPU.
+#[test]
+fn non_finite_logits_are_non_finite_errors() {
+    let cfg = small_config(2, 2, false, true);
+    let mut w = random_weights(&cfg, &InitOptions { seed: 3, ..Default::default() });
+    w.embed_tokens.data.iter_mut().for_each(|x| *x = x.signum() * 1e18);
+    w.norm.data.iter_mut().for_each(|x| *x = 3e38);
+    let m = model(&cfg, &w, DType::F32, 2);
+    let mut s = session(&m, false);
+    let e = s.prefill_logits(&[1, 2, 3], true).unwrap_err();
+    assert!(matches!(e, plt::Error::NonFinite(_)), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("the logits at position 0 are not finite (token id"), "{msg}");
+    assert!(msg.contains("reset"), "{msg}");
+}

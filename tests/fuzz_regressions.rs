@@ -596,6 +596,7 @@ fn errors_name_the_key_flag_and_value_as_written() {
         (serde_json::json!({"eos_token_id": "</s>"}), "field `eos_token_id`: expected a token id, got \"</s>\""),
     ] {
         let inputs = plt::tokenizer::TokenizerInputs {
+            source: "tokenizer.json".into(),
             json: serde_json::to_vec(&plt::init::tokenizer_json(16)).unwrap(),
             generation_config: Some(g.clone()),
             tokenizer_config: None,
@@ -603,6 +604,29 @@ fn errors_name_the_key_flag_and_value_as_written() {
         let e = Tokenizer::for_model(&inputs, &cfg).err().map(|e| e.to_string()).unwrap_or_else(|| "(accepted)".into());
         assert_eq!(e, format!("generation_config.json: {want}"), "{g}");
     }
+    // tokenizer_config.json: a field of the wrong type is an error naming it (it was ignored),
+    // a list of named templates gives the one named "default", and a tokenizer.json that does
+    // not parse names the file.
+    let tok_inputs = |json: Vec<u8>, tc: Option<serde_json::Value>| plt::tokenizer::TokenizerInputs {
+        source: "tokenizer.json".into(),
+        json,
+        generation_config: None,
+        tokenizer_config: tc,
+    };
+    let tj = || serde_json::to_vec(&plt::init::tokenizer_json(16)).unwrap();
+    for (tc, want) in [
+        (serde_json::json!({"chat_template": 7}), "field `chat_template`: expected a string or a list of {\"name\", \"template\"} objects, got 7"),
+        (serde_json::json!({"chat_template": [{"name": "tool_use", "template": "x"}]}), "field `chat_template`: expected a template named \"default\" in the list, got [{\"name\":\"tool_use\",\"template\":\"x\"}]"),
+        (serde_json::json!({"add_bos_token": "yes"}), "field `add_bos_token`: expected true or false, got \"yes\""),
+        (serde_json::json!({"eos_token": {"text": "</s>"}}), "field `eos_token`: expected a token's text or {\"content\": text}, got {\"text\":\"</s>\"}"),
+    ] {
+        let e = Tokenizer::for_model(&tok_inputs(tj(), Some(tc.clone())), &cfg).err().map(|e| e.to_string()).unwrap_or_else(|| "(accepted)".into());
+        assert_eq!(e, format!("tokenizer: tokenizer_config.json: {want}"), "{tc}");
+    }
+    let named = serde_json::json!({"chat_template": [{"name": "rag", "template": "r"}, {"name": "default", "template": "d"}]});
+    assert_eq!(Tokenizer::for_model(&tok_inputs(tj(), Some(named)), &cfg).unwrap().chat_template.as_deref(), Some("d"));
+    let e = Tokenizer::for_model(&tok_inputs(b"{".to_vec(), None), &cfg).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.starts_with("tokenizer: tokenizer.json: "), "{e}");
     // config.json: the value that is wrong.
     let mut v: serde_json::Value = serde_json::from_slice(&fixed_seed().0).unwrap();
     v["vocab_size"] = 4294967295u64.into();
@@ -1188,6 +1212,7 @@ fn error_table() {
     row(src, "tokenizer.json with a token id 4 000 000 000, vocab_size 64", t(&serde_json::to_vec(&tj).unwrap(), 64));
     let gcfg = Config::from_json_str(&String::from_utf8_lossy(&fixed_seed().0)).unwrap();
     let inputs = plt::tokenizer::TokenizerInputs {
+        source: "tokenizer.json".into(),
         json: serde_json::to_vec(&plt::init::tokenizer_json(16)).unwrap(),
         generation_config: Some(serde_json::json!({"bos_token_id": 4294967296u64})),
         tokenizer_config: None,

@@ -362,11 +362,13 @@ impl CpuSession {
         let mut logits = vec![f32::NAN; rows * v];
         m.matmul(m.head(), &u, rows, &mut logits, &mut self.scratch.qa);
         if let Some(i) = logits.iter().position(|x| !x.is_finite()) {
-            return Err(Error::Input(format!(
-                "the model produced a non-finite logit ({} for token {} at position {}): its weights or activations overflow",
-                logits[i],
-                i % v,
-                self.tokens.len().saturating_sub(rows - i / v)
+            let x = logits[i];
+            let kind = if x.is_nan() { "NaN" } else if x > 0.0 { "+Inf" } else { "-Inf" };
+            return Err(Error::NonFinite(format!(
+                "the logits at position {} are not finite (token id {} is {kind}): the computation left f32's range; the \
+                 sequence's caches may hold non-finite values, so reset it before using it again",
+                self.tokens.len().saturating_sub(rows - i / v),
+                i % v
             )));
         }
         Ok(logits)

@@ -71,6 +71,7 @@ impl GgufTokenizer {
             tokenizer.insert("chat_template".into(), t.clone().into());
         }
         TokenizerInputs {
+            source: "GGUF metadata `tokenizer.ggml.*`".into(),
             json: self.json_bytes(),
             generation_config: Some(generation.into()),
             tokenizer_config: Some(tokenizer.into()),
@@ -195,13 +196,13 @@ impl GgufTokenizer {
             // llama.cpp splits at the first space after the first character.
             let cut = m.char_indices().skip(1).find(|&(_, c)| c == ' ').map(|(p, _)| p);
             let Some(cut) = cut else {
-                return Err(err(format!("tokenizer merge {i} ({m:?}) is not two tokens separated by a space")));
+                return Err(err(format!("metadata `tokenizer.ggml.merges`: merge {i} ({m:?}) is not two tokens separated by a space")));
             };
             let (a, b) = (&m[..cut], &m[cut + 1..]);
             // tokenizers rejects a merge whose parts or result are not tokens; say which.
             for part in [a, b, &format!("{a}{b}")] {
                 if !vocab.contains_key(part) {
-                    return Err(err(format!("tokenizer merge {i} ({m:?}) needs the token {part:?}, which is not in the vocabulary")));
+                    return Err(err(format!("metadata `tokenizer.ggml.merges`: merge {i} ({m:?}) needs the token {part:?}, which is not in the vocabulary")));
                 }
             }
             pairs.push(serde_json::json!([a, b]));

@@ -160,6 +160,7 @@ fn open_as(src: &ModelSource, cfg: Option<Config>) -> Result<OpenModel<'static>>
             let tokenizer = match &m.tokenizer {
                 None => None,
                 Some(t) => Some(TokenizerInputs {
+                    source: "tokenizer.json".into(),
                     json: t.to_vec(),
                     generation_config: json("generation_config.json", &m.generation_config)?,
                     tokenizer_config: json("tokenizer_config.json", &m.tokenizer_config)?,
