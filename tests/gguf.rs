@@ -283,6 +283,14 @@ fn malformed_files_are_errors_naming_the_problem() {
         }
     };
     check("magic", &|g| g.magic = *b"GGML", &["magic"]);
+    // A merge naming a token the vocabulary lacks, or not two tokens: refused at load, naming
+    // the metadata key and the merge.
+    check("merge of a missing token", &|g| {
+        g.set("tokenizer.ggml.merges", str_arr(&["no_such_token x".to_string()]));
+    }, &["`tokenizer.ggml.merges`: merge 0", "no_such_token", "not in the vocabulary"]);
+    check("merge of one token", &|g| {
+        g.set("tokenizer.ggml.merges", str_arr(&["single".to_string()]));
+    }, &["`tokenizer.ggml.merges`: merge 0", "not two tokens"]);
     check("version 1", &|g| g.version = 1, &["version 1"]);
     check("version 4", &|g| g.version = 4, &["version 4"]);
     check("huge tensor count", &|g| g.n_tensors = Some(u64::MAX), &["tensor count"]);
