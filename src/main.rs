@@ -19,7 +19,7 @@ use std::time::Instant;
 
 /// The shipped default model (`models/plt2-shakespeare`), built into the binary so that `plt`
 /// runs wherever it is installed; used when `--model` is not given. Its files are the ones the
-/// directory has (it has no generation_config.json).
+/// directory has.
 fn default_model() -> ModelSource {
     macro_rules! shipped {
         ($name:literal) => {
@@ -31,7 +31,7 @@ fn default_model() -> ModelSource {
         config: shipped!("config.json"),
         safetensors: shipped!("model.safetensors"),
         tokenizer: Some(shipped!("tokenizer.json")),
-        generation_config: None,
+        generation_config: Some(shipped!("generation_config.json")),
         tokenizer_config: Some(shipped!("tokenizer_config.json")),
     })
 }

@@ -307,6 +307,13 @@ test('a 3-turn chat gives the native Chat turns, and regenerate and reset work',
   assert.ok(await page.isVisible('#prompt'));
 });
 
+test('loading, generating and chatting log no console errors', () => {
+  // Everything above ran on `page`: the model's optional files all exist (no 404 probes), and
+  // nothing failed in the page or the worker.
+  const bad = logs.filter((l) => l.startsWith('[console.error]') || l.startsWith('[pageerror]'));
+  assert.deepEqual(bad, [], logs.join('\n'));
+});
+
 test('every bad form value gets a message naming the field', async () => {
   const context = await page.evaluate(() => window.pltDemo.info.context);
   assert.equal(await page.getAttribute('#maxTokens', 'max'), String(context), 'the field takes at most the context');
