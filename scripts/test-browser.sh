@@ -34,7 +34,7 @@ fi
 step "node $(node --version)"
 step "building the wasm"
 scripts/build-wasm.sh
-step "installing playwright-core"
+step "installing playwright-core and typescript"
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 step "running the browser test"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"

@@ -1,0 +1,38 @@
+// Compiled (not run) by types.test.mjs against wasm/www/plt.d.ts: the documented uses of the
+// browser API type-check, and misuses do not.
+import { PltClient, hasWebGPU, modelUrls, type GenerateResult, type ChatResult, type ModelInfo, type PltError } from '../../wasm/www/plt.js';
+
+export async function demo(out: { textContent: string }): Promise<void> {
+  if (!hasWebGPU()) return;
+  const plt = new PltClient();
+  const info: ModelInfo = await plt.load(modelUrls('models/plt2-shakespeare/'), {
+    context: 512,
+    dtype: 'f16',
+    onProgress: (stage: string, f: number) => console.log(stage, f),
+  });
+  const modes: string[] = info.modes;
+  const r: GenerateResult = await plt.generate('To be', { maxTokens: 16, temperature: 0, mode: 'fused', stop: ['\n\n'] }, (piece) => {
+    out.textContent += piece;
+  });
+  const ids: number[] = [...r.promptTokens, ...r.tokens];
+  const c: ChatResult = await plt.chat('Hello', { maxTokens: 8, mode: 'sequential' });
+  const turns = await plt.chatMessages();
+  const first: string = turns[0]?.content ?? '';
+  const back: string | null = await plt.chatUndo();
+  await plt.chatReset('Be brief.');
+  try {
+    await plt.load({ config: new Blob(['{}']), weights: new Uint8Array(8), tokenizer: 'x/tokenizer.json' });
+  } catch (e) {
+    const kept: boolean | undefined = (e as PltError).modelKept;
+    console.log(kept);
+  }
+  // @ts-expect-error: a mode the runtime does not have
+  await plt.generate('x', { mode: 'diagonal' });
+  // @ts-expect-error: chat has no vanilla mode
+  await plt.chat('x', { mode: 'vanilla' });
+  // @ts-expect-error: maxTokens is a number
+  await plt.generate('x', { maxTokens: '8' });
+  console.log(modes, ids, c.dropped, c.finish, first, back, await plt.encode('x'), await plt.adapter());
+  await plt.cancel();
+  plt.terminate();
+}
