@@ -1,7 +1,9 @@
 //! Generates from a prompt and prints the token ids as one JSON object: the native side of the
 //! browser test's cross-backend check (`tests/browser/`), and a minimal use of the text API.
+//! The model loads as the browser loads it (`plt::load::open`, streamed to the GPU: GGUF blocks
+//! kept quantised).
 //!
-//!     cargo run --release --example generate_ids -- --model DIR [--prompt TEXT] [-n N]
+//!     cargo run --release --example generate_ids -- --model DIR|FILE.gguf [--prompt TEXT] [-n N]
 //!         [--seed S] [--temperature T] [--mode fused|sequential|vanilla] [--context C]
 //!         [--chat MESSAGE]... [--system TEXT] [--regenerate]
 //!
@@ -10,7 +12,7 @@
 //! {"adapter", "mode", "turns": [{"tokens", "reply", "restarted", "dropped"}, ...]}, and with
 //! `--regenerate` the last turn taken back and asked again after them (`"regenerated"`).
 
-use plt::generate::{read_model, Chat, Engine, GenerateOptions, TextSession};
+use plt::generate::{Chat, Engine, GenerateOptions, TextSession};
 use plt::gpu::{Gpu, GpuOptions};
 use plt::model::Schedule;
 use plt::sampling::SamplerConfig;
@@ -47,7 +49,8 @@ fn run() -> plt::Result<()> {
         }
     }
     let dir = model.ok_or_else(|| bad("--model"))?;
-    let (mut cfg, weights, tok) = read_model(std::path::Path::new(&dir))?;
+    let src = plt::load::ModelSource::from(std::path::PathBuf::from(&dir));
+    let mut cfg = plt::load::open(&src)?.plan.cfg.clone();
     let schedule = match mode.as_str() {
         "fused" | "parallel" => Schedule::Fused,
         "sequential" => Schedule::Sequential,
@@ -60,7 +63,8 @@ fn run() -> plt::Result<()> {
         m => return Err(plt::Error::Input(format!("--mode: expected fused, sequential or vanilla, got `{m}`"))),
     };
     let gpu = Arc::new(Gpu::new_blocking(&GpuOptions::default())?);
-    let engine = Engine::from_parts(gpu, &cfg, &weights, tok, None, &dir, &mut |_, _| {})?;
+    let model = plt::load::open_with_config(&src, cfg.clone())?;
+    let engine = Engine::from_model(gpu, model, None, &dir, &mut |_, _| {})?;
     let adapter = engine.describe();
     let context = context.min(cfg.max_position_embeddings);
     let mut ts = TextSession::new(Arc::new(engine), context)?;

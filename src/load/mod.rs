@@ -35,6 +35,8 @@ pub enum ModelSource {
     Path(PathBuf),
     /// A model directory's files, in memory.
     Memory(MemoryModel),
+    /// A GGUF file in memory (a browser's fetched or picked file); `name` is for messages.
+    GgufBytes { name: String, bytes: Bytes },
 }
 
 /// The files of a model directory held in memory (a browser's fetched files, the binary's
@@ -55,6 +57,7 @@ impl std::fmt::Display for ModelSource {
         match self {
             ModelSource::Path(p) => write!(f, "{}", p.display()),
             ModelSource::Memory(m) => f.write_str(&m.name),
+            ModelSource::GgufBytes { name, .. } => f.write_str(name),
         }
     }
 }
@@ -133,6 +136,10 @@ pub fn open_with_config(src: &ModelSource, cfg: Config) -> Result<OpenModel<'sta
 
 fn open_as(src: &ModelSource, cfg: Option<Config>) -> Result<OpenModel<'static>> {
     match src {
+        ModelSource::GgufBytes { name, bytes } => {
+            let (model, _) = crate::gguf::open(Box::new(MemorySource::new(name, bytes.clone())), name.clone(), cfg)?;
+            Ok(model)
+        }
         ModelSource::Path(path) => {
             if path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
                 let file = FileSource::open(path)?;

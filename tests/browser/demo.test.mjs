@@ -53,10 +53,10 @@ function hasModel(dir) {
   return ['config.json', 'model.safetensors', 'tokenizer.json'].every((f) => fs.existsSync(path.join(dir, f)));
 }
 
-// The native runtime's greedy ids for `mode`.
-function nativeIds(mode) {
+// The native runtime's greedy ids for `mode` (of the test's model, or `model` under ROOT).
+function nativeIds(mode, { model = modelDir, prompt = PROMPT, n = MAX_TOKENS } = {}) {
   const bin = path.join(BIN, 'examples', 'generate_ids');
-  const args = ['--model', path.join(ROOT, modelDir), '--prompt', PROMPT, '-n', String(MAX_TOKENS), '--seed', String(SEED), '--temperature', '0', '--mode', mode];
+  const args = ['--model', path.join(ROOT, model), '--prompt', prompt, '-n', String(n), '--seed', String(SEED), '--temperature', '0', '--mode', mode];
   const out = execFileSync(bin, args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   return JSON.parse(out.trim().split('\n').pop());
 }
@@ -66,9 +66,9 @@ async function waitState(states, timeout = 180_000) {
   return page.evaluate(() => ({ ...window.pltDemo }));
 }
 
-async function generateInPage(mode) {
-  await page.fill('#prompt', PROMPT);
-  await page.fill('#maxTokens', String(MAX_TOKENS));
+async function generateInPage(mode, { prompt = PROMPT, n = MAX_TOKENS } = {}) {
+  await page.fill('#prompt', prompt);
+  await page.fill('#maxTokens', String(n));
   await page.fill('#temperature', '0');
   await page.fill('#topP', '1');
   // The native side samples with the library's defaults: no top-k, min-p or penalty.
@@ -379,4 +379,29 @@ test('the page loads a model from local files', async () => {
   // The same prompt ids as from the URL (tokenizer_config.json, when there is one, was read).
   const web = await generateInPage('fused');
   assert.deepEqual(web.promptTokens, nativeIds('fused').prompt_tokens);
+});
+
+// SmolLM2-135M-Instruct, a real pretrained model, from its Q4_1 GGUF served beside the page
+// (the file `scripts/fetch-smollm2.sh` fetches; `cargo test` fetches it too): the tokenizer and
+// chat template come from the GGUF metadata, the blocks stay quantised on the device, and the
+// greedy tokens equal the native runtime's loading the same file the same way.
+test('the page loads a GGUF file and gives the native tokens', async () => {
+  const gguf = 'models/smollm2-135m-instruct-q4_1.gguf';
+  execFileSync(path.join(ROOT, 'scripts', 'fetch-smollm2.sh'), [], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+  await page.fill('#modelUrl', `/${gguf}`);
+  await page.click('#loadUrl');
+  await page.waitForFunction(() => window.pltDemo.state !== 'ready', null, { timeout: 10_000 }).catch(() => {});
+  const d = await waitState(['ready', 'load-failed'], 600_000);
+  assert.equal(d.state, 'ready', `${d.error}\n${logs.join('\n')}`);
+  assert.equal(d.info.numLoops, 1);
+  assert.equal(d.info.vocabSize, 49152);
+  const prompt = 'The capital of France is';
+  const n = 4;
+  const native = nativeIds('fused', { model: gguf, prompt, n });
+  const web = await generateInPage('fused', { prompt, n });
+  console.log(`# GGUF: native on ${native.adapter}: ${JSON.stringify(native.tokens)} ${JSON.stringify(native.text)}`);
+  console.log(`# GGUF: browser (${web.tokensPerSecond.toFixed(2)} tok/s, prefill ${web.prefillMs.toFixed(0)} ms): ${JSON.stringify(web.tokens)} ${JSON.stringify(web.text)}`);
+  assert.deepEqual(web.promptTokens, native.prompt_tokens, 'prompt ids');
+  assert.deepEqual(web.tokens, native.tokens, 'greedy ids');
+  assert.match(web.text, /Paris/);
 });

@@ -36,3 +36,12 @@ export async function demo(out: { textContent: string }): Promise<void> {
   await plt.cancel();
   plt.terminate();
 }
+
+export async function gguf(file: File): Promise<number> {
+  const plt = new PltClient();
+  const a = await plt.load({ gguf: 'models/smollm2-135m-instruct-q4_1.gguf' }, { context: 256 });
+  const b = await plt.load({ gguf: file });
+  // @ts-expect-error: a directory needs its tokenizer too
+  await plt.load({ config: 'c.json', weights: 'm.safetensors' });
+  return a.parameters + b.vocabSize;
+}

@@ -198,23 +198,14 @@ pub struct Model {
 #[wasm_bindgen]
 impl Model {
     /// Loads a model from the bytes of config.json, model.safetensors and tokenizer.json.
-    /// `options`: `{context, dtype, source}`; `on_progress(stage, fraction)` is called while
-    /// parsing and uploading. Resolves to a `Model`.
+    /// `options`: `{context, dtype, source, tokenizerConfig, generationConfig}`;
+    /// `on_progress(stage, fraction)` is called while parsing and uploading. Resolves to a
+    /// `Model`.
     pub fn load(config: &[u8], weights: &[u8], tokenizer_json: &[u8], options: JsValue, on_progress: Option<Function>) -> Promise {
         let (config, weights, tok) = (config.to_vec(), weights.to_vec(), tokenizer_json.to_vec());
         future_to_promise(async move {
-            let opts: LoadOpts = if options.is_undefined() || options.is_null() {
-                LoadOpts::default()
-            } else {
-                serde_wasm_bindgen::from_value(options).map_err(js_err)?
-            };
-            let mut progress = |stage: &str, f: f32| {
-                if let Some(cb) = &on_progress {
-                    let _ = cb.call2(&JsValue::NULL, &JsValue::from_str(stage), &JsValue::from_f64(f as f64));
-                }
-            };
-            progress("parsing", 0.0);
-            let source = opts.source.unwrap_or_else(|| "model.safetensors".into());
+            let opts = load_opts(options)?;
+            let source = opts.source.clone().unwrap_or_else(|| "model.safetensors".into());
             // The files as fetched; the tokenizer's special tokens, BOS rule and chat template
             // follow the same rules as a native model directory (`Tokenizer::for_model`).
             let src = ModelSource::Memory(MemoryModel {
@@ -222,29 +213,24 @@ impl Model {
                 config: Bytes::from(config),
                 safetensors: Bytes::from(weights),
                 tokenizer: Some(Bytes::from(tok)),
-                generation_config: opts.generation_config.map(|t| Bytes::from(t.into_bytes())),
-                tokenizer_config: opts.tokenizer_config.map(|t| Bytes::from(t.into_bytes())),
+                generation_config: opts.generation_config.clone().map(|t| Bytes::from(t.into_bytes())),
+                tokenizer_config: opts.tokenizer_config.clone().map(|t| Bytes::from(t.into_bytes())),
             });
-            let model = plt::load::open(&src).map_err(js_err)?;
-            let cfg = model.plan.cfg.clone();
-            let dtype = match opts.dtype.as_deref() {
-                None | Some("") => None,
-                Some(s) => Some(plt::DType::parse(s).ok_or_else(|| js_err(format!("dtype: expected f32 or f16, got `{s}`")))?),
-            };
-            progress("parsing", 1.0);
-            let gpu = Arc::new(Gpu::new(&GpuOptions::default()).await.map_err(js_err)?);
-            let engine = Arc::new(Engine::from_model(gpu.clone(), model, dtype, &source, &mut progress).map_err(js_err)?);
-            gpu.check().map_err(js_err)?;
-            let context = opts.context.unwrap_or(2048).min(cfg.max_position_embeddings).max(2);
-            let session = TextSession::new(engine.clone(), context).map_err(js_err)?;
-            let vanilla_src = cfg.is_plt().then(|| {
-                let mut vc = cfg.clone();
-                vc.looping = Looping::Vanilla;
-                (vc, src)
-            });
-            let info = describe(&engine, context, vanilla_src.is_some());
-            let inner = Inner { engine, session, chat: Chat::new(None), vanilla: None, vanilla_src, dtype, context };
-            Ok(Model { inner: Rc::new(RefCell::new(Some(inner))), cancel: Arc::new(AtomicBool::new(false)), info }.into())
+            Model::from_source(src, source, opts, on_progress).await
+        })
+    }
+
+    /// Loads a model from the bytes of one GGUF file (its tokenizer and chat template from its
+    /// metadata; block formats kept quantised on the device). `options`: `{context, dtype,
+    /// source}`; otherwise as `load`.
+    #[wasm_bindgen(js_name = loadGguf)]
+    pub fn load_gguf(bytes: &[u8], options: JsValue, on_progress: Option<Function>) -> Promise {
+        let bytes = bytes.to_vec();
+        future_to_promise(async move {
+            let opts = load_opts(options)?;
+            let source = opts.source.clone().unwrap_or_else(|| "model.gguf".into());
+            let src = ModelSource::GgufBytes { name: source.clone(), bytes: Bytes::from(bytes) };
+            Model::from_source(src, source, opts, on_progress).await
         })
     }
 
@@ -518,4 +504,44 @@ fn describe(e: &Engine, context: usize, vanilla: bool) -> String {
         modes,
     };
     serde_json::to_string(&info).unwrap_or_default()
+}
+
+fn load_opts(options: JsValue) -> Result<LoadOpts, JsValue> {
+    if options.is_undefined() || options.is_null() {
+        Ok(LoadOpts::default())
+    } else {
+        serde_wasm_bindgen::from_value(options).map_err(js_err)
+    }
+}
+
+impl Model {
+    /// Plans `src`, uploads it to the browser's device and starts its sessions.
+    async fn from_source(src: ModelSource, source: String, opts: LoadOpts, on_progress: Option<Function>) -> Result<JsValue, JsValue> {
+        let mut progress = |stage: &str, f: f32| {
+            if let Some(cb) = &on_progress {
+                let _ = cb.call2(&JsValue::NULL, &JsValue::from_str(stage), &JsValue::from_f64(f as f64));
+            }
+        };
+        progress("parsing", 0.0);
+        let model = plt::load::open(&src).map_err(js_err)?;
+        let cfg = model.plan.cfg.clone();
+        let dtype = match opts.dtype.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(plt::DType::parse(s).ok_or_else(|| js_err(format!("dtype: expected f32 or f16, got `{s}`")))?),
+        };
+        progress("parsing", 1.0);
+        let gpu = Arc::new(Gpu::new(&GpuOptions::default()).await.map_err(js_err)?);
+        let engine = Arc::new(Engine::from_model(gpu.clone(), model, dtype, &source, &mut progress).map_err(js_err)?);
+        gpu.check().map_err(js_err)?;
+        let context = opts.context.unwrap_or(2048).min(cfg.max_position_embeddings).max(2);
+        let session = TextSession::new(engine.clone(), context).map_err(js_err)?;
+        let vanilla_src = cfg.is_plt().then(|| {
+            let mut vc = cfg.clone();
+            vc.looping = Looping::Vanilla;
+            (vc, src)
+        });
+        let info = describe(&engine, context, vanilla_src.is_some());
+        let inner = Inner { engine, session, chat: Chat::new(None), vanilla: None, vanilla_src, dtype, context };
+        Ok(Model { inner: Rc::new(RefCell::new(Some(inner))), cancel: Arc::new(AtomicBool::new(false)), info }.into())
+    }
 }

@@ -350,12 +350,17 @@ async function main() {
   $('files').onchange = () => {
     const files = [...$('files').files];
     const find = (re) => files.find((f) => re.test(f.name));
+    const gguf = find(/\.gguf$/i);
+    if (gguf) {
+      load({ gguf }, gguf.name);
+      return;
+    }
     const sources = { config: find(/^config\.json$/i), weights: find(/\.safetensors$/i), tokenizer: find(/^tokenizer\.json$/i) };
     const missing = Object.entries(sources).filter(([, f]) => !f).map(([k]) => k);
     sources.tokenizerConfig = find(/^tokenizer_config\.json$/i);
     sources.generationConfig = find(/^generation_config\.json$/i);
     if (missing.length) {
-      fail(`Pick all three files: config.json, model.safetensors and tokenizer.json (missing: ${missing.join(', ')}).`);
+      fail(`Pick one .gguf file, or all three of config.json, model.safetensors and tokenizer.json (missing: ${missing.join(', ')}).`);
       return;
     }
     load(sources, sources.weights.name);

@@ -8,7 +8,7 @@ export function hasWebGPU(): boolean;
 export type ModelFile = string | Blob | ArrayBuffer | Uint8Array;
 
 /** The files of a model directory. The last two are optional: a 404 skips them. */
-export interface ModelSources {
+export interface ModelDirSources {
   config: ModelFile;
   weights: ModelFile;
   tokenizer: ModelFile;
@@ -16,14 +16,16 @@ export interface ModelSources {
   generationConfig?: ModelFile | null;
 }
 
-/** The URLs of the files of the model directory at `base` (the optional ones included). */
-export function modelUrls(base: string): {
-  config: string;
-  weights: string;
-  tokenizer: string;
-  tokenizerConfig: string;
-  generationConfig: string;
-};
+/** One GGUF file: tokenizer and chat template from its metadata, blocks kept quantised. */
+export interface GgufSource {
+  gguf: ModelFile;
+}
+
+export type ModelSources = ModelDirSources | GgufSource;
+
+/** The URLs of the files of the model directory at `base` (the optional ones included), or
+ * `{gguf}` for a URL ending in .gguf. */
+export function modelUrls(base: string): ModelSources;
 
 export interface LoadOptions {
   /** Positions the session holds (default: the model's maximum). */

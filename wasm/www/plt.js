@@ -20,8 +20,10 @@ export function hasWebGPU() {
 }
 
 /// The files of a model directory at `base`: config.json, model.safetensors and tokenizer.json,
-/// and the optional tokenizer_config.json and generation_config.json (skipped when absent).
+/// and the optional tokenizer_config.json and generation_config.json (skipped when absent); or,
+/// for a URL ending in .gguf, that one file ({gguf}).
 export function modelUrls(base) {
+  if (/\.gguf([?#].*)?$/i.test(base)) return { gguf: new URL(base, location.href).href };
   const b = new URL(base.endsWith('/') ? base : base + '/', location.href);
   const at = (f) => new URL(f, b).href;
   return {
@@ -72,13 +74,19 @@ export class PltClient {
   }
 
   /// Loads a model. `sources`: {config, weights, tokenizer, tokenizerConfig?, generationConfig?},
-  /// each a URL, a File/Blob or bytes (the last two are optional: a 404 skips them).
+  /// each a URL, a File/Blob or bytes (the last two are optional: a 404 skips them); or {gguf}:
+  /// one GGUF file (tokenizer and chat template from its metadata, blocks kept quantised).
   /// `options`: {context, dtype: 'f32'|'f16', onProgress(stage, fraction)}. Resolves to the
   /// model's description {adapter, layers, numLoops, window, parameters, modes, ...}.
   load(sources, options = {}) {
     const { onProgress, ...rest } = options;
     const abs = (s) => (typeof s === 'string' ? new URL(s, location.href).href : s);
     const src = {};
+    if (sources.gguf != null) {
+      src.gguf = abs(sources.gguf);
+      const source = typeof sources.gguf === 'string' ? src.gguf : sources.gguf?.name || 'model.gguf';
+      return this.#call({ type: 'load', sources: src, options: { source, ...rest } }, { onProgress });
+    }
     for (const k of ['config', 'weights', 'tokenizer', 'tokenizerConfig', 'generationConfig']) src[k] = abs(sources[k]);
     const source = typeof sources.weights === 'string' ? src.weights : sources.weights?.name || 'model.safetensors';
     return this.#call({ type: 'load', sources: src, options: { source, ...rest } }, { onProgress });

@@ -90,6 +90,23 @@ async function handle(msg) {
       await ready;
       if (!('gpu' in navigator)) throw new Error('This browser has no WebGPU (navigator.gpu is missing).');
       const { sources, options } = msg;
+      if (sources.gguf != null) {
+        let bytes;
+        try {
+          bytes = await bytesOf('model.gguf', sources.gguf, id);
+        } catch (e) {
+          throw Object.assign(e instanceof Error ? e : new Error(String(e)), { modelKept: !!model });
+        }
+        if (model) {
+          model.dispose();
+          model.free();
+          model = null;
+        }
+        model = await Model.loadGguf(bytes, options || {}, (stage, fraction) => post(id, 'progress', { stage, fraction }));
+        const info = JSON.parse(model.infoJson());
+        info.adapter = await describe(info.adapter);
+        return info;
+      }
       // Fetched together; a failure is reported for the first file in this order (config.json
       // first), whichever request happened to fail first.
       const settled = await Promise.allSettled([
