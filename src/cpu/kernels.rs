@@ -1691,6 +1691,14 @@ mod tests {
                         }
                     }
                 }
+                // An odd number of rows: pairs, then one alone; the same bits as one at a time.
+                for n in 1..=TILE {
+                    let (mut paired, mut single) = ([f32::NAN; 3 * TILE], [f32::NAN; 3 * TILE]);
+                    dot_quant_rows(simd, ty, &w, rows, &acts, nx - n, n, true, &mut paired[..rows * n]);
+                    dot_quant_rows(simd, ty, &w, rows, &acts, nx - n, n, false, &mut single[..rows * n]);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&paired[..rows * n]), bits(&single[..rows * n]), "{} {simd:?} n {n}: 3 rows in pairs", ty.name());
+                }
             }
         }
     }

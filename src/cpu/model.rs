@@ -242,19 +242,15 @@ impl CpuModel {
             let mut r0 = 0;
             while r0 < rows {
                 let t = TILE.min(rows - r0);
-                if !float && !exact {
+                if float || !exact {
                     // The piece's weight rows in one call: [n, t] results.
                     let mut res = [0f32; PIECE_ROWS * TILE];
-                    kernels::dot_quant_rows(simd, m.ty, &m.data[first * rb..(first + n) * rb], n, qa, r0, t, pair, &mut res[..n * t]);
-                    for (j, tile) in res[..n * t].chunks_exact(t).enumerate() {
-                        store(first + j, r0, tile);
+                    let (data, out) = (&m.data[first * rb..(first + n) * rb], &mut res[..n * t]);
+                    if float {
+                        kernels::dot_float_rows(simd, m.ty, data, n, k, x, r0, t, out);
+                    } else {
+                        kernels::dot_quant_rows(simd, m.ty, data, n, qa, r0, t, pair, out);
                     }
-                    r0 += t;
-                    continue;
-                }
-                if float {
-                    let mut res = [0f32; PIECE_ROWS * TILE];
-                    kernels::dot_float_rows(simd, m.ty, &m.data[first * rb..(first + n) * rb], n, k, x, r0, t, &mut res[..n * t]);
                     for (j, tile) in res[..n * t].chunks_exact(t).enumerate() {
                         store(first + j, r0, tile);
                     }
