@@ -152,11 +152,14 @@ function handle(root, allow, req, res) {
   });
 }
 
-export function serve(root, port = 0, { host = '127.0.0.1', allow = DEFAULT_ALLOW } = {}) {
+/// Serves `allow` (directories relative to `root`) on `host:port` (0: any free port).
+/// `onRequest(method, url)` sees each request first (tests count them).
+export function serve(root, port = 0, { host = '127.0.0.1', allow = DEFAULT_ALLOW, onRequest = null } = {}) {
   root = path.resolve(root);
   const dirs = allow.map((d) => path.resolve(root, d));
   const server = http.createServer((req, res) => {
     try {
+      onRequest?.(req.method, req.url);
       handle(root, dirs, req, res);
     } catch {
       plain(res, 500, 'internal error\n');

@@ -44,6 +44,8 @@ let browser;
 let page;
 let modelDir; // relative to ROOT, with '/' separators
 const logs = [];
+// The paths of the requests the server got (the cache test reads them).
+const requests = [];
 
 function cargo(args) {
   execFileSync('cargo', args, { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
@@ -133,7 +135,7 @@ before(async () => {
     modelDir = path.relative(ROOT, dir).split(path.sep).join('/');
   }
   console.log(`# model: ${modelDir}`);
-  ({ server, port } = await serve(ROOT, 0, { allow: [...DEFAULT_ALLOW, path.relative(ROOT, WORK)] }));
+  ({ server, port } = await serve(ROOT, 0, { allow: [...DEFAULT_ALLOW, path.relative(ROOT, WORK)], onRequest: (_, url) => requests.push(url) }));
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
@@ -172,9 +174,13 @@ test('the page says so when the model fails to load', async () => {
   await p.close();
 });
 
+let firstVisitMs = 0;
+
 test('the page loads the model on the software WebGPU adapter', async () => {
+  const t0 = Date.now();
   await page.goto(`http://127.0.0.1:${port}/wasm/www/?model=/${modelDir}/`);
   const d = await waitState(['ready', 'load-failed', 'no-webgpu', 'no-adapter']);
+  firstVisitMs = Date.now() - t0;
   assert.equal(d.state, 'ready', `the model did not load: ${d.error}\n${logs.join('\n')}`);
   const adapter = await page.textContent('#adapter');
   console.log(`# browser adapter: ${adapter}`);
@@ -183,6 +189,113 @@ test('the page loads the model on the software WebGPU adapter', async () => {
   assert.match(d.info.kernels, /^decode matmuls: \d+ lanes per output/);
   assert.equal(await page.getAttribute('#adapter', 'title'), d.info.kernels);
   assert.ok(d.info.numLoops >= 1);
+  assert.ok(d.info.cache.enabled && d.info.cache.stored >= 3, `the files were cached: ${JSON.stringify(d.info.cache)}`);
+});
+
+test('a reload is served from the browser cache: no model request reaches the server', async () => {
+  requests.length = 0;
+  const t0 = Date.now();
+  await page.reload();
+  const d = await waitState(['ready', 'load-failed', 'no-webgpu', 'no-adapter']);
+  const reloadMs = Date.now() - t0;
+  assert.equal(d.state, 'ready', `${d.error}\n${logs.join('\n')}`);
+  console.log(`# model ready: first visit ${firstVisitMs} ms, cached reload ${reloadMs} ms (page load to ready)`);
+  assert.deepEqual(requests.filter((u) => u.startsWith(`/${modelDir}/`)), [], 'model requests on the reload');
+  assert.ok(requests.length > 0, 'the page itself was requested');
+  assert.ok(d.info.cache.hits >= 3 && d.info.cache.stored === 0, JSON.stringify(d.info.cache));
+  assert.match(await page.textContent('#cacheNote'), /from the browser cache/);
+  assert.match(await page.textContent('#cacheInfo'), /^Cache: [1-9]\d* files, [0-9.]+ MB$/);
+});
+
+test('chat.completions.create: OpenAI shapes, streamed or not, the session kept, errors naming the field, abort', async () => {
+  const r = await page.evaluate(async (model) => {
+    const { PltClient, modelUrls } = await import('./plt.js');
+    const plt = new PltClient();
+    const out = { errors: [] };
+    try {
+      await plt.load(modelUrls(model), { context: 256 });
+      const messages = [{ role: 'user', content: 'Hello there' }];
+      const greedy = { max_tokens: 8, temperature: 0, top_k: 0, min_p: 0, repetition_penalty: 1 };
+      out.a = await plt.chat.completions.create({ messages, ...greedy });
+      const reply = out.a.choices[0].message.content;
+      // The same conversation again, streamed (the session held more: it starts over).
+      const s = await plt.chat.completions.create({ messages, ...greedy, stream: true, stream_options: { include_usage: true } });
+      out.chunks = [];
+      for await (const c of s) out.chunks.push(c);
+      // The conversation one exchange longer: only the new message is fed.
+      out.c = await plt.chat.completions.create({ messages: [...messages, { role: 'assistant', content: reply }, { role: 'user', content: 'Who art thou?' }], ...greedy });
+      const bad = [
+        { messages: 'Hello' },
+        { messages, n: 2 },
+        { messages, temperature: -1 },
+        { messages, max_tokens: 1.5 },
+        { messages, logprobs: true },
+        { messages, stop: [''] },
+        { messages: [{ role: 'user', content: 1 }] },
+        { messages: [{ role: 'robot', content: 'x' }] },
+        { messages: [{ role: 'user', content: 'x' }, { role: 'assistant', content: 'y' }] },
+        { messages: [] },
+      ];
+      for (const b of bad) {
+        try {
+          await plt.chat.completions.create(b);
+          out.errors.push(null);
+        } catch (e) {
+          out.errors.push(e.message);
+        }
+      }
+      const abort = new AbortController();
+      const s2 = await plt.chat.completions.create({ messages, max_tokens: 200, temperature: 0, stream: true, signal: abort.signal });
+      let n = 0;
+      for await (const c of s2) {
+        if (++n === 2) abort.abort();
+        if (c.choices[0]?.finish_reason) out.aborted = c.choices[0].finish_reason;
+      }
+      out.abortedChunks = n;
+    } finally {
+      plt.terminate();
+    }
+    return out;
+  }, `/${modelDir}/`);
+  const a = r.a;
+  assert.equal(a.object, 'chat.completion');
+  assert.match(a.id, /^chatcmpl-/);
+  assert.equal(a.choices.length, 1);
+  assert.equal(a.choices[0].message.role, 'assistant');
+  assert.equal(a.choices[0].message.content, a.plt.reply);
+  assert.ok(['stop', 'length'].includes(a.choices[0].finish_reason));
+  assert.equal(a.usage.completion_tokens, a.plt.tokens.length);
+  assert.equal(a.usage.total_tokens, a.usage.prompt_tokens + a.usage.completion_tokens);
+  assert.ok(a.usage.extra.decode_tokens_per_s >= 0 && a.usage.extra.prefill_tokens_per_s > 0);
+  const chunks = r.chunks;
+  assert.ok(chunks.every((c) => c.object === 'chat.completion.chunk' && c.id === chunks[0].id));
+  assert.equal(chunks[0].choices[0].delta.role, 'assistant');
+  const last = chunks[chunks.length - 1];
+  assert.deepEqual(last.choices, [], 'the usage chunk has no choices');
+  assert.equal(last.usage.completion_tokens, a.usage.completion_tokens);
+  const fin = chunks[chunks.length - 2];
+  assert.equal(fin.choices[0].finish_reason, a.choices[0].finish_reason);
+  assert.deepEqual(fin.plt.tokens, a.plt.tokens, 'streamed or not, the same greedy tokens');
+  assert.equal(fin.plt.restarted, true, 'a conversation other than the one held starts over');
+  const streamed = chunks.map((c) => c.choices[0]?.delta.content || '').join('');
+  assert.equal(streamed.trim(), a.choices[0].message.content);
+  assert.equal(r.c.plt.restarted, false, 'a conversation that grew by one exchange is fed only its new message');
+  assert.ok(r.c.usage.prompt_tokens < a.usage.prompt_tokens + a.usage.completion_tokens + 8, JSON.stringify(r.c.usage));
+  const expect = [
+    /^chat\.completions\.create: messages: expected an array/,
+    /^chat\.completions\.create: n: only 1 choice/,
+    /^chat\.completions\.create: temperature: expected a number from 0/,
+    /^chat\.completions\.create: max_tokens: expected a whole number/,
+    /^chat\.completions\.create: logprobs: not supported/,
+    /^chat\.completions\.create: stop: expected a non-empty string/,
+    /^chat\.completions\.create: messages\[0\]\.content: expected a string/,
+    /^messages\[0\]\.role: expected system, user or assistant, got `robot`/,
+    /^messages\[1\]\.role: the last message must be the user's, got `assistant`/,
+    /^messages: empty/,
+  ];
+  for (const [i, re] of expect.entries()) assert.match(String(r.errors[i]), re);
+  assert.equal(r.aborted, 'abort', 'an aborted stream ends with finish_reason abort');
+  assert.ok(r.abortedChunks < 100, `the stream stopped after the abort (${r.abortedChunks} chunks)`);
 });
 
 // Fused last: the screenshot shows the PLT step.
@@ -262,7 +375,8 @@ test('a 3-turn chat gives the native Chat turns, and regenerate and reset work',
     console.log(`# chat turn ${i}: ${JSON.stringify(r.tokens)} ${JSON.stringify(r.reply)}`);
     assert.deepEqual(r.tokens, native[i].tokens, `turn ${i}: the page's tokens equal the native Chat's`);
     assert.equal(r.reply, native[i].reply);
-    assert.equal(r.restarted, false, `turn ${i}: the context is kept from turn to turn`);
+    // (The first turn starts over: the session held the completion tab's text.)
+    if (i > 0) assert.equal(r.restarted, false, `turn ${i}: the context is kept from turn to turn`);
     await page.evaluate(() => {
       window.pltDemo.state = 'idle';
     });
@@ -312,6 +426,15 @@ test('loading, generating and chatting log no console errors', () => {
   // nothing failed in the page or the worker.
   const bad = logs.filter((l) => l.startsWith('[console.error]') || l.startsWith('[pageerror]'));
   assert.deepEqual(bad, [], logs.join('\n'));
+});
+
+test('after a lost WebGPU device the model is loaded again, the page says so, and it gives the same tokens', async () => {
+  await page.evaluate(() => window.pltDemo.client.destroyDevice());
+  const native = nativeIds('fused');
+  const web = await generateInPage('fused');
+  assert.match(web.recovered || '', /^the WebGPU device was lost \(.*\); the model was loaded again on a new device$/);
+  assert.match(await page.textContent('#message'), /^Note: the WebGPU device was lost/);
+  assert.deepEqual(web.tokens, native.tokens);
 });
 
 test('every bad form value gets a message naming the field', async () => {
@@ -404,4 +527,30 @@ test('the page loads a GGUF file and gives the native tokens', async () => {
   assert.deepEqual(web.promptTokens, native.prompt_tokens, 'prompt ids');
   assert.deepEqual(web.tokens, native.tokens, 'greedy ids');
   assert.match(web.text, /Paris/);
+});
+
+test("the cache can be cleared, and a full storage quota loads the model uncached with a message", async () => {
+  // Still the GGUF from the test above: its files, and the first model's, are in the cache.
+  await page.waitForFunction(() => /^Cache: [1-9]/.test(document.getElementById('cacheInfo').textContent), null, { timeout: 30_000 });
+  await page.click('#clearCache');
+  await page.waitForFunction(() => /^Cache: 0 files/.test(document.getElementById('cacheInfo').textContent), null, { timeout: 30_000 });
+  assert.match(await page.textContent('#message'), /model cache was cleared \([1-9]\d* files/);
+  const origin = `http://127.0.0.1:${port}`;
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 64 * 1024 });
+  try {
+    await page.evaluate(() => {
+      window.pltDemo.state = 'idle';
+    });
+    await page.fill('#modelUrl', `/${modelDir}/`);
+    await page.click('#loadUrl');
+    const d = await waitState(['ready', 'load-failed']);
+    assert.equal(d.state, 'ready', d.error);
+    assert.match(d.info.cache.error || '', /storage quota is full/, JSON.stringify(d.info.cache));
+    assert.match(await page.textContent('#message'), /^Loaded, but the browser's storage quota is full/);
+    const g = await generateInPage('fused', { n: 4 });
+    assert.ok(g.generatedTokens > 0);
+  } finally {
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin });
+  }
 });

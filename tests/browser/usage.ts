@@ -45,3 +45,37 @@ export async function gguf(file: File): Promise<number> {
   await plt.load({ config: 'c.json', weights: 'm.safetensors' });
   return a.parameters + b.vocabSize;
 }
+
+export async function completions(out: { textContent: string }): Promise<number> {
+  const plt = new PltClient();
+  await plt.load(modelUrls('models/smollm2-135m-instruct-q4_1.gguf'), {
+    cache: true,
+    onProgress: (stage, f, d) => console.log(stage, f, d.loaded, d.total, d.bytesPerSecond, d.cached),
+  });
+  const messages = [
+    { role: 'system' as const, content: 'Be brief.' },
+    { role: 'user' as const, content: 'What is the capital of France?' },
+  ];
+  const reply = await plt.chat.completions.create({ messages, max_tokens: 16, temperature: 0 });
+  const text: string = reply.choices[0]?.message.content ?? '';
+  const why: 'stop' | 'length' | 'abort' = reply.choices[0]!.finish_reason;
+  const abort = new AbortController();
+  const stream = await plt.chat.completions.create({
+    messages: [...messages, { role: 'assistant', content: text }, { role: 'user', content: 'And of Italy?' }],
+    stream: true,
+    stream_options: { include_usage: true },
+    signal: abort.signal,
+  });
+  for await (const chunk of stream) {
+    out.textContent += chunk.choices[0]?.delta.content ?? '';
+    if (chunk.usage) console.log(chunk.usage.extra.decode_tokens_per_s);
+  }
+  // @ts-expect-error: one choice only
+  await plt.chat.completions.create({ messages, n: 2 });
+  // @ts-expect-error: messages are {role, content}
+  await plt.chat.completions.create({ messages: ['hi'] });
+  const cached = await plt.cacheInfo();
+  await plt.clearCache();
+  console.log(why, reply.usage.prompt_tokens, reply.plt.tokens, plt.model);
+  return cached.bytes;
+}

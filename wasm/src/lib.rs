@@ -12,6 +12,7 @@
 #![allow(clippy::await_holding_refcell_ref)]
 
 use js_sys::{Function, Promise};
+use plt::tokenizer::ChatMessage;
 use plt::generate::{Chat, Engine, FinishReason, GenerateOptions, Generator, TextSession};
 use plt::gpu::{Gpu, GpuOptions};
 use plt::load::{Bytes, MemoryModel, ModelSource};
@@ -343,6 +344,55 @@ impl Model {
     /// mode, dropped, restarted, promptTokenCount, prefillMs, generatedTokens, decodeMs,
     /// tokensPerSecond, msPerToken}`; `on_token` as for `generate`.
     pub fn chat(&self, user: String, options: JsValue, on_token: Option<Function>) -> Promise {
+        self.turn(None, user, options, on_token)
+    }
+
+    /// A chat completion in the shape of OpenAI's `chat.completions`: `messages` is the whole
+    /// conversation, `[{role, content}, ...]` (roles system, user, assistant), ending with the
+    /// user's message to answer. The session keeps what it was fed: when `messages` extends
+    /// the conversation of the previous call (its messages and the reply it gave), only the new
+    /// message is fed; any other history (an edited message, a regenerated reply, another
+    /// conversation) is fed again from the start. The context policy is `chat`'s, and so is the
+    /// result.
+    #[wasm_bindgen(js_name = chatCompletion)]
+    pub fn chat_completion(&self, messages: JsValue, options: JsValue, on_token: Option<Function>) -> Promise {
+        let parsed = chat_messages(messages);
+        match parsed {
+            Ok((history, user)) => self.turn(Some(history), user, options, on_token),
+            Err(e) => Promise::reject(&e),
+        }
+    }
+}
+
+/// `[{role, content}, ...]` from JS: checked (each role system, user or assistant, each
+/// content a string, the last message the user's), split into the history and the last message.
+fn chat_messages(messages: JsValue) -> Result<(Vec<ChatMessage>, String), JsValue> {
+    let arr: js_sys::Array = messages.dyn_into().map_err(|_| js_err("messages: expected an array of {role, content}"))?;
+    let mut out = Vec::with_capacity(arr.length() as usize);
+    for (i, m) in arr.iter().enumerate() {
+        let field = |k: &str| -> Result<String, JsValue> {
+            let v = js_sys::Reflect::get(&m, &JsValue::from_str(k)).map_err(|_| js_err(format!("messages[{i}]: expected an object {{role, content}}")))?;
+            v.as_string().ok_or_else(|| js_err(format!("messages[{i}].{k}: expected a string")))
+        };
+        if !m.is_object() {
+            return Err(js_err(format!("messages[{i}]: expected an object {{role, content}}")));
+        }
+        let role = field("role")?;
+        if !matches!(role.as_str(), "system" | "user" | "assistant") {
+            return Err(js_err(format!("messages[{i}].role: expected system, user or assistant, got `{}`", role.escape_debug())));
+        }
+        out.push(ChatMessage::new(&role, &field("content")?));
+    }
+    match out.pop() {
+        Some(last) if last.role == "user" => Ok((out, last.content)),
+        Some(last) => Err(js_err(format!("messages[{}].role: the last message must be the user's, got `{}`", out.len(), last.role))),
+        None => Err(js_err("messages: empty; give at least the user's message")),
+    }
+}
+
+impl Model {
+    /// One chat turn: `user`'s message after `history` (None: after the conversation as kept).
+    fn turn(&self, history: Option<Vec<ChatMessage>>, user: String, options: JsValue, on_token: Option<Function>) -> Promise {
         let inner = self.inner.clone();
         let cancel = self.cancel.clone();
         future_to_promise(async move {
@@ -372,6 +422,9 @@ impl Model {
                 last = now;
                 go_on
             };
+            if let Some(h) = history {
+                inner.chat.messages = h;
+            }
             let turn = inner.chat.turn(&mut inner.session, &user, &opts, &mut on_text).await.map_err(js_err)?;
             let gen = turn.generation;
             let n = gen.tokens.len();
@@ -396,7 +449,10 @@ impl Model {
             serde_wasm_bindgen::to_value(&res).map_err(js_err)
         })
     }
+}
 
+#[wasm_bindgen]
+impl Model {
     /// Starts the conversation over, with `system` as its system prompt (none when empty).
     #[wasm_bindgen(js_name = chatReset)]
     pub fn chat_reset(&self, system: Option<String>) -> Result<(), JsValue> {
@@ -421,6 +477,30 @@ impl Model {
         let g = self.inner.try_borrow().map_err(|_| js_err("the model is busy"))?;
         let inner = g.as_ref().ok_or_else(|| js_err("the model was freed"))?;
         serde_json::to_string(&inner.chat.messages).map_err(js_err)
+    }
+
+    /// Why the WebGPU device was lost (destroyed, reset, or its driver failed), or undefined
+    /// while it works. A lost device fails every call: the model must be loaded again.
+    #[wasm_bindgen(js_name = deviceLost)]
+    pub fn device_lost(&self) -> Option<String> {
+        let g = self.inner.try_borrow().ok()?;
+        let gpu = g.as_ref()?.engine.gpu()?.clone();
+        if gpu.is_lost() {
+            Some(gpu.check().err().map(|e| e.to_string()).unwrap_or_else(|| "device lost".into()))
+        } else {
+            None
+        }
+    }
+
+    /// Destroys the WebGPU device, as a driver reset or a removed GPU would: for tests of what
+    /// the caller does after a lost device. Does nothing while a generation runs.
+    #[wasm_bindgen(js_name = destroyDevice)]
+    pub fn destroy_device(&self) {
+        if let Ok(g) = self.inner.try_borrow() {
+            if let Some(gpu) = g.as_ref().and_then(|i| i.engine.gpu()) {
+                gpu.device.destroy();
+            }
+        }
     }
 
     /// Releases the device buffers now (the object is unusable afterwards).

@@ -1,7 +1,7 @@
 // The demo page: loads a model through PltClient (worker + wasm + WebGPU) and streams text.
 // Query parameters: ?model=URL-of-a-model-directory (default: the repo's default model),
 // ?prompt=..., ?autoload=0 to wait for the user.
-// Tests read `window.pltDemo` ({state, info, result, error}).
+// Tests read `window.pltDemo` ({state, info, result, error, chat, client}).
 
 import { PltClient, hasWebGPU, modelUrls } from './plt.js';
 
@@ -24,10 +24,28 @@ function fail(text) {
   message(text, 'error');
 }
 
-function setProgress(stage, f) {
+const MB = 1e6;
+
+function setProgress(stage, f, detail = {}) {
   $('progressBox').hidden = false;
   $('progress').value = f;
-  $('progressText').textContent = `${stage} ${Math.round(f * 100)}%`;
+  let text = `${stage} ${Math.round(f * 100)}%`;
+  if (detail.total) {
+    text = `${stage}: ${(detail.loaded / MB).toFixed(1)} of ${(detail.total / MB).toFixed(1)} MB`;
+    if (detail.bytesPerSecond) text += ` at ${(detail.bytesPerSecond / MB).toFixed(1)} MB/s`;
+  }
+  $('progressText').textContent = text;
+}
+
+/** Shows what the model cache holds. */
+async function showCache() {
+  try {
+    const c = await client.cacheInfo();
+    $('cacheInfo').textContent = c.available ? `Cache: ${c.files} files, ${(c.bytes / MB).toFixed(1)} MB` : 'Cache: not available in this browser';
+    $('clearCache').disabled = !c.available || c.files === 0;
+  } catch (e) {
+    $('cacheInfo').textContent = `Cache: ${e.message}`;
+  }
 }
 
 function fmt(x, digits = 1) {
@@ -39,6 +57,7 @@ function setButtons() {
   for (const id of ['send', 'regenerate', 'resetChat']) $(id).disabled = running || !demo.info;
   $('stop').disabled = !running;
   $('loadUrl').disabled = running;
+  $('modelList').disabled = running;
   $('files').disabled = running;
 }
 
@@ -49,6 +68,7 @@ async function load(sources, label) {
   setButtons();
   message(`Loading ${label}…`, 'info');
   $('modelInfo').textContent = 'loading…';
+  $('cacheNote').textContent = '';
   try {
     const info = await client.load(sources, { onProgress: setProgress });
     demo.info = info;
@@ -65,13 +85,14 @@ async function load(sources, label) {
     for (const o of mode.options) o.disabled = !info.modes.includes(o.value);
     if (mode.selectedOptions[0]?.disabled) mode.value = 'fused';
     modeHint();
-    chatSystem = null;
-    $('chatLog').textContent = '';
-    $('chatStats').textContent = '';
-    demo.chat = { turns: [] };
-    message('');
+    chatReset();
+    const c = info.cache;
+    if (c.error) message(`Loaded, but ${c.error}.`, 'info');
+    else message('');
+    $('cacheNote').textContent = !c.enabled ? '' : c.hits > 0 && c.stored === 0 ? ' · from the browser cache' : c.stored > 0 ? ' · now cached in the browser' : '';
     $('progressBox').hidden = true;
     demo.state = 'ready';
+    showCache();
   } catch (e) {
     $('progressBox').hidden = true;
     if (previous && e.modelKept) {
@@ -168,6 +189,7 @@ async function generate() {
       $('ntok').textContent = `… + ${gaps.length + 1}`;
     });
     demo.result = r;
+    if (r.recovered) message(`Note: ${r.recovered}.`, 'info');
     gen.textContent = r.text;
     out.scrollTop = out.scrollHeight;
     $('tps').textContent = fmt(r.tokensPerSecond);
@@ -187,10 +209,11 @@ async function generate() {
   setButtons();
 }
 
-// ---- Chat: turns on one session through the library's `Chat` (its template and its policy
-// for a full context); the transcript is rebuilt from what the turns return.
+// ---- Chat: the page keeps the conversation ({role, content} messages) and asks for each reply
+// with chat.completions.create on the whole of it; the worker's session keeps what it was fed,
+// so a conversation that grows by one message feeds only that message.
 
-let chatSystem = null; // the system prompt the worker's conversation started with
+let chatMessages = []; // the conversation the page shows, without the system prompt
 
 function addMessage(role, text) {
   const div = document.createElement('div');
@@ -207,12 +230,88 @@ function addMessage(role, text) {
   return body;
 }
 
-async function chatReset() {
-  chatSystem = $('system').value.trim();
-  await client.chatReset(chatSystem);
+function showTranscript() {
+  $('chatLog').textContent = '';
+  for (const m of chatMessages) addMessage(m.role, m.content);
+}
+
+function chatReset() {
+  chatMessages = [];
   $('chatLog').textContent = '';
   $('chatStats').textContent = '';
   demo.chat = { turns: [] };
+}
+
+/** Asks for the reply to the conversation, which ends with the user's message. */
+async function reply() {
+  let options;
+  try {
+    options = readOptions();
+    if (options.mode === 'vanilla') throw new Error('Loop mode: a chat runs PLT fused or PLT sequential, not vanilla.');
+  } catch (e) {
+    fail(e.message);
+    demo.state = 'invalid-input';
+    return false;
+  }
+  running = true;
+  demo.state = 'chatting';
+  demo.error = null;
+  setButtons();
+  message('');
+  const system = $('system').value.trim();
+  const messages = [...(system ? [{ role: 'system', content: system }] : []), ...chatMessages];
+  const body = addMessage('assistant', '');
+  try {
+    const stream = await client.chat.completions.create({
+      messages,
+      stream: true,
+      stream_options: { include_usage: true },
+      max_tokens: options.maxTokens,
+      temperature: options.temperature,
+      top_p: options.topP,
+      top_k: options.topK,
+      min_p: options.minP,
+      repetition_penalty: options.repetitionPenalty,
+      repeat_last_n: options.repeatLastN,
+      seed: options.seed,
+      mode: options.mode,
+    });
+    let r = null;
+    let usage = null;
+    for await (const chunk of stream) {
+      const c = chunk.choices[0];
+      if (c?.delta?.content) {
+        body.textContent += c.delta.content;
+        $('chatLog').scrollTop = $('chatLog').scrollHeight;
+      }
+      if (chunk.plt) r = chunk.plt;
+      if (chunk.usage) usage = chunk.usage;
+    }
+    chatMessages.push({ role: 'assistant', content: r.reply });
+    demo.chat.turns.push(r);
+    if (r.recovered) message(`Note: ${r.recovered}.`, 'info');
+    if (r.dropped > 0) {
+      // The runtime dropped the oldest messages to fit the context: so does the transcript.
+      chatMessages.splice(0, r.dropped);
+      showTranscript();
+      message(`The conversation was longer than the context (${demo.info.context} tokens): its ${r.dropped} oldest messages were dropped.`, 'info');
+    } else {
+      body.textContent = r.reply;
+      if (r.finish === 'context_full') message('The reply reached the end of the context; the next message starts over from the kept messages.', 'info');
+    }
+    const x = usage.extra;
+    $('chatStats').textContent =
+      `${usage.prompt_tokens} tokens in, ${usage.completion_tokens} out · prefill ${fmt(x.prefill_tokens_per_s)} tokens/s · ` +
+      `decode ${fmt(x.decode_tokens_per_s)} tokens/s · ${r.finish.replace('_', ' ')}`;
+    demo.state = 'chat-done';
+  } catch (e) {
+    body.parentElement.remove();
+    fail(`The chat failed: ${e.message}`);
+    demo.state = 'failed';
+  }
+  running = false;
+  setButtons();
+  return true;
 }
 
 async function send(text) {
@@ -222,50 +321,14 @@ async function send(text) {
     demo.state = 'invalid-input';
     return;
   }
-  let options;
-  try {
-    options = readOptions();
-    if (options.mode === 'vanilla') throw new Error('Loop mode: a chat runs PLT fused or PLT sequential, not vanilla.');
-  } catch (e) {
-    fail(e.message);
-    demo.state = 'invalid-input';
-    return;
+  chatMessages.push({ role: 'user', content: text });
+  addMessage('user', text);
+  if (!(await reply()) || demo.state !== 'chat-done') {
+    // Not answered: the message is taken back (its text returns to the input).
+    chatMessages.pop();
+    $('chatLog').lastElementChild?.remove();
+    $('chatInput').value = text;
   }
-  running = true;
-  demo.state = 'chatting';
-  demo.error = null;
-  setButtons();
-  message('');
-  try {
-    // A changed system prompt starts the conversation over with it.
-    if (chatSystem === null || chatSystem !== $('system').value.trim()) await chatReset();
-    addMessage('user', text);
-    const body = addMessage('assistant', '');
-    const r = await client.chat(text, options, (piece) => {
-      body.textContent += piece;
-      $('chatLog').scrollTop = $('chatLog').scrollHeight;
-    });
-    body.textContent = r.reply;
-    demo.chat.turns.push(r);
-    if (r.dropped > 0) {
-      message(`The conversation was longer than the context (${demo.info.context} tokens): its ${r.dropped} oldest messages were dropped.`, 'info');
-      // Show what the model still sees: the transcript from the worker.
-      const msgs = await client.chatMessages();
-      $('chatLog').textContent = '';
-      for (const m of msgs) if (m.role !== 'system') addMessage(m.role, m.content);
-    } else if (r.finish === 'context_full') {
-      message('The reply reached the end of the context; the next message starts over from the kept messages.', 'info');
-    }
-    $('chatStats').textContent =
-      `${r.promptTokenCount} tokens in, ${r.generatedTokens} out · prefill ${fmt(r.promptTokenCount / (r.prefillMs / 1000))} tokens/s · ` +
-      `${fmt(r.tokensPerSecond)} tokens/s · ${r.finish.replace('_', ' ')}`;
-    demo.state = 'chat-done';
-  } catch (e) {
-    fail(`The chat failed: ${e.message}`);
-    demo.state = 'failed';
-  }
-  running = false;
-  setButtons();
 }
 
 function showTab(chat) {
@@ -300,7 +363,7 @@ async function main() {
     demo.state = 'no-webgpu';
     return;
   }
-  client = new PltClient();
+  client = demo.client = new PltClient();
   $('generate').onclick = generate;
   $('tabChat').onclick = () => showTab(true);
   $('tabCompletion').onclick = () => showTab(false);
@@ -314,20 +377,17 @@ async function main() {
   });
   $('regenerate').onclick = async () => {
     if (running || !demo.info) return;
-    const last = await client.chatUndo();
-    if (last === null) return;
-    // Drop the last user message and what followed it from the transcript.
-    const log = $('chatLog');
-    const users = [...log.querySelectorAll('.msg.user')];
-    const at = users[users.length - 1];
-    while (at && at.nextSibling) at.nextSibling.remove();
-    at?.remove();
+    const at = chatMessages.findLastIndex((m) => m.role === 'user');
+    if (at < 0) return;
+    // The last user message asked again: what followed it is dropped.
+    chatMessages.splice(at + 1);
+    showTranscript();
     demo.chat.turns.pop();
-    await send(last);
+    await reply();
   };
-  $('resetChat').onclick = async () => {
+  $('resetChat').onclick = () => {
     if (running || !demo.info) return;
-    await chatReset();
+    chatReset();
     message('');
   };
   $('copyChat').onclick = async () => {
@@ -345,7 +405,23 @@ async function main() {
   $('stop').onclick = () => client.cancel();
   $('loadUrl').onclick = () => {
     const base = $('modelUrl').value.trim();
+    if (!base) {
+      fail('Model URL: empty; enter the URL of a model directory or a .gguf file, or pick one from the list.');
+      return;
+    }
     load(modelUrls(base), base);
+  };
+  $('modelList').onchange = () => {
+    const v = $('modelList').value;
+    if (!v) return;
+    $('modelUrl').value = v;
+    $('loadUrl').click();
+  };
+  $('clearCache').onclick = async () => {
+    const had = await client.clearCache();
+    message(`The model cache was cleared (${had.files} files, ${(had.bytes / MB).toFixed(1)} MB).`, 'info');
+    $('cacheNote').textContent = '';
+    showCache();
   };
   $('files').onchange = () => {
     const files = [...$('files').files];
@@ -377,6 +453,7 @@ async function main() {
     return;
   }
   demo.state = 'idle';
+  showCache();
   if (params.get('autoload') !== '0') {
     const base = $('modelUrl').value.trim();
     await load(modelUrls(base), base);

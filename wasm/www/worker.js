@@ -6,36 +6,169 @@ import init, { Model, adapterInfo } from './pkg/plt_wasm.js';
 
 let ready = null;
 let model = null;
+// The sources and options of the loaded model, to load it again after a lost device.
+let loaded = null;
 
 function post(id, type, body = {}) {
   self.postMessage({ id, type, ...body });
 }
 
-// Bytes of one source: a URL (string), a Blob/File, an ArrayBuffer or a typed array.
-async function bytesOf(name, src, id) {
-  if (src == null) throw new Error(`${name}: no source given`);
+// ---- The model cache: files fetched from URLs are kept in the browser's Cache API, keyed by
+// the SHA-256 of their bytes (an index maps each URL to its hash and size; two URLs with the
+// same bytes share one copy), so a second visit loads without the network. A cached file is
+// checked against its hash when read (a damaged copy is dropped and fetched again). A full
+// storage quota, or a browser without the Cache API, only means nothing is cached.
+
+const CACHE_NAME = 'plt-models-v1';
+const cacheKey = (what) => new URL(`/.plt-cache/${what}`, self.location.origin).href;
+const indexKey = (url) => cacheKey(`index?url=${encodeURIComponent(url)}`);
+const blobKey = (sha) => cacheKey(`sha256/${sha}`);
+
+async function openCache() {
+  try {
+    return 'caches' in self ? await caches.open(CACHE_NAME) : null;
+  } catch {
+    return null; // e.g. an opaque origin, or storage disabled
+  }
+}
+
+async function sha256(bytes) {
+  const d = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+  return Array.from(d, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+// What one load did with the cache: reported in the model's description (`info.cache`).
+class CacheReport {
+  constructor(enabled) {
+    this.enabled = enabled;
+    this.hits = 0;
+    this.stored = 0;
+    this.bytesFromCache = 0;
+    this.error = null;
+    // Files fetched in this load, written to the cache once the model has loaded (a file the
+    // runtime refused is not kept).
+    this.pending = [];
+  }
+}
+
+// A cached file: {bytes} or {missing: true} (an optional file the server did not have), or
+// null when it is not cached (or its copy was damaged).
+async function fromCache(cache, url) {
+  const idx = await cache.match(indexKey(url));
+  if (!idx) return null;
+  let meta;
+  try {
+    meta = await idx.json();
+  } catch {
+    meta = null;
+  }
+  if (meta && meta.missing) return { missing: true };
+  const blob = meta && typeof meta.sha256 === 'string' ? await cache.match(blobKey(meta.sha256)) : null;
+  const bytes = blob ? new Uint8Array(await blob.arrayBuffer()) : null;
+  if (bytes && bytes.length === meta.size && (await sha256(bytes)) === meta.sha256) return { bytes };
+  await cache.delete(indexKey(url));
+  if (meta && typeof meta.sha256 === 'string') await cache.delete(blobKey(meta.sha256));
+  return null;
+}
+
+async function toCache(cache, url, bytes, report) {
+  if (report.error) return; // the quota was already reached in this load
+  try {
+    const meta = { url, size: bytes?.length ?? 0, missing: bytes == null, stored: new Date().toISOString() };
+    if (bytes != null) {
+      meta.sha256 = await sha256(bytes);
+      const key = blobKey(meta.sha256);
+      if (!(await cache.match(key))) {
+        await cache.put(key, new Response(bytes, { headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(bytes.length) } }));
+      }
+    }
+    await cache.put(indexKey(url), new Response(JSON.stringify(meta), { headers: { 'Content-Type': 'application/json' } }));
+    report.stored++;
+  } catch (e) {
+    report.error =
+      e && e.name === 'QuotaExceededError'
+        ? "the browser's storage quota is full, so the model was not cached (it loads from the network each time; clearing the cache or site data makes room)"
+        : `the model could not be cached (${e && e.message ? e.message : e})`;
+  }
+}
+
+/// What the cache holds: {files, bytes} (bytes of the distinct cached files).
+async function cacheInfo() {
+  const cache = await openCache();
+  if (!cache) return { available: false, files: 0, bytes: 0 };
+  let files = 0;
+  let bytes = 0;
+  for (const req of await cache.keys()) {
+    if (!req.url.includes('/.plt-cache/sha256/')) continue;
+    const r = await cache.match(req);
+    files++;
+    bytes += Number(r?.headers.get('Content-Length')) || 0;
+  }
+  return { available: true, files, bytes };
+}
+
+// Streams a response into one buffer of its announced size, posting progress (bytes, total,
+// rate) at most every 100 ms.
+async function readBody(name, res, id) {
+  const total = Number(res.headers.get('Content-Length')) || 0;
+  if (!res.body || !total) return new Uint8Array(await res.arrayBuffer());
+  const out = new Uint8Array(total);
+  const reader = res.body.getReader();
+  const t0 = performance.now();
+  let at = 0;
+  let posted = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    if (at + value.length > out.length) {
+      reader.cancel();
+      throw new Error(`${name}: the server sent more bytes than its Content-Length (${total})`);
+    }
+    out.set(value, at);
+    at += value.length;
+    const now = performance.now();
+    if (now - posted >= 100 || at === total) {
+      posted = now;
+      const s = (now - t0) / 1000;
+      post(id, 'progress', { stage: `downloading ${name}`, fraction: at / total, loaded: at, total, bytesPerSecond: s > 0 ? at / s : 0 });
+    }
+  }
+  return at === total ? out : out.subarray(0, at);
+}
+
+// Bytes of one source: a URL (string; through the cache unless `cache` is null), a Blob/File,
+// an ArrayBuffer or a typed array. `optional`: a URL the server does not have (404) gives null.
+async function bytesOf(name, src, id, { cache = null, report = null, optional = false } = {}) {
+  if (src == null) {
+    if (optional) return null;
+    throw new Error(`${name}: no source given`);
+  }
   if (typeof src === 'string') {
+    if (cache) {
+      const hit = await fromCache(cache, src);
+      if (hit) {
+        report.hits++;
+        if (hit.missing) return null;
+        report.bytesFromCache += hit.bytes.length;
+        post(id, 'progress', { stage: `${name} from the browser cache`, fraction: 1, loaded: hit.bytes.length, total: hit.bytes.length, cached: true });
+        return hit.bytes;
+      }
+    }
     let res;
     try {
       res = await fetch(src);
     } catch (e) {
+      if (optional) return null;
       throw new Error(`${name}: fetching ${src} failed (${e.message})`);
     }
-    if (!res.ok) throw new Error(`${name}: fetching ${src} gave HTTP ${res.status} ${res.statusText}`);
-    const total = Number(res.headers.get('Content-Length')) || 0;
-    if (!res.body || !total) return new Uint8Array(await res.arrayBuffer());
-    const out = new Uint8Array(total);
-    const reader = res.body.getReader();
-    let at = 0;
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      if (at + value.length > out.length) throw new Error(`${name}: more bytes than Content-Length`);
-      out.set(value, at);
-      at += value.length;
-      post(id, 'progress', { stage: `downloading ${name}`, fraction: at / total });
+    if (optional && res.status === 404) {
+      if (cache) report.pending.push([src, null]);
+      return null;
     }
-    return at === total ? out : out.subarray(0, at);
+    if (!res.ok) throw new Error(`${name}: fetching ${src} gave HTTP ${res.status} ${res.statusText}`);
+    const bytes = await readBody(name, res, id);
+    if (cache) report.pending.push([src, bytes]);
+    return bytes;
   }
   if (src instanceof Blob) return new Uint8Array(await src.arrayBuffer());
   if (src instanceof ArrayBuffer) return new Uint8Array(src);
@@ -61,21 +194,88 @@ async function describe(rust) {
   return rust.trimStart().startsWith('(') && js ? `${js} ${rust.trim()}` : rust;
 }
 
-// Text of an optional file: null when it is not given or the server has none (404).
-async function optionalText(name, src) {
-  if (src == null) return null;
-  if (typeof src === 'string') {
-    let res;
-    try {
-      res = await fetch(src);
-    } catch {
-      return null;
+// Fetches (or reads from the cache) a model's files and loads it, replacing the model loaded
+// before only once every file is here: a failed fetch keeps the previous model (`modelKept`).
+async function load(id, sources, options) {
+  const { cache: useCache = true, ...rest } = options;
+  const cache = useCache ? await openCache() : null;
+  const report = new CacheReport(!!cache);
+  const kept = (e) => Object.assign(e instanceof Error ? e : new Error(String(e)), { modelKept: !!model });
+  const progress = (stage, fraction) => post(id, 'progress', { stage, fraction });
+  let files;
+  try {
+    if (sources.gguf != null) {
+      files = { gguf: await bytesOf('model.gguf', sources.gguf, id, { cache, report }) };
+    } else {
+      // Fetched together; a failure is reported for the first file in this order (config.json
+      // first), whichever request happened to fail first.
+      const at = { cache, report };
+      const settled = await Promise.allSettled([
+        bytesOf('config.json', sources.config, id, at),
+        bytesOf('model.safetensors', sources.weights, id, at),
+        bytesOf('tokenizer.json', sources.tokenizer, id, at),
+        bytesOf('tokenizer_config.json', sources.tokenizerConfig, id, { ...at, optional: true }),
+        bytesOf('generation_config.json', sources.generationConfig, id, { ...at, optional: true }),
+      ]);
+      const failed = settled.find((r) => r.status === 'rejected');
+      if (failed) throw failed.reason;
+      const [config, weights, tokenizer, tokenizerConfig, generationConfig] = settled.map((r) => r.value);
+      const text = (b) => (b == null ? null : new TextDecoder().decode(b));
+      files = { config, weights, tokenizer, tokenizerConfig: text(tokenizerConfig), generationConfig: text(generationConfig) };
     }
-    if (res.status === 404) return null;
-    if (!res.ok) throw new Error(`${name}: fetching ${src} gave HTTP ${res.status} ${res.statusText}`);
-    return res.text();
+  } catch (e) {
+    // Nothing was replaced: the model loaded before (if any) is still there.
+    throw kept(e);
   }
-  return new TextDecoder().decode(await bytesOf(name, src));
+  if (model) {
+    model.dispose();
+    model.free();
+    model = null;
+  }
+  if (files.gguf) {
+    model = await Model.loadGguf(files.gguf, rest, progress);
+  } else {
+    const { tokenizerConfig, generationConfig } = files;
+    model = await Model.load(files.config, files.weights, files.tokenizer, { ...rest, tokenizerConfig, generationConfig }, progress);
+  }
+  loaded = { sources, options };
+  for (const [url, bytes] of report.pending) await toCache(cache, url, bytes, report);
+  report.pending = [];
+  const info = JSON.parse(model.infoJson());
+  info.adapter = await describe(info.adapter);
+  const { enabled, hits, stored, bytesFromCache, error } = report;
+  info.cache = { enabled, hits, stored, bytesFromCache, error };
+  return info;
+}
+
+// After a lost WebGPU device (a driver reset, a removed GPU, the browser reclaiming it) every
+// call on the model fails: the model is loaded again on a new device (from the cache, for
+// URLs) and the reason is returned, to be told to the user.
+async function reloadIfLost(id) {
+  const why = model?.deviceLost();
+  if (!why) return null;
+  post(id, 'progress', { stage: 'the WebGPU device was lost: loading the model again', fraction: 0 });
+  model.free();
+  model = null;
+  await load(id, loaded.sources, loaded.options);
+  return `the WebGPU device was lost (${why}); the model was loaded again on a new device`;
+}
+
+// Runs `run()` on the model, recovering from a lost device: before the call (the result says
+// so in `recovered`) or during it (the error says so; the model is loaded again).
+async function onModel(id, run) {
+  if (!model) throw new Error('no model is loaded');
+  const before = await reloadIfLost(id);
+  let value;
+  try {
+    value = await run();
+  } catch (e) {
+    const after = await reloadIfLost(id).catch((e2) => `the WebGPU device was lost, and loading the model again failed (${e2.message || e2})`);
+    if (after) throw new Error(`${e && e.message ? e.message : e}: ${after}; run it again`);
+    throw e;
+  }
+  if (before && value && typeof value === 'object') value.recovered = before;
+  return value;
 }
 
 async function handle(msg) {
@@ -89,68 +289,29 @@ async function handle(msg) {
     case 'load': {
       await ready;
       if (!('gpu' in navigator)) throw new Error('This browser has no WebGPU (navigator.gpu is missing).');
-      const { sources, options } = msg;
-      if (sources.gguf != null) {
-        let bytes;
-        try {
-          bytes = await bytesOf('model.gguf', sources.gguf, id);
-        } catch (e) {
-          throw Object.assign(e instanceof Error ? e : new Error(String(e)), { modelKept: !!model });
-        }
-        if (model) {
-          model.dispose();
-          model.free();
-          model = null;
-        }
-        model = await Model.loadGguf(bytes, options || {}, (stage, fraction) => post(id, 'progress', { stage, fraction }));
-        const info = JSON.parse(model.infoJson());
-        info.adapter = await describe(info.adapter);
-        return info;
-      }
-      // Fetched together; a failure is reported for the first file in this order (config.json
-      // first), whichever request happened to fail first.
-      const settled = await Promise.allSettled([
-        bytesOf('config.json', sources.config, id),
-        bytesOf('model.safetensors', sources.weights, id),
-        bytesOf('tokenizer.json', sources.tokenizer, id),
-        optionalText('tokenizer_config.json', sources.tokenizerConfig),
-        optionalText('generation_config.json', sources.generationConfig),
-      ]);
-      const failed = settled.find((r) => r.status === 'rejected');
-      if (failed) {
-        // Nothing was replaced: the model loaded before (if any) is still there.
-        throw Object.assign(failed.reason instanceof Error ? failed.reason : new Error(String(failed.reason)), { modelKept: !!model });
-      }
-      const [config, weights, tokenizer, tokenizerConfig, generationConfig] = settled.map((r) => r.value);
-      if (model) {
-        model.dispose();
-        model.free();
-        model = null;
-      }
-      const opts = { ...(options || {}), tokenizerConfig, generationConfig };
-      model = await Model.load(config, weights, tokenizer, opts, (stage, fraction) =>
-        post(id, 'progress', { stage, fraction }),
-      );
-      const info = JSON.parse(model.infoJson());
-      info.adapter = await describe(info.adapter);
-      return info;
+      return load(id, msg.sources, msg.options || {});
+    }
+    case 'cacheInfo':
+      return cacheInfo();
+    case 'clearCache': {
+      const had = await cacheInfo();
+      if ('caches' in self) await caches.delete(CACHE_NAME);
+      return had;
     }
     case 'encode': {
       if (!model) throw new Error('no model is loaded');
       return Array.from(model.encode(msg.prompt));
     }
-    case 'generate': {
+    case 'generate':
+      return onModel(id, () => model.generate(msg.prompt, msg.options || {}, (piece, ms) => post(id, 'token', { piece, ms })));
+    case 'chat':
+      return onModel(id, () => model.chat(msg.message, msg.options || {}, (piece, ms) => post(id, 'token', { piece, ms })));
+    case 'chatCompletion':
+      return onModel(id, () => model.chatCompletion(msg.messages, msg.options || {}, (piece, ms) => post(id, 'token', { piece, ms })));
+    case 'destroyDevice': {
       if (!model) throw new Error('no model is loaded');
-      const result = await model.generate(msg.prompt, msg.options || {}, (piece, ms) => {
-        post(id, 'token', { piece, ms });
-      });
-      return result;
-    }
-    case 'chat': {
-      if (!model) throw new Error('no model is loaded');
-      return await model.chat(msg.message, msg.options || {}, (piece, ms) => {
-        post(id, 'token', { piece, ms });
-      });
+      model.destroyDevice();
+      return true;
     }
     case 'chatReset': {
       if (!model) throw new Error('no model is loaded');
