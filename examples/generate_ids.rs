@@ -7,7 +7,7 @@
 //!         [--seed S] [--temperature T] [--mode fused|sequential|vanilla] [--context C]
 //!         [--chat MESSAGE]... [--system TEXT] [--regenerate]
 //!
-//! Output: {"adapter", "mode", "prompt_tokens", "tokens", "text", "finish"}; with `--chat`,
+//! Output: {"adapter", "mode", "prompt_tokens", "tokens", "text", "finish", "weight_bytes"}; with `--chat`,
 //! one chat turn per message on one session (`plt::generate::Chat`) instead of the prompt:
 //! {"adapter", "mode", "turns": [{"tokens", "reply", "restarted", "dropped"}, ...]}, and with
 //! `--regenerate` the last turn taken back and asked again after them (`"regenerated"`).
@@ -66,6 +66,7 @@ fn run() -> plt::Result<()> {
     let model = plt::load::open_with_config(&src, cfg.clone())?;
     let engine = Engine::from_model(gpu, model, None, &dir, &mut |_, _| {})?;
     let adapter = engine.describe();
+    let weight_bytes = engine.weight_bytes();
     let context = context.min(cfg.max_position_embeddings);
     let mut ts = TextSession::new(Arc::new(engine), context)?;
     let prompt_tokens = ts.encode_prompt(&prompt)?;
@@ -98,6 +99,7 @@ fn run() -> plt::Result<()> {
         "tokens": g.tokens,
         "text": g.text,
         "finish": format!("{:?}", g.finish),
+        "weight_bytes": weight_bytes,
     });
     println!("{out}");
     Ok(())

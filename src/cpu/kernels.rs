@@ -339,6 +339,8 @@ pub fn dot_quant_rows(simd: Simd, ty: GgmlType, data: &[u8], rows: usize, acts: 
             by_format!(f, by_n)
         },
         _ => {
+            // (One row per sweep: `pairs` only changes how the SIMD kernels walk the rows.)
+            let _ = pairs;
             for j in 0..rows {
                 portable::dot_quant(f, &data[j * rb..(j + 1) * rb], acts, r0, &mut out[j * t..(j + 1) * t]);
             }

@@ -19,7 +19,7 @@ pub mod source;
 pub mod stream;
 
 pub use plan::{BufferId, BufferLayout, BufferPlan, FileInfo, PartPlan, Format, LayerBuffer, LayerWeight, LoadPlan, Place, PlannedTensor, Storage, Target, WeightId};
-pub use source::{ByteSource, Bytes, FileSource, MemorySource};
+pub use source::{ByteSource, Bytes, FileSource, MemorySource, Opener};
 pub use stream::{host_plan, stream, HostSink, HostSource, Sink};
 
 use crate::config::Config;
@@ -37,6 +37,9 @@ pub enum ModelSource {
     Memory(MemoryModel),
     /// A GGUF file in memory (a browser's fetched or picked file); `name` is for messages.
     GgufBytes { name: String, bytes: Bytes },
+    /// A GGUF file read a range at a time through the sources `file` opens (a browser's
+    /// `Blob`): never whole in memory. `name` is for messages.
+    GgufFile { name: String, file: Opener },
 }
 
 /// The files of a model directory held in memory (a browser's fetched files, the binary's
@@ -57,7 +60,7 @@ impl std::fmt::Display for ModelSource {
         match self {
             ModelSource::Path(p) => write!(f, "{}", p.display()),
             ModelSource::Memory(m) => f.write_str(&m.name),
-            ModelSource::GgufBytes { name, .. } => f.write_str(name),
+            ModelSource::GgufBytes { name, .. } | ModelSource::GgufFile { name, .. } => f.write_str(name),
         }
     }
 }
@@ -138,6 +141,10 @@ fn open_as(src: &ModelSource, cfg: Option<Config>) -> Result<OpenModel<'static>>
     match src {
         ModelSource::GgufBytes { name, bytes } => {
             let (model, _) = crate::gguf::open(Box::new(MemorySource::new(name, bytes.clone())), name.clone(), cfg)?;
+            Ok(model)
+        }
+        ModelSource::GgufFile { name, file } => {
+            let (model, _) = crate::gguf::open(file.open()?, name.clone(), cfg)?;
             Ok(model)
         }
         ModelSource::Path(path) => {

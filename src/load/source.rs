@@ -84,6 +84,28 @@ impl ByteSource for FileSource {
     }
 }
 
+/// Opens a fresh `ByteSource` over one file each time a model is opened from it: for files the
+/// caller reads a range at a time without holding them (a browser's `Blob`: a picked file, or
+/// one from its cache), which are not paths.
+#[derive(Clone)]
+pub struct Opener(Arc<dyn Fn() -> Result<Box<dyn ByteSource>>>);
+
+impl Opener {
+    pub fn new(open: impl Fn() -> Result<Box<dyn ByteSource>> + 'static) -> Opener {
+        Opener(Arc::new(open))
+    }
+
+    pub fn open(&self) -> Result<Box<dyn ByteSource>> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Opener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Opener")
+    }
+}
+
 /// The bytes of one file, in memory (the browser's fetched files, the binary's built-in model).
 #[derive(Clone)]
 pub enum Bytes {

@@ -8,7 +8,7 @@
 //
 // --model: a model directory or a .gguf file under the repository. Prints a markdown table.
 
-import { execFileSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,11 +37,14 @@ const median = (xs) => {
 
 // Native: `plt generate` on SwiftShader through Vulkan, greedy, the page's prompt and length.
 function native() {
-  const out = execFileSync(
+  const run = spawnSync(
     path.join(ROOT, 'target/release/plt'),
     ['generate', '--backend', 'gpu', '--model', path.join(ROOT, MODEL), '-n', String(N), '--temperature', '0', '--repeat-penalty', '1', PROMPT],
     { cwd: ROOT, encoding: 'utf8', env: { ...process.env, VK_ICD_FILENAMES: ICD, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR || '/tmp' }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
+  if (run.status !== 0) throw new Error(`plt generate failed (${run.status}):\n${run.stderr}`);
+  // The statistics line is on stderr.
+  const out = run.stdout + run.stderr;
   const m = /(\d+) tokens, ([0-9.]+) tok\/s/.exec(out);
   if (!m) throw new Error(`no tok/s in plt generate's output:\n${out}`);
   return { tokens: Number(m[1]), tps: Number(m[2]) };
@@ -80,7 +83,7 @@ try {
     const d = await settle();
     const readyMs = Date.now() - t0;
     const r = await generate(1);
-    return { readyMs, ttftMs: readyMs + r.prefillMs, cache: d.info.cache, info: d.info };
+    return { readyMs, ttftMs: readyMs + r.prefillMs, cache: d.info.cache, info: d.info, stages: d.stages };
   };
   await page.evaluate(async () => {
     if ('caches' in self) await caches.delete('plt-models-v1');
@@ -103,6 +106,10 @@ try {
   console.log('|---|---|---|');
   console.log(`| page load to model ready (s) | ${f(first.readyMs / 1000)} | ${f(cached.readyMs / 1000)} |`);
   console.log(`| to the first token (s) | ${f(first.ttftMs / 1000)} | ${f(cached.ttftMs / 1000)} |\n`);
+  for (const [name, v] of [['first visit', first], ['cached reload', cached]]) {
+    console.log(`${name}, the load's stages (s since the page started): ${v.stages.map(([t, s]) => `${(t / 1000).toFixed(2)} ${s}`).join(' · ')}`);
+  }
+  console.log('');
   console.log('| decode | tokens/s | runs |');
   console.log('|---|---|---|');
   console.log(`| page (WebGPU, SwiftShader) | ${f(w)} | ${web.map((x) => f(x)).join(', ')} |`);

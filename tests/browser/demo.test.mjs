@@ -527,6 +527,12 @@ test('the page loads a GGUF file and gives the native tokens', async () => {
   assert.deepEqual(web.promptTokens, native.prompt_tokens, 'prompt ids');
   assert.deepEqual(web.tokens, native.tokens, 'greedy ids');
   assert.match(web.text, /Paris/);
+  // The file was read a range at a time: never whole in wasm memory; and the device holds the
+  // same weight bytes as natively (blocks kept quantised).
+  const size = fs.statSync(path.join(ROOT, gguf)).size;
+  console.log(`# GGUF: ${size} bytes; wasm memory after the load ${d.info.wasmMemoryBytes} bytes; weights on the GPU ${d.info.weightBytes} bytes (native ${native.weight_bytes})`);
+  assert.ok(d.info.wasmMemoryBytes < size, `wasm memory ${d.info.wasmMemoryBytes} bytes, the file ${size}`);
+  assert.equal(d.info.weightBytes, native.weight_bytes);
 });
 
 test("the cache can be cleared, and a full storage quota loads the model uncached with a message", async () => {

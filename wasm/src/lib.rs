@@ -15,7 +15,7 @@ use js_sys::{Function, Promise};
 use plt::tokenizer::ChatMessage;
 use plt::generate::{Chat, Engine, FinishReason, GenerateOptions, Generator, TextSession};
 use plt::gpu::{Gpu, GpuOptions};
-use plt::load::{Bytes, MemoryModel, ModelSource};
+use plt::load::{ByteSource, Bytes, MemoryModel, ModelSource, Opener};
 use plt::model::Schedule;
 use plt::sampling::SamplerConfig;
 use plt::{Config, Looping};
@@ -225,18 +225,15 @@ impl Model {
     /// metadata; block formats kept quantised on the device). `options`: `{context, dtype,
     /// source}`; otherwise as `load`.
     #[wasm_bindgen(js_name = loadGguf)]
-    pub fn load_gguf(bytes: &[u8], options: JsValue, on_progress: Option<Function>) -> Promise {
-        let bytes = bytes.to_vec();
+    pub fn load_gguf(file: JsValue, options: JsValue, on_progress: Option<Function>) -> Promise {
         future_to_promise(async move {
             let opts = load_opts(options)?;
             let source = opts.source.clone().unwrap_or_else(|| "model.gguf".into());
-            let src = ModelSource::GgufBytes { name: source.clone(), bytes: Bytes::from(bytes) };
+            let src = gguf_source(file, &source)?;
             Model::from_source(src, source, opts, on_progress).await
         })
     }
 
-    /// `{adapter, source, layers, hiddenSize, vocabSize, numLoops, loopMode, window, parameters,
-    /// weightBytes, context, modes}` as a JSON string.
     #[wasm_bindgen(js_name = infoJson)]
     pub fn info_json(&self) -> String {
         self.info.clone()
@@ -586,6 +583,134 @@ fn describe(e: &Engine, context: usize, vanilla: bool) -> String {
     serde_json::to_string(&info).unwrap_or_default()
 }
 
+/// A GGUF file from JS, read a range at a time: a `Blob` (a picked file, one from the cache or
+/// the network) through `FileReaderSync` where there is one (in workers), else a `Uint8Array`
+/// or `ArrayBuffer` in JS memory. Either way the file is never whole in wasm memory.
+fn gguf_source(file: JsValue, name: &str) -> Result<ModelSource, JsValue> {
+    let has_sync_reader = js_sys::Reflect::has(&js_sys::global(), &JsValue::from_str("FileReaderSync")).unwrap_or(false);
+    let open: Opener = if file.is_instance_of::<web_sys::Blob>() {
+        if !has_sync_reader {
+            return Err(js_err("reading a GGUF Blob a range at a time needs FileReaderSync (a worker): pass its bytes instead, or load it in a worker"));
+        }
+        let blob: web_sys::Blob = file.unchecked_into();
+        let name = name.to_string();
+        Opener::new(move || {
+            let reader = web_sys::FileReaderSync::new().map_err(|e| plt::Error::Input(format!("{name}: {}", js_text(&e))))?;
+            Ok(Box::new(BlobSource { name: name.clone(), blob: blob.clone(), reader }) as Box<dyn ByteSource>)
+        })
+    } else {
+        let bytes = if file.is_instance_of::<js_sys::ArrayBuffer>() {
+            js_sys::Uint8Array::new(&file)
+        } else if file.is_instance_of::<js_sys::Uint8Array>() {
+            file.unchecked_into()
+        } else {
+            return Err(js_err("model.gguf: expected a Blob/File, a Uint8Array or an ArrayBuffer"));
+        };
+        let name = name.to_string();
+        Opener::new(move || Ok(Box::new(ArraySource { name: name.clone(), bytes: bytes.clone() }) as Box<dyn ByteSource>))
+    };
+    Ok(ModelSource::GgufFile { name: name.to_string(), file: open })
+}
+
+fn js_text(v: &JsValue) -> String {
+    v.as_string()
+        .or_else(|| v.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())))
+        .unwrap_or_else(|| format!("{v:?}"))
+}
+
+/// Checks that `offset..offset + len` lies in a file of `size` bytes.
+fn in_file(name: &str, offset: u64, len: usize, size: u64) -> plt::Result<()> {
+    match offset.checked_add(len as u64) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(plt::Error::Input(format!("{name}: reading {len} bytes at offset {offset}, past the end of the file ({size} bytes)"))),
+    }
+}
+
+/// A file in a `Blob`, read a range at a time with `FileReaderSync`.
+struct BlobSource {
+    name: String,
+    blob: web_sys::Blob,
+    reader: web_sys::FileReaderSync,
+}
+
+impl ByteSource for BlobSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn size(&self) -> u64 {
+        self.blob.size() as u64
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> plt::Result<()> {
+        in_file(&self.name, offset, buf.len(), self.size())?;
+        let fail = |e: JsValue| plt::Error::Input(format!("{}: reading bytes at offset {offset}: {}", self.name, js_text(&e)));
+        let part = self.blob.slice_with_f64_and_f64(offset as f64, (offset + buf.len() as u64) as f64).map_err(fail)?;
+        let got = self.reader.read_as_array_buffer(&part).map_err(fail)?;
+        let got = js_sys::Uint8Array::new(got.as_ref());
+        if got.length() as usize != buf.len() {
+            return Err(plt::Error::Input(format!("{}: read {} bytes at offset {offset}, expected {}", self.name, got.length(), buf.len())));
+        }
+        got.copy_to(buf);
+        Ok(())
+    }
+}
+
+/// A file in a JS `Uint8Array`, copied into wasm memory a range at a time.
+struct ArraySource {
+    name: String,
+    bytes: js_sys::Uint8Array,
+}
+
+impl ByteSource for ArraySource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn size(&self) -> u64 {
+        self.bytes.length() as u64
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> plt::Result<()> {
+        in_file(&self.name, offset, buf.len(), self.size())?;
+        self.bytes.subarray(offset as u32, (offset + buf.len() as u64) as u32).copy_to(buf);
+        Ok(())
+    }
+}
+
+/// SHA-256 of a file fed in chunks (the browser's model cache keys files by it).
+#[wasm_bindgen]
+pub struct Sha256(sha2::Sha256);
+
+#[wasm_bindgen]
+impl Sha256 {
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> Sha256 {
+        use sha2::Digest;
+        Sha256(sha2::Sha256::new())
+    }
+
+    pub fn update(&mut self, chunk: &[u8]) {
+        use sha2::Digest;
+        self.0.update(chunk);
+    }
+
+    /// The digest as lowercase hex.
+    pub fn hex(&self) -> String {
+        use sha2::Digest;
+        self.0.clone().finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl Default for Sha256 {
+    fn default() -> Self {
+        Sha256::new()
+    }
+}
+
+/// Bytes of this module's wasm memory (it only grows: after a load, the most the load used).
+#[wasm_bindgen(js_name = wasmMemoryBytes)]
+pub fn wasm_memory_bytes() -> f64 {
+    let mem: js_sys::WebAssembly::Memory = wasm_bindgen::memory().unchecked_into();
+    mem.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as f64
+}
+
 fn load_opts(options: JsValue) -> Result<LoadOpts, JsValue> {
     if options.is_undefined() || options.is_null() {
         Ok(LoadOpts::default())
@@ -610,10 +735,12 @@ impl Model {
             Some(s) => Some(plt::DType::parse(s).ok_or_else(|| js_err(format!("dtype: expected f32 or f16, got `{s}`")))?),
         };
         progress("parsing", 1.0);
+        progress("opening the WebGPU device", 0.0);
         let gpu = Arc::new(Gpu::new(&GpuOptions::default()).await.map_err(js_err)?);
         let engine = Arc::new(Engine::from_model(gpu.clone(), model, dtype, &source, &mut progress).map_err(js_err)?);
         gpu.check().map_err(js_err)?;
         let context = opts.context.unwrap_or(2048).min(cfg.max_position_embeddings).max(2);
+        progress("compiling the kernels", 0.0);
         let session = TextSession::new(engine.clone(), context).map_err(js_err)?;
         let vanilla_src = cfg.is_plt().then(|| {
             let mut vc = cfg.clone();

@@ -9,7 +9,7 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const DEFAULT_MODEL = '../../models/plt2-shakespeare/';
 
-const demo = (window.pltDemo = { state: 'starting', info: null, result: null, error: null, chat: { turns: [] } });
+const demo = (window.pltDemo = { state: 'starting', info: null, result: null, error: null, chat: { turns: [] }, stages: [] });
 let client = null;
 let running = false;
 
@@ -27,6 +27,9 @@ function fail(text) {
 const MB = 1e6;
 
 function setProgress(stage, f, detail = {}) {
+  // The load's stages with their times (ms since the page started), for the benchmark.
+  const last = demo.stages[demo.stages.length - 1];
+  if (!last || last[1] !== stage) demo.stages.push([Math.round(performance.now()), stage]);
   $('progressBox').hidden = false;
   $('progress').value = f;
   let text = `${stage} ${Math.round(f * 100)}%`;
@@ -72,6 +75,7 @@ async function load(sources, label) {
   try {
     const info = await client.load(sources, { onProgress: setProgress });
     demo.info = info;
+    demo.stages.push([Math.round(performance.now()), 'ready']);
     $('adapter').textContent = info.adapter;
     $('adapter').title = info.kernels;
     const mb = (info.weightBytes / 1048576).toFixed(1);

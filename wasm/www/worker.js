@@ -2,7 +2,7 @@
 // generating never block the page. Spoken to by plt.js (PltClient) with messages
 // {id, type, ...}; answers {id, type: 'result' | 'error' | 'progress' | 'token', ...}.
 
-import init, { Model, adapterInfo } from './pkg/plt_wasm.js';
+import init, { Model, Sha256, adapterInfo, wasmMemoryBytes } from './pkg/plt_wasm.js';
 
 let ready = null;
 let model = null;
@@ -37,6 +37,21 @@ async function sha256(bytes) {
   return Array.from(d, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+// Bytes a Blob is read by at a time (hashing, checking).
+const BLOB_CHUNK = 8 << 20;
+
+// SHA-256 of a Blob, read a chunk at a time (never whole in memory).
+function sha256Blob(blob) {
+  const h = new Sha256();
+  const reader = new FileReaderSync();
+  try {
+    for (let at = 0; at < blob.size; at += BLOB_CHUNK) h.update(new Uint8Array(reader.readAsArrayBuffer(blob.slice(at, at + BLOB_CHUNK))));
+    return h.hex();
+  } finally {
+    h.free();
+  }
+}
+
 // What one load did with the cache: reported in the model's description (`info.cache`).
 class CacheReport {
   constructor(enabled) {
@@ -51,9 +66,9 @@ class CacheReport {
   }
 }
 
-// A cached file: {bytes} or {missing: true} (an optional file the server did not have), or
-// null when it is not cached (or its copy was damaged).
-async function fromCache(cache, url) {
+// A cached file: {bytes} (or {blob}, with `asBlob`) or {missing: true} (an optional file the
+// server did not have), or null when it is not cached (or its copy was damaged).
+async function fromCache(cache, url, asBlob) {
   const idx = await cache.match(indexKey(url));
   if (!idx) return null;
   let meta;
@@ -63,23 +78,31 @@ async function fromCache(cache, url) {
     meta = null;
   }
   if (meta && meta.missing) return { missing: true };
-  const blob = meta && typeof meta.sha256 === 'string' ? await cache.match(blobKey(meta.sha256)) : null;
-  const bytes = blob ? new Uint8Array(await blob.arrayBuffer()) : null;
-  if (bytes && bytes.length === meta.size && (await sha256(bytes)) === meta.sha256) return { bytes };
+  const hit = meta && typeof meta.sha256 === 'string' ? await cache.match(blobKey(meta.sha256)) : null;
+  if (hit && asBlob) {
+    const blob = await hit.blob();
+    if (blob.size === meta.size && sha256Blob(blob) === meta.sha256) return { blob };
+  } else if (hit) {
+    const bytes = new Uint8Array(await hit.arrayBuffer());
+    if (bytes.length === meta.size && (await sha256(bytes)) === meta.sha256) return { bytes };
+  }
   await cache.delete(indexKey(url));
   if (meta && typeof meta.sha256 === 'string') await cache.delete(blobKey(meta.sha256));
   return null;
 }
 
-async function toCache(cache, url, bytes, report) {
+// Writes one fetched file (`file`: {bytes} or {blob, sha256}, or null for a missing optional
+// file) under `url`.
+async function toCache(cache, url, file, report) {
   if (report.error) return; // the quota was already reached in this load
   try {
-    const meta = { url, size: bytes?.length ?? 0, missing: bytes == null, stored: new Date().toISOString() };
-    if (bytes != null) {
-      meta.sha256 = await sha256(bytes);
+    const body = file?.blob ?? file?.bytes;
+    const meta = { url, size: body == null ? 0 : body.size ?? body.length, missing: body == null, stored: new Date().toISOString() };
+    if (body != null) {
+      meta.sha256 = file.sha256 ?? (await sha256(file.bytes));
       const key = blobKey(meta.sha256);
       if (!(await cache.match(key))) {
-        await cache.put(key, new Response(bytes, { headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(bytes.length) } }));
+        await cache.put(key, new Response(body, { headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(meta.size) } }));
       }
     }
     await cache.put(indexKey(url), new Response(JSON.stringify(meta), { headers: { 'Content-Type': 'application/json' } }));
@@ -107,51 +130,68 @@ async function cacheInfo() {
   return { available: true, files, bytes };
 }
 
-// Streams a response into one buffer of its announced size, posting progress (bytes, total,
-// rate) at most every 100 ms.
-async function readBody(name, res, id) {
+// Streams a response's body, posting progress (bytes, total, rate) at most every 100 ms: into
+// one buffer of its announced size ({bytes}), or, with `asBlob`, into a Blob hashed as it
+// comes ({blob, sha256}: the pieces are let go once the Blob holds them).
+async function readBody(name, res, id, asBlob) {
   const total = Number(res.headers.get('Content-Length')) || 0;
-  if (!res.body || !total) return new Uint8Array(await res.arrayBuffer());
-  const out = new Uint8Array(total);
+  if (!res.body || (!total && !asBlob)) return { bytes: new Uint8Array(await res.arrayBuffer()) };
+  const out = asBlob ? null : new Uint8Array(total);
+  const parts = [];
+  const hash = asBlob ? new Sha256() : null;
   const reader = res.body.getReader();
   const t0 = performance.now();
   let at = 0;
   let posted = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    if (at + value.length > out.length) {
-      reader.cancel();
-      throw new Error(`${name}: the server sent more bytes than its Content-Length (${total})`);
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (total && at + value.length > total) {
+        reader.cancel();
+        throw new Error(`${name}: the server sent more bytes than its Content-Length (${total})`);
+      }
+      if (asBlob) {
+        hash.update(value);
+        parts.push(value);
+      } else {
+        out.set(value, at);
+      }
+      at += value.length;
+      const now = performance.now();
+      if (now - posted >= 100 || at === total) {
+        posted = now;
+        const s = (now - t0) / 1000;
+        post(id, 'progress', { stage: `downloading ${name}`, fraction: total ? at / total : 0, loaded: at, total, bytesPerSecond: s > 0 ? at / s : 0 });
+      }
     }
-    out.set(value, at);
-    at += value.length;
-    const now = performance.now();
-    if (now - posted >= 100 || at === total) {
-      posted = now;
-      const s = (now - t0) / 1000;
-      post(id, 'progress', { stage: `downloading ${name}`, fraction: at / total, loaded: at, total, bytesPerSecond: s > 0 ? at / s : 0 });
-    }
+    if (total && at !== total) throw new Error(`${name}: the download ended after ${at} of its ${total} bytes`);
+    if (asBlob) return { blob: new Blob(parts), sha256: hash.hex() };
+    return { bytes: out };
+  } finally {
+    hash?.free();
   }
-  return at === total ? out : out.subarray(0, at);
 }
 
-// Bytes of one source: a URL (string; through the cache unless `cache` is null), a Blob/File,
-// an ArrayBuffer or a typed array. `optional`: a URL the server does not have (404) gives null.
-async function bytesOf(name, src, id, { cache = null, report = null, optional = false } = {}) {
+// One source: a URL (string; through the cache unless `cache` is null), a Blob/File, an
+// ArrayBuffer or a typed array. Gives its bytes (a Uint8Array), or with `asBlob` a Blob where
+// it has one (a File, a cached or downloaded file), read later a range at a time. `optional`:
+// a URL the server does not have (404) gives null.
+async function fileOf(name, src, id, { cache = null, report = null, optional = false, asBlob = false } = {}) {
   if (src == null) {
     if (optional) return null;
     throw new Error(`${name}: no source given`);
   }
   if (typeof src === 'string') {
     if (cache) {
-      const hit = await fromCache(cache, src);
+      const hit = await fromCache(cache, src, asBlob);
       if (hit) {
         report.hits++;
         if (hit.missing) return null;
-        report.bytesFromCache += hit.bytes.length;
-        post(id, 'progress', { stage: `${name} from the browser cache`, fraction: 1, loaded: hit.bytes.length, total: hit.bytes.length, cached: true });
-        return hit.bytes;
+        const size = hit.blob ? hit.blob.size : hit.bytes.length;
+        report.bytesFromCache += size;
+        post(id, 'progress', { stage: `${name} from the browser cache`, fraction: 1, loaded: size, total: size, cached: true });
+        return hit.blob ?? hit.bytes;
       }
     }
     let res;
@@ -166,11 +206,11 @@ async function bytesOf(name, src, id, { cache = null, report = null, optional = 
       return null;
     }
     if (!res.ok) throw new Error(`${name}: fetching ${src} gave HTTP ${res.status} ${res.statusText}`);
-    const bytes = await readBody(name, res, id);
-    if (cache) report.pending.push([src, bytes]);
-    return bytes;
+    const file = await readBody(name, res, id, asBlob);
+    if (cache) report.pending.push([src, file]);
+    return file.blob ?? file.bytes;
   }
-  if (src instanceof Blob) return new Uint8Array(await src.arrayBuffer());
+  if (src instanceof Blob) return asBlob ? src : new Uint8Array(await src.arrayBuffer());
   if (src instanceof ArrayBuffer) return new Uint8Array(src);
   if (ArrayBuffer.isView(src)) return new Uint8Array(src.buffer, src.byteOffset, src.byteLength);
   throw new Error(`${name}: expected a URL, a File/Blob or bytes`);
@@ -205,17 +245,18 @@ async function load(id, sources, options) {
   let files;
   try {
     if (sources.gguf != null) {
-      files = { gguf: await bytesOf('model.gguf', sources.gguf, id, { cache, report }) };
+      // Kept as a Blob where there is one: the runtime reads it a range at a time.
+      files = { gguf: await fileOf('model.gguf', sources.gguf, id, { cache, report, asBlob: true }) };
     } else {
       // Fetched together; a failure is reported for the first file in this order (config.json
       // first), whichever request happened to fail first.
       const at = { cache, report };
       const settled = await Promise.allSettled([
-        bytesOf('config.json', sources.config, id, at),
-        bytesOf('model.safetensors', sources.weights, id, at),
-        bytesOf('tokenizer.json', sources.tokenizer, id, at),
-        bytesOf('tokenizer_config.json', sources.tokenizerConfig, id, { ...at, optional: true }),
-        bytesOf('generation_config.json', sources.generationConfig, id, { ...at, optional: true }),
+        fileOf('config.json', sources.config, id, at),
+        fileOf('model.safetensors', sources.weights, id, at),
+        fileOf('tokenizer.json', sources.tokenizer, id, at),
+        fileOf('tokenizer_config.json', sources.tokenizerConfig, id, { ...at, optional: true }),
+        fileOf('generation_config.json', sources.generationConfig, id, { ...at, optional: true }),
       ]);
       const failed = settled.find((r) => r.status === 'rejected');
       if (failed) throw failed.reason;
@@ -239,10 +280,11 @@ async function load(id, sources, options) {
     model = await Model.load(files.config, files.weights, files.tokenizer, { ...rest, tokenizerConfig, generationConfig }, progress);
   }
   loaded = { sources, options };
-  for (const [url, bytes] of report.pending) await toCache(cache, url, bytes, report);
+  for (const [url, file] of report.pending) await toCache(cache, url, file, report);
   report.pending = [];
   const info = JSON.parse(model.infoJson());
   info.adapter = await describe(info.adapter);
+  info.wasmMemoryBytes = wasmMemoryBytes();
   const { enabled, hits, stored, bytesFromCache, error } = report;
   info.cache = { enabled, hits, stored, bytesFromCache, error };
   return info;
