@@ -440,6 +440,12 @@ impl StreamDecoder {
 
     /// Adds one id; returns the new complete text, if any.
     pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<Option<String>> {
+        // An id that decodes to nothing (a special token skipped, an empty piece) adds no
+        // bytes: it stays out of the window, so that the ids held back below are ones that
+        // carry bytes (a character split by such ids would otherwise be cut before its end).
+        if tok.decode_continuation(&[id], self.skip_special)?.is_empty() {
+            return Ok(None);
+        }
         self.ids.push(id);
         let before = tok.decode_continuation(&self.ids[self.prefix..self.read], self.skip_special)?;
         let now = tok.decode_continuation(&self.ids[self.prefix..], self.skip_special)?;
@@ -450,8 +456,8 @@ impl StreamDecoder {
             return Ok(Some(piece));
         }
         // Held back while the text ends in U+FFFD: a character still missing bytes, or bytes that
-        // are not UTF-8 at all (they never complete). A character has at most 4 bytes, so once
-        // more than 4 ids are pending, the text up to the last 4 of them is final when decoding
+        // are not UTF-8 at all (they never complete). A character has at most 4 bytes, and each
+        // id in the window carries at least one, so once more than 4 ids are pending, the text up to the last 4 of them is final when decoding
         // more ids did not change it: emit that, so the window (and each push's work) stays bounded.
         let pending = self.ids.len() - self.read;
         if pending > HOLD_BACK_IDS && now.starts_with(&before) {

@@ -868,6 +868,38 @@ fn stream_decoding_keeps_characters_whole_after_invalid_bytes() {
     assert!(pieces.iter().all(|p| !p.is_empty()));
 }
 
+/// Ids that decode to nothing (a special token skipped from the text) inside a character must
+/// not count as its bytes: a 4-byte character whose lead byte is followed by 13 such ids and
+/// then its 3 continuation bytes was cut after the lead byte (streamed `�` and lost the
+/// rest; a one-shot decode gives the character). Found by the `tokenizer` fuzzer
+/// (tests/fuzz-cases/tokenizer/stream-empty-ids-split-char). Fixed: `push` leaves ids that decode
+/// to nothing out of its window.
+#[test]
+fn stream_decoding_keeps_characters_whole_across_empty_ids() {
+    let tok = harness::byte_tokenizer();
+    // The id of byte `b`, for bytes GPT-2's byte map shows as themselves (printable Latin-1).
+    let byte = |b: u8| (0..256u32).find(|&i| tok.token_text(i) == Some((b as char).to_string())).unwrap();
+    // U+A1D30: F2 A1 B4 B0, every byte one the map shows as itself.
+    let ch = "\u{A1D30}";
+    assert_eq!(ch.as_bytes(), [0xF2, 0xA1, 0xB4, 0xB0]);
+    // Ids that decode to nothing: past the vocabulary (257), and the special token (256) when
+    // special tokens are skipped.
+    for (skip, empty) in [(false, 257), (true, 257), (true, 256)] {
+        assert_eq!(tok.decode(&[empty], skip).unwrap(), "");
+        let mut ids: Vec<u32> = vec![byte(b'"'), byte(0xF9), byte(0xF2)];
+        ids.extend([empty; 13]);
+        ids.extend([0xA1, 0xB4, 0xB0, b'm', b'C'].map(byte));
+        let mut s = plt::tokenizer::StreamDecoder::new(skip);
+        let mut out = String::new();
+        for &id in &ids {
+            out += &s.push(tok, id).unwrap().unwrap_or_default();
+        }
+        out += &s.flush(tok).unwrap().unwrap_or_default();
+        assert_eq!(out, tok.decode(&ids, skip).unwrap());
+        assert_eq!(out, format!("\"\u{FFFD}{ch}mC"), "skip_special {skip}, empty id {empty}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The error table of docs/reliability.md
 // ---------------------------------------------------------------------------------------------
