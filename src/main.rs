@@ -29,7 +29,7 @@ fn default_model() -> ModelSource {
     ModelSource::Memory(MemoryModel {
         name: "plt2-shakespeare (built in)".into(),
         config: shipped!("config.json"),
-        safetensors: shipped!("model.safetensors"),
+        safetensors: shipped!("model.safetensors").into(),
         tokenizer: Some(shipped!("tokenizer.json")),
         generation_config: Some(shipped!("generation_config.json")),
         tokenizer_config: Some(shipped!("tokenizer_config.json")),

@@ -19,7 +19,7 @@ pub mod source;
 pub mod stream;
 
 pub use plan::{BufferId, BufferLayout, BufferPlan, FileInfo, PartPlan, Format, LayerBuffer, LayerWeight, LoadPlan, Place, PlannedTensor, Storage, Target, WeightId};
-pub use source::{ByteSource, Bytes, FileSource, MemorySource, Opener};
+pub use source::{ByteSource, Bytes, FileData, FileSource, MemorySource, Opener};
 pub use stream::{host_plan, stream, HostSink, HostSource, Sink};
 
 use crate::config::Config;
@@ -49,7 +49,8 @@ pub struct MemoryModel {
     /// A name for messages.
     pub name: String,
     pub config: Bytes,
-    pub safetensors: Bytes,
+    /// The weights: bytes, or (a browser's `Blob`) a file read a range at a time.
+    pub safetensors: FileData,
     pub tokenizer: Option<Bytes>,
     pub generation_config: Option<Bytes>,
     pub tokenizer_config: Option<Bytes>,
@@ -180,7 +181,7 @@ fn open_as(src: &ModelSource, cfg: Option<Config>) -> Result<OpenModel<'static>>
                     tokenizer_config: json("tokenizer_config.json", &m.tokenizer_config)?,
                 }),
             };
-            let sources: Vec<Box<dyn ByteSource>> = vec![Box::new(MemorySource::new("model.safetensors", m.safetensors.clone()))];
+            let sources: Vec<Box<dyn ByteSource>> = vec![m.safetensors.open("model.safetensors")?];
             let mut model = open_safetensors(&m.name, cfg, sources)?;
             model.plan.tokenizer = tokenizer;
             Ok(model)

@@ -106,6 +106,36 @@ impl std::fmt::Debug for Opener {
     }
 }
 
+/// One file a caller holds: its bytes in memory, or an `Opener` that reads it a range at a
+/// time.
+#[derive(Clone, Debug)]
+pub enum FileData {
+    Bytes(Bytes),
+    Opener(Opener),
+}
+
+impl FileData {
+    /// A source over the file; `name` names it in messages.
+    pub fn open(&self, name: &str) -> Result<Box<dyn ByteSource>> {
+        match self {
+            FileData::Bytes(b) => Ok(Box::new(MemorySource::new(name, b.clone()))),
+            FileData::Opener(o) => o.open(),
+        }
+    }
+}
+
+impl From<Bytes> for FileData {
+    fn from(b: Bytes) -> FileData {
+        FileData::Bytes(b)
+    }
+}
+
+impl From<Opener> for FileData {
+    fn from(o: Opener) -> FileData {
+        FileData::Opener(o)
+    }
+}
+
 /// The bytes of one file, in memory (the browser's fetched files, the binary's built-in model).
 #[derive(Clone)]
 pub enum Bytes {

@@ -421,6 +421,25 @@ test('a 3-turn chat gives the native Chat turns, and regenerate and reset work',
   assert.ok(await page.isVisible('#prompt'));
 });
 
+test('the minimal example page (wasm/www/example.html) loads the model and streams two replies', async () => {
+  const p = await browser.newPage();
+  const errors = [];
+  p.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+  p.on('pageerror', (e) => errors.push(e.message));
+  await p.goto(`http://127.0.0.1:${port}/wasm/www/example.html?model=/${modelDir}/`);
+  await p.waitForFunction(() => /^(ready|could not)/.test(document.getElementById('status').textContent), null, { timeout: 180_000 });
+  assert.match(await p.textContent('#status'), /^ready: /);
+  for (let turn = 1; turn <= 2; turn++) {
+    await p.click('button');
+    await p.waitForFunction((n) => document.body.dataset.turns === String(n), turn, { timeout: 180_000 });
+  }
+  const out = await p.textContent('#out');
+  assert.match(out, /^user: Hello there\nassistant: [^]*?\S[^]*\n\nuser: Hello there\nassistant: [^]*?\S[^]*\n\n$/, out);
+  assert.match(await p.textContent('#status'), /^\d+ tokens at [0-9.]+ tokens\/s$/);
+  assert.deepEqual(errors, []);
+  await p.close();
+});
+
 test('loading, generating and chatting log no console errors', () => {
   // Everything above ran on `page`: the model's optional files all exist (no 404 probes), and
   // nothing failed in the page or the worker.

@@ -198,21 +198,24 @@ pub struct Model {
 
 #[wasm_bindgen]
 impl Model {
-    /// Loads a model from the bytes of config.json, model.safetensors and tokenizer.json.
+    /// Loads a model from the bytes of config.json and tokenizer.json and model.safetensors (a
+    /// `Blob`, read a range at a time in a worker, or bytes in a `Uint8Array`: never whole in
+    /// wasm memory).
     /// `options`: `{context, dtype, source, tokenizerConfig, generationConfig}`;
     /// `on_progress(stage, fraction)` is called while parsing and uploading. Resolves to a
     /// `Model`.
-    pub fn load(config: &[u8], weights: &[u8], tokenizer_json: &[u8], options: JsValue, on_progress: Option<Function>) -> Promise {
-        let (config, weights, tok) = (config.to_vec(), weights.to_vec(), tokenizer_json.to_vec());
+    pub fn load(config: &[u8], weights: JsValue, tokenizer_json: &[u8], options: JsValue, on_progress: Option<Function>) -> Promise {
+        let (config, tok) = (config.to_vec(), tokenizer_json.to_vec());
         future_to_promise(async move {
             let opts = load_opts(options)?;
             let source = opts.source.clone().unwrap_or_else(|| "model.safetensors".into());
+            let weights = js_opener(weights, "model.safetensors")?;
             // The files as fetched; the tokenizer's special tokens, BOS rule and chat template
             // follow the same rules as a native model directory (`Tokenizer::for_model`).
             let src = ModelSource::Memory(MemoryModel {
                 name: source.clone(),
                 config: Bytes::from(config),
-                safetensors: Bytes::from(weights),
+                safetensors: weights.into(),
                 tokenizer: Some(Bytes::from(tok)),
                 generation_config: opts.generation_config.clone().map(|t| Bytes::from(t.into_bytes())),
                 tokenizer_config: opts.tokenizer_config.clone().map(|t| Bytes::from(t.into_bytes())),
@@ -229,7 +232,7 @@ impl Model {
         future_to_promise(async move {
             let opts = load_opts(options)?;
             let source = opts.source.clone().unwrap_or_else(|| "model.gguf".into());
-            let src = gguf_source(file, &source)?;
+            let src = ModelSource::GgufFile { name: source.clone(), file: js_opener(file, "model.gguf")? };
             Model::from_source(src, source, opts, on_progress).await
         })
     }
@@ -583,33 +586,30 @@ fn describe(e: &Engine, context: usize, vanilla: bool) -> String {
     serde_json::to_string(&info).unwrap_or_default()
 }
 
-/// A GGUF file from JS, read a range at a time: a `Blob` (a picked file, one from the cache or
-/// the network) through `FileReaderSync` where there is one (in workers), else a `Uint8Array`
-/// or `ArrayBuffer` in JS memory. Either way the file is never whole in wasm memory.
-fn gguf_source(file: JsValue, name: &str) -> Result<ModelSource, JsValue> {
+/// A file from JS, read a range at a time: a `Blob` (a picked file, one from the cache or the
+/// network) through `FileReaderSync` where there is one (in workers), else a `Uint8Array` or
+/// `ArrayBuffer` in JS memory. Either way the file is never whole in wasm memory.
+fn js_opener(file: JsValue, name: &str) -> Result<Opener, JsValue> {
     let has_sync_reader = js_sys::Reflect::has(&js_sys::global(), &JsValue::from_str("FileReaderSync")).unwrap_or(false);
-    let open: Opener = if file.is_instance_of::<web_sys::Blob>() {
+    let name = name.to_string();
+    if file.is_instance_of::<web_sys::Blob>() {
         if !has_sync_reader {
-            return Err(js_err("reading a GGUF Blob a range at a time needs FileReaderSync (a worker): pass its bytes instead, or load it in a worker"));
+            return Err(js_err(format!("{name}: reading a Blob a range at a time needs FileReaderSync (a worker): pass its bytes instead, or load it in a worker")));
         }
         let blob: web_sys::Blob = file.unchecked_into();
-        let name = name.to_string();
-        Opener::new(move || {
+        return Ok(Opener::new(move || {
             let reader = web_sys::FileReaderSync::new().map_err(|e| plt::Error::Input(format!("{name}: {}", js_text(&e))))?;
             Ok(Box::new(BlobSource { name: name.clone(), blob: blob.clone(), reader }) as Box<dyn ByteSource>)
-        })
+        }));
+    }
+    let bytes = if file.is_instance_of::<js_sys::ArrayBuffer>() {
+        js_sys::Uint8Array::new(&file)
+    } else if file.is_instance_of::<js_sys::Uint8Array>() {
+        file.unchecked_into()
     } else {
-        let bytes = if file.is_instance_of::<js_sys::ArrayBuffer>() {
-            js_sys::Uint8Array::new(&file)
-        } else if file.is_instance_of::<js_sys::Uint8Array>() {
-            file.unchecked_into()
-        } else {
-            return Err(js_err("model.gguf: expected a Blob/File, a Uint8Array or an ArrayBuffer"));
-        };
-        let name = name.to_string();
-        Opener::new(move || Ok(Box::new(ArraySource { name: name.clone(), bytes: bytes.clone() }) as Box<dyn ByteSource>))
+        return Err(js_err(format!("{name}: expected a Blob/File, a Uint8Array or an ArrayBuffer")));
     };
-    Ok(ModelSource::GgufFile { name: name.to_string(), file: open })
+    Ok(Opener::new(move || Ok(Box::new(ArraySource { name: name.clone(), bytes: bytes.clone() }) as Box<dyn ByteSource>)))
 }
 
 fn js_text(v: &JsValue) -> String {

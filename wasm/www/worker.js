@@ -253,7 +253,8 @@ async function load(id, sources, options) {
       const at = { cache, report };
       const settled = await Promise.allSettled([
         fileOf('config.json', sources.config, id, at),
-        fileOf('model.safetensors', sources.weights, id, at),
+        // Kept as a Blob where there is one: the runtime reads it a range at a time.
+        fileOf('model.safetensors', sources.weights, id, { ...at, asBlob: true }),
         fileOf('tokenizer.json', sources.tokenizer, id, at),
         fileOf('tokenizer_config.json', sources.tokenizerConfig, id, { ...at, optional: true }),
         fileOf('generation_config.json', sources.generationConfig, id, { ...at, optional: true }),
