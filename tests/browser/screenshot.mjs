@@ -2,7 +2,7 @@
 // one generation with the page's default sampling options, then a PNG.
 //
 //   node tests/browser/screenshot.mjs [--model models/plt2-shakespeare] [--out docs/demo.png]
-//       [--prompt TEXT] [--tokens N] [--mode fused]
+//       [--prompt TEXT] [--tokens N] [--mode fused] [--chat MESSAGE]... [--system TEXT]
 //
 // Needs scripts/build-wasm.sh first. The model directory must be inside the repository (the
 // page fetches it from the server, which serves the repository root).
@@ -23,6 +23,8 @@ const out = path.resolve(arg('--out', path.join(ROOT, 'docs', 'demo.png')));
 const prompt = arg('--prompt', 'ROMEO:\n');
 const tokens = arg('--tokens', '120');
 const mode = arg('--mode', 'fused');
+// --chat MESSAGE (repeatable): the Chat tab with these turns instead of a completion.
+const chat = process.argv.flatMap((a, i) => (a === '--chat' && process.argv[i + 1] ? [process.argv[i + 1]] : []));
 
 const { server, port } = await serve(ROOT, 0, { allow: [...DEFAULT_ALLOW, path.dirname(model)] });
 const browser = await chromium.launch({
@@ -36,14 +38,29 @@ try {
   await page.waitForFunction(() => ['ready', 'load-failed', 'no-webgpu', 'no-adapter'].includes(window.pltDemo?.state), null, { timeout: 300_000 });
   const state = await page.evaluate(() => window.pltDemo.state);
   if (state !== 'ready') throw new Error(`the page did not load the model: ${await page.textContent('#message')}`);
-  await page.fill('#prompt', prompt);
   await page.fill('#maxTokens', tokens);
   await page.selectOption('#mode', mode);
-  await page.click('#generate');
-  await page.waitForFunction(() => ['done', 'failed'].includes(window.pltDemo.state), null, { timeout: 600_000 });
+  if (chat.length) {
+    await page.click('#tabChat');
+    await page.fill('#system', arg('--system', ''));
+    for (const m of chat) {
+      await page.evaluate(() => (window.pltDemo.state = 'idle'));
+      await page.fill('#chatInput', m);
+      await page.click('#send');
+      await page.waitForFunction(() => ['chat-done', 'failed', 'invalid-input'].includes(window.pltDemo.state), null, { timeout: 600_000 });
+    }
+  } else {
+    await page.fill('#prompt', prompt);
+    await page.click('#generate');
+    await page.waitForFunction(() => ['done', 'failed'].includes(window.pltDemo.state), null, { timeout: 600_000 });
+  }
+  const failed = await page.evaluate(() => window.pltDemo.error);
+  if (failed) throw new Error(failed);
   fs.mkdirSync(path.dirname(out), { recursive: true });
+  // The whole transcript and output in the picture, not a scrolled box.
+  await page.addStyleTag({ content: '#chatLog, #output { max-height: none !important; }' });
   await page.screenshot({ path: out, fullPage: true });
-  console.log(`wrote ${out}: ${await page.textContent('#output .gen')}`);
+  console.log(`wrote ${out}: ${chat.length ? await page.textContent('#chatLog') : await page.textContent('#output .gen')}`);
 } finally {
   await browser.close();
   server.close();
