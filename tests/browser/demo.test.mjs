@@ -185,6 +185,9 @@ test('the page loads the model on the software WebGPU adapter', async () => {
   const adapter = await page.textContent('#adapter');
   console.log(`# browser adapter: ${adapter}`);
   assert.match(adapter, /BrowserWebGpu/);
+  // SwiftShader is a software adapter: the page says what that means.
+  assert.ok(await page.isVisible('#adapterHint'));
+  assert.match(await page.textContent('#adapterHint'), /^a software adapter: /);
   console.log(`# browser kernels: ${d.info.kernels}`);
   assert.match(d.info.kernels, /^decode matmuls: \d+ lanes per output/);
   assert.equal(await page.getAttribute('#adapter', 'title'), d.info.kernels);

@@ -40,6 +40,17 @@ function setProgress(stage, f, detail = {}) {
   $('progressText').textContent = text;
 }
 
+/** Shows the adapter, and what a software one means. */
+function showAdapter(text) {
+  $('adapter').textContent = text;
+  const software = /software|fallback|swiftshader|llvmpipe|lavapipe|\bwarp\b|\bCpu\b/i.test(text);
+  demo.softwareAdapter = software;
+  $('adapterHint').hidden = !software;
+  $('adapterHint').textContent =
+    'a software adapter: the GPU work runs on this CPU, at a few tokens per second. A browser with hardware WebGPU ' +
+    '(in Chrome, chrome://gpu says "WebGPU: Hardware accelerated") runs the same page many times faster.';
+}
+
 /** Shows what the model cache holds. */
 async function showCache() {
   try {
@@ -76,7 +87,7 @@ async function load(sources, label) {
     const info = await client.load(sources, { onProgress: setProgress });
     demo.info = info;
     demo.stages.push([Math.round(performance.now()), 'ready']);
-    $('adapter').textContent = info.adapter;
+    showAdapter(info.adapter);
     $('adapter').title = info.kernels;
     const mb = (info.weightBytes / 1048576).toFixed(1);
     $('modelInfo').textContent =
@@ -449,7 +460,7 @@ async function main() {
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) generate();
   });
   try {
-    $('adapter').textContent = await client.adapter();
+    showAdapter(await client.adapter());
   } catch (e) {
     $('adapter').textContent = 'none';
     fail(`The runtime could not open a WebGPU device: ${e.message}`);
