@@ -19,7 +19,87 @@ pub struct Mat {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
-    pub data: Vec<u8>,
+    pub data: Bytes,
+}
+
+/// One block of host memory for all of a model's matrices. On Linux it is aligned to 2 MiB
+/// and asked for transparent huge pages (`madvise(MADV_HUGEPAGE)`) before it is first
+/// written: a decode step streams every matrix, and with 4 KiB pages that is a TLB miss and a
+/// restart of the hardware prefetcher every 64 cache lines (measured in docs/benchmarks.md,
+/// "CPU backend"). Zeroed when made; each matrix is then written by the loader.
+pub struct Arena {
+    ptr: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+// Safe: the block is plain bytes, written only through `&mut Arena` (while loading) and read
+// through shared slices afterwards.
+unsafe impl Send for Arena {}
+unsafe impl Sync for Arena {}
+
+impl Arena {
+    /// Huge pages are 2 MiB on x86-64 and (usually) on aarch64 Linux.
+    const HUGE: usize = 2 << 20;
+
+    fn new(len: usize) -> Result<Arena> {
+        let huge = cfg!(target_os = "linux") && len >= Arena::HUGE;
+        let align = if huge { Arena::HUGE } else { 64 };
+        let size = len.max(1).checked_next_multiple_of(align).ok_or_else(|| Error::Input(format!("{len} bytes of matrices are too many")))?;
+        let layout = std::alloc::Layout::from_size_align(size, align).map_err(|e| Error::Input(format!("{len} bytes of matrices: {e}")))?;
+        // Safe: `layout` has a non-zero size.
+        let ptr = std::ptr::NonNull::new(unsafe { std::alloc::alloc(layout) })
+            .ok_or_else(|| Error::Input(format!("cannot allocate {} MiB of host memory for the model's matrices", size >> 20)))?;
+        #[cfg(target_os = "linux")]
+        if huge {
+            extern "C" {
+                fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
+            }
+            const MADV_HUGEPAGE: i32 = 14;
+            // Safe: the range is the allocation just made. Only advice: the kernel may ignore it
+            // (transparent huge pages off), and the result does not matter.
+            unsafe { madvise(ptr.as_ptr().cast(), size, MADV_HUGEPAGE) };
+        }
+        // Safe: the allocation holds `size` bytes; zeroing them makes every slice valid.
+        unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0, size) };
+        Ok(Arena { ptr, layout })
+    }
+
+    fn slice_mut(&mut self, at: usize, len: usize) -> &mut [u8] {
+        assert!(at.checked_add(len).is_some_and(|e| e <= self.layout.size()), "arena: range out of bounds");
+        // Safe: in bounds (checked), initialised (zeroed at creation), and `&mut self` is the
+        // only access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(at), len) }
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        // Safe: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}
+
+/// A matrix's bytes: a range of its model's `Arena`.
+#[derive(Clone)]
+pub struct Bytes {
+    arena: Arc<Arena>,
+    at: usize,
+    len: usize,
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // Safe: the range was checked when the matrix was placed, and the arena is no longer
+        // written once shared.
+        unsafe { std::slice::from_raw_parts(self.arena.ptr.as_ptr().add(self.at), self.len) }
+    }
+}
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bytes({} at {})", self.len, self.at)
+    }
 }
 
 impl Mat {
@@ -136,7 +216,7 @@ impl CpuModel {
     /// format (default: keep each as stored; GGUF types the kernels do not read become F16).
     pub fn load(mut model: OpenModel<'_>, dtype: Option<DType>, opts: &CpuOptions, progress: &mut dyn FnMut(f32)) -> Result<CpuModel> {
         model.plan.cfg.validate()?;
-        let mut sink = CpuSink { dtype, mats: HashMap::new(), vecs: HashMap::new() };
+        let mut sink = CpuSink { dtype, arena: None, mats: HashMap::new(), vecs: HashMap::new() };
         model.stream(&mut sink, progress)?;
         sink.into_model(&model.plan, opts)
     }
@@ -299,10 +379,22 @@ impl<T> SyncPtr<T> {
     }
 }
 
-/// Places the streamed tensors: matrices in their storage format, vectors in f32.
+/// A matrix being filled: its place in the arena and the bytes written so far.
+struct Placed {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    at: usize,
+    len: usize,
+    filled: usize,
+}
+
+/// Places the streamed tensors: matrices in their storage format in one `Arena` (each at its
+/// place, 4 KiB aligned, laid out in the plan's order), vectors in f32.
 struct CpuSink {
     dtype: Option<DType>,
-    mats: HashMap<WeightId, Mat>,
+    arena: Option<Arena>,
+    mats: HashMap<WeightId, Placed>,
     vecs: HashMap<WeightId, Vec<f32>>,
 }
 
@@ -324,7 +416,17 @@ impl CpuSink {
 }
 
 impl Sink for CpuSink {
-    fn begin(&mut self, _plan: &LoadPlan) -> Result<()> {
+    fn begin(&mut self, plan: &LoadPlan) -> Result<()> {
+        let mut end = 0usize;
+        for t in plan.tensors.iter().filter(|t| t.shape.len() >= 2) {
+            let ty = if self.wants_blocks(t) { t.storage } else { self.float_format(t.storage, t.weight) };
+            let (rows, cols) = (t.rows(), t.cols());
+            let len = rows.checked_mul(kernels::row_bytes(ty, cols)).ok_or_else(|| Error::Input(format!("tensor `{}` is too large", t.name)))?;
+            let at = end.next_multiple_of(4096);
+            end = at.checked_add(len).ok_or_else(|| Error::Input(format!("tensor `{}` is too large", t.name)))?;
+            self.mats.insert(t.weight, Placed { ty, rows, cols, at, len, filled: 0 });
+        }
+        self.arena = Some(Arena::new(end)?);
         Ok(())
     }
 
@@ -338,12 +440,7 @@ impl Sink for CpuSink {
     }
 
     fn blocks(&mut self, t: &PlannedTensor, first_row: usize, raw: &[u8]) -> Result<()> {
-        let m = self.mats.entry(t.weight).or_insert_with(|| Mat { ty: t.storage, rows: t.rows(), cols: t.cols(), data: Vec::new() });
-        let at = first_row * m.row_bytes();
-        if m.data.len() != at {
-            return Err(Error::Input(format!("tensor `{}`: rows arrived out of order", t.name)));
-        }
-        m.data.extend_from_slice(raw);
+        self.place(t, first_row, raw.len())?.copy_from_slice(raw);
         Ok(())
     }
 
@@ -354,14 +451,14 @@ impl Sink for CpuSink {
             return Ok(());
         }
         let ty = self.float_format(t.storage, t.weight);
-        let m = self.mats.entry(t.weight).or_insert_with(|| Mat { ty, rows: t.rows(), cols: t.cols(), data: Vec::new() });
-        if m.data.len() != first_row * m.row_bytes() {
-            return Err(Error::Input(format!("tensor `{}`: rows arrived out of order", t.name)));
-        }
-        match ty {
-            GgmlType::F32 => m.data.extend(values.iter().flat_map(|v| v.to_le_bytes())),
-            GgmlType::F16 => m.data.extend(values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes())),
-            _ => m.data.extend(values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())),
+        let size = if ty == GgmlType::F32 { 4 } else { 2 };
+        let out = self.place(t, first_row, values.len() * size)?;
+        for (o, &v) in out.chunks_exact_mut(size).zip(values) {
+            match ty {
+                GgmlType::F32 => o.copy_from_slice(&v.to_le_bytes()),
+                GgmlType::F16 => o.copy_from_slice(&half::f16::from_f32(v).to_le_bytes()),
+                _ => o.copy_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
+            }
         }
         Ok(())
     }
@@ -372,24 +469,47 @@ impl Sink for CpuSink {
 }
 
 impl CpuSink {
+    /// The next `len` bytes of tensor `t`'s place, which must start at row `first_row`.
+    fn place(&mut self, t: &PlannedTensor, first_row: usize, len: usize) -> Result<&mut [u8]> {
+        let m = self.mats.get_mut(&t.weight).ok_or_else(|| Error::Input(format!("tensor `{}` was not in the load plan", t.name)))?;
+        if m.filled != first_row * kernels::row_bytes(m.ty, m.cols) {
+            return Err(Error::Input(format!("tensor `{}`: rows arrived out of order", t.name)));
+        }
+        if m.filled + len > m.len {
+            return Err(Error::Input(format!("tensor `{}`: more rows arrived than its shape holds", t.name)));
+        }
+        let at = m.at + m.filled;
+        m.filled += len;
+        Ok(self.arena.as_mut().expect("begin made the arena").slice_mut(at, len))
+    }
+
     fn into_model(mut self, plan: &LoadPlan, opts: &CpuOptions) -> Result<CpuModel> {
         use LayerWeight as L;
         let cfg = plan.cfg.clone();
         let missing = |w: WeightId| Error::MissingTensor { model: plan.source.clone(), name: crate::load::safetensors::tensor_name(w) };
-        let mut mat = |w: WeightId| self.mats.remove(&w).ok_or_else(|| missing(w));
+        let arena = Arc::new(self.arena.take().unwrap_or(Arena::new(0)?));
+        // A matrix the plan placed (None when it has none), whole.
+        let mut take = |w: WeightId| -> Result<Option<Mat>> {
+            let Some(p) = self.mats.remove(&w) else { return Ok(None) };
+            if p.filled != p.len {
+                return Err(Error::Input(format!("tensor `{}`: {} of its {} bytes arrived", crate::load::safetensors::tensor_name(w), p.filled, p.len)));
+            }
+            Ok(Some(Mat { ty: p.ty, rows: p.rows, cols: p.cols, data: Bytes { arena: arena.clone(), at: p.at, len: p.len } }))
+        };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         let mut mats = Vec::new();
         for i in 0..cfg.num_hidden_layers {
             let l = |w| WeightId::Layer(i, w);
+            let mut mat = |w| take(w)?.ok_or_else(|| missing(w));
             let qkv = vec![mat(l(L::QProj))?, mat(l(L::KProj))?, mat(l(L::VProj))?];
             let o = mat(l(L::OProj))?;
             let gu = vec![mat(l(L::GateProj))?, mat(l(L::UpProj))?];
             let down = mat(l(L::DownProj))?;
-            let gate = mat(l(L::PltGate)).ok();
+            let gate = take(l(L::PltGate))?;
             mats.push((qkv, o, gu, down, gate));
         }
-        let embed = mat(WeightId::EmbedTokens)?;
-        let lm_head = mat(WeightId::LmHead).ok();
+        let embed = take(WeightId::EmbedTokens)?.ok_or_else(|| missing(WeightId::EmbedTokens))?;
+        let lm_head = take(WeightId::LmHead)?;
         let mut vec = |w: WeightId| self.vecs.remove(&w);
         for (i, (qkv, o, gu, down, gate)) in mats.into_iter().enumerate() {
             let l = |w| WeightId::Layer(i, w);
