@@ -1174,6 +1174,21 @@ mod avx2 {
         }
     }
 
+    /// `s` plus the scalar products of a float row's elements `range` with `x`'s (the tail of
+    /// a dot product past the last whole vector).
+    #[inline]
+    unsafe fn float_tail<const F: u8>(row: &[u8], range: std::ops::Range<usize>, x: *const f32, mut s: f32) -> f32 {
+        for j in range {
+            let wv = match F {
+                0 => f32::from_le_bytes([row[4 * j], row[4 * j + 1], row[4 * j + 2], row[4 * j + 3]]),
+                1 => f16_at(row, 2 * j),
+                _ => half::bf16::from_le_bytes([row[2 * j], row[2 * j + 1]]).to_f32(),
+            };
+            s += wv * *x.add(j);
+        }
+        s
+    }
+
     /// Eight weights of a float row from element `i` on, as f32.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -1226,16 +1241,8 @@ mod avx2 {
             i += 16;
         }
         for o in 0..N {
-            let mut s = hsum(_mm256_add_ps(_mm256_add_ps(a0[o], a1[o]), _mm256_add_ps(a2[o], a3[o])));
-            for j in i..cols {
-                let wv = match F {
-                    0 => f32::from_le_bytes([row[4 * j], row[4 * j + 1], row[4 * j + 2], row[4 * j + 3]]),
-                    1 => f16_at(row, 2 * j),
-                    _ => half::bf16::from_le_bytes([row[2 * j], row[2 * j + 1]]).to_f32(),
-                };
-                s += wv * *xs[o].add(j);
-            }
-            out[o] = s;
+            let s = hsum(_mm256_add_ps(_mm256_add_ps(a0[o], a1[o]), _mm256_add_ps(a2[o], a3[o])));
+            out[o] = float_tail::<F>(row, i..cols, xs[o], s);
         }
     }
 
@@ -1286,16 +1293,8 @@ mod avx2 {
             i += 16;
         }
         for o in 0..N {
-            let mut s = _mm512_reduce_add_ps(_mm512_add_ps(a0[o], a1[o]));
-            for j in i..cols {
-                let wv = match F {
-                    0 => f32::from_le_bytes([row[4 * j], row[4 * j + 1], row[4 * j + 2], row[4 * j + 3]]),
-                    1 => f16_at(row, 2 * j),
-                    _ => half::bf16::from_le_bytes([row[2 * j], row[2 * j + 1]]).to_f32(),
-                };
-                s += wv * *xs[o].add(j);
-            }
-            out[o] = s;
+            let s = _mm512_reduce_add_ps(_mm512_add_ps(a0[o], a1[o]));
+            out[o] = float_tail::<F>(row, i..cols, xs[o], s);
         }
     }
 
