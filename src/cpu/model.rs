@@ -399,11 +399,14 @@ struct CpuSink {
 }
 
 impl CpuSink {
+    /// Tensors held as f32 vectors rather than matrices in the arena: vectors, and the PLT
+    /// gates (small, read by `dot_f32`).
+    fn in_f32(t: &PlannedTensor) -> bool {
+        t.shape.len() < 2 || matches!(t.weight, WeightId::Layer(_, LayerWeight::PltGate))
+    }
+
     /// The format a float matrix of storage `st` is kept in.
-    fn float_format(&self, st: GgmlType, w: WeightId) -> GgmlType {
-        if matches!(w, WeightId::Layer(_, LayerWeight::PltGate)) {
-            return GgmlType::F32;
-        }
+    fn float_format(&self, st: GgmlType) -> GgmlType {
         match self.dtype {
             Some(DType::F32) => GgmlType::F32,
             Some(DType::F16) => GgmlType::F16,
@@ -418,8 +421,8 @@ impl CpuSink {
 impl Sink for CpuSink {
     fn begin(&mut self, plan: &LoadPlan) -> Result<()> {
         let mut end = 0usize;
-        for t in plan.tensors.iter().filter(|t| t.shape.len() >= 2) {
-            let ty = if self.wants_blocks(t) { t.storage } else { self.float_format(t.storage, t.weight) };
+        for t in plan.tensors.iter().filter(|t| !CpuSink::in_f32(t)) {
+            let ty = if self.wants_blocks(t) { t.storage } else { self.float_format(t.storage) };
             let (rows, cols) = (t.rows(), t.cols());
             let len = rows.checked_mul(kernels::row_bytes(ty, cols)).ok_or_else(|| Error::Input(format!("tensor `{}` is too large", t.name)))?;
             let at = end.next_multiple_of(4096);
@@ -436,7 +439,7 @@ impl Sink for CpuSink {
             && kernels::kept(t.storage)
             && !kernels::is_float(t.storage)
             && t.cols().is_multiple_of(block)
-            && !matches!(t.weight, WeightId::Layer(_, LayerWeight::PltGate))
+            && !CpuSink::in_f32(t)
     }
 
     fn blocks(&mut self, t: &PlannedTensor, first_row: usize, raw: &[u8]) -> Result<()> {
@@ -445,12 +448,14 @@ impl Sink for CpuSink {
     }
 
     fn rows(&mut self, t: &PlannedTensor, first_row: usize, values: &[f32]) -> Result<()> {
-        if t.shape.len() < 2 {
+        if CpuSink::in_f32(t) {
             let v = self.vecs.entry(t.weight).or_insert_with(|| vec![0.0; t.elems()]);
-            v[first_row..first_row + values.len()].copy_from_slice(values);
+            let at = first_row * t.cols();
+            let dst = v.get_mut(at..at + values.len()).ok_or_else(|| Error::Input(format!("tensor `{}`: more values arrived than its shape holds", t.name)))?;
+            dst.copy_from_slice(values);
             return Ok(());
         }
-        let ty = self.float_format(t.storage, t.weight);
+        let ty = self.float_format(t.storage);
         let size = if ty == GgmlType::F32 { 4 } else { 2 };
         let out = self.place(t, first_row, values.len() * size)?;
         for (o, &v) in out.chunks_exact_mut(size).zip(values) {
@@ -487,7 +492,10 @@ impl CpuSink {
         use LayerWeight as L;
         let cfg = plan.cfg.clone();
         let missing = |w: WeightId| Error::MissingTensor { model: plan.source.clone(), name: crate::load::safetensors::tensor_name(w) };
-        let arena = Arc::new(self.arena.take().unwrap_or(Arena::new(0)?));
+        let arena = Arc::new(match self.arena.take() {
+            Some(a) => a,
+            None => Arena::new(0)?,
+        });
         // A matrix the plan placed (None when it has none), whole.
         let mut take = |w: WeightId| -> Result<Option<Mat>> {
             let Some(p) = self.mats.remove(&w) else { return Ok(None) };
@@ -505,13 +513,12 @@ impl CpuSink {
             let o = mat(l(L::OProj))?;
             let gu = vec![mat(l(L::GateProj))?, mat(l(L::UpProj))?];
             let down = mat(l(L::DownProj))?;
-            let gate = take(l(L::PltGate))?;
-            mats.push((qkv, o, gu, down, gate));
+            mats.push((qkv, o, gu, down));
         }
         let embed = take(WeightId::EmbedTokens)?.ok_or_else(|| missing(WeightId::EmbedTokens))?;
         let lm_head = take(WeightId::LmHead)?;
         let mut vec = |w: WeightId| self.vecs.remove(&w);
-        for (i, (qkv, o, gu, down, gate)) in mats.into_iter().enumerate() {
+        for (i, (qkv, o, gu, down)) in mats.into_iter().enumerate() {
             let l = |w| WeightId::Layer(i, w);
             let bias = match (vec(l(L::QBias)), vec(l(L::KBias)), vec(l(L::VBias))) {
                 (None, None, None) => None,
@@ -522,11 +529,12 @@ impl CpuSink {
                     Some(b)
                 }
             };
-            let gate = match gate {
-                Some(g) if cfg.is_plt() => {
-                    let weight = crate::gguf::dequantize(g.ty, &g.data, g.rows * g.cols)?;
+            let gate = match vec(l(L::PltGate)) {
+                Some(weight) if cfg.is_plt() => {
                     let bias = vec(l(L::PltGateBias)).ok_or_else(|| missing(l(L::PltGateBias)))?;
-                    Some(Gate { weight, cols: g.cols, bias, norm: vec(l(L::PltGateNorm)) })
+                    // [H, cols] (the plan checked the shape against the config).
+                    let cols = weight.len() / cfg.num_attention_heads.max(1);
+                    Some(Gate { weight, cols, bias, norm: vec(l(L::PltGateNorm)) })
                 }
                 _ => None,
             };
