@@ -1202,9 +1202,8 @@ mod avx2 {
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_float<const F: u8, const N: usize>(row: &[u8], cols: usize, x: &[f32], r0: usize, out: &mut [f32]) {
+    unsafe fn dot_float<const F: u8, const N: usize>(row: &[u8], cols: usize, xs: [*const f32; N], ahead: *const u8, out: &mut [f32]) {
         let w = row.as_ptr();
-        let xs: [*const f32; N] = std::array::from_fn(|o| x.as_ptr().add((r0 + o) * cols));
         // Four accumulators per row: one FMA each per step, so their latency is hidden.
         let mut a0 = [_mm256_setzero_ps(); N];
         let mut a1 = [_mm256_setzero_ps(); N];
@@ -1214,7 +1213,7 @@ mod avx2 {
         let elem = if F == 0 { 4 } else { 2 };
         // 32 weights per step (one 64-byte line of f16 or bf16, two of f32), prefetched ahead.
         while i + 32 <= cols {
-            let p = w.add(elem * i + PREFETCH);
+            let p = ahead.wrapping_add(elem * i);
             _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
             if F == 0 {
                 _mm_prefetch::<_MM_HINT_T0>(p.add(64) as *const i8);
@@ -1263,16 +1262,15 @@ mod avx2 {
     /// prefetch, than 2 KiB and than into L1; 8 and 16 KiB within the noise).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f")]
-    unsafe fn dot_float512<const F: u8, const N: usize>(row: &[u8], cols: usize, x: &[f32], r0: usize, out: &mut [f32]) {
+    unsafe fn dot_float512<const F: u8, const N: usize>(row: &[u8], cols: usize, xs: [*const f32; N], ahead: *const u8, out: &mut [f32]) {
         let w = row.as_ptr();
-        let xs: [*const f32; N] = std::array::from_fn(|o| x.as_ptr().add((r0 + o) * cols));
         // Two accumulators per activation row.
         let mut a0 = [_mm512_setzero_ps(); N];
         let mut a1 = [_mm512_setzero_ps(); N];
         let mut i = 0;
         let elem = if F == 0 { 4 } else { 2 };
         while i + 32 <= cols {
-            let p = w.add(elem * i + PREFETCH);
+            let p = ahead.wrapping_add(elem * i);
             _mm_prefetch::<_MM_HINT_T1>(p as *const i8);
             if F == 0 {
                 _mm_prefetch::<_MM_HINT_T1>(p.add(64) as *const i8);
@@ -1299,14 +1297,60 @@ mod avx2 {
     }
 
     /// A piece of a float matmul: `rows` weight rows of `rb` bytes from `data` into `out`
-    /// ([rows, N]), one kernel call per row inside one target-feature function.
+    /// ([rows, N]), one kernel call per row (per `COL_CHUNK` of a longer row) inside one
+    /// target-feature function.
+    ///
+    /// A row longer than `COL_CHUNK` is summed chunk by chunk, the chunks' sums added in order
+    /// whatever the loop order, so every N gives the same bits. One activation row takes the
+    /// weight rows one after the other (one stream); two or more take the piece's rows chunk by
+    /// chunk, so that the activations' chunk stays in L1 while the weights stream past it (the
+    /// down projection of `llama-850m`, 5632 columns: two activation rows are 45 KB, more than
+    /// L1 holds beside the weights; read from L2 for every weight row, they made the fused
+    /// step's second row cost a fifth of that matmul). The weights are prefetched in the order
+    /// they are read: PREFETCH bytes ahead in a row, or the next row's chunk.
     macro_rules! float_rows_fn {
         ($name:ident, $kern:ident, $feat:literal) => {
             #[allow(clippy::too_many_arguments)]
             #[target_feature(enable = $feat)]
             pub unsafe fn $name<const F: u8, const N: usize>(data: &[u8], rb: usize, rows: usize, cols: usize, x: &[f32], r0: usize, out: &mut [f32]) {
-                for w in 0..rows {
-                    $kern::<F, N>(&data[w * rb..(w + 1) * rb], cols, x, r0, &mut out[w * N..(w + 1) * N]);
+                let xs: [*const f32; N] = std::array::from_fn(|o| x.as_ptr().add((r0 + o) * cols));
+                // Prefetch addresses are hints: one past `data` is never loaded.
+                let base = data.as_ptr();
+                if cols <= COL_CHUNK {
+                    for w in 0..rows {
+                        $kern::<F, N>(&data[w * rb..(w + 1) * rb], cols, xs, base.wrapping_add(w * rb + PREFETCH), &mut out[w * N..(w + 1) * N]);
+                    }
+                    return;
+                }
+                let elem = if F == 0 { 4 } else { 2 };
+                out[..rows * N].fill(0.0);
+                let mut part = [0f32; N];
+                let mut chunk = |w: usize, c0: usize| {
+                    let c1 = (c0 + COL_CHUNK).min(cols);
+                    let ahead = if N == 1 {
+                        w * rb + c0 * elem + PREFETCH
+                    } else if w + 1 < rows {
+                        (w + 1) * rb + c0 * elem
+                    } else {
+                        (c0 + COL_CHUNK) * elem
+                    };
+                    $kern::<F, N>(&data[w * rb + c0 * elem..w * rb + c1 * elem], c1 - c0, xs.map(|p| p.add(c0)), base.wrapping_add(ahead), &mut part);
+                    for (o, p) in out[w * N..(w + 1) * N].iter_mut().zip(&part) {
+                        *o += p;
+                    }
+                };
+                if N == 1 {
+                    for w in 0..rows {
+                        for c0 in (0..cols).step_by(COL_CHUNK) {
+                            chunk(w, c0);
+                        }
+                    }
+                } else {
+                    for c0 in (0..cols).step_by(COL_CHUNK) {
+                        for w in 0..rows {
+                            chunk(w, c0);
+                        }
+                    }
                 }
             }
         };
@@ -1418,6 +1462,10 @@ mod avx2 {
     const UNIT_BYTES: [usize; 8] = [34, 18, 20, 22, 24, 18, 22, 26];
     /// How far ahead of the unit being read the weights are prefetched.
     const PREFETCH: usize = 4096;
+
+    /// Columns of a float weight row summed at a time (a multiple of 32): a fused step's two
+    /// activation rows' chunk (16 KiB) stays in L1 beside the weights.
+    const COL_CHUNK: usize = 2048;
 
     /// The body of the quantised dot products: `R` (1 or 2) weight rows against `N` activation
     /// rows, each activation block loaded once for all weight rows (prefill's tiles take two).
@@ -1824,7 +1872,7 @@ mod tests {
     fn float_dots_match_f64_on_odd_lengths() {
         let mut rng = Rng::new(11);
         for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
-            for cols in [1, 7, 16, 37, 48, 200, 576] {
+            for cols in [1, 7, 16, 37, 48, 200, 576, 2048, 2085, 5632] {
                 let w: Vec<f32> = (0..cols).map(|_| rng.normal()).collect();
                 let bytes: Vec<u8> = match ty {
                     GgmlType::F32 => w.iter().flat_map(|v| v.to_le_bytes()).collect(),
@@ -1849,6 +1897,40 @@ mod tests {
                     let mut two = [f32::NAN; 2];
                     dot_float(simd, ty, &bytes, cols, &x, 1, &mut two);
                     assert_eq!([two[0].to_bits(), two[1].to_bits()], [out[1].to_bits(), out[2].to_bits()], "{} cols {cols} {simd:?}: a pair differs from its tile", ty.name());
+                }
+            }
+        }
+    }
+
+    /// A piece of several weight rows (rows longer than a column chunk are summed chunk by
+    /// chunk, in a different loop order for one and for several activation rows): every
+    /// (weight row, activation row) has the bits of its own single-row call.
+    #[test]
+    fn float_pieces_match_single_rows() {
+        let mut rng = Rng::new(13);
+        for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+            for cols in [576, 2085, 5632] {
+                let rows = 5;
+                let rb = row_bytes(ty, cols);
+                let w: Vec<f32> = (0..rows * cols).map(|_| rng.normal()).collect();
+                let bytes: Vec<u8> = match ty {
+                    GgmlType::F32 => w.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    GgmlType::F16 => w.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+                    _ => w.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
+                };
+                let x: Vec<f32> = (0..(TILE + 1) * cols).map(|_| rng.normal()).collect();
+                for simd in simds() {
+                    for t in 1..=TILE {
+                        let mut out = vec![f32::NAN; rows * t];
+                        dot_float_rows(simd, ty, &bytes, rows, cols, &x, 1, t, &mut out);
+                        for j in 0..rows {
+                            for i in 0..t {
+                                let mut one = [f32::NAN];
+                                dot_float(simd, ty, &bytes[j * rb..(j + 1) * rb], cols, &x, 1 + i, &mut one);
+                                assert_eq!(out[j * t + i].to_bits(), one[0].to_bits(), "{} cols {cols} {simd:?} t {t}: weight row {j}, activation row {i}", ty.name());
+                            }
+                        }
+                    }
                 }
             }
         }
