@@ -829,19 +829,14 @@ mod avx2 {
         }
         // Every position's key and value as (address, f16?), checked once.
         scratch.rows.clear();
+        scratch.rows.reserve(len);
+        let mut short = false;
         for p in range {
-            let at = |value| match kv(p, value) {
-                KvRow::F32(s) => {
-                    assert!(s.len() >= dh, "attend_many: short key/value row");
-                    (s.as_ptr() as usize, false)
-                }
-                KvRow::F16(s) => {
-                    assert!(s.len() >= dh, "attend_many: short key/value row");
-                    (s.as_ptr() as usize, true)
-                }
-            };
-            scratch.rows.push([at(false), at(true)]);
+            let (k, v) = (row_at(kv(p, false), dh), row_at(kv(p, true), dh));
+            short |= k.2 | v.2;
+            scratch.rows.push([(k.0, k.1), (v.0, v.1)]);
         }
+        assert!(!short, "attend_many: short key/value row");
         scratch.scores.clear();
         scratch.scores.resize(n * len, 0.0);
         let (rows, sc) = (&scratch.rows, scratch.scores.as_mut_ptr());
@@ -875,6 +870,15 @@ mod avx2 {
         }
         for (o, &z) in outs.chunks_mut(dh).zip(z.iter()) {
             o.iter_mut().for_each(|x| *x /= z);
+        }
+    }
+
+    /// A key or value row's address, whether it is f16, and whether it is shorter than `dh`.
+    #[inline(always)]
+    fn row_at(r: KvRow<'_>, dh: usize) -> (usize, bool, bool) {
+        match r {
+            KvRow::F32(s) => (s.as_ptr() as usize, false, s.len() < dh),
+            KvRow::F16(s) => (s.as_ptr() as usize, true, s.len() < dh),
         }
     }
 

@@ -110,7 +110,7 @@ impl Kv {
     }
 
     /// Key (value when `value`) of slot `s`, columns `at..at + n`, as stored.
-    #[inline]
+    #[inline(always)]
     fn get(&self, s: usize, at: usize, n: usize, value: bool) -> KvRow<'_> {
         let i = s * self.width + at;
         match (self.f16, value) {
