@@ -1946,7 +1946,7 @@ mod tests {
     #[test]
     fn attention_matches_f64_and_each_query_is_alone() {
         let mut rng = Rng::new(17);
-        for dh in [8, 12, 64, 72] {
+        for dh in [8, 12, 48, 64, 72, 128] {
             for len in [1, 3, 5, 17, 130] {
                 for kinds in ["f16", "f32", "mixed"] {
                     let keys: Vec<Vec<f32>> = (0..len).map(|_| (0..dh).map(|_| rng.normal()).collect()).collect();
