@@ -1220,7 +1220,7 @@ mod avx2 {
             let p = ahead.wrapping_add(elem * i);
             _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
             if F == 0 {
-                _mm_prefetch::<_MM_HINT_T0>(p.add(64) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64) as *const i8);
             }
             let w0 = load8::<F>(w, i);
             let w1 = load8::<F>(w, i + 8);
@@ -1277,7 +1277,7 @@ mod avx2 {
             let p = ahead.wrapping_add(elem * i);
             _mm_prefetch::<_MM_HINT_T1>(p as *const i8);
             if F == 0 {
-                _mm_prefetch::<_MM_HINT_T1>(p.add(64) as *const i8);
+                _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(64) as *const i8);
             }
             let w0 = load16::<F>(w, i);
             let w1 = load16::<F>(w, i + 16);
@@ -1318,7 +1318,7 @@ mod avx2 {
             #[target_feature(enable = $feat)]
             pub unsafe fn $name<const F: u8, const N: usize>(data: &[u8], rb: usize, rows: usize, cols: usize, x: &[f32], r0: usize, out: &mut [f32]) {
                 let xs: [*const f32; N] = std::array::from_fn(|o| x.as_ptr().add((r0 + o) * cols));
-                // Prefetch addresses are hints: one past `data` is never loaded.
+                // Prefetch addresses are hints (one past `data` is never read), so wrapping.
                 let base = data.as_ptr();
                 if cols <= COL_CHUNK {
                     for w in 0..rows {
@@ -1517,7 +1517,7 @@ mod avx2 {
                     for i in 0..R {
                         // The weights stream from memory once: ask for them a few units ahead,
                         // into L2 (measured faster than into L1 with the huge-page weights).
-                        _mm_prefetch::<_MM_HINT_T1>(rp[i].add(UNIT_BYTES[F as usize] * u + PREFETCH) as *const i8);
+                        _mm_prefetch::<_MM_HINT_T1>(rp[i].wrapping_add(UNIT_BYTES[F as usize] * u + PREFETCH) as *const i8);
                         let (qi, si, mi) = unit::<F>(rp[i], u);
                         q[i] = qi;
                         sc[i] = si;
@@ -1660,7 +1660,7 @@ mod avx2 {
         let mut a1 = [_mm256_setzero_ps(); N];
         let rp = row.as_ptr();
         for u in 0..units {
-            _mm_prefetch::<_MM_HINT_T0>(rp.add(UNIT_BYTES[F as usize] * u + PREFETCH) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(rp.wrapping_add(UNIT_BYTES[F as usize] * u + PREFETCH) as *const i8);
             let (q, scale, min) = unit::<F>(rp, u);
             // `scale` holds the first half's scale in lanes 0-3, the second's in 4-7.
             let s0 = _mm256_permute2f128_ps::<0x00>(scale, scale);
