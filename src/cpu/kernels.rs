@@ -1204,6 +1204,8 @@ mod avx2 {
         }
     }
 
+    /// One float weight row (`cols` values) against the N activation rows at `xs`; the bytes
+    /// at `ahead` (the caller's choice of what is read next) are prefetched as the row is read.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn dot_float<const F: u8, const N: usize>(row: &[u8], cols: usize, xs: [*const f32; N], ahead: *const u8, out: &mut [f32]) {
@@ -1261,9 +1263,10 @@ mod avx2 {
     }
 
     /// `dot_float` on 16-wide registers: half the instructions per weight, so the second and
-    /// later activation rows of a fused step stay hidden behind the weight stream. The weights
-    /// are prefetched 4 KiB ahead into L2 (with the model's huge pages: measured faster than no
-    /// prefetch, than 2 KiB and than into L1; 8 and 16 KiB within the noise).
+    /// later activation rows of a fused step stay hidden behind the weight stream. The bytes at
+    /// `ahead` go into L2; within a row the caller passes those 4 KiB ahead (with the model's
+    /// huge pages: measured faster than no prefetch, than 2 KiB and than into L1; 8 and 16 KiB
+    /// within the noise).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f")]
     unsafe fn dot_float512<const F: u8, const N: usize>(row: &[u8], cols: usize, xs: [*const f32; N], ahead: *const u8, out: &mut [f32]) {
